@@ -1,0 +1,11 @@
+"""OrbitForge: one image -> orbit views -> 3D Gaussians -> mesh, and 4D, as ComfyUI nodes.
+
+ComfyUI imports this folder as a package (any folder name under ``custom_nodes/``); ``pip install
+-e .`` installs it as ``orbitforge``. Everything inside uses relative imports.
+"""
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+WEB_DIRECTORY = None
+__version__ = "0.1.0"
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m orbitforge.bench <name> ...`` prints one JSON object."""

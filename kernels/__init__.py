@@ -1,0 +1,1 @@
+"""Host-free maths and compute (never imports ComfyUI)."""

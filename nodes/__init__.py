@@ -1,0 +1,15 @@
+"""ComfyUI glue: thin class-attribute ("V1") nodes. Host access lives in :mod:`.host` only."""
+
+from importlib import import_module
+
+# One module per topic; each exports NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS.
+_MODULES = [
+    "cameras",
+]
+
+NODE_CLASS_MAPPINGS: dict = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+for _name in _MODULES:
+    _mod = import_module(f".{_name}", __name__)
+    NODE_CLASS_MAPPINGS.update(_mod.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_mod.NODE_DISPLAY_NAME_MAPPINGS)

@@ -1,0 +1,133 @@
+"""The host layer: the only code that talks to the ComfyUI host (``comfy``, ``folder_paths``, ``server``).
+
+This package is the pack's single host layer. Modules beside this one (e.g. ``guiders.py``) hold
+code that must subclass host classes; they too import ComfyUI only inside functions.
+
+Every import of the host happens lazily inside a function, so the pack (and its tests) import
+without ComfyUI. Outside ComfyUI each helper falls back to something sane:
+
+| helper                 | inside ComfyUI                                   | outside                       |
+|------------------------|--------------------------------------------------|-------------------------------|
+| ``torch_device()``     | ``comfy.model_management.get_torch_device()``    | cuda if available, else cpu   |
+| ``intermediate_device()`` | ``comfy.model_management.intermediate_device()`` | cpu                        |
+| ``Progress``           | ``comfy.utils.ProgressBar`` (previews, interrupt) | optional callback             |
+| ``check_interrupt()``  | ``throw_exception_if_processing_interrupted()``  | no-op                         |
+| ``output_directory()`` | ``folder_paths.get_output_directory()``          | ``$ORBITFORGE_OUTPUT`` or ./output |
+| ``oom_exceptions()``   | ``comfy.model_management.OOM_EXCEPTION``          | ``torch.OutOfMemoryError``    |
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+import torch
+
+
+def _comfy_mm():
+    try:
+        import comfy.model_management as mm  # noqa: PLC0415 - lazy host import by design
+
+        return mm
+    except Exception:  # ComfyUI absent (or broken): fall back
+        return None
+
+
+def in_comfyui() -> bool:
+    return _comfy_mm() is not None
+
+
+def torch_device() -> torch.device:
+    mm = _comfy_mm()
+    if mm is not None:
+        return mm.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def intermediate_device() -> torch.device:
+    mm = _comfy_mm()
+    if mm is not None:
+        return mm.intermediate_device()
+    return torch.device("cpu")
+
+
+def check_interrupt() -> None:
+    """Raise ComfyUI's interrupt exception when the user pressed Cancel; no-op outside ComfyUI."""
+    mm = _comfy_mm()
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+
+
+def soft_empty_cache() -> None:
+    mm = _comfy_mm()
+    if mm is not None:
+        mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def oom_exceptions() -> tuple:
+    mm = _comfy_mm()
+    excs = [torch.OutOfMemoryError] if hasattr(torch, "OutOfMemoryError") else []
+    if mm is not None and getattr(mm, "OOM_EXCEPTION", None) is not None:
+        excs.append(mm.OOM_EXCEPTION)
+    return tuple(excs) or (RuntimeError,)
+
+
+def output_directory() -> str:
+    try:
+        import folder_paths  # noqa: PLC0415
+
+        return folder_paths.get_output_directory()
+    except Exception:
+        return os.environ.get("ORBITFORGE_OUTPUT", os.path.abspath("output"))
+
+
+def register_model_folder(name: str, extensions: tuple[str, ...] = (".safetensors", ".pt")) -> None:
+    """Register ``models/<name>`` with ComfyUI's folder_paths (no-op outside ComfyUI)."""
+    try:
+        import folder_paths  # noqa: PLC0415
+    except Exception:
+        return
+    path = os.path.join(folder_paths.models_dir, name)
+    if name in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(name, path)
+    else:
+        folder_paths.folder_names_and_paths[name] = ([path], set(extensions))
+
+
+class Progress:
+    """Progress for long loops: ComfyUI's progress bar (which also shows previews and checks
+    interrupts) inside the host, an optional plain callback outside.
+
+    ``update(value, preview=None)`` takes an absolute step and an optional preview IMAGE
+    ``[H,W,3]`` 0..1 (converted to the PIL preview ComfyUI's UI expects).
+    """
+
+    def __init__(self, total: int, callback: Optional[Callable[[int, int], None]] = None):
+        self.total = max(int(total), 1)
+        self.callback = callback
+        self._bar = None
+        try:
+            import comfy.utils  # noqa: PLC0415
+
+            self._bar = comfy.utils.ProgressBar(self.total)
+        except Exception:
+            self._bar = None
+
+    def update(self, value: int, preview: Optional[torch.Tensor] = None) -> None:
+        check_interrupt()
+        if self._bar is not None:
+            pil = None
+            if preview is not None:
+                pil = ("JPEG", _to_pil(preview), 512)
+            self._bar.update_absolute(value, self.total, pil)
+        if self.callback is not None:
+            self.callback(value, self.total)
+
+
+def _to_pil(image: torch.Tensor):
+    from PIL import Image  # noqa: PLC0415
+
+    arr = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return Image.fromarray(arr[..., :3])
