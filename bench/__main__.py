@@ -1,0 +1,26 @@
+"""``python -m orbitforge.bench <name> [args]``: each benchmark prints one JSON object."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHES = {
+    "splat": "3DGS fit of a mesh's orbit, held-out PSNR/SSIM, time, memory",
+    "raster": "rasteriser forward+backward time per view",
+}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHES:
+        print("usage: python -m orbitforge.bench <name> [--help]\n")
+        for k, v in BENCHES.items():
+            print(f"  {k:12s} {v}")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    mod = importlib.import_module(f".{argv[0]}", __package__)
+    return int(mod.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""3D Gaussian Splatting fit: views + cameras (+ masks) -> :class:`Gaussians`.
+
+Initialised from the masks' visual hull (surface voxels, colours projected from the views that
+face them), optimised with L1 + D-SSIM (kornia) + an alpha/mask term, optional per-view
+confidence weights (Diffusion²'s SSIM / 1-LPIPS confidences), adaptive density control, and a
+coarse-to-fine resolution schedule that keeps CPU fits short.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .cameras import Cameras
+from .densify import DensifyConfig, DensifyState, refine
+from .gaussians import Gaussians, rgb_to_sh0, sh_coeffs
+from .rasterize import rasterize
+from .visual_hull import carve_visual_hull, project_points, voxel_grid
+
+
+@dataclass
+class FitConfig:
+    iterations: int = 1000
+    sh_degree: int = 0
+    seed: int = 0
+    resolution: int = 0  # longest side used for training; 0 = the images' own size
+    coarse_fraction: float = 0.3  # first part of the fit runs at half resolution
+    views_per_step: int = 1
+    lambda_dssim: float = 0.2
+    lambda_mask: float = 0.1
+    background: tuple = (1.0, 1.0, 1.0)
+    init_resolution: int = 64  # visual hull grid for the initialisation
+    init_min_background_views: int = 1
+    init_opacity: float = 0.5
+    lr_means: float = 1.6e-4 * 10  # short CPU fits need a faster start than the 30k-iter default
+    lr_means_final: float = 1.6e-6 * 10
+    lr_sh0: float = 5e-3
+    lr_opacity: float = 5e-2
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    densify: bool = True
+    densify_start: float = 0.1  # fraction of iterations
+    densify_stop: float = 0.6
+    densify_every: int = 100
+    densify_cfg: DensifyConfig = field(default_factory=DensifyConfig)
+    sh_increase_every: int = 250  # one more SH degree every N iterations up to sh_degree
+    backend: str = "auto"
+
+
+@dataclass
+class FitResult:
+    gaussians: Gaussians
+    history: list  # per logged step: dict(iteration, loss, psnr, n, t)
+
+
+def check_views(images: torch.Tensor, cams: Cameras, masks: Optional[torch.Tensor] = None) -> None:
+    """Validate the fit's inputs; raise ``ValueError`` naming the problem and the fix."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):
+        raise ValueError(f"views must be an IMAGE [B,H,W,3], got "
+                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)}")
+    n, h, w = images.shape[:3]
+    if n == 0:
+        raise ValueError("no views: the IMAGE batch is empty")
+    if n != len(cams):
+        raise ValueError(f"{n} views but {len(cams)} cameras; give one camera per view "
+                         "(e.g. the CAMERAS output of the node that made the views)")
+    if (w, h) != (cams.width, cams.height) and abs(w / h - cams.width / cams.height) > 1e-3:
+        raise ValueError(f"views are {w}x{h} but the cameras are {cams.width}x{cams.height} "
+                         "with another aspect ratio; resize the views or make matching cameras")
+    if not torch.isfinite(images).all():
+        bad = torch.nonzero(~torch.isfinite(images.reshape(n, -1)).all(-1)).flatten().tolist()
+        raise ValueError(f"views {bad} contain NaN/inf pixels; fix the node that produced them")
+    if masks is not None:
+        if masks.ndim != 3 or masks.shape[0] != n or masks.shape[1:] != (h, w):
+            raise ValueError(f"mask must be [B,H,W] = [{n},{h},{w}] to match the views, got "
+                             f"{list(masks.shape)}")
+        if not torch.isfinite(masks).all():
+            raise ValueError("mask contains NaN/inf values")
+        empty = torch.nonzero(masks.reshape(n, -1).amax(-1) < 0.5).flatten().tolist()
+        if empty:
+            raise ValueError(f"mask of view(s) {empty} is empty (no object pixel >= 0.5); "
+                             "check the mask polarity (1 = object) or remove those views")
+
+
+def masks_from_background(images: torch.Tensor, background=(1.0, 1.0, 1.0),
+                          tol: float = 0.04) -> torch.Tensor:
+    """``[B,H,W]`` object masks from views on a plain background colour (1 = object)."""
+    bg = torch.tensor(background, dtype=images.dtype, device=images.device)
+    d = (images[..., :3] - bg).abs().amax(-1)
+    return (d > tol).to(images.dtype)
+
+
+def scene_bbox(cams: Cameras, margin: float = 1.0):
+    """A cube around the origin that every camera sees entirely at the origin's depth."""
+    half = float((cams.radius * torch.tan(torch.deg2rad(cams.fov) / 2)).min()) * margin
+    half = max(min(half, 4.0), 1e-3)
+    return (-half,) * 3, (half,) * 3
+
+
+@torch.no_grad()
+def init_from_hull(images: torch.Tensor, masks: torch.Tensor, cams: Cameras, resolution: int = 64,
+                   min_background_views: int = 1, opacity: float = 0.5,
+                   sh_degree: int = 0) -> Gaussians:
+    """Gaussians on the surface voxels of the visual hull, coloured from the views facing them."""
+    bbox = scene_bbox(cams)
+    occ = carve_visual_hull(masks, cams, resolution=resolution,
+                            min_background_views=min_background_views, bbox=bbox)  # [R,R,R]
+    if not occ.any():
+        raise ValueError("the masks' visual hull is empty: the views' masks do not agree on any "
+                         "point (check cameras and masks belong together, or lower the carving)")
+    o = occ.float()[None, None]
+    inner = -F.max_pool3d(-o, 3, 1, 1)  # erosion
+    surf = (occ & (inner[0, 0] < 0.5))
+    idx = torch.nonzero(surf)  # [P, 3]
+    grid = voxel_grid(resolution, *bbox)
+    pts = grid[idx[:, 0], idx[:, 1], idx[:, 2]]  # [P, 3]
+    vox = (bbox[1][0] - bbox[0][0]) / resolution
+    # outward normals from the blurred occupancy
+    blur = F.avg_pool3d(F.pad(o, (2,) * 6, mode="replicate"), 5, 1)[0, 0]
+    gx, gy, gz = torch.gradient(blur)
+    nrm = -torch.stack([gx, gy, gz], -1)[idx[:, 0], idx[:, 1], idx[:, 2]]
+    nrm = F.normalize(nrm, dim=-1)
+    colors = project_colors(pts, nrm, images, masks, cams)
+    n = pts.shape[0]
+    gen = torch.Generator().manual_seed(0)
+    pts = pts + (torch.rand(n, 3, generator=gen) - 0.5) * vox * 0.5
+    sh = torch.zeros(n, sh_coeffs(sh_degree), 3)
+    sh[:, 0] = rgb_to_sh0(colors)
+    quats = torch.zeros(n, 4)
+    quats[:, 0] = 1
+    log_scales = torch.full((n, 3), math.log(vox * 0.7))
+    op = torch.full((n,), math.log(opacity / (1 - opacity)))
+    dev = images.device
+    return Gaussians(pts.to(dev), quats.to(dev), log_scales.to(dev), op.to(dev), sh.to(dev))
+
+
+def project_colors(pts: torch.Tensor, nrm: torch.Tensor, images: torch.Tensor,
+                   masks: torch.Tensor, cams: Cameras) -> torch.Tensor:
+    """Colour of each point ``[P,3]``: views weighted by how squarely they face the normal."""
+    c, h, w = images.shape[:3]
+    uv, z = project_points(pts, cams)  # [C,P,2], [C,P]
+    grid = torch.stack([uv[..., 0] / w * 2 - 1, uv[..., 1] / h * 2 - 1], -1)  # [C,P,2]
+    img = images[..., :3].permute(0, 3, 1, 2).float()
+    col = F.grid_sample(img, grid[:, :, None], align_corners=False).squeeze(-1)  # [C,3,P]
+    m = F.grid_sample(masks[:, None].float(), grid[:, :, None], align_corners=False)[:, 0, :, 0]
+    to_cam = F.normalize(cams.centers[:, None].to(pts) - pts[None], dim=-1)  # [C,P,3]
+    facing = (to_cam * nrm[None]).sum(-1)  # [C,P]
+    inside = (grid.abs() <= 1).all(-1) & (z > 0) & (m > 0.5)
+    wgt = facing.clamp_min(0) ** 4 * inside
+    fallback = inside.float()  # points no view faces: average over views that see the mask
+    wgt = torch.where(wgt.sum(0, keepdim=True) > 1e-6, wgt, fallback)
+    out = (col * wgt[:, None]).sum(0) / wgt.sum(0).clamp_min(1e-6)  # [3,P]
+    return out.T.clamp(0, 1)
+
+
+def _downsample(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """[B,H,W,C] -> [B,h,w,C] with area averaging."""
+    if x.shape[1:3] == (h, w):
+        return x
+    return F.interpolate(x.permute(0, 3, 1, 2), size=(h, w), mode="area").permute(0, 2, 3, 1)
+
+
+def _ssim_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """1 - SSIM, per image ``[B]`` (kornia's SSIM, 11x11 Gaussian window)."""
+    import kornia  # noqa: PLC0415 - heavy import kept off module import
+
+    s = kornia.metrics.ssim(pred.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2), 11)
+    return 1 - s.mean(dim=(1, 2, 3))
+
+
+def fit_gaussians(images: torch.Tensor, cams: Cameras, masks: Optional[torch.Tensor] = None,
+                  config: Optional[FitConfig] = None, init: Optional[Gaussians] = None,
+                  weights: Optional[torch.Tensor] = None,
+                  progress: Optional[Callable[[int, int, Callable[[], torch.Tensor]], None]] = None,
+                  regularizer: Optional[Callable] = None) -> FitResult:
+    """Fit Gaussians to ``images`` [N,H,W,3] 0..1 seen by ``cams``.
+
+    ``masks`` [N,H,W] (1 = object; default: pixels differing from ``config.background``);
+    ``weights`` [N] optional per-view confidence multipliers; ``init`` warm start;
+    ``progress(step, total, preview_fn)`` called every few steps (``preview_fn()`` renders the
+    first view); ``regularizer(step, params, render_fn) -> loss`` optional extra term.
+    Works under ``torch.inference_mode()`` callers (it leaves inference mode itself).
+    """
+    cfg = config or FitConfig()
+    if cfg.iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {cfg.iterations}")
+    if not 0 <= cfg.sh_degree <= 3:
+        raise ValueError(f"sh_degree must be 0..3, got {cfg.sh_degree}")
+    images = images[..., :3]
+    check_views(images, cams, masks)
+    n_views, h0, w0 = images.shape[:3]
+    if weights is not None and (weights.ndim != 1 or weights.shape[0] != n_views):
+        raise ValueError(f"weights must be [N]=[{n_views}] per-view confidences, got "
+                         f"{list(weights.shape)}")
+    with torch.inference_mode(False), torch.enable_grad():
+        return _fit(images.clone(), cams, None if masks is None else masks.clone(), cfg,
+                    None if init is None else init.detach(),
+                    None if weights is None else weights.clone(), progress, regularizer)
+
+
+def _fit(images, cams, masks, cfg: FitConfig, init, weights, progress, regularizer) -> FitResult:
+    dev = images.device
+    n_views, h0, w0 = images.shape[:3]
+    if masks is None:
+        masks = masks_from_background(images, cfg.background)
+        empty = torch.nonzero(masks.reshape(n_views, -1).amax(-1) < 0.5).flatten().tolist()
+        if empty:
+            raise ValueError(f"view(s) {empty} are all background colour {cfg.background}: no "
+                             "object to fit; give a MASK or the right background colour")
+    # training resolution
+    scale = 1.0 if cfg.resolution <= 0 else min(1.0, cfg.resolution / max(h0, w0))
+    h, w = max(8, round(h0 * scale)), max(8, round(w0 * scale))
+    images = _downsample(images, h, w)
+    masks = _downsample(masks[..., None], h, w)[..., 0]
+    cams = cams.resized(w, h).to(dev)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    g0 = init if init is not None else init_from_hull(
+        images, masks, cams, cfg.init_resolution, cfg.init_min_background_views,
+        cfg.init_opacity, cfg.sh_degree)
+    g0 = g0.with_sh_degree(cfg.sh_degree).to(dev)
+    params = {k: t.detach().clone().requires_grad_(True) for k, t in
+              zip(("means", "quats", "log_scales", "opacity_logits", "sh"), g0.tensors())}
+    extent = float(cams.radius.max()) * 0.5
+    lr = {"means": cfg.lr_means * extent, "quats": cfg.lr_quats, "log_scales": cfg.lr_scales,
+          "opacity_logits": cfg.lr_opacity, "sh": cfg.lr_sh0}
+    opt = torch.optim.Adam([{"params": [params[k]], "lr": lr[k], "name": k} for k in params],
+                           eps=1e-15)
+    sh_rest_scale = torch.ones(1, sh_coeffs(cfg.sh_degree), 1, device=dev)
+    sh_rest_scale[:, 1:] = 1 / 20.0  # SH rest coefficients learn 20x slower (3DGS)
+    dstate = DensifyState(params["means"].shape[0], dev)
+    bg = torch.tensor(cfg.background, dtype=images.dtype, device=dev)
+    coarse = cams.resized(max(8, w // 2), max(8, h // 2))
+    img_c = _downsample(images, coarse.height, coarse.width)
+    msk_c = _downsample(masks[..., None], coarse.height, coarse.width)[..., 0]
+    d_start = int(cfg.densify_start * cfg.iterations)
+    d_stop = int(cfg.densify_stop * cfg.iterations)
+    history = []
+    order = torch.randperm(n_views, generator=gen)
+    cursor = 0
+    t0 = time.perf_counter()
+    mean_decay = (cfg.lr_means_final / cfg.lr_means) ** (1 / max(cfg.iterations - 1, 1))
+
+    def render(p, cam_subset: Cameras, degree: int, retain=False):
+        return rasterize(p["means"], p["quats"], torch.exp(p["log_scales"]),
+                         torch.sigmoid(p["opacity_logits"]), p["sh"] * sh_rest_scale,
+                         cam_subset.viewmats, cam_subset.Ks, cam_subset.width, cam_subset.height,
+                         sh_degree=degree, backgrounds=bg.expand(len(cam_subset), 3),
+                         backend=cfg.backend, retain_means2d_grad=retain)
+
+    for it in range(cfg.iterations):
+        use_coarse = it < cfg.coarse_fraction * cfg.iterations
+        cam_all, img_all, msk_all = (coarse, img_c, msk_c) if use_coarse else (cams, images, masks)
+        idx = []
+        for _ in range(min(cfg.views_per_step, n_views)):
+            if cursor >= n_views:
+                order = torch.randperm(n_views, generator=gen)
+                cursor = 0
+            idx.append(int(order[cursor]))
+            cursor += 1
+        cam = cam_all[idx]
+        degree = min(cfg.sh_degree, it // max(cfg.sh_increase_every, 1))
+        densifying = cfg.densify and d_start <= it < d_stop
+        out = render(params, cam, degree, retain=densifying)
+        gt, gm = img_all[idx], msk_all[idx]
+        l1 = (out.rgb - gt).abs().mean(dim=(1, 2, 3))  # [V]
+        dssim = _ssim_loss(out.rgb, gt)  # [V]
+        lmask = (out.alpha[..., 0] - gm).abs().mean(dim=(1, 2))  # [V]
+        per_view = (1 - cfg.lambda_dssim) * l1 + cfg.lambda_dssim * dssim + cfg.lambda_mask * lmask
+        if weights is not None:
+            per_view = per_view * weights[idx].to(per_view)
+        loss = per_view.mean()
+        if regularizer is not None:
+            loss = loss + regularizer(it, params, lambda c, d=degree: render(params, c, d))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if densifying:
+            m2d = out.meta["means2d"]
+            dstate.accumulate(m2d, out.meta["radii"], cam.width, cam.height)
+        opt.step()
+        for group in opt.param_groups:
+            if group["name"] == "means":
+                group["lr"] *= mean_decay
+        with torch.no_grad():
+            params["quats"].data = F.normalize(params["quats"].data, dim=-1)
+        if densifying and it > 0 and (it - d_start) % cfg.densify_every == 0 and it != d_start:
+            params = refine(params, opt, dstate, cfg.densify_cfg, extent * 2, generator=gen)
+        if it % 25 == 0 or it == cfg.iterations - 1:
+            with torch.no_grad():
+                mse = ((out.rgb - gt) ** 2).mean()
+                history.append({"iteration": it, "loss": float(loss),
+                                "psnr": float(-10 * torch.log10(mse.clamp_min(1e-10))),
+                                "n": int(params["means"].shape[0]),
+                                "t": time.perf_counter() - t0})
+        if progress is not None:
+            def preview(p=params, d=degree):
+                with torch.no_grad():
+                    return render(p, cams[[0]], d).rgb[0].detach()
+
+            progress(it + 1, cfg.iterations, preview)
+    # final prune of invisible/transparent Gaussians
+    with torch.no_grad():
+        keep = torch.sigmoid(params["opacity_logits"]) >= cfg.densify_cfg.prune_opacity
+        g = Gaussians(*(params[k].detach() for k in ("means", "quats", "log_scales",
+                                                      "opacity_logits", "sh"))).subset(keep)
+        g.sh[:] = g.sh * sh_rest_scale.to(g.sh)
+    return FitResult(g, history)
+
+
+def render_gaussians(g: Gaussians, cams: Cameras, background=(1.0, 1.0, 1.0), backend="auto",
+                     chunk: int = 8):
+    """Render ``g`` for every camera (no grad, chunked): (rgb, alpha, depth, depth_median)."""
+    outs = []
+    with torch.no_grad():
+        bg = torch.tensor(background, dtype=g.means.dtype, device=g.device)
+        for s in range(0, len(cams), chunk):
+            c = cams[list(range(s, min(s + chunk, len(cams))))].to(g.device)
+            o = rasterize(g.means, F.normalize(g.quats, dim=-1), g.scales, g.opacities, g.sh,
+                          c.viewmats, c.Ks, c.width, c.height, sh_degree=g.sh_degree,
+                          backgrounds=bg.expand(len(c), 3), backend=backend)
+            outs.append((o.rgb, o.alpha, o.depth, o.depth_median))
+    return tuple(torch.cat(t) for t in zip(*outs))

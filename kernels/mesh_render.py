@@ -1,0 +1,380 @@
+"""CPU reference rendering of triangle meshes (trimesh + Embree ray casting).
+
+Used to make reference views (the bundled sample orbit, benchmarks, evaluation) in the ONE
+camera convention of :mod:`.cameras`: pixel ``(i, j)`` is centred at ``(j + 0.5, i + 0.5)``,
+``viewmats`` are world -> camera (OpenCV: x right, y down, z forward).
+
+Shading is deliberately **view independent** -- ``albedo * (ambient + diffuse * max(0, n.l))``
+with a fixed world-space light from above-front and two-sided normals -- so that a 3D Gaussian
+fit with view-independent (degree-0 SH) colour can match the renders exactly.
+
+Ray casting uses ``embreex`` (Embree 2) directly when it is installed (about 0.03 s per 256²
+view for spot); otherwise trimesh's pure-python triangle intersector (much slower).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import trimesh
+
+from .cameras import Cameras
+
+try:  # optional fast path
+    from embreex import rtcore_scene as _rtcs
+    from embreex.mesh_construction import TriangleMesh as _EmbreeTriangleMesh
+
+    HAVE_EMBREE = True
+except Exception:  # pragma: no cover - depends on the install
+    HAVE_EMBREE = False
+
+# fixed world-space light direction (towards the light): above (+y) and in front (+z), a bit right
+LIGHT_DIR = (0.3, 0.8, 0.5)
+AMBIENT = 0.45
+DIFFUSE = 0.55
+DEFAULT_GREY = (0.7, 0.7, 0.7)
+
+_IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading and normalisation
+# ----------------------------------------------------------------------------------------------
+
+
+def _find_texture(path: str) -> Optional[str]:
+    """A texture image next to an OBJ that has UVs but no material image (e.g. spot)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    stem = os.path.splitext(os.path.basename(path))[0]
+    names = []
+    for base in (stem, stem + "_texture", stem.split("_")[0] + "_texture", stem.split("_")[0]):
+        names += [base + e for e in _IMAGE_EXTS]
+    for n in names:
+        p = os.path.join(folder, n)
+        if os.path.isfile(p):
+            return p
+    images = [f for f in sorted(os.listdir(folder)) if f.lower().endswith(_IMAGE_EXTS)]
+    return os.path.join(folder, images[0]) if len(images) == 1 else None
+
+
+def _material_image(material):
+    """(PIL image or None, rgb factor [3] float) of a trimesh material."""
+    if material is None:
+        return None, None
+    img = getattr(material, "image", None)  # SimpleMaterial
+    if img is None:
+        img = getattr(material, "baseColorTexture", None)  # PBRMaterial
+    factor = getattr(material, "baseColorFactor", None)
+    if factor is None and img is None:
+        factor = getattr(material, "diffuse", None)
+    if factor is not None:
+        factor = np.asarray(factor, dtype=np.float64).flatten()[:3]
+        if factor.max() > 1.0:
+            factor = factor / 255.0
+    return img, factor
+
+
+def load_mesh(path: str, texture: Optional[str] = None) -> trimesh.Trimesh:
+    """Load an OBJ / PLY / GLB / GLTF file as one ``trimesh.Trimesh``.
+
+    Scenes are flattened with their node transforms. Texture + UVs (``TextureVisuals``) or vertex
+    colours are kept. Vertices are not merged or reordered (``process=False``), so UV seams stay
+    split. For an OBJ with UVs but no material image, ``texture`` (or, when None, an image found
+    next to it: ``<stem>.png``, ``<stem>_texture.png``, ``<prefix>_texture.png`` or the only image
+    in the folder) becomes its texture.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"mesh file not found: {path!r}; give the path of an OBJ/PLY/GLB/GLTF file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".obj", ".ply", ".glb", ".gltf", ".off", ".stl"):
+        raise ValueError(f"unsupported mesh format {ext!r} ({path}); use OBJ, PLY, GLB or GLTF")
+    if texture is not None and not os.path.isfile(texture):
+        raise ValueError(f"texture file not found: {texture!r}")
+    loaded = trimesh.load(path, process=False)
+    if isinstance(loaded, trimesh.Scene):
+        meshes = []
+        for node in loaded.graph.nodes_geometry:
+            transform, geom_name = loaded.graph[node]
+            g = loaded.geometry[geom_name]
+            if isinstance(g, trimesh.Trimesh) and len(g.faces):
+                g = g.copy()
+                g.apply_transform(transform)
+                meshes.append(g)
+        if not meshes:
+            raise ValueError(f"{path!r} contains no triangle mesh")
+        mesh = meshes[0] if len(meshes) == 1 else trimesh.util.concatenate(meshes)
+    elif isinstance(loaded, trimesh.Trimesh):
+        mesh = loaded
+    else:
+        raise ValueError(f"{path!r} is not a triangle mesh (got {type(loaded).__name__}); "
+                         "point clouds cannot be rendered")
+    if len(mesh.faces) == 0:
+        raise ValueError(f"{path!r} has no faces")
+    vis = mesh.visual
+    if isinstance(vis, trimesh.visual.TextureVisuals) and vis.uv is not None:
+        img, _ = _material_image(vis.material)
+        if ext == ".obj" and img is not None:
+            # trimesh invents a 2x2 grey image for an OBJ with UVs but no material library
+            with open(path, "rb") as fh:
+                if b"mtllib" not in fh.read():
+                    img = None
+        tex = texture or (None if img is not None else _find_texture(path))
+        if tex is not None:
+            from PIL import Image
+
+            with Image.open(tex) as im:
+                image = im.convert("RGB").copy()
+            # white diffuse: trimesh's default (0.4 grey) becomes glTF's baseColorFactor on export
+            mat = trimesh.visual.material.SimpleMaterial(image=image, diffuse=(255, 255, 255, 255))
+            mesh.visual = trimesh.visual.TextureVisuals(uv=vis.uv, material=mat)
+    return mesh
+
+
+def normalize_mesh(mesh: trimesh.Trimesh):
+    """Centre the bounding box at the origin and scale its largest extent to 1 (SPEC §8).
+
+    Returns ``(normalised copy, center [3], scale)`` with ``normalised = (v - center) * scale``;
+    apply the same ``center``/``scale`` to a prediction to put it in this mesh's frame.
+    """
+    lo, hi = mesh.bounds
+    center = (lo + hi) / 2.0
+    extent = float((hi - lo).max())
+    if not np.isfinite(extent) or extent <= 0:
+        raise ValueError(f"cannot normalise a mesh with bounding-box extent {extent}")
+    scale = 1.0 / extent
+    out = mesh.copy()
+    out.vertices = (np.asarray(mesh.vertices, dtype=np.float64) - center) * scale
+    return out, center, scale
+
+
+# ----------------------------------------------------------------------------------------------
+# Ray casting
+# ----------------------------------------------------------------------------------------------
+
+
+class _Caster:
+    """Closest-hit ray casting: returns (hit [R] bool, face [R], barycentric [R,3], t [R])."""
+
+    def __init__(self, mesh: trimesh.Trimesh):
+        self.tris = np.asarray(mesh.triangles, dtype=np.float64)  # [F, 3, 3]
+        if HAVE_EMBREE:
+            self.scene = _rtcs.EmbreeScene()
+            _EmbreeTriangleMesh(scene=self.scene,
+                                vertices=np.asarray(mesh.vertices, dtype=np.float32),
+                                indices=np.asarray(mesh.faces, dtype=np.int32))
+        else:
+            self.rmi = trimesh.ray.ray_triangle.RayMeshIntersector(mesh)
+
+    def cast(self, origins: np.ndarray, dirs: np.ndarray):
+        n = origins.shape[0]
+        if HAVE_EMBREE:
+            res = self.scene.run(np.ascontiguousarray(origins, dtype=np.float32),
+                                 np.ascontiguousarray(dirs, dtype=np.float32), output=1)
+            face = np.asarray(res["primID"]).astype(np.int64)
+            hit = face >= 0
+            u = np.asarray(res["u"], dtype=np.float64)
+            v = np.asarray(res["v"], dtype=np.float64)
+            bary = np.stack([1 - u - v, u, v], -1)  # embree: p = (1-u-v) v0 + u v1 + v v2
+            t = np.asarray(res["tfar"], dtype=np.float64)
+            face = np.where(hit, face, 0)
+            return hit, face, bary, t
+        hit = np.zeros(n, bool)
+        face = np.zeros(n, np.int64)
+        bary = np.zeros((n, 3))
+        t = np.zeros(n)
+        tri_idx, ray_idx, loc = self.rmi.intersects_id(origins, dirs, multiple_hits=False,
+                                                       return_locations=True)
+        if len(ray_idx):
+            hit[ray_idx] = True
+            face[ray_idx] = tri_idx
+            bary[ray_idx] = trimesh.triangles.points_to_barycentric(self.tris[tri_idx], loc)
+            dn = dirs[ray_idx]
+            t[ray_idx] = ((loc - origins[ray_idx]) * dn).sum(-1) / (dn * dn).sum(-1)
+        return hit, face, bary, t
+
+
+def camera_rays(viewmat: np.ndarray, K: np.ndarray, width: int, height: int):
+    """World-space rays through pixel centres. Returns ``origins [H*W,3]`` and ``dirs [H*W,3]``,
+    the directions scaled so that ray parameter t equals camera-space depth z."""
+    R = viewmat[:3, :3]
+    t = viewmat[:3, 3]
+    center = -R.T @ t
+    j, i = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    pix = np.stack([j.ravel(), i.ravel(), np.ones(width * height)], -1)  # [HW, 3]
+    d_cam = pix @ np.linalg.inv(K).T  # z == 1
+    dirs = d_cam @ R  # rows: R^T d
+    return np.broadcast_to(center, dirs.shape).copy(), dirs
+
+
+# ----------------------------------------------------------------------------------------------
+# Shading helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def smooth_vertex_normals(mesh: trimesh.Trimesh) -> np.ndarray:
+    """Area-weighted vertex normals ``[V, 3]`` shared across split (UV-seam) copies of a vertex."""
+    v = np.asarray(mesh.vertices, dtype=np.float64)
+    f = np.asarray(mesh.faces)
+    _, inv = np.unique(np.round(v, 7), axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # area-weighted
+    acc = np.zeros((inv.max() + 1, 3))
+    for k in range(3):
+        np.add.at(acc, inv[f[:, k]], fn)
+    n = acc[inv]
+    return n / np.clip(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12, None)
+
+
+def _bilinear(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear, repeat-wrapped lookup of ``img [h,w,3]`` at UVs ``[R,2]`` (v up, OpenGL)."""
+    h, w = img.shape[:2]
+    x = (uv[:, 0] % 1.0) * w - 0.5
+    y = (1.0 - (uv[:, 1] % 1.0)) * h - 0.5
+    x0 = np.floor(x).astype(np.int64)
+    y0 = np.floor(y).astype(np.int64)
+    fx = (x - x0)[:, None]
+    fy = (y - y0)[:, None]
+    x0m, x1m = x0 % w, (x0 + 1) % w
+    y0c, y1c = np.clip(y0, 0, h - 1), np.clip(y0 + 1, 0, h - 1)
+    return ((img[y0c, x0m] * (1 - fx) + img[y0c, x1m] * fx) * (1 - fy)
+            + (img[y1c, x0m] * (1 - fx) + img[y1c, x1m] * fx) * fy)
+
+
+class _Albedo:
+    """Per-hit base colour from a mesh's visuals (texture, vertex/face colours or grey)."""
+
+    def __init__(self, mesh: trimesh.Trimesh, default=DEFAULT_GREY):
+        self.kind = "grey"
+        self.grey = np.asarray(default, dtype=np.float64)
+        vis = mesh.visual
+        nf = len(mesh.faces)
+        if isinstance(vis, trimesh.visual.TextureVisuals):
+            img, factor = _material_image(vis.material)
+            if img is not None and vis.uv is not None and len(vis.uv) == len(mesh.vertices):
+                self.kind = "texture"
+                self.tex = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
+                if factor is not None:
+                    self.tex = self.tex * factor
+                self.uv = np.asarray(vis.uv, dtype=np.float64)
+                self.faces = np.asarray(mesh.faces)
+            elif factor is not None:
+                self.grey = factor
+        elif isinstance(vis, trimesh.visual.ColorVisuals) and vis.defined:
+            if vis.kind == "vertex":
+                self.kind = "vertex"
+                self.vc = np.asarray(vis.vertex_colors, dtype=np.float64)[:, :3] / 255.0
+                self.faces = np.asarray(mesh.faces)
+            elif vis.kind == "face" and len(vis.face_colors) == nf:
+                self.kind = "face"
+                self.fc = np.asarray(vis.face_colors, dtype=np.float64)[:, :3] / 255.0
+
+    def __call__(self, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
+        if self.kind == "texture":
+            uv = (self.uv[self.faces[face]] * bary[:, :, None]).sum(1)
+            return _bilinear(self.tex, uv)
+        if self.kind == "vertex":
+            return (self.vc[self.faces[face]] * bary[:, :, None]).sum(1)
+        if self.kind == "face":
+            return self.fc[face]
+        return np.broadcast_to(self.grey, (face.shape[0], 3))
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------------
+
+
+def render_mesh(mesh: trimesh.Trimesh, cams: Cameras, background: Sequence[float] = (1.0, 1.0, 1.0),
+                ss: int = 1, smooth: bool = True, light_dir: Sequence[float] = LIGHT_DIR,
+                ambient: float = AMBIENT, diffuse: float = DIFFUSE,
+                progress: Optional[Callable[[int, int], None]] = None) -> dict:
+    """Render ``mesh`` from every camera (CPU ray casting).
+
+    Args:
+        mesh: the mesh, in world units of ``cams`` (normalise it first for the SPEC §8 protocol).
+        cams: N cameras; ``cams.width`` x ``cams.height`` output images.
+        background: RGB (0..1) the colour is composited on.
+        ss: supersampling factor per axis (anti-aliasing; ss=2 costs 4x).
+        smooth: interpolate smooth vertex normals (else flat face normals).
+        light_dir / ambient / diffuse: the view-independent shading
+            ``albedo * (ambient + diffuse * max(0, n.l))``; normals are two-sided.
+        progress: optional ``callback(done_views, total_views)``.
+
+    Returns a dict of CPU float32 tensors:
+        ``rgb`` [N,H,W,3] 0..1 composited on ``background``; ``mask`` [N,H,W] coverage (1 =
+        object; fractional on edges when ss > 1); ``depth`` [N,H,W] camera-space z (0 where
+        empty; mean over covered sub-samples); ``normals`` [N,H,W,3] unit world-space normals
+        facing the camera (0 where empty).
+    """
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise ValueError(f"render_mesh needs a non-empty trimesh.Trimesh, got {type(mesh).__name__}")
+    if int(ss) != ss or ss < 1:
+        raise ValueError(f"ss (supersampling) must be an integer >= 1, got {ss}")
+    bg = np.asarray(background, dtype=np.float64).flatten()
+    if bg.shape != (3,):
+        raise ValueError(f"background must be 3 RGB values in 0..1, got {background}")
+    ss = int(ss)
+    W, H = cams.width, cams.height
+    sc = cams.resized(W * ss, H * ss) if ss > 1 else cams
+    Ws, Hs = sc.width, sc.height
+
+    caster = _Caster(mesh)
+    albedo = _Albedo(mesh)
+    if smooth:
+        vn = smooth_vertex_normals(mesh)
+        faces = np.asarray(mesh.faces)
+    fnorm = np.asarray(mesh.face_normals, dtype=np.float64)
+    light = np.asarray(light_dir, dtype=np.float64)
+    light = light / np.linalg.norm(light)
+
+    n_views = len(cams)
+    out_rgb = np.empty((n_views, H, W, 3), np.float32)
+    out_mask = np.empty((n_views, H, W), np.float32)
+    out_depth = np.empty((n_views, H, W), np.float32)
+    out_nrm = np.empty((n_views, H, W, 3), np.float32)
+    vms = sc.viewmats.detach().double().cpu().numpy()
+    Ks = sc.Ks.detach().double().cpu().numpy()
+    for k in range(n_views):
+        origins, dirs = camera_rays(vms[k], Ks[k], Ws, Hs)
+        hit, face, bary, t = caster.cast(origins, dirs)
+        hit &= t > 0
+        idx = np.nonzero(hit)[0]
+        f, b = face[idx], bary[idx]
+        if smooth:
+            n = (vn[faces[f]] * b[:, :, None]).sum(1)
+            bad = np.linalg.norm(n, axis=-1) < 1e-8
+            n[bad] = fnorm[f[bad]]
+        else:
+            n = fnorm[f].copy()
+        n /= np.clip(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12, None)
+        flip = (n * dirs[idx]).sum(-1) > 0  # two-sided: face the camera
+        n[flip] *= -1
+        shade = ambient + diffuse * np.clip(n @ light, 0.0, None)
+        col = np.clip(albedo(f, b) * shade[:, None], 0.0, 1.0)
+
+        rgb = np.broadcast_to(bg, (Hs * Ws, 3)).copy()
+        rgb[idx] = col
+        mask = hit.astype(np.float64)
+        depth = np.where(hit, t, 0.0)
+        nrm = np.zeros((Hs * Ws, 3))
+        nrm[idx] = n
+        if ss > 1:
+            pool = lambda a: a.reshape(H, ss, W, ss, *a.shape[2:]).mean((1, 3))  # noqa: E731
+            rgb = pool(rgb.reshape(Hs, Ws, 3))
+            cov = pool(mask.reshape(Hs, Ws))
+            depth = np.where(cov > 0, pool(depth.reshape(Hs, Ws)) / np.maximum(cov, 1e-12), 0.0)
+            nrm = pool(nrm.reshape(Hs, Ws, 3))
+            nn = np.linalg.norm(nrm, axis=-1, keepdims=True)
+            nrm = np.where(nn > 1e-8, nrm / np.maximum(nn, 1e-12), 0.0)
+            mask = cov
+        out_rgb[k] = rgb.reshape(H, W, 3)
+        out_mask[k] = mask.reshape(H, W)
+        out_depth[k] = depth.reshape(H, W)
+        out_nrm[k] = nrm.reshape(H, W, 3)
+        if progress is not None:
+            progress(k + 1, n_views)
+    return {"rgb": torch.from_numpy(out_rgb), "mask": torch.from_numpy(out_mask),
+            "depth": torch.from_numpy(out_depth), "normals": torch.from_numpy(out_nrm)}

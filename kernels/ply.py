@@ -1,0 +1,140 @@
+"""The standard 3DGS PLY (what common splat viewers open), read and written without extra deps.
+
+Binary little-endian, one ``vertex`` element of float32 properties, in this order:
+``x y z nx ny nz f_dc_0..2 f_rest_0..(3*(K-1)-1) opacity scale_0..2 rot_0..3``. Normals are
+zero; ``f_rest`` is channel-major (all R coefficients, then G, then B); opacity is a logit,
+scales are logs, rotation is a wxyz quaternion (unnormalised).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import torch
+
+from .gaussians import Gaussians
+
+_MAX_HEADER = 64 * 1024
+
+
+def _property_names(k: int) -> list[str]:
+    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    names += [f"f_rest_{i}" for i in range(3 * (k - 1))]
+    names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    return names
+
+
+def gaussians_to_array(g: Gaussians) -> np.ndarray:
+    """``[N, P]`` float32 rows in the PLY property order."""
+    g = g.detach().to("cpu", torch.float32)
+    n, k = g.sh.shape[0], g.sh.shape[1]
+    rest = g.sh[:, 1:, :].permute(0, 2, 1).reshape(n, -1)  # channel-major
+    cols = [g.means, torch.zeros(n, 3), g.sh[:, 0, :], rest, g.opacity_logits[:, None],
+            g.log_scales, g.quats]
+    arr = torch.cat(cols, 1).numpy().astype("<f4")
+    assert arr.shape[1] == len(_property_names(k))
+    return arr
+
+
+def write_ply(path: str, g: Gaussians) -> str:
+    """Write atomically: a temp file in the same folder, then ``os.replace``."""
+    if len(g) == 0:
+        raise ValueError("refusing to write a PLY with 0 Gaussians")
+    arr = gaussians_to_array(g)
+    if not np.isfinite(arr).all():
+        raise ValueError("refusing to write a PLY with NaN/inf parameters")
+    names = _property_names(g.sh.shape[1])
+    header = "ply\nformat binary_little_endian 1.0\n"
+    header += f"element vertex {arr.shape[0]}\n"
+    header += "".join(f"property float {p}\n" for p in names)
+    header += "end_header\n"
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"output folder {folder!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".ply", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header.encode("ascii"))
+            f.write(arr.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+_PLY_TYPES = {"float": "f4", "float32": "f4", "double": "f8", "float64": "f8", "uchar": "u1",
+              "uint8": "u1", "char": "i1", "int8": "i1", "short": "i2", "int16": "i2",
+              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4",
+              "uint32": "u4"}
+
+
+def read_ply(path: str) -> Gaussians:
+    """Read a 3DGS PLY; refuses malformed or foreign files with a ``ValueError`` naming why."""
+    if not os.path.isfile(path):
+        raise ValueError(f"no such PLY file: {path!r}")
+    with open(path, "rb") as f:
+        head = f.read(_MAX_HEADER)
+        end = head.find(b"end_header\n")
+        if not head.startswith(b"ply") or end < 0:
+            raise ValueError(f"{path!r} is not a PLY file (no 'ply' magic / 'end_header')")
+        lines = head[:end].decode("ascii", "replace").splitlines()
+        fmt, elements = None, []
+        for ln in lines[1:]:
+            parts = ln.split()
+            if not parts or parts[0] in ("comment", "obj_info"):
+                continue
+            if parts[0] == "format":
+                fmt = parts[1]
+            elif parts[0] == "element":
+                elements.append([parts[1], int(parts[2]), []])
+            elif parts[0] == "property":
+                if not elements:
+                    raise ValueError(f"{path!r}: property before any element")
+                if parts[1] == "list":
+                    raise ValueError(f"{path!r} has list properties (a mesh PLY?), not a 3DGS "
+                                     "splat PLY; load meshes with a mesh loader")
+                if parts[1] not in _PLY_TYPES:
+                    raise ValueError(f"{path!r}: unknown property type {parts[1]!r}")
+                elements[-1][2].append((parts[2], _PLY_TYPES[parts[1]]))
+        if fmt != "binary_little_endian":
+            raise ValueError(f"{path!r} is {fmt!r} PLY; 3DGS PLYs are binary_little_endian")
+        if not elements or elements[0][0] != "vertex":
+            raise ValueError(f"{path!r} has no leading 'vertex' element")
+        _, count, props = elements[0]
+        names = [p[0] for p in props]
+        required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1",
+                    "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+        missing = [r for r in required if r not in names]
+        if missing:
+            raise ValueError(f"{path!r} is not a 3DGS splat PLY: missing properties {missing}")
+        n_rest = sum(1 for nm in names if nm.startswith("f_rest_"))
+        if n_rest % 3 != 0 or (n_rest // 3 + 1) not in (1, 4, 9, 16):
+            raise ValueError(f"{path!r}: {n_rest} f_rest properties do not match SH degree 0-3")
+        dtype = np.dtype([(nm, "<" + t) for nm, t in props])
+        f.seek(end + len(b"end_header\n"))
+        data = f.read(count * dtype.itemsize)
+        if len(data) < count * dtype.itemsize:
+            raise ValueError(f"{path!r} is truncated: header promises {count} Gaussians "
+                             f"({count * dtype.itemsize} bytes), file holds {len(data)} bytes")
+    if count == 0:
+        raise ValueError(f"{path!r} holds 0 Gaussians")
+    v = np.frombuffer(data, dtype=dtype, count=count)
+
+    def cols(keys):
+        return torch.from_numpy(np.stack([v[k].astype(np.float32) for k in keys], 1))
+
+    k = n_rest // 3 + 1
+    means = cols(["x", "y", "z"])
+    dc = cols(["f_dc_0", "f_dc_1", "f_dc_2"])
+    rest = cols([f"f_rest_{i}" for i in range(n_rest)]) if n_rest else torch.zeros(count, 0)
+    rest = rest.reshape(count, 3, k - 1).permute(0, 2, 1)
+    sh = torch.cat([dc[:, None, :], rest], 1)
+    g = Gaussians(means, cols(["rot_0", "rot_1", "rot_2", "rot_3"]),
+                  cols(["scale_0", "scale_1", "scale_2"]), cols(["opacity"])[:, 0], sh)
+    if not all(torch.isfinite(t).all() for t in g.tensors()):
+        raise ValueError(f"{path!r} holds NaN/inf values")
+    return g

@@ -1,0 +1,508 @@
+"""Differentiable 3D Gaussian rasteriser: fast tile-binned pure-torch path (any device).
+
+Conventions (gsplat's, so results match ``gsplat.rasterization`` up to the differences noted):
+
+* world -> camera ``viewmats`` (OpenCV: x right, y down, z forward), ``Ks`` in pixels, pixel
+  ``(i, j)`` centred at ``(j + 0.5, i + 0.5)``; the projected centre of a Gaussian is
+  ``K @ (R x + t)`` divided by depth;
+* EWA projection: 2D covariance ``J W Sigma W^T J^T`` with the Jacobian evaluated at the camera
+  point clamped to 1.3x the field of view, then ``+0.3 px^2`` on the diagonal (no antialias
+  compensation); Gaussians with depth <= ``near_plane`` or >= ``far_plane``, a non-positive 2D
+  determinant, or whose 3-sigma circle (radius ``ceil(3 sqrt(lambda_max))``) misses the image are
+  culled (``radii == 0``);
+* ``alpha = min(0.99, opacity * exp(-0.5 d^T conic d))``; a (Gaussian, pixel) pair with
+  ``opacity * exp(...) < 1/255`` is skipped, whatever the tiles (the tile binning uses each
+  Gaussian's exact opacity-aware footprint, so results do not depend on ``tile_size``);
+* front-to-back compositing by camera depth; a pixel stops *before* the Gaussian after which its
+  transmittance would be <= 1e-4 (that Gaussian is not composited), as in gsplat's kernel.
+
+Differences from gsplat 1.5's CUDA kernel: alpha is clamped at 0.99 (the 3DGS paper value;
+gsplat uses 0.999); ``meta["radii"]`` is ``[C, N]`` (gsplat 1.5 returns per-axis ``[C, N, 2]``).
+
+The pixel stage is a custom autograd Function with a hand-written backward. Layout: (tile,
+Gaussian) pairs sorted by tile then depth; tiles are bucketed by pair count and each bucket is
+processed as a padded ``[tiles, L, tile_px]`` block (cumprod along L, ``bmm`` for colours), with
+the per-pixel Mahalanobis distance evaluated as a matmul of per-pair polynomial coefficients with a
+fixed per-tile pixel basis. Nothing of size ``pairs x tile_px`` is kept between forward and
+backward (the backward recomputes it per bucket), so memory stays bounded by ``block_elems``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .gaussians import quat_to_rotmat
+from .sh import sh_to_color
+
+ALPHA_MIN = 1.0 / 255.0
+ALPHA_MAX = 0.99
+T_MIN = 1e-4
+EPS2D = 0.3
+LOG_ALPHA_MIN = math.log(255.0)  # sigma' = sigma - log(opacity) <= this <=> alpha >= 1/255
+
+
+@dataclass
+class RenderOutput:
+    rgb: Tensor  # [C, H, W, 3] composited over the backgrounds
+    alpha: Tensor  # [C, H, W, 1]
+    depth: Tensor  # [C, H, W, 1] expected depth sum(w z) / alpha, 0 where alpha ~ 0
+    depth_median: Tensor  # [C, H, W, 1] depth where accumulated alpha reaches 0.5 (0 if never)
+    meta: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# validation and shared helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
+                  backgrounds, tile_size):
+    n = means.shape[0] if means.ndim == 2 else -1
+    if means.ndim != 2 or means.shape[1] != 3:
+        raise ValueError(f"means must be [N, 3], got {list(means.shape)}")
+    for name, t, shape in (("quats", quats, (n, 4)), ("scales", scales, (n, 3)),
+                           ("opacities", opacities, (n,))):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} must be {list(shape)} for N={n} Gaussians, got {list(t.shape)}")
+    if sh_degree is None:
+        if tuple(colors.shape) != (n, 3):
+            raise ValueError(f"colors must be [N, 3] RGB when sh_degree is None, got {list(colors.shape)}"
+                             " (pass sh_degree for SH coefficients [N, K, 3])")
+    else:
+        if sh_degree not in (0, 1, 2, 3):
+            raise ValueError(f"sh_degree must be None or 0..3, got {sh_degree}")
+        k = (sh_degree + 1) ** 2
+        if colors.ndim != 3 or colors.shape[0] != n or colors.shape[2] != 3 or colors.shape[1] < k:
+            raise ValueError(f"colors must be SH coefficients [N, K>={k}, 3] for sh_degree {sh_degree}, "
+                             f"got {list(colors.shape)}")
+    if viewmats.ndim != 3 or viewmats.shape[1:] != (4, 4):
+        raise ValueError(f"viewmats must be [C, 4, 4], got {list(viewmats.shape)}")
+    c = viewmats.shape[0]
+    if tuple(Ks.shape) != (c, 3, 3):
+        raise ValueError(f"Ks must be [C, 3, 3] with C={c}, got {list(Ks.shape)}")
+    if backgrounds is not None and tuple(backgrounds.shape) != (c, 3):
+        raise ValueError(f"backgrounds must be [C, 3] with C={c} or None, got {list(backgrounds.shape)}")
+    if int(width) < 1 or int(height) < 1:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if int(tile_size) < 1:
+        raise ValueError(f"tile_size must be >= 1, got {tile_size}")
+
+
+def project_gaussians(means, quats, scales, viewmats, Ks, width, height, near_plane=0.01,
+                      far_plane=1e10):
+    """EWA projection of ``N`` Gaussians into ``C`` cameras (differentiable).
+
+    Returns ``means2d`` [C, N, 2] (pixels), ``conics`` [C, N, 3] (upper triangle ``a, b, c`` of the
+    inverse 2D covariance), ``cov2d`` [C, N, 3] (``xx, xy, yy``, dilated), ``depths`` [C, N],
+    ``radii`` [C, N] int32 (0 = culled)."""
+    R = viewmats[:, :3, :3]  # [C, 3, 3]
+    t = viewmats[:, :3, 3]  # [C, 3]
+    p = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]  # [C, N, 3]
+    rot = quat_to_rotmat(quats)  # [N, 3, 3]
+    M = rot * scales[:, None, :]  # [N, 3, 3]  R S
+    RM = torch.einsum("cij,njk->cnik", R, M)  # [C, N, 3, 3]  camera-frame R S
+    x, y, z = p.unbind(-1)
+    ok = (z > near_plane) & (z < far_plane)
+    zs = torch.where(ok, z, torch.ones_like(z))
+    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # [C, 1]
+    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
+    tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
+    lim_xp, lim_xn = (width - cx) / fx + 0.3 * tan_x, cx / fx + 0.3 * tan_x
+    lim_yp, lim_yn = (height - cy) / fy + 0.3 * tan_y, cy / fy + 0.3 * tan_y
+    iz = 1.0 / zs
+    xc = zs * torch.minimum(torch.maximum(x * iz, -lim_xn), lim_xp)
+    yc = zs * torch.minimum(torch.maximum(y * iz, -lim_yn), lim_yp)
+    # rows of J (2x3): [fx/z, 0, -fx xc/z^2], [0, fy/z, -fy yc/z^2]
+    j00, j02 = fx * iz, -fx * xc * iz * iz
+    j11, j12 = fy * iz, -fy * yc * iz * iz
+    # T = J (R_c M): [C, N, 2, 3]; cov2d = T T^T
+    T0 = j00[..., None] * RM[..., 0, :] + j02[..., None] * RM[..., 2, :]
+    T1 = j11[..., None] * RM[..., 1, :] + j12[..., None] * RM[..., 2, :]
+    sxx = (T0 * T0).sum(-1) + EPS2D
+    sxy = (T0 * T1).sum(-1)
+    syy = (T1 * T1).sum(-1) + EPS2D
+    det = sxx * syy - sxy * sxy
+    det_s = torch.where(det > 0, det, torch.ones_like(det))
+    conics = torch.stack([syy / det_s, -sxy / det_s, sxx / det_s], -1)  # [C, N, 3]
+    K2 = Ks[:, :2, :]  # [C, 2, 3]
+    means2d = torch.einsum("cij,cnj->cni", K2, p) * iz[..., None]  # [C, N, 2]
+    with torch.no_grad():
+        b = 0.5 * (sxx + syy)
+        v1 = b + torch.sqrt(torch.clamp(b * b - det, min=0.01))
+        rad = torch.ceil(3.0 * torch.sqrt(v1))
+        vis = ok & (det > 0)
+        mx, my = means2d[..., 0], means2d[..., 1]
+        vis &= (mx + rad > 0) & (mx - rad < width) & (my + rad > 0) & (my - rad < height)
+        radii = torch.where(vis, rad, torch.zeros_like(rad)).to(torch.int32)
+    cov2d = torch.stack([sxx, sxy, syy], -1)
+    return means2d, conics, cov2d, z, radii
+
+
+def _camera_colors(means, colors, viewmats, sh_degree):
+    """Per-camera colours [C, N, 3]."""
+    C = viewmats.shape[0]
+    if sh_degree is None:
+        return colors.unsqueeze(0).expand(C, -1, -1)
+    R = viewmats[:, :3, :3]
+    t = viewmats[:, :3, 3]
+    centres = -torch.einsum("cji,cj->ci", R, t)  # [C, 3]
+    dirs = means[None, :, :] - centres[:, None, :]  # [C, N, 3]
+    coeffs = colors.unsqueeze(0).expand(C, -1, -1, -1)
+    return sh_to_color(sh_degree, dirs, coeffs)
+
+
+# ----------------------------------------------------------------------------------------------
+# tile binning
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _bin_pairs(means2d, cov2d, conics, depths, radii, opacities, width, height, tile):
+    """(tile, Gaussian) pairs sorted by (camera, tile, depth).
+
+    Returns ``pair_cg`` [P] (flat index c*N+g), ``pair_tile`` [P] (flat index c*nT+tile),
+    ``tile_counts`` [C*nT]."""
+    C, N = depths.shape
+    dev = depths.device
+    tw, th = -(-width // tile), -(-height // tile)
+    ext2 = 2.0 * torch.log(255.0 * opacities.clamp_min(1e-30))  # [N] footprint: sigma <= ext2/2
+    live = (radii > 0) & (ext2 > 0)[None, :]
+    order = torch.argsort(torch.where(live, depths, torch.full_like(depths, float("inf"))), dim=1,
+                          stable=True)  # [C, N]
+    cam = torch.arange(C, device=dev)[:, None].expand(C, N)
+    live_sorted = torch.gather(live, 1, order)
+    cam_s, g_s = cam[live_sorted], order[live_sorted]  # [M]
+    if g_s.numel() == 0:
+        z = torch.zeros(0, dtype=torch.long, device=dev)
+        return z, z, torch.zeros(C * tw * th, dtype=torch.long, device=dev)
+    m = means2d[cam_s, g_s]  # [M, 2]
+    cv = cov2d[cam_s, g_s]  # [M, 3]
+    e2 = ext2[g_s]
+    hx = torch.sqrt(e2 * cv[:, 0]) * (1 + 1e-4) + 1e-3
+    hy = torch.sqrt(e2 * cv[:, 2]) * (1 + 1e-4) + 1e-3
+    # pixel centres j + 0.5 inside [mx - hx, mx + hx]
+    jx0 = torch.ceil(m[:, 0] - hx - 0.5).clamp(0, width - 1)
+    jx1 = torch.floor(m[:, 0] + hx - 0.5).clamp(-1, width - 1)
+    jy0 = torch.ceil(m[:, 1] - hy - 0.5).clamp(0, height - 1)
+    jy1 = torch.floor(m[:, 1] + hy - 0.5).clamp(-1, height - 1)
+    tx0 = torch.div(jx0, tile, rounding_mode="floor").long()
+    tx1 = torch.div(jx1, tile, rounding_mode="floor").long()
+    ty0 = torch.div(jy0, tile, rounding_mode="floor").long()
+    ty1 = torch.div(jy1, tile, rounding_mode="floor").long()
+    nx = (tx1 - tx0 + 1).clamp_min(0)
+    ny = (ty1 - ty0 + 1).clamp_min(0)
+    nx = torch.where(jx1 >= jx0, nx, torch.zeros_like(nx))
+    ny = torch.where(jy1 >= jy0, ny, torch.zeros_like(ny))
+    cnt = nx * ny
+    total = int(cnt.sum())
+    src = torch.repeat_interleave(torch.arange(cnt.numel(), device=dev), cnt, output_size=total)
+    start = torch.cumsum(cnt, 0) - cnt
+    local = torch.arange(total, device=dev) - start[src]
+    nxs = nx[src]
+    ptx = tx0[src] + local % nxs
+    pty = ty0[src] + torch.div(local, nxs, rounding_mode="floor")
+    # exact cull: does the footprint ellipse reach the tile's pixel-centre rectangle?
+    con = conics[cam_s[src], g_s[src]]  # [P, 3]
+    keep = _ellipse_hits_rect(con, m[src], e2[src], ptx, pty, tile, width, height)
+    src, ptx, pty = src[keep], ptx[keep], pty[keep]
+    pair_cg = cam_s[src] * N + g_s[src]
+    pair_tile = cam_s[src] * (tw * th) + pty * tw + ptx
+    # stable sort by tile keeps the depth order inside each tile
+    pair_tile, perm = torch.sort(pair_tile, stable=True)
+    pair_cg = pair_cg[perm]
+    tile_counts = torch.bincount(pair_tile, minlength=C * tw * th)
+    return pair_cg, pair_tile, tile_counts
+
+
+def _ellipse_hits_rect(con, m, e2, ptx, pty, tile, width, height):
+    """Whether ``0.5 d^T conic d <= e2/2`` for some point of the tile's pixel-centre rectangle
+    (conservative: a small margin is added)."""
+    x0 = ptx * tile + 0.5
+    x1 = torch.clamp(ptx * tile + tile - 0.5, max=width - 0.5)
+    y0 = pty * tile + 0.5
+    y1 = torch.clamp(pty * tile + tile - 0.5, max=height - 0.5)
+    x0, x1, y0, y1 = (v.to(m.dtype) for v in (x0, x1, y0, y1))
+    a, b, c = con.unbind(-1)
+    mx, my = m.unbind(-1)
+    inside = (mx >= x0) & (mx <= x1) & (my >= y0) & (my <= y1)
+    best = torch.full_like(mx, float("inf"))
+    # vertical edges x = const: q(y) = a dx^2 + 2 b dx dy + c dy^2 minimised over dy
+    for xe in (x0, x1):
+        dx = xe - mx
+        dy = (-(b * dx) / c).clamp(y0 - my, y1 - my)
+        best = torch.minimum(best, a * dx * dx + 2 * b * dx * dy + c * dy * dy)
+    for ye in (y0, y1):
+        dy = ye - my
+        dx = (-(b * dy) / a).clamp(x0 - mx, x1 - mx)
+        best = torch.minimum(best, a * dx * dx + 2 * b * dx * dy + c * dy * dy)
+    return inside | (best <= e2 * (1 + 1e-3) + 1e-3)
+
+
+def _make_buckets(tile_counts, tile_px, block_elems):
+    """Group the non-empty tiles into buckets of similar pair count.
+
+    Returns a list of (tile ids [nt] (long), L)."""
+    counts = tile_counts
+    nz = torch.nonzero(counts > 0).flatten()
+    if nz.numel() == 0:
+        return []
+    c = counts[nz]
+    c_sorted, perm = torch.sort(c)
+    tiles_sorted = nz[perm]
+    cs = c_sorted.tolist()
+    out = []
+    i, n = 0, len(cs)
+    import bisect
+    while i < n:
+        lo = cs[i]
+        cap = max(lo + 8, int(lo * 1.25))
+        j = bisect.bisect_right(cs, cap, i, n)
+        max_nt = max(1, block_elems // (cap * tile_px))
+        j = min(j, i + max_nt)
+        out.append((tiles_sorted[i:j], cs[j - 1]))
+        i = j
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the pixel stage: custom autograd Function
+# ----------------------------------------------------------------------------------------------
+
+
+def _pixel_basis(tile, dtype, device):
+    """[6, tile*tile] basis (1, u, v, u^2, uv, v^2) of pixel offsets from the tile centre."""
+    r = torch.arange(tile, device=device, dtype=dtype) + 0.5 - 0.5 * tile
+    v, u = torch.meshgrid(r, r, indexing="ij")
+    u, v = u.reshape(-1), v.reshape(-1)
+    return torch.stack([torch.ones_like(u), u, v, u * u, u * v, v * v], 0)
+
+
+def _alpha_floor(dtype) -> float:
+    """Largest value below 1/255 in ``dtype``: ``threshold(x, floor)`` keeps ``x >= 1/255``."""
+    return float(torch.nextafter(torch.tensor(ALPHA_MIN, dtype=dtype), torch.tensor(0.0, dtype=dtype)))
+
+
+def _bucket_forward(ncoef, basis, clampable, floor):
+    """Compositing weights of one bucket.
+
+    ncoef [nt, L, 6] (coefficients of -sigma'), basis [6, px]. Returns ``a`` [nt, L, px] (alpha,
+    0 where skipped or after the pixel terminated), ``buf`` [nt, L+1, px] with ``buf[:, 1:] = 1 - a``,
+    ``T`` [nt, L+1, px] transmittance before (``T[:, :-1]``) / after (``T[:, 1:]``) each pair."""
+    a = torch.matmul(ncoef, basis)  # -sigma'
+    a.exp_()
+    torch.nn.functional.threshold_(a, floor, 0.0)  # alpha < 1/255: skipped
+    if clampable:
+        a.clamp_max_(ALPHA_MAX)
+    nt, L, px = a.shape
+    buf = a.new_empty(nt, L + 1, px)
+    buf[:, 0] = 1.0
+    one = torch.ones((), dtype=a.dtype, device=a.device)
+    torch.sub(one, a, out=buf[:, 1:])
+    T = torch.cumprod(buf, 1)
+    if bool((T[:, -1] <= T_MIN).any()):  # some pixel stops: drop the pairs from there on
+        a.masked_fill_(T[:, 1:] <= T_MIN, 0.0)
+        torch.sub(one, a, out=buf[:, 1:])
+        T = torch.cumprod(buf, 1)
+    return a, buf, T
+
+
+class _Composite(torch.autograd.Function):
+    """Pixel stage. Inputs: per-pair ``coef`` [P, 6] (sigma' = sigma - log(opacity) as a
+    polynomial in the pixel offset from the tile centre) and ``feat`` [P, F]. Outputs per tile
+    pixel: ``out`` = sum_i w_i feat_i [nTT, px, F], ``acc`` = sum_i w_i [nTT, px] and the
+    (non-differentiable) median value of feature ``depth_col`` [nTT, px]."""
+
+    @staticmethod
+    def forward(ctx, coef, feat, pair_hi, layout):
+        buckets, starts, n_tiles, basis, depth_col, save_elems = layout
+        P, F = feat.shape
+        px = basis.shape[1]
+        dev, dt = coef.device, coef.dtype
+        floor = _alpha_floor(dt)
+        out = torch.zeros(n_tiles, px, F, device=dev, dtype=dt)
+        acc = torch.zeros(n_tiles, px, device=dev, dtype=dt)
+        med = torch.zeros(n_tiles, px, device=dev, dtype=dt)
+        ncoef = torch.cat([-coef, coef.new_zeros(1, 6)], 0)
+        ncoef[P, 0] = -1e30  # padding pair: alpha = 0
+        pad_feat = torch.cat([feat, feat.new_zeros(1, F)], 0)
+        pad_hi = torch.cat([pair_hi, pair_hi.new_zeros(1)], 0)
+        total = sum(int(t.numel()) * L * px for t, L in buckets)
+        save = total <= save_elems
+        per_bucket = []
+        for tiles, L in buckets:
+            ar = torch.arange(L, device=dev)
+            st = starts[tiles]
+            cnt = starts[tiles + 1] - st
+            idx = torch.where(ar[None, :] < cnt[:, None], st[:, None] + ar[None, :],
+                              torch.full_like(st[:, None], P))  # [nt, L]
+            clampable = bool(pad_hi[idx].any())
+            f_g = pad_feat[idx]  # [nt, L, F]
+            a, buf, T = _bucket_forward(ncoef[idx], basis, clampable, floor)
+            w = T[:, :-1] - T[:, 1:]  # = a * T_before
+            out[tiles] = torch.bmm(w.transpose(1, 2), f_g)
+            acc[tiles] = 1.0 - T[:, -1]
+            # median: first pair after which T <= 0.5 (T is non-increasing along L)
+            first = (T[:, 1:] > 0.5).sum(1, keepdim=True)  # [nt, 1, px]
+            zf = torch.gather(f_g[:, :, depth_col].unsqueeze(-1).expand(-1, -1, px), 1,
+                              first.clamp_max(L - 1))[:, 0]
+            med[tiles] = torch.where(first[:, 0] < L, zf, torch.zeros_like(zf))
+            per_bucket.append((idx, clampable, (a, buf, w) if save else None))
+            del T
+        ctx.save_for_backward(coef, feat, out, acc)
+        ctx.layout = layout
+        ctx.per_bucket = per_bucket
+        ctx.mark_non_differentiable(med)
+        return out, acc, med
+
+    @staticmethod
+    def backward(ctx, g_out, g_acc, g_med):
+        coef, feat, out, acc = ctx.saved_tensors
+        buckets, starts, n_tiles, basis, depth_col, save_elems = ctx.layout
+        P, F = feat.shape
+        floor = _alpha_floor(coef.dtype)
+        ncoef = torch.cat([-coef, coef.new_zeros(1, 6)], 0)
+        ncoef[P, 0] = -1e30
+        pad_feat = torch.cat([feat, feat.new_zeros(1, F)], 0)
+        g_coef = coef.new_zeros(P + 1, 6)
+        g_feat = feat.new_zeros(P + 1, F)
+        if g_out is None:
+            g_out = torch.zeros_like(out)
+        if g_acc is None:
+            g_acc = torch.zeros_like(acc)
+        # dL/dalpha_i = T_i f_i.g - B_i / (1 - alpha_i),  B_i = sum_{j>i} w_j f_j.g - gA T_N
+        #             = T_i f_i.g - (F.g - gA T_N - sum_{j<=i} w_j f_j.g) / (1 - alpha_i)
+        # dL/dsigma'_i = -alpha_i dL/dalpha_i = alpha_i B_i / (1 - alpha_i) - w_i f_i.g
+        rest = (out * g_out).sum(-1) - g_acc * (1.0 - acc)  # [nTT, px]
+        for (tiles, L), (idx, clampable, saved) in zip(buckets, ctx.per_bucket):
+            if saved is None:
+                a, buf, T = _bucket_forward(ncoef[idx], basis, clampable, floor)
+                w = T[:, :-1] - T[:, 1:]
+                del T
+            else:
+                a, buf, w = saved
+            go = g_out[tiles]  # [nt, px, F]
+            f_g = pad_feat[idx]
+            fg = torch.bmm(f_g, go.transpose(1, 2))  # [nt, L, px]  f_i . g
+            fg.mul_(w)
+            B = torch.sub(rest[tiles].unsqueeze(1), torch.cumsum(fg, 1))
+            B.mul_(a).div_(buf[:, 1:]).sub_(fg)  # dL/dsigma'
+            if clampable:
+                B.masked_fill_(a >= ALPHA_MAX, 0.0)
+            flat = idx.reshape(-1)
+            g_coef.index_add_(0, flat, torch.matmul(B, basis.T).reshape(-1, 6))
+            g_feat.index_add_(0, flat, torch.bmm(w, go).reshape(-1, F))
+        ctx.per_bucket = None
+        return g_coef[:P], g_feat[:P], None, None
+
+
+# ----------------------------------------------------------------------------------------------
+# public entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def _gsplat_usable(means) -> bool:
+    if means.device.type != "cuda":
+        return False
+    try:
+        import gsplat  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *,
+              sh_degree=None, backgrounds=None, near_plane=0.01, far_plane=1e10, tile_size=16,
+              backend="auto", retain_means2d_grad=False, block_elems=1 << 21,
+              save_elems=48 << 20) -> RenderOutput:
+    """Render ``N`` 3D Gaussians into ``C`` cameras (differentiable).
+
+    means [N, 3]; quats [N, 4] wxyz (unnormalised); scales [N, 3] std devs; opacities [N] in (0, 1);
+    colors [N, 3] RGB (``sh_degree=None``) or SH coefficients [N, K, 3] (``sh_degree`` 0..3);
+    viewmats [C, 4, 4] world -> camera (OpenCV); Ks [C, 3, 3]; backgrounds [C, 3] or None (black).
+    ``backend``: "auto" (gsplat on CUDA when importable, else "torch"), "torch", "gsplat",
+    "reference" (brute force, small scenes). Torch path tuning: ``block_elems`` bounds the size of
+    the per-bucket working tensors; the forward keeps its per-(pair, pixel) tensors for the backward
+    (3 x 4 bytes per element) when there are at most ``save_elems`` of them, else the backward
+    recomputes them.
+    """
+    width, height = int(width), int(height)
+    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
+                  backgrounds, tile_size)
+    if backend not in ("auto", "torch", "gsplat", "reference"):
+        raise ValueError(f"backend must be 'auto', 'torch', 'gsplat' or 'reference', got {backend!r}")
+    if backend == "auto":
+        backend = "gsplat" if _gsplat_usable(means) else "torch"
+    if backend == "gsplat":
+        from .rasterize_gsplat import rasterize_gsplat
+        return rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+                                sh_degree=sh_degree, backgrounds=backgrounds, near_plane=near_plane,
+                                far_plane=far_plane, tile_size=tile_size,
+                                retain_means2d_grad=retain_means2d_grad)
+    if backend == "reference":
+        from .rasterize_reference import rasterize_reference
+        return rasterize_reference(means, quats, scales, opacities, colors, viewmats, Ks, width,
+                                   height, sh_degree=sh_degree, backgrounds=backgrounds,
+                                   near_plane=near_plane, far_plane=far_plane)
+
+    dt, dev = means.dtype, means.device
+    viewmats = viewmats.to(dtype=dt, device=dev)
+    Ks = Ks.to(dtype=dt, device=dev)
+    C, N = viewmats.shape[0], means.shape[0]
+    tile = int(tile_size)
+    tw, th = -(-width // tile), -(-height // tile)
+    means2d, conics, cov2d, depths, radii = project_gaussians(
+        means, quats, scales, viewmats, Ks, width, height, near_plane, far_plane)
+    if retain_means2d_grad and means2d.requires_grad:
+        means2d.retain_grad()
+    cols = _camera_colors(means, colors, viewmats, sh_degree)  # [C, N, 3]
+
+    pair_cg, pair_tile, tile_counts = _bin_pairs(means2d.detach(), cov2d.detach(), conics.detach(),
+                                                 depths.detach(), radii, opacities.detach(),
+                                                 width, height, tile)
+    # per-pair polynomial coefficients of sigma' = sigma - log(opacity) in pixel offsets (u, v)
+    # from the tile centre
+    n_tt = C * tw * th
+    tcell = pair_tile % (tw * th)
+    tcx = ((tcell % tw) * tile + 0.5 * tile).to(dt)
+    tcy = (torch.div(tcell, tw, rounding_mode="floor") * tile + 0.5 * tile).to(dt)
+    m = means2d.reshape(-1, 2)[pair_cg]  # [P, 2]
+    con = conics.reshape(-1, 3)[pair_cg]  # [P, 3]
+    logo = torch.log(opacities.clamp_min(1e-30))[pair_cg % N] if N > 0 else opacities[:0]
+    dx, dy = tcx - m[:, 0], tcy - m[:, 1]
+    a, b, c = con.unbind(-1)
+    coef = torch.stack([0.5 * a * dx * dx + b * dx * dy + 0.5 * c * dy * dy - logo,
+                        a * dx + b * dy, b * dx + c * dy, 0.5 * a, b, 0.5 * c], -1)  # [P, 6]
+    feats = torch.cat([cols, depths.unsqueeze(-1)], -1).reshape(C * N, 4)[pair_cg]  # [P, 4]
+
+    px = tile * tile
+    basis = _pixel_basis(tile, dt, dev)
+    starts = torch.zeros(n_tt + 1, dtype=torch.long, device=dev)
+    starts[1:] = torch.cumsum(tile_counts, 0)
+    buckets = _make_buckets(tile_counts, px, int(block_elems))
+    layout = (buckets, starts, n_tt, basis, 3, int(save_elems))
+    pair_hi = (opacities.detach() >= ALPHA_MAX)[pair_cg % N] if N > 0 else opacities[:0] > 0
+    out, acc, med = _Composite.apply(coef, feats, pair_hi, layout)
+
+    def to_image(x):  # [C*nT, px, F] -> [C, H, W, F]
+        f = x.shape[-1]
+        x = x.reshape(C, th, tw, tile, tile, f).permute(0, 1, 3, 2, 4, 5)
+        return x.reshape(C, th * tile, tw * tile, f)[:, :height, :width]
+
+    out = to_image(out)  # [C, H, W, 4]
+    alpha = to_image(acc.unsqueeze(-1))  # [C, H, W, 1]
+    median = to_image(med.unsqueeze(-1))
+    rgb = out[..., :3]
+    if backgrounds is not None:
+        rgb = rgb + (1.0 - alpha) * backgrounds.to(dt)[:, None, None, :]
+    ok = alpha > 1e-6
+    depth = torch.where(ok, out[..., 3:4] / torch.where(ok, alpha, torch.ones_like(alpha)),
+                        torch.zeros_like(alpha))
+    meta = {"means2d": means2d, "radii": radii, "depths": depths, "conics": conics,
+            "width": width, "height": height, "n_cameras": C, "tile_size": tile,
+            "n_pairs": int(pair_cg.numel()), "backend": "torch"}
+    return RenderOutput(rgb, alpha, depth, median, meta)

@@ -1,0 +1,85 @@
+"""TSDF fusion of depth maps and its combination with the visual hull (SPEC §8).
+
+``tsdf_fuse`` is projective TSDF fusion on the voxel centres of :func:`.visual_hull.voxel_grid`:
+for each view the signed distance along the ray ``d(uv) - z`` (positive in front of the observed
+surface = outside), truncated to ``±trunc`` and averaged over the views that observe the voxel
+(observed = projects into the image onto a valid depth, not more than ``trunc`` behind it; or
+onto background with ``masks``, which is an "outside" observation). **Voxels never observed
+count as inside** (else the fused surface gets a double shell).
+
+``combine_hull_tsdf`` merges it with the hull field of :func:`.visual_hull.hull_sdf`: the depth
+may only carve (make outside) voxels that the hull calls inside -- concavities the silhouettes
+cannot see -- and only where at least ``min_weight`` views agree and no deeper than
+``max_carve`` below the hull surface, so noisy depth cannot punch holes in a good hull.
+Everything is negative inside, in world units.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .cameras import Cameras
+from .visual_hull import DEFAULT_BBOX, project_points, voxel_grid
+
+
+def tsdf_fuse(depths: torch.Tensor, cams: Cameras, masks: torch.Tensor | None = None,
+              resolution: int = 128, bbox=DEFAULT_BBOX, trunc: float | None = None,
+              chunk: int = 1 << 18) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fuse depth maps ``[C, H, W]`` (camera z, 0 or non-finite = no depth) into
+    ``(tsdf [R, R, R] world units in [-trunc, trunc], weight [R, R, R])``."""
+    if depths.ndim != 3 or depths.shape[0] != len(cams) or depths.shape[0] == 0:
+        raise ValueError(f"depths must be [C, H, W] with C = {len(cams)} cameras (>0), got "
+                         f"{tuple(depths.shape)}")
+    if (depths.shape[1], depths.shape[2]) != (cams.height, cams.width):
+        raise ValueError(f"depths are {depths.shape[2]}x{depths.shape[1]} but cameras "
+                         f"{cams.width}x{cams.height}")
+    if masks is not None and masks.shape != depths.shape:
+        raise ValueError(f"masks {tuple(masks.shape)} must match depths {tuple(depths.shape)}")
+    r = int(resolution)
+    if r < 2:
+        raise ValueError(f"resolution must be >= 2, got {resolution}")
+    lo = torch.as_tensor(bbox[0], dtype=torch.float32)
+    hi = torch.as_tensor(bbox[1], dtype=torch.float32)
+    if trunc is None:
+        trunc = float(3.0 * (hi - lo).max() / r)
+    device = depths.device
+    cams = cams.to(device=device, dtype=torch.float32)
+    d_all = torch.nan_to_num(depths.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    C, H, W = d_all.shape
+    d_flat = d_all.reshape(C, -1)
+    bg_flat = None if masks is None else (masks.float() < 0.5).reshape(C, -1)
+    pts = voxel_grid(r, bbox[0], bbox[1], device=device).reshape(-1, 3)
+    tsdf = torch.empty(pts.shape[0], dtype=torch.float32, device=device)
+    wsum = torch.empty(pts.shape[0], dtype=torch.float32, device=device)
+    for s in range(0, pts.shape[0], max(int(chunk), 1)):
+        p = pts[s:s + chunk]
+        uv, z = project_points(p, cams)  # [C, P, 2], [C, P]
+        j = uv[..., 0].floor()
+        i = uv[..., 1].floor()
+        inside = (z > 0) & (j >= 0) & (j < W) & (i >= 0) & (i < H)
+        lin = (i.clamp(0, H - 1) * W + j.clamp(0, W - 1)).long()
+        d = torch.gather(d_flat, 1, lin)  # [C, P]
+        sdf = d - z
+        obs = inside & (d > 0) & (sdf > -trunc)
+        val = sdf.clamp(-trunc, trunc)
+        if bg_flat is not None:
+            bgv = inside & torch.gather(bg_flat, 1, lin)
+            obs = obs | bgv
+            val = torch.where(bgv, torch.full_like(val, trunc), val)
+        w = obs.float()
+        ws = w.sum(0)
+        tsdf[s:s + chunk] = torch.where(ws > 0, (w * val).sum(0) / ws.clamp_min(1),
+                                        torch.full_like(ws, -trunc))
+        wsum[s:s + chunk] = ws
+    return tsdf.reshape(r, r, r), wsum.reshape(r, r, r)
+
+
+def combine_hull_tsdf(hull: torch.Tensor, tsdf: torch.Tensor, weight: torch.Tensor,
+                      min_weight: float = 3.0, max_carve: float = 0.1) -> torch.Tensor:
+    """The hull field, carved further by confident depth (see module doc): ``max(hull, tsdf)``
+    where ``weight >= min_weight`` and ``hull > -max_carve``; the hull elsewhere."""
+    if hull.shape != tsdf.shape or tsdf.shape != weight.shape:
+        raise ValueError(f"hull {tuple(hull.shape)}, tsdf {tuple(tsdf.shape)} and weight "
+                         f"{tuple(weight.shape)} must have the same shape")
+    ok = (weight >= min_weight) & (hull > -max_carve)
+    return torch.where(ok, torch.maximum(hull, tsdf), hull)

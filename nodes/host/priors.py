@@ -1,0 +1,174 @@
+"""Host side of the reconstruction priors (issue 7 items 2/3): checks and model callables.
+
+Everything imports ComfyUI lazily. The maths lives in ``kernels/sds.py`` / ``kernels/ipsm.py``;
+this module turns core objects into what those kernels call:
+
+* :func:`model_family` -- 'sd15_inpaint' | 'sd15' | 'sd2' | 'sdxl' | 'sv3d_p' | 'sv3d_u' |
+  'svd' | 'other:<Class>' from ``model.model.model_config`` (its class) and ``unet_config``
+  (``in_channels`` 9 = inpainting, ``context_dim``, ``adm_in_channels``).
+* :func:`check_ipsm_prior` / :func:`check_sv3d_sds` -- ``ValueError`` before the fit starts for
+  a prior MODEL of the wrong family (e.g. SDXL wired as the SD-1.5 inpainting model), a missing
+  VAE, or a prior enabled without the CONDITIONING it needs.
+* :func:`eps_callable` -- an SD-1.x MODEL + positive/negative CONDITIONING -> ``eps(x, t)`` with
+  CFG, on DDPM latents ``z_t = sqrt(a) z + sqrt(1-a) eps`` (the kernel's convention), through
+  ComfyUI's ``apply_model`` (k-diffusion form ``x = z_t / sqrt(a)``, ``sigma = sqrt((1-a)/a)``).
+  For the 9-channel inpainting model, ``x[:, 4:]`` (mask | masked-image latents) is passed as
+  ``c_concat`` (not scaled by c_in), which is how ComfyUI feeds inpainting UNets.
+* :func:`alphas_cumprod` -- the model's own alpha_bar table ``1 / (1 + sigmas^2)``.
+* :func:`encode_latents` -- IMAGE ``[B,H,W,3]`` -> the model's latent space (VAE encode, keeping
+  the autograd graph when asked: the IPSM prior needs d(latent)/d(render)).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+FAMILIES_SD15 = ("sd15", "sd15_inpaint")
+
+
+def model_family(model) -> str:
+    """Family of a core MODEL (ModelPatcher) from its config; never raises for odd objects."""
+    base = getattr(model, "model", None)
+    cfgobj = getattr(base, "model_config", None)
+    if cfgobj is None:
+        return f"other:{type(model).__name__}"
+    uc = getattr(cfgobj, "unet_config", {}) or {}
+    name = type(cfgobj).__name__
+    cin = uc.get("in_channels")
+    ctx = uc.get("context_dim")
+    adm = uc.get("adm_in_channels")
+    try:
+        import comfy.supported_models as sm  # noqa: PLC0415
+
+        if isinstance(cfgobj, sm.SV3D_p):
+            return "sv3d_p"
+        if isinstance(cfgobj, sm.SV3D_u):
+            return "sv3d_u"
+        if isinstance(cfgobj, sm.SVD_img2vid):
+            return "svd"
+        if isinstance(cfgobj, (sm.SDXL, sm.SDXLRefiner)):
+            return "sdxl"
+    except Exception:  # ComfyUI absent or renamed classes: fall back to the unet config
+        pass
+    if uc.get("use_temporal_attention"):
+        return {1280: "sv3d_p", 256: "sv3d_u", 768: "svd"}.get(adm, f"other:{name}")
+    if ctx == 2048 or adm == 2816:
+        return "sdxl"
+    if ctx == 768 and adm is None:
+        return "sd15_inpaint" if cin == 9 else ("sd15" if cin == 4 else f"other:{name}")
+    if ctx == 1024 and adm is None:
+        return "sd2"
+    return f"other:{name}"
+
+
+def _need_cond(cond, what: str) -> None:
+    if cond is None:
+        raise ValueError(f"{what} is not connected; wire a CONDITIONING (e.g. CLIPTextEncode of a "
+                         "short caption, or an empty prompt) into it")
+    if not isinstance(cond, (list, tuple)) or len(cond) == 0 or not torch.is_tensor(cond[0][0]):
+        raise ValueError(f"{what} must be a core CONDITIONING (list of [tensor, dict]), got "
+                         f"{type(cond).__name__}")
+
+
+def check_ipsm_prior(inpaint_model, sd_model, vae, positive, negative=None) -> None:
+    """Validate the IPSM diffusion-prior inputs (called before the fit starts)."""
+    if inpaint_model is None or sd_model is None:
+        raise ValueError("the IPSM diffusion prior needs both an SD-1.5 inpainting MODEL "
+                         "(9 input channels) and an SD-1.5 MODEL; connect both or disable it")
+    fi, fs = model_family(inpaint_model), model_family(sd_model)
+    if fi != "sd15_inpaint":
+        raise ValueError(f"inpaint_model is a {fi} model; IPSM needs an SD-1.5 *inpainting* "
+                         "checkpoint (UNet with 9 input channels, e.g. sd-v1-5-inpainting)")
+    if fs not in FAMILIES_SD15:
+        raise ValueError(f"sd_model is a {fs} model; IPSM needs an SD-1.5 checkpoint")
+    if fs == "sd15_inpaint":
+        raise ValueError("sd_model is an inpainting checkpoint; connect the plain SD-1.5 model "
+                         "there (the inpainting one goes into inpaint_model)")
+    if vae is None:
+        raise ValueError("the IPSM diffusion prior needs the SD-1.5 VAE; connect a VAE")
+    _need_cond(positive, "positive conditioning for the IPSM prior")
+    if negative is not None:
+        _need_cond(negative, "negative conditioning for the IPSM prior")
+
+
+def check_sv3d_sds(sv3d_model, vae, clip_vision=None, positive=None, image=None) -> str:
+    """Validate the SV3D masked-SDS inputs; returns the family ('sv3d_p' or 'sv3d_u')."""
+    if sv3d_model is None:
+        raise ValueError("SV3D SDS is enabled but no SV3D MODEL is connected")
+    fam = model_family(sv3d_model)
+    if fam not in ("sv3d_p", "sv3d_u"):
+        raise ValueError(f"sds_model is a {fam} model; SV3D SDS needs an SV3D_p or SV3D_u "
+                         "checkpoint (ImageOnlyCheckpointLoader)")
+    if vae is None:
+        raise ValueError("SV3D SDS needs the SV3D VAE; connect the VAE of the SV3D checkpoint")
+    if positive is None and (clip_vision is None or image is None):
+        raise ValueError("SV3D SDS needs its conditioning: either the SV3D CONDITIONING (from "
+                         "SV3D_Conditioning / OrbitForge SV3D Orbit) or CLIP_VISION plus the "
+                         "input IMAGE")
+    if positive is not None:
+        _need_cond(positive, "SV3D conditioning")
+    return fam
+
+
+def alphas_cumprod(model) -> torch.Tensor:
+    """alpha_bar ``[T]`` of an EPS (discrete) MODEL from its sigma table."""
+    ms = model.model.model_sampling
+    sig = ms.sigmas.detach().to(torch.float64)
+    return (1.0 / (1.0 + sig**2)).to(torch.float32)
+
+
+def eps_callable(model, positive, negative=None, cfg: float = 7.5) -> Callable:
+    """``eps(x, t)`` for an SD-1.x MODEL with CFG (see module doc). ``x`` is ``[B, 4 or 9, h, w]``
+    DDPM latents in the model's latent space; ``t`` integer timesteps ``[B]``."""
+    import comfy.model_management as mm  # noqa: PLC0415
+
+    base = model.model
+    ms = base.model_sampling
+    if hasattr(model, "patch_model"):  # a real ModelPatcher: load its weights on the device
+        mm.load_models_gpu([model])
+    dev = mm.get_torch_device()
+    dtype = base.get_dtype() if hasattr(base, "get_dtype") else torch.float32
+    pos = positive[0][0]
+    neg = negative[0][0] if negative is not None else torch.zeros_like(pos)
+
+    def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        a = (1.0 / (1.0 + ms.sigmas.to(x.device)[t.to(x.device)] ** 2)).to(x.dtype)  # [B]
+        sigma = ((1 - a) / a).sqrt()
+        z_t, concat = x[:, :4], (x[:, 4:] if x.shape[1] > 4 else None)
+        xk = (z_t / a.sqrt().view(B, 1, 1, 1)).to(dev, dtype)
+        s2 = sigma.to(dev, dtype).repeat(2)
+        ctx = torch.cat([neg.expand(B, -1, -1), pos.expand(B, -1, -1)]).to(dev, dtype)
+        cc = None if concat is None else concat.to(dev, dtype).repeat(2, 1, 1, 1)
+        with torch.no_grad():
+            den = base.apply_model(xk.repeat(2, 1, 1, 1), s2, c_concat=cc, c_crossattn=ctx)
+        e = (xk.repeat(2, 1, 1, 1) - den) / s2.view(-1, 1, 1, 1)
+        e_u, e_c = e.chunk(2)
+        return (e_u + cfg * (e_c - e_u)).to(x.device, x.dtype)
+
+    return eps
+
+
+def encode_latents(model, vae, images: torch.Tensor, keep_graph: bool = False) -> torch.Tensor:
+    """IMAGE ``[B,H,W,3]`` 0..1 -> latents in ``model``'s space ``[B,4,H/8,W/8]``.
+
+    ``keep_graph`` runs the VAE encoder directly (``vae.first_stage_model.encode`` on -1..1
+    input, mean of the posterior) so gradients reach ``images``; otherwise ``vae.encode``.
+    """
+    if keep_graph:
+        x = images.permute(0, 3, 1, 2) * 2 - 1
+        fsm = vae.first_stage_model
+        p = next(fsm.parameters())
+        out = fsm.encode(x.to(p.device, p.dtype))
+        z = out[0] if isinstance(out, tuple) else out  # mean of the posterior
+        z = z.to(images.dtype)
+    else:
+        z = vae.encode(images[..., :3]).to(images.dtype)
+    return model.model.latent_format.process_in(z)
+
+
+def sd_family_note(model: Optional[object]) -> str:
+    """One-line description for error messages / logs."""
+    return "not connected" if model is None else model_family(model)

@@ -1,0 +1,313 @@
+"""Mesh nodes: views (+ masks, + Gaussians' depth) -> watertight coloured MESH; save; turntable.
+
+The MESH value is :class:`..kernels.mesh_types.ColoredMesh`: it has core ComfyUI MESH's
+``.vertices`` [B,N,3] / ``.faces`` [B,M,3], so core ``SaveGLB`` takes it too, plus vertex
+colours or a UV texture that ``OrbitForgeSaveMesh`` writes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+import torch
+
+from ..kernels import cameras as K
+from ..kernels.mesh_types import ColoredMesh, as_mesh_list
+from . import host
+
+COLOR_MODES = ["vertex", "texture", "none"]
+FORMATS = ["glb", "obj", "ply"]
+MAX_GRID_BYTES = 8 * 2**30  # refuse grids above ~8 GiB of working memory
+
+
+def _render_gaussians(gaussians, cams):
+    """Median depth [C,H,W], alpha [C,H,W], rgb [C,H,W,3] of the Gaussians from ``cams``."""
+    from ..kernels.rasterize import rasterize
+
+    g = gaussians
+    dev = g.means.device
+    c = cams.to(device=dev)
+    depth, alpha, rgb = [], [], []
+    with torch.no_grad():
+        for i in range(len(c)):  # one view at a time bounds memory
+            out = rasterize(g.means, g.quats, g.scales, g.opacities, g.sh, c.viewmats[i:i + 1],
+                            c.Ks[i:i + 1], c.width, c.height, sh_degree=g.sh_degree,
+                            backgrounds=torch.ones(1, 3, device=dev))
+            depth.append(out.depth_median[0, ..., 0].float().cpu())
+            alpha.append(out.alpha[0, ..., 0].float().cpu())
+            rgb.append(out.rgb[0].float().clamp(0, 1).cpu())
+    return torch.stack(depth), torch.stack(alpha), torch.stack(rgb)
+
+
+class SDFMesh:
+    DESCRIPTION = (
+        "Reconstructs a watertight, coloured mesh from orbit views: visual hull carved from the "
+        "masks (soft voting, sub-voxel silhouette distance), further carved by the median depth "
+        "rendered from GAUSSIANS when given (depth may carve concavities, never holes: voxels "
+        "no view observes stay inside), marching cubes, largest component, optional smoothing, "
+        "decimation, vertex colours or a baked UV texture from the views.")
+    CATEGORY = "OrbitForge/mesh"
+    FUNCTION = "build"
+    RETURN_TYPES = ("MESH",)
+    RETURN_NAMES = ("mesh",)
+    OUTPUT_TOOLTIPS = ("The mesh (core MESH compatible: .vertices/.faces, plus colours).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "cameras": ("CAMERAS", {"tooltip": "One camera per view (the orbit the views were "
+                        "made with)."}),
+            "resolution": ("INT", {"default": 192, "min": 16, "max": 1024, "step": 8,
+                           "tooltip": "Voxel grid resolution per axis over the unit box. 128: "
+                           "~1 s; 256: finer, several seconds and ~1 GiB."}),
+            "mode": (["fast"], {"default": "fast", "tooltip": "fast: hull + depth fusion + "
+                     "marching cubes."}),
+            "min_background_views": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip":
+                                     "A voxel is carved when at least this many views see it on "
+                                     "background. Raise to 2-3 for imperfect generated masks."}),
+            "watertight": ("BOOLEAN", {"default": True, "tooltip": "Repair to a closed manifold "
+                           "(error if impossible)."}),
+            "target_faces": ("INT", {"default": 50000, "min": 0, "max": 10_000_000, "tooltip":
+                             "Decimate to about this many faces (0 = keep all)."}),
+            "smooth_iterations": ("INT", {"default": 5, "min": 0, "max": 200, "tooltip":
+                                  "Taubin smoothing iterations (0 = off); removes voxel steps "
+                                  "without shrinking."}),
+            "color": (COLOR_MODES, {"default": "vertex", "tooltip": "vertex: colours per vertex "
+                      "from the views; texture: xatlas UV unwrap + baked texture; none."}),
+            "texture_size": ("INT", {"default": 1024, "min": 64, "max": 8192, "step": 64,
+                             "tooltip": "Texture side in pixels (color = texture)."}),
+        }, "optional": {
+            "images": ("IMAGE", {"tooltip": "The views [B,H,W,3], one per camera (colours; "
+                       "without them colours come from the Gaussians)."}),
+            "masks": ("MASK", {"tooltip": "Object masks [B,H,W] (1 = object), one per camera. "
+                      "Without them the Gaussians' alpha is used."}),
+            "gaussians": ("GAUSSIANS", {"tooltip": "Fitted 3D Gaussians: their rendered median "
+                          "depth carves concavities the silhouettes cannot see."}),
+        }}
+
+    def build(self, cameras, resolution, mode, min_background_views, watertight, target_faces,
+              smooth_iterations, color, texture_size, images=None, masks=None, gaussians=None):
+        from ..kernels import mesh_color, mesh_extract
+
+        cams = cameras
+        if images is None and masks is None and gaussians is None:
+            raise ValueError("no views: connect images + masks, or gaussians")
+        n = len(cams)
+        if n == 0:
+            raise ValueError("cameras is empty; connect the orbit the views were made with")
+        for name, t in (("images", images), ("masks", masks)):
+            if t is not None and t.shape[0] != n:
+                raise ValueError(f"{name} has {t.shape[0]} frames but there are {n} cameras; "
+                                 "give one view per camera")
+        if images is not None and masks is not None and images.shape[1:3] != masks.shape[1:3]:
+            raise ValueError(f"images are {images.shape[2]}x{images.shape[1]} but masks "
+                             f"{masks.shape[2]}x{masks.shape[1]}; resize one to match")
+        need = mesh_extract.estimate_grid_bytes(resolution)
+        if need > MAX_GRID_BYTES:
+            raise ValueError(f"resolution {resolution} needs about {need / 2**30:.1f} GiB; lower "
+                             "the resolution")
+        if mode != "fast":
+            raise ValueError(f"unknown mode {mode!r}; use 'fast'")
+        ref = masks if masks is not None else images
+        if ref is not None:
+            h, w = ref.shape[1], ref.shape[2]
+            if abs(w / h - cams.width / cams.height) > 1e-3:
+                raise ValueError(f"views are {w}x{h} but cameras {cams.width}x{cams.height} "
+                                 "(different aspect ratio); use the cameras of these views")
+            cams = cams.resized(w, h)
+        K.check_cameras_see_object(cams)
+        depths = None
+        if gaussians is not None:
+            depths, alpha, grgb = _render_gaussians(gaussians, cams)
+            if masks is None:
+                masks = alpha
+            if images is None:
+                images = grgb
+        if masks is None:
+            raise ValueError("masks are needed with images (connect a MASK, e.g. from background "
+                             "removal) or connect gaussians")
+        masks = masks.float().cpu()
+        prog = host.Progress(4)
+        mesh = mesh_extract.reconstruct_fast(
+            masks, cams.to(device="cpu"), resolution, depths=depths,
+            min_background_views=min_background_views, max_bytes=MAX_GRID_BYTES,
+            progress=lambda i, t: prog.update(i), keep_components=1, watertight=watertight,
+            target_faces=target_faces, smooth_iterations=smooth_iterations)
+        imgs = None if images is None else images[..., :3].float().cpu()
+        dev = host.intermediate_device()
+        if color == "none" or imgs is None:
+            out = ColoredMesh.from_trimesh(mesh)
+        elif color == "vertex":
+            vc = mesh_color.vertex_colors(mesh, imgs, cams, masks)
+            out = ColoredMesh.from_trimesh(mesh)
+            out.vertex_colors = vc[None].float()
+        else:
+            v, f, uv, tex = mesh_color.bake_texture(mesh, imgs, cams, masks, texture_size)
+            out = ColoredMesh(v, f, None, uv, tex)
+        prog.update(4)
+        return (_to_device(out, dev),)
+
+
+def _to_device(m: ColoredMesh, dev) -> ColoredMesh:
+    mv = lambda t: None if t is None else t.to(dev)
+    return ColoredMesh(mv(m.vertices), mv(m.faces), mv(m.vertex_colors), mv(m.uv), mv(m.texture))
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _next_path(folder: str, base: str, ext: str) -> str:
+    pat = re.compile(re.escape(base) + r"_(\d{5})_\." + re.escape(ext) + r"$")
+    nums = [int(m.group(1)) for f in os.listdir(folder) if (m := pat.match(f))]
+    return os.path.join(folder, f"{base}_{(max(nums) + 1) if nums else 1:05d}_.{ext}")
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    d = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(path)[1], dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def export_mesh_bytes(mesh: ColoredMesh, fmt: str, stem: str) -> dict:
+    """``{filename: bytes}`` for one batch item: the mesh file first (OBJ textures add an MTL
+    and a PNG next to it)."""
+    tm = mesh.to_trimesh(0)
+    if fmt == "glb":
+        return {f"{stem}.glb": tm.export(file_type="glb")}
+    if fmt == "ply":
+        if mesh.texture is not None:  # PLY has no texture: bake the texture to vertex colours
+            tm.visual = tm.visual.to_color()
+        return {f"{stem}.ply": tm.export(file_type="ply")}
+    from trimesh.exchange.obj import export_obj
+
+    if mesh.texture is not None:
+        text, files = export_obj(tm, include_texture=True, return_texture=True,
+                                 mtl_name=f"{stem}.mtl")
+        out = {f"{stem}.obj": text.encode()}
+        for name, data in files.items():
+            out[name] = data
+        return out
+    return {f"{stem}.obj": export_obj(tm, include_color=True).encode()}
+
+
+class SaveMesh:
+    DESCRIPTION = (
+        "Saves a MESH (with its vertex colours or texture) as GLB, OBJ or PLY in the output "
+        "folder, atomically, and shows it in the node (3D preview). The returned path feeds core "
+        "Preview3D's model_file.")
+    CATEGORY = "OrbitForge/mesh"
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("model_file",)
+    OUTPUT_TOOLTIPS = ("Path of the (first) saved file relative to the output folder, for "
+                       "Preview3D.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "mesh": ("MESH", {"tooltip": "The mesh to save (OrbitForge or core MESH)."}),
+            "filename_prefix": ("STRING", {"default": "orbitforge/mesh", "tooltip": "Path "
+                                "relative to the output folder; a counter is appended."}),
+            "format": (FORMATS, {"default": "glb", "tooltip": "glb: one file, colours/texture "
+                       "embedded (best for viewers); obj: + .mtl/.png for textures; ply: vertex "
+                       "colours."}),
+        }}
+
+    def save(self, mesh, filename_prefix, format):
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        items = as_mesh_list(mesh)
+        for i, m in enumerate(items):
+            if m.vertices.shape[1] == 0 or m.faces.shape[1] == 0:
+                raise ValueError(f"mesh {i} is empty (no faces); nothing to save")
+        root = os.path.abspath(host.output_directory())
+        prefix = filename_prefix.replace("\\", "/").strip("/") or "mesh"
+        sub, base = os.path.split(prefix)
+        base = _SAFE.sub("_", base) or "mesh"
+        folder = os.path.abspath(os.path.join(root, sub))
+        if os.path.commonpath([root, folder]) != root:
+            raise ValueError(f"filename_prefix {filename_prefix!r} leaves the output folder; use "
+                             "a relative path without '..'")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot create the output folder {folder!r}: {e}; choose a "
+                             "writable location") from None
+        if not os.access(folder, os.W_OK):
+            raise ValueError(f"the output folder {folder!r} is not writable; choose another "
+                             "filename_prefix or fix its permissions")
+        results, first = [], None
+        for m in items:
+            path = _next_path(folder, base, format)
+            stem = os.path.splitext(os.path.basename(path))[0]
+            files = export_mesh_bytes(m, format, stem)
+            for name, data in files.items():
+                _atomic_write(os.path.join(folder, name), data)
+            fname = os.path.basename(path)
+            subfolder = os.path.relpath(folder, root).replace(os.sep, "/")
+            subfolder = "" if subfolder == "." else subfolder
+            results.append({"filename": fname, "subfolder": subfolder, "type": "output"})
+            if first is None:
+                first = f"{subfolder}/{fname}" if subfolder else fname
+        return {"ui": {"3d": results}, "result": (first,)}
+
+
+class MeshTurntable:
+    DESCRIPTION = ("Renders a MESH (with its colours) from an orbit of cameras into IMAGE frames, "
+                   "for a quick look without a 3D viewer (CPU ray casting).")
+    CATEGORY = "OrbitForge/mesh"
+    FUNCTION = "render"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("Turntable frames [F,H,W,3] on a white background.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "mesh": ("MESH", {"tooltip": "The mesh (first batch item is rendered)."}),
+            "frames": ("INT", {"default": 24, "min": 1, "max": 720, "tooltip": "Number of "
+                       "frames over one full turn."}),
+            "elevation": ("FLOAT", {"default": 15.0, "min": -89.0, "max": 89.0, "tooltip":
+                          "Camera elevation in degrees."}),
+            "size": ("INT", {"default": 384, "min": 32, "max": 4096, "step": 8, "tooltip":
+                     "Frame width and height in pixels."}),
+            "radius": ("FLOAT", {"default": K.DEFAULT_RADIUS, "min": 0.1, "max": 100.0,
+                       "tooltip": "Camera distance (the mesh lives in the unit box)."}),
+            "fov": ("FLOAT", {"default": K.SV3D_FOV_DEG, "min": 1.0, "max": 170.0, "tooltip":
+                    "Vertical field of view in degrees."}),
+        }}
+
+    def render(self, mesh, frames, elevation, size, radius, fov):
+        from ..kernels.mesh_render import render_mesh
+
+        items = as_mesh_list(mesh)
+        if items[0].faces.shape[1] == 0:
+            raise ValueError("the mesh is empty (no faces); nothing to render")
+        el, az = K.uniform_orbit(int(frames), (float(elevation),))
+        cams = K.make_orbit_cameras(el, az, radius, fov, size, size)
+        prog = host.Progress(int(frames))
+        out = render_mesh(items[0].to_trimesh(0), cams,
+                          progress=lambda i, t: prog.update(i))
+        return (out["rgb"].to(host.intermediate_device()),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "OrbitForgeSDFMesh": SDFMesh,
+    "OrbitForgeSaveMesh": SaveMesh,
+    "OrbitForgeMeshTurntable": MeshTurntable,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "OrbitForgeSDFMesh": "OrbitForge SDF Mesh",
+    "OrbitForgeSaveMesh": "OrbitForge Save Mesh",
+    "OrbitForgeMeshTurntable": "OrbitForge Mesh Turntable",
+}

@@ -1,0 +1,137 @@
+"""Mesh nodes: SDF mesh from views, save GLB/OBJ/PLY atomically with the ui entry, turntable."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from orbitforge.kernels.mesh_types import ColoredMesh
+from orbitforge.nodes.mesh import MeshTurntable, SaveMesh, SDFMesh
+from test_visual_hull import ring_cams, sphere_views
+
+RED_BLUE = ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0))
+
+
+@pytest.fixture(scope="module")
+def views():
+    cams = ring_cams(8, 64)
+    masks, _, rgb = sphere_views(cams, radius=0.3, colors=RED_BLUE)
+    return cams, masks, rgb
+
+
+@pytest.fixture(scope="module")
+def vmesh(views):
+    return build(views)
+
+
+def build(views, **kw):
+    cams, masks, rgb = views
+    args = dict(cameras=cams, resolution=40, mode="fast", min_background_views=1, watertight=True,
+                target_faces=3000, smooth_iterations=2, color="vertex", texture_size=128,
+                images=rgb, masks=masks)
+    args.update(kw)
+    return SDFMesh().build(**args)[0]
+
+
+def test_sdf_mesh_node_gives_coloured_watertight_mesh(vmesh):
+    mesh = vmesh
+    assert isinstance(mesh, ColoredMesh)
+    assert mesh.vertices.ndim == 3 and mesh.faces.ndim == 3 and mesh.vertices.shape[0] == 1
+    tm = mesh.to_trimesh()
+    assert tm.is_watertight
+    assert np.abs(np.linalg.norm(tm.vertices, axis=1) - 0.3).mean() < 0.02
+    vc = mesh.vertex_colors[0].numpy()
+    x = mesh.vertices[0, :, 0].numpy()
+    assert (vc[x > 0.05, 0] > 0.8).mean() > 0.95
+
+
+def test_sdf_mesh_node_refuses_bad_input(views):
+    cams, masks, rgb = views
+    with pytest.raises(ValueError, match="no views"):
+        build(views, images=None, masks=None)
+    with pytest.raises(ValueError, match="frames"):
+        build(views, masks=masks[:3])
+    with pytest.raises(ValueError, match="empty"):
+        build(views, masks=torch.zeros_like(masks))
+    with pytest.raises(ValueError, match="GiB"):
+        build(views, resolution=1024)
+    from orbitforge.kernels.cameras import Cameras
+
+    vm = cams.viewmats.clone()
+    vm[:, :3, 3] *= -1  # object behind every camera
+    far = Cameras(vm, cams.Ks.clone(), cams.width, cams.height)
+    with pytest.raises(ValueError):
+        build(views, cameras=far)
+
+
+@pytest.mark.parametrize("fmt", ["glb", "obj", "ply"])
+def test_save_mesh_formats(vmesh, tmp_path, monkeypatch, fmt):
+    monkeypatch.setenv("ORBITFORGE_OUTPUT", str(tmp_path))
+    mesh = vmesh
+    out = SaveMesh().save(mesh, "meshes/test", fmt)
+    entry = out["ui"]["3d"][0]
+    assert entry == {"filename": f"test_00001_.{fmt}", "subfolder": "meshes", "type": "output"}
+    assert out["result"] == (f"meshes/test_00001_.{fmt}",)
+    path = tmp_path / "meshes" / entry["filename"]
+    loaded = trimesh.load(str(path), force="mesh", process=False)
+    assert len(loaded.faces) == mesh.faces.shape[1]
+    vis = loaded.visual
+    vis = vis.to_color() if hasattr(vis, "to_color") else vis
+    cols = np.asarray(vis.vertex_colors)[:, :3]
+    assert cols.max() > 200 and (cols[:, 0] > 200).any() and (cols[:, 2] > 200).any()
+    assert not [f for f in os.listdir(tmp_path / "meshes") if f.startswith(".tmp_")]
+    again = SaveMesh().save(mesh, "meshes/test", fmt)
+    assert again["ui"]["3d"][0]["filename"] == f"test_00002_.{fmt}"
+
+
+def test_save_textured_glb(views, tmp_path, monkeypatch):
+    monkeypatch.setenv("ORBITFORGE_OUTPUT", str(tmp_path))
+    mesh = build(views, color="texture")
+    assert mesh.texture is not None and mesh.uv is not None
+    out = SaveMesh().save(mesh, "tex", "glb")
+    loaded = trimesh.load(str(tmp_path / out["result"][0]), force="mesh")
+    assert isinstance(loaded.visual, trimesh.visual.TextureVisuals)
+
+
+def test_save_mesh_refuses_unwritable_and_empty(tmp_path, monkeypatch, vmesh):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the output folder should be")
+    monkeypatch.setenv("ORBITFORGE_OUTPUT", str(blocker))
+    with pytest.raises(ValueError, match="cannot create|writable"):
+        SaveMesh().save(vmesh, "x/mesh", "glb")
+    monkeypatch.setenv("ORBITFORGE_OUTPUT", str(tmp_path))
+    empty = ColoredMesh(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="empty"):
+        SaveMesh().save(empty, "e", "glb")
+    with pytest.raises(ValueError, match="output folder"):
+        SaveMesh().save(vmesh, "../escape", "glb")
+    assert not (tmp_path.parent / "escape_00001_.glb").exists()
+
+
+def test_turntable_and_core_mesh_compat(vmesh):
+    mesh = vmesh
+    frames = MeshTurntable().render(mesh, 4, 15.0, 48, 2.0, 33.8)[0]
+    assert frames.shape == (4, 48, 48, 3)
+    centre = frames[:, 20:28, 20:28]
+    assert (centre.mean((1, 2)) < 0.95).any()  # the object is in the middle, not background
+
+    class CoreMESH:  # the shape of comfy_extras.nodes_hunyuan3d.MESH
+        def __init__(self, v, f):
+            self.vertices, self.faces = v, f
+
+    core = CoreMESH(mesh.vertices, mesh.faces)
+    frames2 = MeshTurntable().render(core, 1, 0.0, 32, 2.0, 33.8)[0]
+    assert frames2.shape == (1, 32, 32, 3)
+
+
+def test_core_saveglb_accepts_colored_mesh(vmesh, tmp_path):
+    from comfy_host import require_comfyui
+
+    require_comfyui()
+    from comfy_extras.nodes_hunyuan3d import save_glb
+
+    mesh = vmesh
+    p = tmp_path / "core.glb"
+    save_glb(mesh.vertices[0], mesh.faces[0], str(p))
+    assert len(trimesh.load(str(p), force="mesh").faces) == mesh.faces.shape[1]
