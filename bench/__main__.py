@@ -8,6 +8,9 @@ import sys
 BENCHES = {
     "splat": "3DGS fit of a mesh's orbit, held-out PSNR/SSIM, time, memory",
     "raster": "rasteriser forward+backward time per view",
+    "mesh": "mesh from a mesh's orbit views and masks: chamfer, IoU, F-score, time, memory",
+    "refiner": "Hi3D stage-2 refiner: time/step vs resolution, peak memory, depth consistency",
+    "core_schemas": "(tool) regenerate nodes/core_schemas.json from a ComfyUI checkout",
 }
 
 

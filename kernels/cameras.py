@@ -81,7 +81,7 @@ class Cameras:
 
     def to(self, device=None, dtype=None) -> "Cameras":
         def mv(t):
-            return t.to(device=device, dtype=dtype or t.dtype)
+            return t.to(device=device, dtype=dtype or t.dtype).clone()
 
         return Cameras(mv(self.viewmats), mv(self.Ks), self.width, self.height,
                        mv(self.elevation), mv(self.azimuth), mv(self.radius))
@@ -97,7 +97,8 @@ class Cameras:
         K = self.Ks.clone()
         K[:, 0, :] *= width / self.width
         K[:, 1, :] *= height / self.height
-        return Cameras(self.viewmats, K, width, height, self.elevation, self.azimuth, self.radius)
+        return Cameras(self.viewmats.clone(), K, width, height, self.elevation.clone(),
+                       self.azimuth.clone(), self.radius.clone())
 
     @staticmethod
     def cat(cams: Sequence["Cameras"]) -> "Cameras":

@@ -30,8 +30,8 @@ into one batched call. Chunks are halved and retried on out-of-memory errors.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -223,7 +223,7 @@ def _eval_chunked(fn: SequenceDenoiser, seqs: Callable[[int, int], torch.Tensor]
 def denoise_matrix(x: torch.Tensor, sigma: torch.Tensor, column_fn: SequenceDenoiser,
                    row_fn: SequenceDenoiser, w: torch.Tensor, lam: float,
                    column_chunk: int, row_chunk: int, oom: tuple = (),
-                   stats: Optional[MatrixStats] = None) -> tuple[torch.Tensor, MatrixStats]:
+                   stats: MatrixStats | None = None) -> tuple[torch.Tensor, MatrixStats]:
     """One composed x0 estimate of the whole matrix ``[V, F, *rest]``: F column and V row
     sequence evaluations, combined with :func:`compose` (accumulated in place: one buffer)."""
     V, F = x.shape[0], x.shape[1]
@@ -264,12 +264,12 @@ def sample_matrix(
     lambdas: torch.Tensor,
     vrs_steps: int = OFFICIAL_VRS_STEPS,
     renoise: str = "official",
-    column_chunk: Optional[int] = None,
-    row_chunk: Optional[int] = None,
-    generator: Optional[torch.Generator] = None,
-    callback: Optional[Callable[[int, int, int, torch.Tensor, torch.Tensor], None]] = None,
+    column_chunk: int | None = None,
+    row_chunk: int | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callable[[int, int, int, torch.Tensor, torch.Tensor], None] | None = None,
     oom_exceptions: Sequence[type] = (),
-    stats: Optional[MatrixStats] = None,
+    stats: MatrixStats | None = None,
 ) -> torch.Tensor:
     """Sample the V × F matrix from the scaled initial noise ``x`` ``[V, F, *rest]``.
 

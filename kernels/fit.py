@@ -53,6 +53,21 @@ class FitConfig:
 
 
 @dataclass
+class FitContext:
+    """What a regulariser sees each step (see :func:`fit_gaussians`)."""
+
+    render: Callable  # render(cams) -> RenderOutput, differentiable w.r.t. the parameters
+    images: torch.Tensor  # [N, h, w, 3] training views at the current resolution
+    masks: torch.Tensor  # [N, h, w]
+    cams: Cameras  # at the current resolution
+    iterations: int  # total steps of this fit
+    background: torch.Tensor  # [3]
+
+    def __call__(self, cams: Cameras):
+        return self.render(cams)
+
+
+@dataclass
 class FitResult:
     gaussians: Gaussians
     history: list  # per logged step: dict(iteration, loss, psnr, n, t)
@@ -182,8 +197,11 @@ def fit_gaussians(images: torch.Tensor, cams: Cameras, masks: Optional[torch.Ten
 
     ``masks`` [N,H,W] (1 = object; default: pixels differing from ``config.background``);
     ``weights`` [N] optional per-view confidence multipliers; ``init`` warm start;
-    ``progress(step, total, preview_fn)`` called every few steps (``preview_fn()`` renders the
-    first view); ``regularizer(step, params, render_fn) -> loss`` optional extra term.
+    ``progress(step, total, preview_fn)`` called every step (``preview_fn()`` renders the
+    first view); ``regularizer(step, params, ctx) -> loss`` optional extra term, where ``ctx`` is
+    a :class:`FitContext`: ``ctx(cams)`` renders the current scene (with grad) from any cameras
+    at the current training resolution, and ``ctx.images / masks / cams / iterations`` are the
+    training data at that resolution.
     Works under ``torch.inference_mode()`` callers (it leaves inference mode itself).
     """
     cfg = config or FitConfig()
@@ -277,7 +295,9 @@ def _fit(images, cams, masks, cfg: FitConfig, init, weights, progress, regulariz
             per_view = per_view * weights[idx].to(per_view)
         loss = per_view.mean()
         if regularizer is not None:
-            loss = loss + regularizer(it, params, lambda c, d=degree: render(params, c, d))
+            ctx = FitContext(lambda c, d=degree: render(params, c, d), img_all, msk_all, cam_all,
+                             cfg.iterations, bg)
+            loss = loss + regularizer(it, params, ctx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if densifying:

@@ -179,19 +179,25 @@ def estimate_grid_bytes(resolution: int) -> int:
 
 
 def reconstruct_fast(masks: torch.Tensor, cams, resolution: int = 128,
-                     depths: torch.Tensor | None = None, min_background_views: int = 1,
+                     depths=None, min_background_views: int = 1,
                      bbox=DEFAULT_BBOX, min_weight: float = 3.0, max_carve: float = 0.1,
-                     max_bytes: int | None = None, progress=None, **finish) -> trimesh.Trimesh:
+                     max_bytes: int | None = None, progress=None, timings: dict | None = None,
+                     **finish) -> trimesh.Trimesh:
     """Masks (+ optional depth maps) -> finished mesh.
 
     The field is :func:`.visual_hull.hull_sdf` (sub-voxel silhouette distance, soft voting with
-    ``min_background_views``); with ``depths`` ``[C, H, W]`` it is further carved by
-    :func:`.tsdf.combine_hull_tsdf` (voxels no depth observes stay inside). ``finish`` goes to
-    :func:`finish_mesh`. Raises ``ValueError`` before any work when the grid would need more
-    than ``max_bytes``.
+    ``min_background_views``, narrow band); with ``depths`` it is further carved by
+    :func:`.tsdf.combine_hull_tsdf` (voxels no depth observes stay inside; never deeper than
+    ``max_carve`` below the hull; only where ``min_weight`` views agree). ``depths`` is a
+    ``[C, H, W]`` tensor of camera z (0 = none), or a callable ``depths(hull_field) -> [C, H, W]``
+    that derives them from the hull (e.g. :func:`.mvs.mvs_depth`). ``finish`` goes to
+    :func:`finish_mesh`. ``timings`` (a dict) receives per-stage wall seconds. Raises
+    ``ValueError`` before any work when the grid would need more than ``max_bytes``.
     """
+    import time
+
     from .tsdf import combine_hull_tsdf, tsdf_fuse
-    from .visual_hull import hull_sdf
+    from .visual_hull import hull_sdf_and_depth
 
     need = estimate_grid_bytes(resolution)
     if max_bytes is not None and need > max_bytes:
@@ -207,18 +213,32 @@ def reconstruct_fast(masks: torch.Tensor, cams, resolution: int = 128,
     if bool((cover == 1).all()):
         raise ValueError("all masks are full (every pixel is object): nothing to carve; give "
                          "masks with background = 0 (e.g. from background removal)")
-    field = hull_sdf(m, cams, resolution, min_background_views, bbox)
+    tm = {} if timings is None else timings
+    t = time.time()
+    field, deep = hull_sdf_and_depth(m, cams, resolution, min_background_views, bbox)
+    tm["hull_s"] = time.time() - t
     if progress is not None:
         progress(1, 3)
-    if depths is not None:
-        tsdf, w = tsdf_fuse(depths, cams, m, resolution, bbox)
-        field = combine_hull_tsdf(field, tsdf, w, min_weight, max_carve)
-    if progress is not None:
-        progress(2, 3)
     if not bool((field < 0).any()):
         raise ValueError("the carved volume is empty: the cameras see no common object region; "
                          "check that the cameras match the views and look at the object")
+    if depths is not None:
+        if callable(depths):
+            t = time.time()
+            depths = depths(field)
+            tm["depth_s"] = time.time() - t
+        t = time.time()
+        hi = float(torch.as_tensor(bbox[1]).max() - torch.as_tensor(bbox[0]).min())
+        trunc = 3.0 * hi / int(resolution)
+        active = (deep > -max_carve) & (field < trunc)
+        tsdf, w = tsdf_fuse(depths, cams, m, resolution, bbox, trunc=trunc, active=active)
+        field = combine_hull_tsdf(field, tsdf, w, min_weight, max_carve, hull_depth=deep)
+        tm["fuse_s"] = time.time() - t
+    if progress is not None:
+        progress(2, 3)
+    t = time.time()
     mesh = field_to_mesh(field, bbox, **finish)
+    tm["extract_s"] = time.time() - t
     if progress is not None:
         progress(3, 3)
     return mesh

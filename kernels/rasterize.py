@@ -180,9 +180,10 @@ def _bin_pairs(means2d, cov2d, conics, depths, radii, opacities, width, height, 
     if g_s.numel() == 0:
         z = torch.zeros(0, dtype=torch.long, device=dev)
         return z, z, torch.zeros(C * tw * th, dtype=torch.long, device=dev)
-    m = means2d[cam_s, g_s]  # [M, 2]
-    cv = cov2d[cam_s, g_s]  # [M, 3]
-    e2 = ext2[g_s]
+    flat_s = cam_s * N + g_s  # [M] flat (camera, Gaussian) index, depth order per camera
+    m = means2d.reshape(-1, 2).index_select(0, flat_s)  # [M, 2]
+    cv = cov2d.reshape(-1, 3).index_select(0, flat_s)  # [M, 3]
+    e2 = ext2.index_select(0, g_s)
     hx = torch.sqrt(e2 * cv[:, 0]) * (1 + 1e-4) + 1e-3
     hy = torch.sqrt(e2 * cv[:, 2]) * (1 + 1e-4) + 1e-3
     # pixel centres j + 0.5 inside [mx - hx, mx + hx]
@@ -190,31 +191,34 @@ def _bin_pairs(means2d, cov2d, conics, depths, radii, opacities, width, height, 
     jx1 = torch.floor(m[:, 0] + hx - 0.5).clamp(-1, width - 1)
     jy0 = torch.ceil(m[:, 1] - hy - 0.5).clamp(0, height - 1)
     jy1 = torch.floor(m[:, 1] + hy - 0.5).clamp(-1, height - 1)
-    tx0 = torch.div(jx0, tile, rounding_mode="floor").long()
-    tx1 = torch.div(jx1, tile, rounding_mode="floor").long()
-    ty0 = torch.div(jy0, tile, rounding_mode="floor").long()
-    ty1 = torch.div(jy1, tile, rounding_mode="floor").long()
-    nx = (tx1 - tx0 + 1).clamp_min(0)
-    ny = (ty1 - ty0 + 1).clamp_min(0)
-    nx = torch.where(jx1 >= jx0, nx, torch.zeros_like(nx))
-    ny = torch.where(jy1 >= jy0, ny, torch.zeros_like(ny))
-    cnt = nx * ny
+    tx0 = torch.floor(jx0 / tile)
+    tx1 = torch.floor(jx1 / tile)
+    ty0 = torch.floor(jy0 / tile)
+    ty1 = torch.floor(jy1 / tile)
+    nx = torch.where(jx1 >= jx0, tx1 - tx0 + 1, torch.zeros_like(tx0))
+    ny = torch.where(jy1 >= jy0, ty1 - ty0 + 1, torch.zeros_like(ty0))
+    cnt = (nx * ny).long()
     total = int(cnt.sum())
     src = torch.repeat_interleave(torch.arange(cnt.numel(), device=dev), cnt, output_size=total)
     start = torch.cumsum(cnt, 0) - cnt
-    local = torch.arange(total, device=dev) - start[src]
-    nxs = nx[src]
-    ptx = tx0[src] + local % nxs
-    pty = ty0[src] + torch.div(local, nxs, rounding_mode="floor")
+    local = (torch.arange(total, device=dev) - start.index_select(0, src)).to(m.dtype)
+    nxs = nx.index_select(0, src)
+    row = torch.floor((local + 0.5) / nxs)  # exact for the small integers involved
+    ptx = tx0.index_select(0, src) + (local - row * nxs)
+    pty = ty0.index_select(0, src) + row
     # exact cull: does the footprint ellipse reach the tile's pixel-centre rectangle?
-    con = conics[cam_s[src], g_s[src]]  # [P, 3]
-    keep = _ellipse_hits_rect(con, m[src], e2[src], ptx, pty, tile, width, height)
-    src, ptx, pty = src[keep], ptx[keep], pty[keep]
-    pair_cg = cam_s[src] * N + g_s[src]
-    pair_tile = cam_s[src] * (tw * th) + pty * tw + ptx
+    con = conics.reshape(-1, 3).index_select(0, flat_s)
+    keep = _ellipse_hits_rect(con.index_select(0, src), m.index_select(0, src), e2.index_select(0, src),
+                              ptx, pty, tile, width, height)
+    kidx = torch.nonzero(keep).flatten()
+    src = src.index_select(0, kidx)
+    ptx = ptx.index_select(0, kidx).long()
+    pty = pty.index_select(0, kidx).long()
+    pair_cg = flat_s.index_select(0, src)
+    pair_tile = cam_s.index_select(0, src) * (tw * th) + pty * tw + ptx
     # stable sort by tile keeps the depth order inside each tile
     pair_tile, perm = torch.sort(pair_tile, stable=True)
-    pair_cg = pair_cg[perm]
+    pair_cg = pair_cg.index_select(0, perm)
     tile_counts = torch.bincount(pair_tile, minlength=C * tw * th)
     return pair_cg, pair_tile, tile_counts
 
@@ -287,41 +291,60 @@ def _alpha_floor(dtype) -> float:
     return float(torch.nextafter(torch.tensor(ALPHA_MIN, dtype=dtype), torch.tensor(0.0, dtype=dtype)))
 
 
-def _bucket_forward(ncoef, basis, clampable, floor):
-    """Compositing weights of one bucket.
+def _chunk_forward(ncoef, basis_t, clampable, floor, carry, done):
+    """Compositing weights of ``Lc`` consecutive pair slots of ``n`` tiles.
 
-    ncoef [nt, L, 6] (coefficients of -sigma'), basis [6, px]. Returns ``a`` [nt, L, px] (alpha,
-    0 where skipped or after the pixel terminated), ``buf`` [nt, L+1, px] with ``buf[:, 1:] = 1 - a``,
-    ``T`` [nt, L+1, px] transmittance before (``T[:, :-1]``) / after (``T[:, 1:]``) each pair."""
-    a = torch.matmul(ncoef, basis)  # -sigma'
-    a.exp_()
-    torch.nn.functional.threshold_(a, floor, 0.0)  # alpha < 1/255: skipped
+    ncoef [n, Lc, 6] (coefficients of -sigma'), basis_t [px, 6], carry [n, px] the transmittance
+    before these slots, done [n, px] bool (pixels that already stopped) or None. Returns ``a``
+    [n, px, Lc] (alpha, only when ``clampable`` (some opacity >= 0.99), else None), ``w``
+    [n, px, Lc] the compositing weights, ``nT`` [n, px, Lc] = minus the transmittance after each
+    slot (ascending, so it can be binary-searched; held constant once a pixel stops) and
+    ``stopped`` [n, px] bool (pixels that stop in these slots) or None."""
+    x = torch.matmul(basis_t, ncoef.transpose(1, 2))  # [n, px, Lc]  -sigma'
+    x.clamp_(min=-LOG_ALPHA_MIN - 1.0)  # these are skipped anyway; avoids slow denormals in exp
+    x.exp_()
+    torch.nn.functional.threshold_(x, floor, 0.0)  # alpha < 1/255: skipped
     if clampable:
-        a.clamp_max_(ALPHA_MAX)
-    nt, L, px = a.shape
-    buf = a.new_empty(nt, L + 1, px)
-    buf[:, 0] = 1.0
-    one = torch.ones((), dtype=a.dtype, device=a.device)
-    torch.sub(one, a, out=buf[:, 1:])
-    T = torch.cumprod(buf, 1)
-    if bool((T[:, -1] <= T_MIN).any()):  # some pixel stops: drop the pairs from there on
-        a.masked_fill_(T[:, 1:] <= T_MIN, 0.0)
-        torch.sub(one, a, out=buf[:, 1:])
-        T = torch.cumprod(buf, 1)
-    return a, buf, T
+        x.clamp_max_(ALPHA_MAX)
+    if done is not None:
+        x.masked_fill_(done.unsqueeze(-1), 0.0)
+    a = x.clone() if clampable else None
+    one = torch.ones((), dtype=x.dtype, device=x.device)
+    torch.sub(one, x, out=x)  # 1 - alpha
+    x[..., 0].mul_(-carry)
+    nT = torch.cumprod(x, -1)  # -T_after
+    del x
+    n, px, Lc = nT.shape
+    stopped = None
+    if bool((nT[..., -1] >= -T_MIN).any()):
+        # a pixel stops before the slot after which T would be <= 1e-4: that pair and all later
+        # ones are dropped. The kept prefix is unchanged; holding T at its last kept value makes
+        # every later weight T_before - T_after exactly 0.
+        k = torch.searchsorted(nT, torch.full((n, px, 1), -T_MIN, dtype=nT.dtype, device=nT.device))
+        prev = torch.gather(nT, -1, (k - 1).clamp_min(0))[..., 0]
+        lim = torch.where(k[..., 0] > 0, prev, -carry)
+        nT.clamp_(max=lim.unsqueeze(-1))
+        stopped = k[..., 0] < Lc
+    # T_before - T_after = alpha T_before
+    w = torch.diff(nT, dim=-1, prepend=(-carry).unsqueeze(-1))
+    return a, w, nT, stopped
 
 
 class _Composite(torch.autograd.Function):
     """Pixel stage. Inputs: per-pair ``coef`` [P, 6] (sigma' = sigma - log(opacity) as a
     polynomial in the pixel offset from the tile centre) and ``feat`` [P, F]. Outputs per tile
     pixel: ``out`` = sum_i w_i feat_i [nTT, px, F], ``acc`` = sum_i w_i [nTT, px] and the
-    (non-differentiable) median value of feature ``depth_col`` [nTT, px]."""
+    (non-differentiable) median value of feature ``depth_col`` [nTT, px].
+
+    Each bucket is processed in chunks of ``chunk`` slots, front to back; tiles whose pixels have
+    all stopped (transmittance <= 1e-4) are dropped from later chunks (early exit)."""
 
     @staticmethod
     def forward(ctx, coef, feat, pair_hi, layout):
-        buckets, starts, n_tiles, basis, depth_col, save_elems = layout
+        buckets, starts, n_tiles, basis, depth_col, save_elems, chunk = layout
         P, F = feat.shape
         px = basis.shape[1]
+        basis_t = basis.T.contiguous()
         dev, dt = coef.device, coef.dtype
         floor = _alpha_floor(dt)
         out = torch.zeros(n_tiles, px, F, device=dev, dtype=dt)
@@ -331,28 +354,64 @@ class _Composite(torch.autograd.Function):
         ncoef[P, 0] = -1e30  # padding pair: alpha = 0
         pad_feat = torch.cat([feat, feat.new_zeros(1, F)], 0)
         pad_hi = torch.cat([pair_hi, pair_hi.new_zeros(1)], 0)
-        total = sum(int(t.numel()) * L * px for t, L in buckets)
+        total = sum(int(t.numel()) * L * px for t, L in buckets)  # (slot, pixel) elements
         save = total <= save_elems
         per_bucket = []
         for tiles, L in buckets:
+            nt = tiles.numel()
             ar = torch.arange(L, device=dev)
             st = starts[tiles]
             cnt = starts[tiles + 1] - st
             idx = torch.where(ar[None, :] < cnt[:, None], st[:, None] + ar[None, :],
                               torch.full_like(st[:, None], P))  # [nt, L]
             clampable = bool(pad_hi[idx].any())
-            f_g = pad_feat[idx]  # [nt, L, F]
-            a, buf, T = _bucket_forward(ncoef[idx], basis, clampable, floor)
-            w = T[:, :-1] - T[:, 1:]  # = a * T_before
-            out[tiles] = torch.bmm(w.transpose(1, 2), f_g)
-            acc[tiles] = 1.0 - T[:, -1]
-            # median: first pair after which T <= 0.5 (T is non-increasing along L)
-            first = (T[:, 1:] > 0.5).sum(1, keepdim=True)  # [nt, 1, px]
-            zf = torch.gather(f_g[:, :, depth_col].unsqueeze(-1).expand(-1, -1, px), 1,
-                              first.clamp_max(L - 1))[:, 0]
-            med[tiles] = torch.where(first[:, 0] < L, zf, torch.zeros_like(zf))
-            per_bucket.append((idx, clampable, (a, buf, w) if save else None))
-            del T
+            carry = torch.ones(nt, px, device=dev, dtype=dt)  # T before the current chunk
+            done = torch.zeros(nt, px, device=dev, dtype=torch.bool)
+            any_done = False
+            out_b = torch.zeros(nt, px, F, device=dev, dtype=dt)
+            med_b = torch.zeros(nt, px, device=dev, dtype=dt)
+            act = None  # active tiles (None = all)
+            chunks = []
+            for c0 in range(0, L, chunk):
+                c1 = min(L, c0 + chunk)
+                sl = idx[:, c0:c1] if act is None else idx[act, c0:c1]
+                car = carry if act is None else carry[act]
+                dn = (done if act is None else done[act]) if any_done else None
+                a, w, nT, stopped = _chunk_forward(ncoef[sl], basis_t, clampable, floor, car, dn)
+                f_c = pad_feat[sl]  # [n, Lc, F]
+                # (this operand order is ~5x faster than bmm(w, f_c) on CPU)
+                contrib = torch.bmm(f_c.transpose(1, 2), w.transpose(1, 2)).transpose(1, 2)
+                # median: first slot after which T <= 0.5 (binary search, T is non-increasing)
+                j = torch.searchsorted(nT, torch.full((nT.shape[0], px, 1), -0.5, dtype=dt,
+                                                      device=dev))[..., 0]  # [n, px]
+                zf = torch.gather(f_c[:, :, depth_col], 1, j.clamp_max(c1 - c0 - 1))
+                hit = (j < c1 - c0) & (car > 0.5)
+                new_carry = -nT[..., -1]
+                if act is None:
+                    out_b += contrib
+                    med_b = torch.where(hit, zf, med_b)
+                    carry = new_carry
+                    if stopped is not None:
+                        done = done | stopped
+                else:
+                    out_b.index_add_(0, act, contrib)
+                    med_b[act] = torch.where(hit, zf, med_b[act])
+                    carry[act] = new_carry
+                    if stopped is not None:
+                        done[act] = done[act] | stopped
+                any_done = any_done or stopped is not None
+                chunks.append((act, sl, car, dn, (a, w, nT) if save else None))
+                del a, w, nT
+                if any_done and c1 < L:
+                    alive = ~done.all(-1)  # [nt]
+                    if not bool(alive.all()):
+                        act = torch.nonzero(alive).flatten()
+                        if act.numel() == 0:
+                            break
+            out[tiles] = out_b
+            acc[tiles] = 1.0 - carry
+            med[tiles] = med_b
+            per_bucket.append((clampable, chunks))
         ctx.save_for_backward(coef, feat, out, acc)
         ctx.layout = layout
         ctx.per_bucket = per_bucket
@@ -362,8 +421,10 @@ class _Composite(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_out, g_acc, g_med):
         coef, feat, out, acc = ctx.saved_tensors
-        buckets, starts, n_tiles, basis, depth_col, save_elems = ctx.layout
+        buckets, starts, n_tiles, basis, depth_col, save_elems, chunk = ctx.layout
         P, F = feat.shape
+        px = basis.shape[1]
+        basis_t = basis.T.contiguous()
         floor = _alpha_floor(coef.dtype)
         ncoef = torch.cat([-coef, coef.new_zeros(1, 6)], 0)
         ncoef[P, 0] = -1e30
@@ -377,25 +438,33 @@ class _Composite(torch.autograd.Function):
         # dL/dalpha_i = T_i f_i.g - B_i / (1 - alpha_i),  B_i = sum_{j>i} w_j f_j.g - gA T_N
         #             = T_i f_i.g - (F.g - gA T_N - sum_{j<=i} w_j f_j.g) / (1 - alpha_i)
         # dL/dsigma'_i = -alpha_i dL/dalpha_i = alpha_i B_i / (1 - alpha_i) - w_i f_i.g
+        #              = B_i w_i / T_after_i - w_i f_i.g   (0 for dropped slots, where w_i = 0)
         rest = (out * g_out).sum(-1) - g_acc * (1.0 - acc)  # [nTT, px]
-        for (tiles, L), (idx, clampable, saved) in zip(buckets, ctx.per_bucket):
-            if saved is None:
-                a, buf, T = _bucket_forward(ncoef[idx], basis, clampable, floor)
-                w = T[:, :-1] - T[:, 1:]
-                del T
-            else:
-                a, buf, w = saved
-            go = g_out[tiles]  # [nt, px, F]
-            f_g = pad_feat[idx]
-            fg = torch.bmm(f_g, go.transpose(1, 2))  # [nt, L, px]  f_i . g
-            fg.mul_(w)
-            B = torch.sub(rest[tiles].unsqueeze(1), torch.cumsum(fg, 1))
-            B.mul_(a).div_(buf[:, 1:]).sub_(fg)  # dL/dsigma'
-            if clampable:
-                B.masked_fill_(a >= ALPHA_MAX, 0.0)
-            flat = idx.reshape(-1)
-            g_coef.index_add_(0, flat, torch.matmul(B, basis.T).reshape(-1, 6))
-            g_feat.index_add_(0, flat, torch.bmm(w, go).reshape(-1, F))
+        for (tiles, L), (clampable, chunks) in zip(buckets, ctx.per_bucket):
+            cs_carry = coef.new_zeros(tiles.numel(), px)  # sum_{j < chunk} w_j f_j.g
+            for act, sl, car, dn, saved in chunks:
+                if saved is None:
+                    a, w, nT, _ = _chunk_forward(ncoef[sl], basis_t, clampable, floor, car, dn)
+                else:
+                    a, w, nT = saved
+                tl = tiles if act is None else tiles[act]
+                go = g_out[tl]  # [n, px, F]
+                f_c = pad_feat[sl]  # [n, Lc, F]
+                fg = torch.bmm(go, f_c.transpose(1, 2))  # [n, px, Lc]  f_i . g
+                fg.mul_(w)
+                cc = cs_carry if act is None else cs_carry[act]
+                B = torch.cumsum(fg, -1).add_(cc.unsqueeze(-1))
+                if act is None:
+                    cs_carry = B[..., -1].clone()
+                else:
+                    cs_carry[act] = B[..., -1]
+                B.sub_(rest[tl].unsqueeze(-1))  # -B_i
+                B.mul_(w).div_(nT).sub_(fg)  # dL/dsigma' (nT = -T_after)
+                if clampable:
+                    B.masked_fill_(a >= ALPHA_MAX, 0.0)
+                flat = sl.reshape(-1)
+                g_coef.index_add_(0, flat, torch.matmul(basis, B).transpose(1, 2).reshape(-1, 6))
+                g_feat.index_add_(0, flat, torch.bmm(go.transpose(1, 2), w).transpose(1, 2).reshape(-1, F))
         ctx.per_bucket = None
         return g_coef[:P], g_feat[:P], None, None
 
@@ -416,21 +485,25 @@ def _gsplat_usable(means) -> bool:
 
 
 def rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *,
-              sh_degree=None, backgrounds=None, near_plane=0.01, far_plane=1e10, tile_size=16,
+              sh_degree=None, backgrounds=None, near_plane=0.01, far_plane=1e10, tile_size=None,
               backend="auto", retain_means2d_grad=False, block_elems=1 << 21,
-              save_elems=48 << 20) -> RenderOutput:
+              save_elems=48 << 20, chunk_slots=32) -> RenderOutput:
     """Render ``N`` 3D Gaussians into ``C`` cameras (differentiable).
 
     means [N, 3]; quats [N, 4] wxyz (unnormalised); scales [N, 3] std devs; opacities [N] in (0, 1);
     colors [N, 3] RGB (``sh_degree=None``) or SH coefficients [N, K, 3] (``sh_degree`` 0..3);
     viewmats [C, 4, 4] world -> camera (OpenCV); Ks [C, 3, 3]; backgrounds [C, 3] or None (black).
     ``backend``: "auto" (gsplat on CUDA when importable, else "torch"), "torch", "gsplat",
-    "reference" (brute force, small scenes). Torch path tuning: ``block_elems`` bounds the size of
+    "reference" (brute force, small scenes). ``tile_size``: None = the back end's best (16 for
+    gsplat, 8 for the torch path on CPU, measured fastest there); the result does not depend on it
+    (up to float rounding) because tile binning uses each Gaussian's exact footprint. Torch path tuning: ``block_elems`` bounds the size of
     the per-bucket working tensors; the forward keeps its per-(pair, pixel) tensors for the backward
     (3 x 4 bytes per element) when there are at most ``save_elems`` of them, else the backward
-    recomputes them.
+    recomputes them. ``chunk_slots``: slots per chunk of the front-to-back early exit.
     """
     width, height = int(width), int(height)
+    if tile_size is None:
+        tile_size = 8 if backend in ("auto", "torch") and means.device.type == "cpu" else 16
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
                   backgrounds, tile_size)
     if backend not in ("auto", "torch", "gsplat", "reference"):
@@ -470,22 +543,23 @@ def rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
     tcell = pair_tile % (tw * th)
     tcx = ((tcell % tw) * tile + 0.5 * tile).to(dt)
     tcy = (torch.div(tcell, tw, rounding_mode="floor") * tile + 0.5 * tile).to(dt)
-    m = means2d.reshape(-1, 2)[pair_cg]  # [P, 2]
-    con = conics.reshape(-1, 3)[pair_cg]  # [P, 3]
-    logo = torch.log(opacities.clamp_min(1e-30))[pair_cg % N] if N > 0 else opacities[:0]
+    pair_g = pair_cg % N if N > 0 else pair_cg
+    m = means2d.reshape(-1, 2).index_select(0, pair_cg)  # [P, 2]
+    con = conics.reshape(-1, 3).index_select(0, pair_cg)  # [P, 3]
+    logo = torch.log(opacities.clamp_min(1e-30)).index_select(0, pair_g)
     dx, dy = tcx - m[:, 0], tcy - m[:, 1]
     a, b, c = con.unbind(-1)
     coef = torch.stack([0.5 * a * dx * dx + b * dx * dy + 0.5 * c * dy * dy - logo,
                         a * dx + b * dy, b * dx + c * dy, 0.5 * a, b, 0.5 * c], -1)  # [P, 6]
-    feats = torch.cat([cols, depths.unsqueeze(-1)], -1).reshape(C * N, 4)[pair_cg]  # [P, 4]
+    feats = torch.cat([cols, depths.unsqueeze(-1)], -1).reshape(C * N, 4).index_select(0, pair_cg)  # [P, 4]
 
     px = tile * tile
     basis = _pixel_basis(tile, dt, dev)
     starts = torch.zeros(n_tt + 1, dtype=torch.long, device=dev)
     starts[1:] = torch.cumsum(tile_counts, 0)
     buckets = _make_buckets(tile_counts, px, int(block_elems))
-    layout = (buckets, starts, n_tt, basis, 3, int(save_elems))
-    pair_hi = (opacities.detach() >= ALPHA_MAX)[pair_cg % N] if N > 0 else opacities[:0] > 0
+    layout = (buckets, starts, n_tt, basis, 3, int(save_elems), int(chunk_slots))
+    pair_hi = (opacities.detach() >= ALPHA_MAX).index_select(0, pair_g)
     out, acc, med = _Composite.apply(coef, feats, pair_hi, layout)
 
     def to_image(x):  # [C*nT, px, F] -> [C, H, W, F]

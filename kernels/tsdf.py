@@ -24,9 +24,13 @@ from .visual_hull import DEFAULT_BBOX, project_points, voxel_grid
 
 def tsdf_fuse(depths: torch.Tensor, cams: Cameras, masks: torch.Tensor | None = None,
               resolution: int = 128, bbox=DEFAULT_BBOX, trunc: float | None = None,
-              chunk: int = 1 << 18) -> tuple[torch.Tensor, torch.Tensor]:
+              chunk: int = 1 << 18, active: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fuse depth maps ``[C, H, W]`` (camera z, 0 or non-finite = no depth) into
-    ``(tsdf [R, R, R] world units in [-trunc, trunc], weight [R, R, R])``."""
+    ``(tsdf [R, R, R] world units in [-trunc, trunc], weight [R, R, R])``.
+
+    ``active`` ``[R, R, R]`` bool restricts the work to those voxels (the others get ``-trunc``
+    and weight 0, i.e. unobserved); e.g. the band of the hull that depth may carve."""
     if depths.ndim != 3 or depths.shape[0] != len(cams) or depths.shape[0] == 0:
         raise ValueError(f"depths must be [C, H, W] with C = {len(cams)} cameras (>0), got "
                          f"{tuple(depths.shape)}")
@@ -48,7 +52,13 @@ def tsdf_fuse(depths: torch.Tensor, cams: Cameras, masks: torch.Tensor | None = 
     C, H, W = d_all.shape
     d_flat = d_all.reshape(C, -1)
     bg_flat = None if masks is None else (masks.float() < 0.5).reshape(C, -1)
+    if active is not None and tuple(active.shape) != (r, r, r):
+        raise ValueError(f"active must be [{r}, {r}, {r}], got {tuple(active.shape)}")
     pts = voxel_grid(r, bbox[0], bbox[1], device=device).reshape(-1, 3)
+    idx = None
+    if active is not None:
+        idx = active.to(device).reshape(-1).nonzero()[:, 0]
+        pts = pts[idx]
     tsdf = torch.empty(pts.shape[0], dtype=torch.float32, device=device)
     wsum = torch.empty(pts.shape[0], dtype=torch.float32, device=device)
     for s in range(0, pts.shape[0], max(int(chunk), 1)):
@@ -71,15 +81,28 @@ def tsdf_fuse(depths: torch.Tensor, cams: Cameras, masks: torch.Tensor | None = 
         tsdf[s:s + chunk] = torch.where(ws > 0, (w * val).sum(0) / ws.clamp_min(1),
                                         torch.full_like(ws, -trunc))
         wsum[s:s + chunk] = ws
+    if idx is not None:
+        full_t = torch.full((r ** 3,), -float(trunc), dtype=torch.float32, device=device)
+        full_w = torch.zeros(r ** 3, dtype=torch.float32, device=device)
+        full_t[idx] = tsdf
+        full_w[idx] = wsum
+        tsdf, wsum = full_t, full_w
     return tsdf.reshape(r, r, r), wsum.reshape(r, r, r)
 
 
 def combine_hull_tsdf(hull: torch.Tensor, tsdf: torch.Tensor, weight: torch.Tensor,
-                      min_weight: float = 3.0, max_carve: float = 0.1) -> torch.Tensor:
+                      min_weight: float = 3.0, max_carve: float = 0.1,
+                      hull_depth: torch.Tensor | None = None) -> torch.Tensor:
     """The hull field, carved further by confident depth (see module doc): ``max(hull, tsdf)``
-    where ``weight >= min_weight`` and ``hull > -max_carve``; the hull elsewhere."""
+    where ``weight >= min_weight`` and the voxel is less than ``max_carve`` below the hull
+    surface; the hull elsewhere. The depth below the hull is ``-hull_depth`` when given (an
+    untruncated hull field, e.g. a coarse one; ``hull`` itself is usually truncated to a few
+    voxels), else ``-hull``."""
     if hull.shape != tsdf.shape or tsdf.shape != weight.shape:
         raise ValueError(f"hull {tuple(hull.shape)}, tsdf {tuple(tsdf.shape)} and weight "
                          f"{tuple(weight.shape)} must have the same shape")
-    ok = (weight >= min_weight) & (hull > -max_carve)
+    below = hull if hull_depth is None else hull_depth
+    if below.shape != hull.shape:
+        raise ValueError(f"hull_depth {tuple(below.shape)} must match hull {tuple(hull.shape)}")
+    ok = (weight >= min_weight) & (below > -max_carve)
     return torch.where(ok, torch.maximum(hull, tsdf), hull)

@@ -201,7 +201,7 @@ def _sample_bilinear(img: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 def hull_sdf(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
              min_background_views: int = 1, bbox: BBox = DEFAULT_BBOX, threshold: float = 0.5,
              truncation: float | None = None, chunk: int = 1 << 18,
-             points: torch.Tensor | None = None) -> torch.Tensor:
+             points: torch.Tensor | None = None, narrow_band: bool = True) -> torch.Tensor:
     """Signed distance-like field of the visual hull, ``[R, R, R]`` float (or ``[P]`` for given
     ``points`` ``[P, 3]``), negative inside, in world units, clamped to ``±truncation``.
 
@@ -209,6 +209,9 @@ def hull_sdf(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     times ``z / f`` (pixel -> world at that depth). The field is the k-th largest per-view value
     over the views that see the voxel (k = min_background_views): with k = 1 the maximum, the
     usual "outside if any view says outside". Voxels no camera sees get ``-truncation``.
+    ``narrow_band`` (grids of 64^3 and more): evaluate exactly only near the surface, found from
+    a 4x coarser grid (same result up to voxels far from the surface; 256^3 several times
+    faster).
     """
     masks = _check_masks_cams(masks, cams)
     _check_common(resolution, min_background_views, masks.shape[0], bbox)
@@ -220,15 +223,26 @@ def hull_sdf(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     if truncation is None:
         truncation = float(4.0 * (hi - lo).max() / r)
     sd = mask_signed_distance(masks, threshold)  # [C, H, W] pixels
-    f = cams.Ks[:, 1, 1]  # [C]
+    if points is None and narrow_band and r >= 64:
+        return _hull_sdf_banded(sd, cams, r, min_background_views, bbox, truncation, chunk)[0]
     if points is None:
         pts = voxel_grid(r, bbox[0], bbox[1], device=device).reshape(-1, 3)
     else:
         pts = points.to(device=device, dtype=torch.float32)
+    out = _hull_sdf_points(sd, cams, pts, min_background_views, truncation, chunk)
+    return out.reshape(r, r, r) if points is None else out
+
+
+def _hull_sdf_points(sd: torch.Tensor, cams: Cameras, pts: torch.Tensor, k: int,
+                     truncation: float, chunk: int) -> torch.Tensor:
+    """:func:`hull_sdf` at given points ``[P, 3]`` from the mask distances ``sd [C, H, W]``."""
+    device = sd.device
+    f = cams.Ks[:, 1, 1]  # [C]
     out = torch.empty(pts.shape[0], dtype=torch.float32, device=device)
-    k = int(min_background_views)
-    C, H, W = masks.shape
-    for s in range(0, pts.shape[0], max(int(chunk), 1)):
+    k = int(k)
+    C, H, W = sd.shape
+    chunk = max(int(chunk), 1)
+    for s in range(0, pts.shape[0], chunk):
         p = pts[s:s + chunk]
         uv, z = project_points(p, cams)
         d = _sample_bilinear(sd, uv) * (z.clamp_min(1e-6) / f[:, None])  # [C, P] world units
@@ -238,4 +252,51 @@ def hull_sdf(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
         kth = torch.topk(d, k, dim=0).values[-1]  # [P] k-th largest
         kth = torch.where(torch.isfinite(kth), kth, torch.full_like(kth, -truncation))
         out[s:s + chunk] = kth.clamp(-truncation, truncation)
-    return out.reshape(r, r, r) if points is None else out
+    return out
+
+
+def _hull_sdf_banded(sd, cams, r, k, bbox, truncation, chunk) -> torch.Tensor:
+    """Coarse-to-fine :func:`hull_sdf`: the field at ``r/4`` (untruncated), trilinearly
+    upsampled; only voxels whose upsampled value is within ``truncation`` + the interpolation
+    error bound of zero are evaluated exactly, the rest get ``±truncation`` by the coarse sign.
+    Per view the field is a (scaled) distance to the silhouette cone, so the k-th largest is
+    close to 1-Lipschitz and the coarse sign is reliable that far from the surface."""
+    device = sd.device
+    rc = max(r // 4, 16)
+    lo = torch.as_tensor(bbox[0], dtype=torch.float32)
+    hi = torch.as_tensor(bbox[1], dtype=torch.float32)
+    ext = float((hi - lo).max())
+    big = 10.0 * ext
+    pc = voxel_grid(rc, bbox[0], bbox[1], device=device).reshape(-1, 3)
+    coarse = _hull_sdf_points(sd, cams, pc, k, big, chunk).reshape(1, 1, rc, rc, rc)
+    up = torch.nn.functional.interpolate(coarse, size=(r, r, r), mode="trilinear",
+                                         align_corners=False)[0, 0]  # [R, R, R]
+    # interpolation/extrapolation error bound: one coarse voxel diagonal
+    margin = math.sqrt(3.0) * ext / rc
+    near = up.abs() < truncation + margin
+    out = torch.where(up > 0, torch.full_like(up, truncation), torch.full_like(up, -truncation))
+    idx = near.reshape(-1).nonzero()[:, 0]
+    if idx.numel():
+        pts = voxel_grid(r, bbox[0], bbox[1], device=device).reshape(-1, 3)[idx]
+        out.view(-1)[idx] = _hull_sdf_points(sd, cams, pts, k, truncation, chunk)
+    return out, up
+
+
+def hull_sdf_and_depth(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
+                       min_background_views: int = 1, bbox: BBox = DEFAULT_BBOX,
+                       threshold: float = 0.5, truncation: float | None = None,
+                       chunk: int = 1 << 18) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(field, deep)``: :func:`hull_sdf` (narrow band, truncated) and an untruncated but
+    coarse (4x coarser, trilinearly upsampled) version of the same field, ``[R, R, R]`` each;
+    ``-deep`` is how far below the hull surface a voxel lies (for
+    :func:`.tsdf.combine_hull_tsdf`'s ``max_carve``)."""
+    masks = _check_masks_cams(masks, cams)
+    _check_common(resolution, min_background_views, masks.shape[0], bbox)
+    r = max(int(resolution), 16)
+    cams = cams.to(device=masks.device, dtype=torch.float32)
+    lo = torch.as_tensor(bbox[0], dtype=torch.float32)
+    hi = torch.as_tensor(bbox[1], dtype=torch.float32)
+    if truncation is None:
+        truncation = float(4.0 * (hi - lo).max() / r)
+    sd = mask_signed_distance(masks, threshold)
+    return _hull_sdf_banded(sd, cams, r, min_background_views, bbox, truncation, chunk)

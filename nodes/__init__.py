@@ -5,6 +5,11 @@ from importlib import import_module
 # One module per topic; each exports NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS.
 _MODULES = [
     "cameras",
+    "gaussians",
+    "priors",
+    "mesh",
+    "sv3d",
+    "refiner",
 ]
 
 NODE_CLASS_MAPPINGS: dict = {}

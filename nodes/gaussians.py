@@ -10,6 +10,7 @@ from ..kernels.cameras import Cameras, check_cameras_see_object
 from ..kernels.fit import FitConfig, check_views, fit_gaussians, render_gaussians
 from ..kernels.gaussians import Gaussians
 from ..kernels.ply import read_ply, write_ply
+from ..kernels.priors import IPSMGeometryRegularizer
 from . import host
 
 
@@ -72,11 +73,13 @@ class GaussianReconstruct:
                 "view_weights": ("STRING", {"default": "", "tooltip": "Optional per-view loss "
                                  "weights 'w0, w1, ...' (e.g. Diffusion² SSIM / 1-LPIPS "
                                  "confidences); empty = all 1."}),
+                "priors": ("RECON_PRIORS", {"tooltip": "Optional regularisers, e.g. from IPSM "
+                           "Geometry Priors (helps sparse views)."}),
             },
         }
 
     def reconstruct(self, views, cameras, iterations, resolution, sh_degree, seed, mask=None,
-                    background="1, 1, 1", mask_weight=0.1, view_weights=""):
+                    background="1, 1, 1", mask_weight=0.1, view_weights="", priors=None):
         cams = _check_cameras(cameras)
         bg = _parse_color(background)
         check_views(views, cams, mask)
@@ -91,6 +94,7 @@ class GaussianReconstruct:
             if weights.numel() != views.shape[0] or (weights < 0).any():
                 raise ValueError(f"view_weights needs {views.shape[0]} non-negative numbers (one "
                                  f"per view), got {weights.tolist()}")
+        regularizer = build_regularizer(priors, views.shape[0])
         cfg = FitConfig(iterations=iterations, resolution=resolution, sh_degree=sh_degree,
                         seed=seed, background=bg, lambda_mask=mask_weight)
         device = host.torch_device()
@@ -104,9 +108,31 @@ class GaussianReconstruct:
 
         res = fit_gaussians(views.to(device), cams.to(device),
                             None if mask is None else mask.to(device), cfg, weights=weights,
-                            progress=progress)
+                            progress=progress, regularizer=regularizer)
         rgb, _, _, _ = render_gaussians(res.gaussians, cams.to(device), bg)
         return (res.gaussians, rgb.to(host.intermediate_device()))
+
+
+def build_regularizer(priors, n_views: int):
+    """RECON_PRIORS (a dict of named prior settings) -> one ``regularizer`` callable, or None."""
+    if priors is None:
+        return None
+    if not isinstance(priors, dict):
+        raise ValueError(f"priors must come from a priors node (RECON_PRIORS), got "
+                         f"{type(priors).__name__}")
+    terms = []
+    for name, spec in priors.items():
+        if name == "ipsm_geometry":
+            mono = spec["mono_depth"]
+            if mono is not None and mono.shape[0] != n_views:
+                raise ValueError(f"mono_depth has {mono.shape[0]} images but there are {n_views} "
+                                 "views; give one depth per view")
+            terms.append(IPSMGeometryRegularizer(spec["config"], mono, spec["mono_kind"]))
+        else:
+            raise ValueError(f"unknown prior {name!r} in RECON_PRIORS")
+    if not terms:
+        return None
+    return lambda step, params, ctx: sum(t(step, params, ctx) for t in terms)
 
 
 class GaussianRender:

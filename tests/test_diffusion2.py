@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-
 from orbitforge.kernels import diffusion2 as D
 from orbitforge.kernels.edm import edm_sigmas, sample_euler
 from orbitforge.kernels.gaussian_matrix import GaussianMatrix, gaussian_denoise
@@ -14,6 +13,16 @@ from orbitforge.kernels.gaussian_matrix import GaussianMatrix, gaussian_denoise
 OFFICIAL_COS_TABLE = [0.91311939, 0.68267051, 0.38873953, 0.13347406, 0.00558459, 0.04951557, 0.25,
                       0.53736505, 0.8117449, 0.9777864, 0.9777864, 0.8117449, 0.53736505, 0.25,
                       0.04951557, 0.00558459, 0.13347406, 0.38873953, 0.68267051, 0.91311939, 1.0]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tests run many tiny ops: one intra-op thread is much faster (no spin-waiting on a
+    loaded machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -37,7 +46,7 @@ def test_view_weights_match_official_table_and_azimuth_form():
 def test_lambda_schedules():
     c = D.lambda_schedule(50)
     assert torch.all(c == 0.6) and c.shape == (50,)
-    lo = D.lambda_schedule(50, "logistic", **{"value": 0.6, "k": 15.0})
+    lo = D.lambda_schedule(50, "logistic", value=0.6, k=15.0)
     assert torch.all(lo[1:] < lo[:-1]), "logistic must decrease (multi-view first, video late)"
     assert lo[0] > 0.99 and lo[-1] < 0.01
     # paper setting s0 = 0.5, k = 20: exactly 1/2 at the midpoint of an odd number of steps
@@ -262,7 +271,7 @@ def test_vrs_official_renoise_amount():
     """Official VRS: after the first pass of step i, x += |sigma_{i+1} - sigma_i| * eps, then the
     step is redone from sigma_i. With a zero denoiser an Euler step scales x by sigma_next/sigma."""
     V, F, steps = 2, 3, 3
-    zero = lambda x, s, idx: torch.zeros_like(x)  # noqa: E731
+    zero = lambda x, s, idx: torch.zeros_like(x)
     sig = edm_sigmas(steps, 0.002, 10.0, dtype=torch.float64)
     x = torch.randn(V, F, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     out = D.sample_matrix(x, sig, zero, zero, D.view_weights(V), D.lambda_schedule(steps), vrs_steps=1,
@@ -312,3 +321,28 @@ def test_layout_helpers():
     with pytest.raises(ValueError):
         D.unflatten_matrix(f, 4, 4)
     assert torch.allclose(D.frame_times(3, 6.0), torch.tensor([0.0, 1 / 6, 2 / 6]))
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end on tiny random-weight diffusers SVD UNets (host-free)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_tiny_diffusers_unets_end_to_end_chunking_and_cost():
+    pytest.importorskip("diffusers")
+    from orbitforge.bench.diffusion2 import run_matrix
+
+    V, F, steps, vrs = 3, 4, 2, 1
+    out, _stats, times, col, row = run_matrix(V, F, 64, steps, None, None, vrs=vrs, seed=3)
+    assert out.shape == (V, F, 4, 8, 8) and torch.isfinite(out).all()
+    passes = steps + vrs
+    # one UNet forward per chunk (cond + uncond batched), F columns and V rows per branch per pass
+    assert col.forwards == passes and row.forwards == passes
+    assert col.sequences == 2 * F * passes and row.sequences == 2 * V * passes
+    assert len(times) == passes
+    out1, _stats1, _, col1, row1 = run_matrix(V, F, 64, steps, 1, 2, vrs=vrs, seed=3)
+    assert col1.max_batch == 2 and row1.max_batch == 4
+    assert col1.forwards == F * passes and row1.forwards == 2 * passes
+    assert (out1 - out).abs().max() < 2e-3  # chunking: only float32 round-off (|x| ~ 700 at the start)
+    out2, *_ = run_matrix(V, F, 64, steps, None, None, vrs=vrs, seed=4)
+    assert (out2 - out).abs().max() > 1e-2  # the seed matters

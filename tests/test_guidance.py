@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-
-from orbitforge.kernels import edm, guidance as G, sv3d
+from orbitforge.kernels import edm, sv3d
+from orbitforge.kernels import guidance as G
 from orbitforge.kernels.cameras import sv3d_static_orbit
 
 # official TrianglePredictionGuider(max_scale=2.5, num_frames=21).scale, printed from the
@@ -159,49 +159,59 @@ def test_branch_contents():
 # ------------------------------------------------------------------------------ tiny SVD UNet
 @pytest.fixture(scope="module")
 def tiny_unet():
-    return _tiny_unet()
+    """Built once per module. One intra-op thread while these tests run: the tensors are tiny, and
+    on a shared 2-core machine OpenMP's 2-thread barriers made each forward ~100x slower."""
+    from orbitforge.bench.guidance import tiny_diffusers_unet
+
+    _import_diffusers_unet()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    unet = tiny_diffusers_unet(cross_dim=16, channels=(32, 64))
+    forwards = []
+    handle = unet.register_forward_hook(lambda m, a, o: forwards.append(a[0].shape[0]))  # videos per forward
+    try:
+        yield unet, forwards
+    finally:
+        handle.remove()
+        torch.set_num_threads(threads)
 
 
-def _tiny_unet():
-    from diffusers import UNetSpatioTemporalConditionModel
+def _import_diffusers_unet():
+    """Import diffusers' SVD UNet with comfy_host's torchvision stand-in (installed when a ComfyUI
+    test ran earlier in this process) hidden: transformers would take the stub for a real
+    torchvision and fail importing torchvision.transforms.functional."""
+    import sys
 
-    torch.manual_seed(0)
-    m = UNetSpatioTemporalConditionModel(
-        sample_size=4, in_channels=8, out_channels=4,
-        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-        block_out_channels=(32, 64), addition_time_embed_dim=8, projection_class_embeddings_input_dim=24,
-        layers_per_block=1, cross_attention_dim=16, num_attention_heads=(2, 4), num_frames=3)
-    return m.eval()
+    stub = {k: m for k, m in sys.modules.items()
+            if (k == "torchvision" or k.startswith("torchvision.")) and getattr(m, "__file__", None) is None}
+    for k in stub:
+        del sys.modules[k]
+    try:
+        if stub:  # transformers caches the (wrong) answer it got while the stub was visible
+            from transformers.utils import import_utils
+
+            import_utils.is_torchvision_available.cache_clear()
+        from diffusers import UNetSpatioTemporalConditionModel  # noqa: F401
+    finally:
+        sys.modules.update(stub)
 
 
 def _unet_branch_denoiser(unet, ca, cc, ids, calls):
-    """Host-free branch denoiser over a diffusers SVD-family UNet. diffusers hard-codes
-    image_only_indicator = 0, so 'no_views' frames are evaluated as independent one-frame videos."""
-    F_ = cc.shape[0]
+    """bench.guidance's host-free branch denoiser (all branches = videos of ONE UNet forward, the
+    no_views videos with image_only_indicator = 1), counting the branch-denoiser calls."""
+    from orbitforge.bench.guidance import diffusers_branch_denoiser
 
-    def raw(x_in, c_noise, conds, n):
-        ioi = conds["image_only_indicator"]
-        outs = []
-        for b in range(n):
-            xb = torch.cat([x_in[b * F_:(b + 1) * F_], conds["concat"][b * F_:(b + 1) * F_]], 1)
-            ctx = conds["crossattn"][b * F_:(b + 1) * F_]
-            if bool(ioi[b].all()):
-                outs.append(unet(xb[:, None], c_noise[0], ctx, ids.expand(F_, -1)).sample[:, 0])
-            else:
-                outs.append(unet(xb[None], c_noise[0], ctx[:1], ids).sample[0])
-        return torch.cat(outs)
+    inner = diffusers_branch_denoiser(unet, ca, cc, ids)
 
     def den(x, sigma, branches):
         calls.append(len(branches))
-        conds = sv3d.branch_conditions(ca, cc, torch.zeros(F_, 1), branches)
-        return edm.vpred_denoise(lambda a, cn: raw(a, cn, conds, len(branches)), x, sigma)
+        return inner(x, sigma, branches)
 
     return den
 
 
 def test_tiny_unet_sampling_deterministic_and_consistent(tiny_unet):
-    unet = tiny_unet
+    unet, forwards = tiny_unet
     F_ = 3
     g = torch.Generator().manual_seed(1)
     ca = torch.randn(1, 1, 16, generator=g).expand(F_, 1, 16)
@@ -210,6 +220,7 @@ def test_tiny_unet_sampling_deterministic_and_consistent(tiny_unet):
     calls = []
     den = _unet_branch_denoiser(unet, ca, cc, ids, calls)
     sig = edm.edm_sigmas(2)
+    forwards.clear()
     with torch.no_grad():
         hv = G.guided_denoiser(den, G.make_guidance("harmonyview", F_, s1=1.5, s2=0.0))
         a = edm.sample_euler(hv, edm.initial_noise((F_, 4, 4, 4), 700.0, torch.Generator().manual_seed(7)), sig)
@@ -222,23 +233,30 @@ def test_tiny_unet_sampling_deterministic_and_consistent(tiny_unet):
     # HarmonyView(s1 = 1.5, s2 = 0) == CFG 2.5 with the same network
     torch.testing.assert_close(a, c, rtol=1e-3, atol=1e-3)
     assert calls == [3] * 2 + [2] * 4  # one batched call per step
+    assert forwards == [3] * 2 + [2] * 4  # ... and ONE UNet forward per call, all branches as videos
 
 
 def test_tiny_unet_no_views_branch_has_no_cross_frame_interaction(tiny_unet):
-    unet = tiny_unet
+    unet, forwards = tiny_unet
     F_ = 3
-    ca = torch.randn(F_, 1, 16)
-    cc = torch.randn(F_, 4, 4, 4)
+    g = torch.Generator().manual_seed(2)
+    ca = torch.randn(F_, 1, 16, generator=g)
+    cc = torch.randn(F_, 4, 4, 4, generator=g)
     ids = torch.tensor([[1e-5, 1.4, 0.0]])
     den = _unet_branch_denoiser(unet, ca, cc, ids, [])
-    x = torch.randn(F_, 4, 4, 4)
+    x = torch.randn(F_, 4, 4, 4, generator=g)
     x2 = x.clone()
     x2[2] += 1.0  # perturb another frame
     sigma = torch.tensor(2.0)
+    branches = (G.FULL, G.NO_INPUT, G.NO_VIEWS)
+    forwards.clear()
     with torch.no_grad():
-        nv1 = den(x, sigma, (G.NO_VIEWS,))
-        nv2 = den(x2, sigma, (G.NO_VIEWS,))
-        f1 = den(x, sigma, (G.FULL,))
-        f2 = den(x2, sigma, (G.FULL,))
-    torch.testing.assert_close(nv1[0], nv2[0])  # frame 0 unaffected without temporal mixing
-    assert (f1[0] - f2[0]).abs().max() > 1e-4  # the full branch mixes frames
+        o1 = den(torch.cat([x] * 3), sigma, branches).chunk(3)  # all three branches in one forward
+        o2 = den(torch.cat([x2] * 3), sigma, branches).chunk(3)
+        nv_alone = den(x, sigma, (G.NO_VIEWS,))
+    assert forwards == [3, 3, 1]
+    torch.testing.assert_close(o1[2][0], o2[2][0])  # no_views: frame 0 unaffected without temporal mixing
+    assert (o1[0][0] - o2[0][0]).abs().max() > 1e-4  # the full branch mixes frames
+    assert (o1[1][0] - o2[1][0]).abs().max() > 1e-4  # so does no_input
+    # batching the branches does not leak the indicator across videos: no_views alone == in the batch
+    torch.testing.assert_close(nv_alone, o1[2], rtol=1e-4, atol=1e-5)

@@ -58,7 +58,10 @@ def test_tiled_matches_reference_float64(sh_degree, dense, tile):
     bg = torch.tensor([[0.2, 0.5, 0.9], [1.0, 0.0, 0.3]], dtype=torch.float64)
     ref, g_ref = _render_and_grads(params, vm, K, "reference", sh_degree, bg)
     # the tile-8 case also runs the memory-saving path (backward recomputes, small buckets)
-    kw = dict(save_elems=0, block_elems=4096) if tile == 8 else {}
+    # dense cases also run small chunks of the front-to-back early exit (tiles leave mid-bucket)
+    kw = dict(save_elems=0, block_elems=32768) if tile == 8 else {}
+    if dense:
+        kw["chunk_slots"] = 3
     out, g_out = _render_and_grads(params, vm, K, "torch", sh_degree, bg, tile_size=tile, **kw)
     assert out.rgb.shape == (2, H, W, 3) and out.alpha.shape == (2, H, W, 1)
     assert out.depth.shape == (2, H, W, 1) and out.depth_median.shape == (2, H, W, 1)
@@ -319,3 +322,12 @@ def test_gsplat_matches_torch(sh_degree):
         assert d.max() < 5e-2, k
     for name, a, b in zip(NAMES, g_t, g_g):
         assert ((a - b).norm() / b.norm().clamp_min(1e-12)).item() < 2e-3, name
+
+
+def test_gsplat_backend_refuses_cpu_and_auto_falls_back():
+    params = _scene(20, seed=2, dtype=torch.float32)
+    vm, K = _cams(torch.float32)
+    with pytest.raises(ValueError, match="CUDA"):
+        rasterize(*params, vm, K, W, H, backend="gsplat")
+    auto = rasterize(*params, vm, K, W, H, backend="auto")
+    assert auto.meta["backend"] == "torch"  # CPU tensors: always the torch path

@@ -1,0 +1,328 @@
+"""Diffusion² matrix sampler node: image, video or static orbit -> V views x F frames."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..kernels import cameras as K
+from ..kernels import diffusion2 as D
+from ..kernels import edm
+from ..kernels import sv3d as S
+from ..kernels.guidance import make_scales
+from . import host
+
+log = logging.getLogger("orbitforge")
+
+PROMPTS = ["image", "video", "orbit"]
+LAMBDA_CHOICES = ["constant", "logistic_code", "logistic_paper", "logistic", "linear", "cosine"]
+
+
+def _tip(t):
+    return {"tooltip": t}
+
+
+def lambda_for(kind: str, steps: int, value: float, k: float):
+    """Resolve the node's schedule choice: logistic_code = s0 0.6 / k 15, logistic_paper =
+    s0 0.5 / k 20, logistic = s0 ``value`` / ``k``."""
+    if kind == "logistic_code":
+        return D.lambda_schedule(steps, "logistic", value=0.6, k=15.0)
+    if kind == "logistic_paper":
+        return D.lambda_schedule(steps, "logistic", value=0.5, k=20.0)
+    return D.lambda_schedule(steps, kind, value=value, k=k)
+
+
+def _prepare_batch(images: torch.Tensor, size: int, object_scale: float) -> torch.Tensor:
+    out = [S.prepare_input_image(images[i:i + 1].float().cpu(), None, size, object_scale)[0]
+           for i in range(images.shape[0])]
+    return torch.stack(out)  # [N, size, size, 3]
+
+
+def grid_preview(frames: torch.Tensor, views: int, nframes: int, thumb: int = 96) -> torch.Tensor:
+    """``[V*F, H, W, 3]`` view-major -> one ``[1, V*t, F*t, 3]`` grid (rows = views)."""
+    x = frames.permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=(thumb, thumb), mode="bilinear", align_corners=False,
+                                        antialias=True)
+    x = x.reshape(views, nframes, 3, thumb, thumb).permute(0, 3, 1, 4, 2)  # [V, t, F, t, 3]
+    return x.reshape(1, views * thumb, nframes * thumb, 3).clamp(0, 1)
+
+
+class Diffusion2Sampler:
+    DESCRIPTION = (
+        "Diffusion² (4D): samples a matrix of V views x F frames by composing a video model (SVD-XT, "
+        "rows) and a multi-view model (SV3D_p, columns) in x0 space: D = [1 - w_v + w_v*lam] D_mv + "
+        "[w_v (1 - lam)] D_video. The prompt is an image (reference orbit and video are generated "
+        "first), a video (its frames are the reference video; SV3D conditions on its last frame) or a "
+        "static orbit (SVD conditions on the front view, the last one). Output frames are view-major: "
+        "image v*F + t is view v at frame t. The reference (input) view is the last view, as in SV3D's "
+        "orbit.")
+    CATEGORY = "OrbitForge/4D"
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE", "CAMERAS", "FRAME_TIMES", "IMAGE", "IMAGE", "IMAGE")
+    RETURN_NAMES = ("frames", "cameras", "frame_times", "grid", "reference_orbit", "reference_video")
+    OUTPUT_TOOLTIPS = (
+        "V*F images, view-major (index v*F + t = view v at frame t).",
+        "The V cameras (y-up world, azimuth 0 on +z), one per view, at the output size.",
+        "Time in seconds of each of the F frames (t / fps).",
+        "Preview grid: rows = views, columns = frames.",
+        "The V reference views the rows were conditioned on.",
+        "The F reference frames the columns were conditioned on.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video_model": ("MODEL", _tip("Stable Video Diffusion XT (svd_xt.safetensors, Image Only "
+                                              "Checkpoint Loader): evaluated on rows (one view over time).")),
+                "multiview_model": ("MODEL", _tip("SV3D_p (sv3d_p.safetensors): evaluated on columns (all "
+                                                  "views at one time).")),
+                "clip_vision": ("CLIP_VISION", _tip("CLIP vision from the SVD-XT loader (same OpenCLIP "
+                                                    "ViT-H as SV3D's).")),
+                "vae": ("VAE", _tip("VAE shared by both models (SD latent space); decodes in chunks.")),
+                "prompt": ("IMAGE", _tip("image: one image; video: at least F frames (the first F are "
+                                         "used); orbit: V views of a static object in orbit order, the "
+                                         "front view last.")),
+                "prompt_type": (PROMPTS, {"default": "image", "tooltip": "What the prompt IMAGE is."}),
+                "views": ("INT", {"default": 21, "min": 2, "max": 64, "tooltip": "V: views (SV3D: 21)."}),
+                "frames": ("INT", {"default": 25, "min": 2, "max": D.MAX_VIDEO_FRAMES,
+                                   "tooltip": "F: frames (SVD-XT: up to 25)."}),
+                "size": ("INT", {"default": 576, "min": 64, "max": 1024, "step": 8,
+                                 "tooltip": "Square output size in pixels (both models: 576)."}),
+                "elevation": ("FLOAT", {"default": 10.0, "min": -89.0, "max": 89.0, "step": 0.5,
+                                        "tooltip": "Orbit elevation (degrees) when no CAMERAS are given."}),
+                "multiview_cfg": ("FLOAT", {"default": 2.5, "min": 1.0, "max": 20.0, "step": 0.05,
+                                            "tooltip": "SV3D's CFG, constant over views (official 2.5)."}),
+                "video_cfg_min": ("FLOAT", {"default": 1.5, "min": 1.0, "max": 20.0, "step": 0.05,
+                                            "tooltip": "SVD's CFG at the first frame (linear, official 1.5)."}),
+                "video_cfg_max": ("FLOAT", {"default": 3.0, "min": 1.0, "max": 20.0, "step": 0.05,
+                                            "tooltip": "SVD's CFG at the last frame (official 3.0)."}),
+                "motion_bucket_id": ("INT", {"default": 127, "min": 0, "max": 1023,
+                                             "tooltip": "SVD motion bucket (official 127)."}),
+                "fps": ("INT", {"default": 25, "min": 1, "max": 1024, "tooltip": "SVD fps condition "
+                                "(ComfyUI passes fps - 1 as fps_id: 25 = the official fps_id 24); also the "
+                                "frame times."}),
+                "video_cond_aug": ("FLOAT", {"default": 0.02, "min": 0.0, "max": 1.0, "step": 0.001,
+                                             "tooltip": "SVD noise augmentation of its reference views (0.02)."}),
+                "multiview_cond_aug": ("FLOAT", {"default": 1e-5, "min": 0.0, "max": 1.0, "step": 1e-5,
+                                                 "round": False, "tooltip": "SV3D noise augmentation (1e-5)."}),
+                "lambda_schedule": (LAMBDA_CHOICES, {"default": "constant", "tooltip": "Multi-view weight "
+                                    "per step: constant (official code, 0.6), logistic_code (s0 0.6, k 15), "
+                                    "logistic_paper (s0 0.5, k 20), logistic (s0 = lambda_value, k), linear / "
+                                    "cosine (1 -> 0)."}),
+                "lambda_value": ("FLOAT", {"default": 0.6, "min": 0.0, "max": 1.0, "step": 0.01,
+                                           "tooltip": "Constant lambda, or the logistic midpoint s0."}),
+                "logistic_k": ("FLOAT", {"default": 15.0, "min": 0.1, "max": 200.0, "step": 0.5,
+                                         "tooltip": "Steepness k of the 'logistic' schedule."}),
+                "view_weight_min": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 1.0, "step": 0.01,
+                                              "tooltip": "w_v at the side views (official 0.25; 1 at front/"
+                                              "back). 1.0 = same weight everywhere."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 500, "tooltip": "Euler steps (50)."}),
+                "vrs_steps": ("INT", {"default": 10, "min": 0, "max": 500, "tooltip": "VRS: the first N "
+                                      "steps are taken twice with re-noising (official 10)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "tooltip": "Noise seed."}),
+            },
+            "optional": {
+                "cameras": ("CAMERAS", _tip("The V cameras of the orbit (default: SV3D's static orbit "
+                                            "at 'elevation', the input view last).")),
+                "max_chunk": ("INT", {"default": 0, "min": 0, "max": 64, "tooltip": "Most rows/columns per "
+                                      "model call (0 = as many as the free memory allows)."}),
+                "decode_chunk": ("INT", {"default": 8, "min": 1, "max": 256,
+                                         "tooltip": "Frames per VAE decode call."}),
+                "object_scale": ("FLOAT", {"default": 0.85, "min": 0.05, "max": 1.0, "step": 0.01,
+                                           "tooltip": "With alpha: fraction of the frame the object spans."}),
+            },
+        }
+
+    def run(self, video_model, multiview_model, clip_vision, vae, prompt, prompt_type, views, frames, size,
+            elevation, multiview_cfg, video_cfg_min, video_cfg_max, motion_bucket_id, fps, video_cond_aug,
+            multiview_cond_aug, lambda_schedule, lambda_value, logistic_k, view_weight_min, steps, vrs_steps,
+            seed, cameras=None, max_chunk=0, decode_chunk=8, object_scale=0.85, progress_callback=None):
+        from .host import diffusion2 as H
+
+        # ---------------- validation (before any work) ----------------
+        V, F = int(views), int(frames)
+        if F > D.MAX_VIDEO_FRAMES or F < 2:
+            raise ValueError(f"frames={F}: SVD-XT samples 2..{D.MAX_VIDEO_FRAMES} frames")
+        if prompt_type not in PROMPTS:
+            raise ValueError(f"prompt_type={prompt_type!r}: use one of {PROMPTS}")
+        if prompt.ndim != 4 or prompt.shape[-1] not in (3, 4):
+            raise ValueError(f"prompt must be an IMAGE [B,H,W,3|4], got {tuple(prompt.shape)}")
+        if size % 8:
+            raise ValueError(f"size={size} must be a multiple of 8")
+        if cameras is not None and len(cameras) != V:
+            raise ValueError(f"CAMERAS has {len(cameras)} cameras but views={V}: make them equal")
+        if prompt_type == "image" and prompt.shape[0] != 1:
+            raise ValueError(f"prompt_type 'image' takes one image, got a batch of {prompt.shape[0]}")
+        if prompt_type == "video" and prompt.shape[0] < F:
+            raise ValueError(f"the prompt video has {prompt.shape[0]} frames, shorter than frames={F}; "
+                             f"lower frames or give a longer video")
+        if prompt_type == "orbit" and prompt.shape[0] != V:
+            raise ValueError(f"the prompt orbit has {prompt.shape[0]} views but views={V}; they must match")
+        if video_cfg_max < video_cfg_min:
+            raise ValueError(f"video_cfg_max={video_cfg_max} < video_cfg_min={video_cfg_min}")
+        H.check_models(video_model, multiview_model)
+        lams = lambda_for(lambda_schedule, int(steps), float(lambda_value), float(logistic_k))
+        if cameras is not None:
+            el = [float(e) for e in cameras.elevation.tolist()]
+            az = [float(a) for a in cameras.azimuth.tolist()]
+            cams = cameras.resized(size, size)
+            w = D.view_weights_from_azimuths(az, az[-1], float(view_weight_min))
+        else:
+            el, az = K.sv3d_static_orbit(float(elevation), V)
+            el, az = [float(e) for e in el], [float(a) for a in az]
+            cams = K.make_orbit_cameras(el, az, K.DEFAULT_RADIUS, K.SV3D_FOV_DEG, size, size)
+            w = D.view_weights(V, float(view_weight_min))
+        images = _prepare_batch(prompt[..., :4] if prompt.shape[-1] == 4 else prompt, size, object_scale)
+        if prompt_type == "video":
+            images = images[:F]
+
+        # ---------------- models and references ----------------
+        h = size // 8
+        frame_shape = (H.latent_channels(video_model), h, h)
+        H.load_both(video_model, multiview_model, frame_shape, max(V, F))
+        dev = host.torch_device()
+        n_ref = 2 if prompt_type == "image" else 1  # reference sequences sampled first
+        total = n_ref * int(steps) + int(steps) + min(int(vrs_steps), int(steps))
+        prog = host.Progress(total, progress_callback)
+        done = 0
+        mv_scales = make_scales("constant", V, max_scale=float(multiview_cfg))
+        vid_scales = make_scales("linear", F, float(video_cfg_min), float(video_cfg_max))
+        mv_vec = H.sv3d_vector(multiview_model, el, az, float(multiview_cond_aug))
+        vid_vec = H.svd_vector(video_model, int(fps), int(motion_bucket_id), float(video_cond_aug))
+        with torch.inference_mode():
+            if prompt_type in ("image", "video"):
+                front = images[-1:]  # image, or the last video frame (official)
+                emb, lat = H.encode_references(clip_vision, vae, front, multiview_cond_aug, seed)
+                mv1 = H.HostSequenceModel(multiview_model, emb, lat, mv_vec, mv_scales)
+                z = H.sample_sequence(mv1, V, (h, h), int(steps), int(seed) + 11, prog, done)
+                done += int(steps)
+                ref_orbit = H.decode(vae, multiview_model.model.process_latent_out(z), decode_chunk)
+                ref_orbit[-1:] = front  # official: the last (input) view replaced by the input
+            else:
+                ref_orbit = images
+            if prompt_type in ("image", "orbit"):
+                front = ref_orbit[-1:] if prompt_type == "orbit" else images[-1:]
+                emb, lat = H.encode_references(clip_vision, vae, front, video_cond_aug, seed + 1)
+                vid1 = H.HostSequenceModel(video_model, emb, lat, vid_vec, vid_scales)
+                z = H.sample_sequence(vid1, F, (h, h), int(steps), int(seed) + 12, prog, done)
+                done += int(steps)
+                ref_video = H.decode(vae, video_model.model.process_latent_out(z), decode_chunk)
+            else:
+                ref_video = images
+
+            # ---------------- the matrix ----------------
+            col_emb, col_lat = H.encode_references(clip_vision, vae, ref_video, multiview_cond_aug, seed + 2)
+            row_emb, row_lat = H.encode_references(clip_vision, vae, ref_orbit, video_cond_aug, seed + 3)
+            col_fn = H.HostSequenceModel(multiview_model, col_emb, col_lat, mv_vec, mv_scales)
+            row_fn = H.HostSequenceModel(video_model, row_emb, row_lat, vid_vec, vid_scales)
+            cchunk = H.auto_chunk(multiview_model, frame_shape, V, F, int(max_chunk))
+            rchunk = H.auto_chunk(video_model, frame_shape, F, V, int(max_chunk))
+            sig = H.model_sigmas(video_model, int(steps))
+            x = edm.initial_noise((V, F) + frame_shape, float(sig[0]),
+                                    torch.Generator().manual_seed(int(seed)), device=dev)
+
+            def cb(k, tot, i, xx, dd):
+                prog.update(done + k)
+
+            stats = D.MatrixStats()
+            out = D.sample_matrix(x, sig, col_fn, row_fn, w, lams, vrs_steps=int(vrs_steps),
+                                  column_chunk=cchunk, row_chunk=rchunk,
+                                  generator=torch.Generator().manual_seed(int(seed) + 1), callback=cb,
+                                  oom_exceptions=H.oom(), stats=stats)
+            lat = video_model.model.process_latent_out(D.flatten_matrix(out))
+            imgs = H.decode(vae, lat, decode_chunk)  # [V*F, H, W, 3] view-major
+        log.info("OrbitForge Diffusion2: %d passes, %d column + %d row model calls (chunks %d/%d)",
+                 stats.passes, stats.column_calls, stats.row_calls, stats.column_chunk, stats.row_chunk)
+        idev = host.intermediate_device()
+        times = D.frame_times(F, float(fps))
+        return (imgs.to(idev), cams, times, grid_preview(imgs, V, F).to(idev), ref_orbit.to(idev),
+                ref_video.to(idev))
+
+
+class Diffusion2Guider:
+    DESCRIPTION = (
+        "Diffusion² as a GUIDER for SamplerCustomAdvanced: given the reference orbit (V views, "
+        "input view last) and reference video (F frames), every model call returns the composed x0 "
+        "of the whole V x F matrix (F SV3D column and V SVD row sequences, each with its own CFG). "
+        "Use the LATENT output (view-major V*F latents) and any sampler/sigmas (euler on the EDM "
+        "sigmas reproduces the official loop without VRS; the all-in-one sampler node adds VRS).")
+    CATEGORY = "OrbitForge/4D"
+    FUNCTION = "get_guider"
+    RETURN_TYPES = ("GUIDER", "LATENT", "CAMERAS")
+    RETURN_NAMES = ("guider", "latent", "cameras")
+    OUTPUT_TOOLTIPS = ("The Diffusion² guider.", "Empty V*F latent (view-major: v*F + t).",
+                       "The V cameras.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        req = Diffusion2Sampler.INPUT_TYPES()["required"]
+        keep = ["video_model", "multiview_model", "clip_vision", "vae", "size", "elevation", "multiview_cfg",
+                "video_cfg_min", "video_cfg_max", "motion_bucket_id", "fps", "video_cond_aug",
+                "multiview_cond_aug", "lambda_schedule", "lambda_value", "logistic_k", "view_weight_min", "seed"]
+        r = {k: req[k] for k in keep[:4]}
+        r["reference_orbit"] = ("IMAGE", _tip("V reference views (orbit order, input view last): row v is "
+                                              "conditioned on view v."))
+        r["reference_video"] = ("IMAGE", _tip("F reference frames: column t is conditioned on frame t."))
+        r.update({k: req[k] for k in keep[4:]})
+        opt = Diffusion2Sampler.INPUT_TYPES()["optional"]
+        return {"required": r, "optional": {"cameras": opt["cameras"], "max_chunk": opt["max_chunk"]}}
+
+    def get_guider(self, video_model, multiview_model, clip_vision, vae, reference_orbit, reference_video, size,
+                   elevation, multiview_cfg, video_cfg_min, video_cfg_max, motion_bucket_id, fps, video_cond_aug,
+                   multiview_cond_aug, lambda_schedule, lambda_value, logistic_k, view_weight_min, seed,
+                   cameras=None, max_chunk=0):
+        from .host import diffusion2 as H
+
+        V, F = int(reference_orbit.shape[0]), int(reference_video.shape[0])
+        if F > D.MAX_VIDEO_FRAMES or F < 2:
+            raise ValueError(f"reference_video has {F} frames: SVD-XT samples 2..{D.MAX_VIDEO_FRAMES}")
+        if V < 2:
+            raise ValueError("reference_orbit needs at least 2 views")
+        if cameras is not None and len(cameras) != V:
+            raise ValueError(f"CAMERAS has {len(cameras)} cameras but reference_orbit has {V} views")
+        if size % 8:
+            raise ValueError(f"size={size} must be a multiple of 8")
+        H.check_models(video_model, multiview_model)
+        lambda_for(lambda_schedule, 2, float(lambda_value), float(logistic_k))  # validate
+        if cameras is not None:
+            el = [float(e) for e in cameras.elevation.tolist()]
+            az = [float(a) for a in cameras.azimuth.tolist()]
+            cams = cameras.resized(size, size)
+            w = D.view_weights_from_azimuths(az, az[-1], float(view_weight_min))
+        else:
+            el, az = K.sv3d_static_orbit(float(elevation), V)
+            el, az = [float(e) for e in el], [float(a) for a in az]
+            cams = K.make_orbit_cameras(el, az, K.DEFAULT_RADIUS, K.SV3D_FOV_DEG, size, size)
+            w = D.view_weights(V, float(view_weight_min))
+        orbit = _resize(reference_orbit, size)
+        video = _resize(reference_video, size)
+        col_emb, col_lat = H.encode_references(clip_vision, vae, video, multiview_cond_aug, seed + 2)
+        row_emb, row_lat = H.encode_references(clip_vision, vae, orbit, video_cond_aug, seed + 3)
+        col_fn = H.HostSequenceModel(multiview_model, col_emb, col_lat,
+                                     H.sv3d_vector(multiview_model, el, az, float(multiview_cond_aug)),
+                                     make_scales("constant", V, max_scale=float(multiview_cfg)))
+        row_fn = H.HostSequenceModel(video_model, row_emb, row_lat,
+                                     H.svd_vector(video_model, int(fps), int(motion_bucket_id), float(video_cond_aug)),
+                                     make_scales("linear", F, float(video_cfg_min), float(video_cfg_max)))
+        g = H.guider_class()(video_model)
+        g.setup(multiview_model, col_fn, row_fn, V, F, w,
+                lambda n: lambda_for(lambda_schedule, n, float(lambda_value), float(logistic_k)), max_chunk)
+        g.set_conds()
+        latent = {"samples": torch.zeros(V * F, H.latent_channels(video_model), size // 8, size // 8)}
+        return (g, latent, cams)
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    x = images[..., :3].float().cpu()
+    if x.shape[1:3] != (size, size):
+        x = torch.nn.functional.interpolate(x.permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
+                                            align_corners=False, antialias=True).permute(0, 2, 3, 1)
+    return x.clamp(0, 1)
+
+
+NODE_CLASS_MAPPINGS = {"OrbitForgeDiffusion2Sampler": Diffusion2Sampler,
+                       "OrbitForgeDiffusion2Guider": Diffusion2Guider}
+NODE_DISPLAY_NAME_MAPPINGS = {"OrbitForgeDiffusion2Sampler": "Diffusion² 4D Matrix Sampler (OrbitForge)",
+                              "OrbitForgeDiffusion2Guider": "Diffusion² Guider (OrbitForge)"}

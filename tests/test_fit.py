@@ -1,0 +1,132 @@
+"""The 3DGS fit: hull initialisation, optimisation, densification, inference-mode safety."""
+
+import pytest
+import torch
+
+from orbitforge.kernels.cameras import make_orbit_cameras, uniform_orbit
+from orbitforge.kernels.densify import DensifyConfig, DensifyState, refine
+from orbitforge.kernels.fit import (FitConfig, check_views, fit_gaussians, init_from_hull,
+                                    masks_from_background, render_gaussians)
+from orbitforge.kernels.gaussians import Gaussians
+from orbitforge.kernels.metrics import psnr
+from orbitforge.kernels.sample import load_sample_orbit
+
+
+@pytest.fixture(scope="module")
+def small_sample():
+    images, masks, cams = load_sample_orbit()
+    idx = list(range(0, 21, 3))  # 7 views
+    small = cams[idx].resized(48, 48)
+    im = torch.nn.functional.interpolate(images[idx].permute(0, 3, 1, 2), size=(48, 48),
+                                         mode="area").permute(0, 2, 3, 1)
+    mk = torch.nn.functional.interpolate(masks[idx][:, None], size=(48, 48), mode="area")[:, 0]
+    return im, mk, small
+
+
+def test_hull_init_sits_on_the_object_with_its_colours(small_sample):
+    im, mk, cams = small_sample
+    g = init_from_hull(im, mk, cams, resolution=32)
+    assert len(g) > 200
+    rgb, alpha, _, _ = render_gaussians(g, cams)
+    cover = (alpha[..., 0] > 0.5).float()
+    inter = (cover * (mk > 0.5)).sum()
+    assert inter / (mk > 0.5).sum() > 0.9  # covers the silhouettes
+    assert inter / cover.sum() > 0.7  # and not much more (a 7-view hull is a bit fat)
+    assert float(psnr(rgb, im)) > 15  # colours projected from the views, not random
+
+
+def test_fit_improves_on_init_and_is_deterministic(small_sample):
+    im, mk, cams = small_sample
+    cfg = FitConfig(iterations=40, seed=1, densify=False)
+    a = fit_gaussians(im, cams, mk, cfg)
+    b = fit_gaussians(im, cams, mk, cfg)
+    for x, y in zip(a.gaussians.tensors(), b.gaussians.tensors()):
+        assert torch.equal(x, y)
+    init = init_from_hull(im, mk, cams.resized(48, 48), resolution=64)
+    p0 = float(psnr(render_gaussians(init, cams)[0], im))
+    p1 = float(psnr(render_gaussians(a.gaussians, cams)[0], im))
+    assert p1 > p0 + 1.0
+
+
+def test_fit_runs_under_inference_mode(small_sample):
+    im, mk, cams = small_sample
+    with torch.inference_mode():
+        res = fit_gaussians(im.clone(), cams, mk.clone(), FitConfig(iterations=3, densify=False))
+    assert not res.gaussians.means.requires_grad
+    assert torch.isfinite(res.gaussians.means).all()
+
+
+def test_regularizer_and_progress_hooks(small_sample):
+    im, mk, cams = small_sample
+    seen, prog = [], []
+
+    def reg(step, params, ctx):
+        out = ctx(ctx.cams[[0]])
+        seen.append((step, out.rgb.shape, ctx.images.shape[0], ctx.iterations))
+        return out.alpha.mean() * 0
+
+    fit_gaussians(im, cams, mk, FitConfig(iterations=4, densify=False), regularizer=reg,
+                  progress=lambda s, t, p: prog.append((s, t)))
+    assert [s[0] for s in seen] == [0, 1, 2, 3] and seen[0][2] == 7 and seen[0][3] == 4
+    assert prog[-1] == (4, 4)
+
+
+def test_refine_clones_splits_prunes_and_keeps_adam_state():
+    n = 6
+    params = {"means": torch.zeros(n, 3), "quats": torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+              "log_scales": torch.log(torch.tensor([[0.001] * 3, [0.5] * 3, [0.001] * 3,
+                                                    [0.001] * 3, [0.3] * 3, [0.001] * 3])),
+              "opacity_logits": torch.tensor([0.0, 0.0, -10.0, 0.0, 0.0, 0.0]),
+              "sh": torch.arange(n, dtype=torch.float32)[:, None, None].repeat(1, 1, 3)}
+    params = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    opt = torch.optim.Adam([{"params": [params[k]], "lr": 0.1, "name": k} for k in params])
+    sum(p.sum() for p in params.values()).backward()
+    opt.step()
+    st = DensifyState(n, "cpu")
+    st.grad = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    st.count = torch.ones(n)
+    # 0: small + high grad -> clone; 1: big + high grad -> split; 2: transparent -> pruned;
+    # 4: too big -> pruned
+    new = refine(params, opt, st, DensifyConfig(grad_threshold=0.5, small_scale=0.01,
+                                                prune_big_scale=0.2), scene_extent=2.0)
+    ids = new["sh"][:, 0, 0].tolist()
+    assert sorted(ids) == [0, 0, 1, 1, 3, 5]
+    # split children are shrunk by 1.6
+    child = [i for i, v in enumerate(ids) if v == 1]
+    assert torch.allclose(new["log_scales"][child], torch.log(torch.tensor(0.5 / 1.6)).expand(2, 3))
+    # Adam moments of survivors carried over, new rows start at zero
+    st_means = opt.state[new["means"]]["exp_avg"]
+    assert st_means.shape[0] == 6
+    assert torch.count_nonzero(st_means[:3].abs().sum(-1)) == 3
+    assert torch.count_nonzero(st_means[3:].abs().sum(-1)) == 0
+    assert opt.param_groups[0]["params"][0] is new["means"]
+
+
+def test_bad_inputs_are_refused_before_work():
+    cams = make_orbit_cameras(*uniform_orbit(4), 2.0, 40, 16, 16)
+    im = torch.ones(4, 16, 16, 3)
+    with pytest.raises(ValueError, match="4 views but 3 cameras"):
+        check_views(im, cams[[0, 1, 2]])
+    bad = im.clone()
+    bad[2, 3, 3, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"views \[2\] contain NaN"):
+        check_views(bad, cams)
+    with pytest.raises(ValueError, match="empty"):
+        check_views(im, cams, torch.zeros(4, 16, 16))
+    with pytest.raises(ValueError, match="iterations"):
+        fit_gaussians(im, cams, None, FitConfig(iterations=0))
+    with pytest.raises(ValueError, match="all background"):
+        fit_gaussians(im, cams, None, FitConfig(iterations=1))
+
+
+def test_masks_from_background():
+    im = torch.ones(1, 4, 4, 3)
+    im[0, 1, 2] = torch.tensor([0.2, 0.5, 0.9])
+    m = masks_from_background(im)
+    assert m.sum() == 1 and m[0, 1, 2] == 1
+
+
+def test_gaussians_type_validates_shapes():
+    with pytest.raises(ValueError, match="quats"):
+        Gaussians(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2),
+                  torch.zeros(2, 1, 3))
