@@ -62,6 +62,8 @@ class FitContext:
     cams: Cameras  # at the current resolution
     iterations: int  # total steps of this fit
     background: torch.Tensor  # [3]
+    view_idx: list = field(default_factory=list)  # training views rendered this step
+    step_render: object = None  # their RenderOutput (part of the graph)
 
     def __call__(self, cams: Cameras):
         return self.render(cams)
@@ -296,7 +298,7 @@ def _fit(images, cams, masks, cfg: FitConfig, init, weights, progress, regulariz
         loss = per_view.mean()
         if regularizer is not None:
             ctx = FitContext(lambda c, d=degree: render(params, c, d), img_all, msk_all, cam_all,
-                             cfg.iterations, bg)
+                             cfg.iterations, bg, idx, out)
             loss = loss + regularizer(it, params, ctx)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -143,16 +143,25 @@ def plane_sweep_depth(images: torch.Tensor, masks: torch.Tensor, cams: Cameras,
     score_out = torch.zeros(C, H, W, device=dev)
     refs = range(C) if views is None else list(views)
     for n_done, r in enumerate(refs):
-        hd = hull_depth[r].to(dev).float()  # [H, W]
-        valid = (hd > 0) & (masks[r].to(dev) > 0.5)
-        if not bool(valid.any()):
+        valid_full = (hull_depth[r].to(dev) > 0) & (masks[r].to(dev) > 0.5)  # [H, W]
+        if not bool(valid_full.any()):
             continue
+        # work on the bounding box of the valid pixels (+ half a window)
+        rows = valid_full.any(1).nonzero()[:, 0]
+        cols = valid_full.any(0).nonzero()[:, 0]
+        p = window // 2 + 1
+        y0, y1 = max(int(rows[0]) - p, 0), min(int(rows[-1]) + p + 1, H)
+        x0, x1 = max(int(cols[0]) - p, 0), min(int(cols[-1]) + p + 1, W)
+        Hc, Wc = y1 - y0, x1 - x0
+        hd = hull_depth[r, y0:y1, x0:x1].to(dev).float()  # [Hc, Wc]
+        valid = valid_full[y0:y1, x0:x1]
         Kr = cams.Ks[r]
         R = cams.viewmats[r, :3, :3]
         t = cams.viewmats[r, :3, 3]
         center = -R.T @ t
-        dcam = torch.stack([(jj - Kr[0, 2]) / Kr[0, 0], (ii - Kr[1, 2]) / Kr[1, 1],
-                            torch.ones_like(jj)], -1)  # [H, W, 3], z = 1
+        jc, ic = jj[y0:y1, x0:x1], ii[y0:y1, x0:x1]
+        dcam = torch.stack([(jc - Kr[0, 2]) / Kr[0, 0], (ic - Kr[1, 2]) / Kr[1, 1],
+                            torch.ones_like(jc)], -1)  # [Hc, Wc, 3], z = 1
         dirs = dcam @ R  # world, t = camera z
         D = hd[None] + offs[:, None, None]  # [K, H, W]
         X = center + D[..., None] * dirs[None]  # [K, H, W, 3]
@@ -164,13 +173,13 @@ def plane_sweep_depth(images: torch.Tensor, masks: torch.Tensor, cams: Cameras,
         z = pc[..., 2].clamp_min(1e-6)
         u = Kn[:, None, None, None, 0, 0] * pc[..., 0] / z + Kn[:, None, None, None, 0, 2]
         v = Kn[:, None, None, None, 1, 1] * pc[..., 1] / z + Kn[:, None, None, None, 1, 2]
-        grid = torch.stack([u / W * 2 - 1, v / H * 2 - 1], -1).reshape(N, K * H, W, 2)
+        grid = torch.stack([u / W * 2 - 1, v / H * 2 - 1], -1).reshape(N, K * Hc, Wc, 2)
         src = torch.cat([imgs[nbr], msk[nbr]], 1)  # [N, 4, H, W]
         warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=False).reshape(N, 4, K, H, W)
-        wc = warped[:, :3].permute(0, 2, 1, 3, 4).reshape(N * K, 3, H, W)  # [N*K, 3, H, W]
-        wm = warped[:, 3].permute(0, 1, 2, 3).reshape(N, K, H, W)  # in neighbour mask
-        ref = imgs[r][None]  # [1, 3, H, W]
+                               align_corners=False).reshape(N, 4, K, Hc, Wc)
+        wc = warped[:, :3].permute(0, 2, 1, 3, 4).reshape(N * K, 3, Hc, Wc)  # [NK, 3, Hc, Wc]
+        wm = warped[:, 3]  # [N, K, Hc, Wc] in the neighbour's mask
+        ref = imgs[r][None, :, y0:y1, x0:x1]  # [1, 3, Hc, Wc]
         # zero-mean NCC over the window and the 3 channels; the box filter is linear, so
         # channel means are taken first (one channel to filter instead of three)
         mr = _box(ref.mean(1, keepdim=True), window)  # [1, 1, H, W]
@@ -183,7 +192,7 @@ def plane_sweep_depth(images: torch.Tensor, masks: torch.Tensor, cams: Cameras,
         sad = _box((ref - wc).abs().mean(1, keepdim=True), window)  # [NK, 1, H, W]
         sim_sad = 1 - sad.clamp(max=sad_trunc) / sad_trunc
         s = ncc_weight * ncc + (1 - ncc_weight) * sim_sad  # [NK, 1, H, W]
-        s = s.reshape(N, K, H, W)
+        s = s.reshape(N, K, Hc, Wc)
         s = torch.where(wm > 0.5, s, torch.full_like(s, -1.0))
         score = torch.topk(s, best_k, dim=0).values.mean(0)  # [K, H, W]
         best, kbest = score.max(0)  # [H, W]
@@ -199,8 +208,8 @@ def plane_sweep_depth(images: torch.Tensor, masks: torch.Tensor, cams: Cameras,
         d = hd + (kbest.float() + delta) * step
         behind = kbest > 0
         conf = valid & (best >= min_score) & (kbest < K - 1) & (~behind | (best >= s0 + margin))
-        depth_out[r] = torch.where(conf, d, torch.zeros_like(d))
-        score_out[r] = torch.where(valid, best, torch.zeros_like(best))
+        depth_out[r, y0:y1, x0:x1] = torch.where(conf, d, torch.zeros_like(d))
+        score_out[r, y0:y1, x0:x1] = torch.where(valid, best, torch.zeros_like(best))
         if progress is not None:
             progress(n_done + 1, len(refs))
     return depth_out, score_out

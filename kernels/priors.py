@@ -51,13 +51,21 @@ class IPSMGeometryRegularizer:
         if step < self.cfg.start * total or step % self.cfg.every:
             return zero
         sig = ipsm.pseudo_sigma(step, total)
-        pc, src = ipsm.perturb_cameras(ctx.cams, sig, count=self.cfg.pseudo_views,
-                                       generator=self.gen)
+        # pseudo cameras around this step's training views: their depth is already rendered
+        k = len(ctx.view_idx)
+        pick = torch.randint(0, k, (self.cfg.pseudo_views,), generator=self.gen) if k else None
+        if k and ctx.step_render is not None:
+            src = torch.tensor(ctx.view_idx)[pick]
+            src_depth = ctx.step_render.depth.detach()[pick]
+            pc, _ = ipsm.perturb_cameras(ctx.cams, sig, source=src, generator=self.gen)
+        else:
+            pc, src = ipsm.perturb_cameras(ctx.cams, sig, count=self.cfg.pseudo_views,
+                                           generator=self.gen)
+            with torch.no_grad():
+                src_depth = ctx(ctx.cams[src.tolist()]).depth
         out_p = ctx(pc)
-        with torch.no_grad():
-            out_s = ctx(ctx.cams[src.tolist()])
         r = ipsm.ipsm_geometry(out_p.rgb, out_p.depth, pc.viewmats, pc.Ks,
-                               ctx.images[src], out_s.depth.detach(),
+                               ctx.images[src], src_depth,
                                ctx.cams.viewmats[src], ctx.cams.Ks[src], pseudo_alpha=out_p.alpha)
         loss = self.cfg.weight_geometry * r.loss_geo
         self.last = {"sigma": sig, "geo": float(r.loss_geo)}

@@ -10,6 +10,7 @@ _MODULES = [
     "mesh",
     "sv3d",
     "refiner",
+    "cd_score",
 ]
 
 NODE_CLASS_MAPPINGS: dict = {}
