@@ -11,6 +11,7 @@ BENCHES = {
     "mesh": "mesh from a mesh's orbit views and masks: chamfer, IoU, F-score, time, memory",
     "refiner": "Hi3D stage-2 refiner: time/step vs resolution, peak memory, depth consistency",
     "guidance": "SV3D sampling step cost: HarmonyView (3 branches, one batch) vs plain CFG",
+    "diffusion2": "Diffusion² matrix sampler: time per pass vs single-frame baseline, forwards, memory",
     "priors": "sparse-view fits with and without IPSM geometry regularisers (PSNR, time)",
     "core_schemas": "(tool) regenerate nodes/core_schemas.json from a ComfyUI checkout",
 }

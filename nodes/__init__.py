@@ -11,6 +11,7 @@ _MODULES = [
     "sv3d",
     "refiner",
     "cd_score",
+    "diffusion2",
 ]
 
 NODE_CLASS_MAPPINGS: dict = {}
