@@ -1,7 +1,8 @@
 """Benchmark of the pure-torch Gaussian rasteriser: forward+backward time per view.
 
 ``python -m orbitforge.bench raster [--n 10000] [--size 256] [--views 4] [--repeats 5]
-[--threads 2] [--tile 16] [--json]`` prints one JSON object.
+[--threads 2] [--tile N] [--sh-degree D] [--json]`` prints one JSON object
+(wall-clock and process-CPU seconds per forward+backward of one view, peak RSS).
 """
 
 from __future__ import annotations

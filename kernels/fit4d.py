@@ -15,8 +15,9 @@ Frame-by-frame 3D Gaussian Splatting (:func:`.fit.fit_gaussians`) with warm star
 
 * time 0: the full :class:`.fit.FitConfig` (visual-hull initialisation, densification);
 * time f > 0: start from time f-1's Gaussians and run ``warm_iterations`` steps **without
-  densification**, so the parameters stay aligned one-to-one with the previous frame (a Gaussian
-  keeps its identity over time, up to the final prune of transparent ones), plus a temporal
+  densification**, so the parameters stay aligned one-to-one with the previous frame (Gaussian i
+  of time f is Gaussian i of time f-1 for every f >= 1: the PLY sequence has correspondences),
+  plus a temporal
   smoothness term through fit's ``regularizer`` hook::
 
       temporal_weight * ( mean ||Δmean||² / s² + mean ||Δrgb||² + mean Δopacity² )
@@ -42,14 +43,20 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, List, Optional, Sequence
 
 import torch
 
 from .cameras import Cameras, make_orbit_cameras
-from .fit import (FitConfig, check_views, fit_gaussians, masks_from_background, render_gaussians,
-                  scene_bbox)
+from .fit import (
+    FitConfig,
+    check_views,
+    fit_gaussians,
+    masks_from_background,
+    render_gaussians,
+    scene_bbox,
+)
 from .gaussians import SH_C0, Gaussians
 from .ply import write_ply
 
@@ -73,7 +80,7 @@ class GaussianSequence:
     from F frames per view).
     """
 
-    gaussians: List[Gaussians]
+    gaussians: list[Gaussians]
     times: torch.Tensor
 
     def __post_init__(self):
@@ -94,17 +101,17 @@ class GaussianSequence:
 class Fit4DConfig:
     base: FitConfig = field(default_factory=FitConfig)  # time 0 (and the base of later frames)
     warm_iterations: int = 300  # iterations of each later time step (warm start)
-    temporal_weight: float = 0.1  # weight of the smoothness term vs the previous time step
+    temporal_weight: float = 0.02  # weight of the smoothness term vs the previous time step
     confidence: str = "none"  # "none" | "ssim"
     warm_densify: bool = False  # densify later frames too (breaks the one-to-one alignment)
-    warm_lr_scale: float = 3.0  # learning-rate multiplier (means, colours, opacities) of later frames
+    warm_lr_scale: float = 5.0  # learning-rate multiplier (means, colours) of later frames
 
 
 @dataclass
 class Fit4DResult:
     sequence: GaussianSequence
     history: list  # per time step: the fit's history list
-    confidences: Optional[torch.Tensor]  # [V*F] view-major per-image weights used, or None
+    confidences: torch.Tensor | None  # [V*F] view-major per-image weights used, or None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,7 +139,7 @@ def merge_times(x: torch.Tensor) -> torch.Tensor:
 
 
 def check_sequence(images: torch.Tensor, cams: Cameras, times: int,
-                   masks: Optional[torch.Tensor] = None, weights: Optional[torch.Tensor] = None,
+                   masks: torch.Tensor | None = None, weights: torch.Tensor | None = None,
                    background=(1.0, 1.0, 1.0)) -> None:
     """Validate a 4D fit's inputs before any work; ``ValueError`` naming the problem and the fix."""
     if not isinstance(cams, Cameras):
@@ -214,7 +221,7 @@ def temporal_regularizer(prev: Gaussians, weight: float, length_scale: float) ->
 def ssim_confidence(g: Gaussians, images: torch.Tensor, cams: Cameras,
                     background=(1.0, 1.0, 1.0), floor: float = 0.05) -> torch.Tensor:
     """Diffusion²'s C_ssim per view ``[V]``: SSIM(gt, render of ``g``), clamped to ``floor``."""
-    import kornia  # noqa: PLC0415 - heavy import kept off module import
+    import kornia
 
     h, w = images.shape[1:3]
     rgb = render_gaussians(g, cams.resized(w, h), background)[0]  # [V,H,W,3]
@@ -234,9 +241,9 @@ def _normalised(w: torch.Tensor) -> torch.Tensor:
 
 
 def fit_sequence(images: torch.Tensor, cams: Cameras, times: int,
-                 masks: Optional[torch.Tensor] = None, config: Optional[Fit4DConfig] = None,
-                 weights: Optional[torch.Tensor] = None,
-                 progress: Optional[Callable[[int, int, Callable[[], torch.Tensor]], None]] = None
+                 masks: torch.Tensor | None = None, config: Fit4DConfig | None = None,
+                 weights: torch.Tensor | None = None,
+                 progress: Callable[[int, int, Callable[[], torch.Tensor]], None] | None = None
                  ) -> Fit4DResult:
     """Fit one Gaussian scene per time step to ``images`` [V*F,H,W,3] (view-major) seen by the V
     ``cams`` (shared by all times). ``masks`` [V*F,H,W] optional; ``weights`` [V*F] optional
@@ -285,10 +292,12 @@ def fit_sequence(images: torch.Tensor, cams: Cameras, times: int,
         return res
 
     k = cfg.warm_lr_scale
+    # later frames: no densification and no final prune, so every warm frame holds exactly the
+    # Gaussians of time 0's fit, one-to-one (index i is the same Gaussian at every time >= 1)
     warm_cfg = replace(base, iterations=max(cfg.warm_iterations, 1), densify=cfg.warm_densify,
                        sh_increase_every=1, lr_means=base.lr_means * k,
                        lr_means_final=base.lr_means_final * k, lr_sh0=base.lr_sh0 * k,
-                       lr_opacity=base.lr_opacity * k)
+                       densify_cfg=replace(base.densify_cfg, prune_opacity=0.0))
     scenes, history, conf_all = [], [], []
     prev = None
     for f in range(times):
@@ -327,8 +336,8 @@ def fit_sequence(images: torch.Tensor, cams: Cameras, times: int,
 # ----------------------------------------------------------------------------------------------
 
 
-def turntable_cameras(cams: Cameras, frames: int, width: Optional[int] = None,
-                      height: Optional[int] = None) -> Cameras:
+def turntable_cameras(cams: Cameras, frames: int, width: int | None = None,
+                      height: int | None = None) -> Cameras:
     """``frames`` cameras going once around the object (from the first camera's azimuth, at the
     orbit's mean elevation and radius, its field of view), one per time step."""
     if frames < 1:
@@ -339,7 +348,7 @@ def turntable_cameras(cams: Cameras, frames: int, width: Optional[int] = None,
 
 
 def render_turntable(seq: GaussianSequence, cams: Cameras, background=(1.0, 1.0, 1.0),
-                     progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
+                     progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """``[F,H,W,3]`` 0..1: scene f rendered from turntable camera f (the camera circles as time
     goes)."""
     tt = turntable_cameras(cams, len(seq))
@@ -351,12 +360,12 @@ def render_turntable(seq: GaussianSequence, cams: Cameras, background=(1.0, 1.0,
     return torch.stack(out).clamp(0, 1)
 
 
-def sequence_paths(folder: str, base: str, times: int) -> List[str]:
+def sequence_paths(folder: str, base: str, times: int) -> list[str]:
     """``folder/base_t000.ply`` ... one per time step."""
     return [os.path.join(folder, f"{base}_t{f:03d}.ply") for f in range(times)]
 
 
-def write_ply_sequence(paths: Sequence[str], seq: GaussianSequence) -> List[str]:
+def write_ply_sequence(paths: Sequence[str], seq: GaussianSequence) -> list[str]:
     """Write scene f to ``paths[f]``, each atomically; all or nothing: refuses existing paths, and
     if any write fails the files written by this call are removed before the error propagates."""
     if len(paths) != len(seq):

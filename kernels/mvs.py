@@ -105,10 +105,10 @@ def _box(x: torch.Tensor, w: int) -> torch.Tensor:
 
 
 def plane_sweep_depth(images: torch.Tensor, masks: torch.Tensor, cams: Cameras,
-                      hull_depth: torch.Tensor, depth_range: float = 0.12, n_planes: int = 32,
+                      hull_depth: torch.Tensor, depth_range: float = 0.12, n_planes: int = 24,
                       n_neighbors: int = 4, best_k: int = 2, window: int = 5,
-                      ncc_weight: float = 0.5, sad_trunc: float = 0.1, min_score: float = 0.6,
-                      margin: float = 0.05, views=None, progress=None
+                      ncc_weight: float = 0.25, sad_trunc: float = 0.1, min_score: float = 0.6,
+                      margin: float = 0.03, views=None, progress=None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Depth maps by a plane sweep behind the hull (see module doc).
 

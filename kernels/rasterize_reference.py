@@ -26,7 +26,7 @@ def rasterize_reference(means, quats, scales, opacities, colors, viewmats, Ks, w
     """Same arguments and output as :func:`orbitforge.kernels.rasterize.rasterize`."""
     from .rasterize import RenderOutput
 
-    C, N = viewmats.shape[0], means.shape[0]
+    C = viewmats.shape[0]
     dev, dt = means.device, means.dtype
     rot = quat_to_rotmat(quats)  # [N, 3, 3]
     cov3 = rot @ torch.diag_embed(scales * scales) @ rot.transpose(-1, -2)  # [N, 3, 3]

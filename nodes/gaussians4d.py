@@ -8,8 +8,16 @@ import torch
 
 from ..kernels.cameras import check_cameras_see_object
 from ..kernels.fit import FitConfig
-from ..kernels.fit4d import (FRAME_ORDER, Fit4DConfig, GaussianSequence, check_sequence,
-                             fit_sequence, render_turntable, sequence_paths, write_ply_sequence)
+from ..kernels.fit4d import (
+    FRAME_ORDER,
+    Fit4DConfig,
+    GaussianSequence,
+    check_sequence,
+    fit_sequence,
+    render_turntable,
+    sequence_paths,
+    write_ply_sequence,
+)
 from . import host
 from .gaussians import _check_cameras, _parse_color
 
@@ -69,9 +77,9 @@ class Gaussian4DReconstruct:
     RETURN_NAMES = ("sequence", "turntable", "paths")
     OUTPUT_TOOLTIPS = (
         "The fitted scenes, one per time step, with their times.",
-        "Turntable animation: frame f is time step f seen from a camera that circles the object "
-        "once over the sequence, at the views' resolution.",
-        "The written PLY files (relative to the output folder), one per line.")
+        ("Turntable animation: frame f is time step f seen from a camera that circles the object "
+         "once over the sequence, at the views' resolution."),
+        ("The written PLY files (relative to the output folder), one per line."))
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -90,7 +98,7 @@ class Gaussian4DReconstruct:
                 "warm_iterations": ("INT", {"default": 300, "min": 1, "max": 100000, "tooltip":
                                     "Optimisation steps for each later time step, started from "
                                     "the previous time's Gaussians."}),
-                "temporal_weight": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 1000.0,
+                "temporal_weight": ("FLOAT", {"default": 0.02, "min": 0.0, "max": 1000.0,
                                     "step": 0.01, "tooltip": "Weight of the smoothness term that "
                                     "pulls positions, colours and opacities toward the previous "
                                     "time step (0 = off; raise it against flicker, lower it for "
@@ -118,7 +126,7 @@ class Gaussian4DReconstruct:
                                "of the views as 'r, g, b' in 0..1."}),
                 "mask_weight": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 10.0, "step": 0.01,
                                 "tooltip": "Weight of the alpha-vs-mask loss term."}),
-                "warm_lr_scale": ("FLOAT", {"default": 3.0, "min": 0.01, "max": 100.0,
+                "warm_lr_scale": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 100.0,
                                   "step": 0.1, "tooltip": "Learning-rate multiplier of the later "
                                   "time steps (positions, colours, opacities): higher follows "
                                   "faster motion in few warm iterations, too high gets noisy."}),
@@ -131,7 +139,7 @@ class Gaussian4DReconstruct:
 
     def reconstruct(self, views, cameras, frames_per_view, iterations, warm_iterations,
                     temporal_weight, confidence, resolution, sh_degree, seed, filename_prefix,
-                    mask=None, background="1, 1, 1", mask_weight=0.1, warm_lr_scale=3.0, image_weights=""):
+                    mask=None, background="1, 1, 1", mask_weight=0.1, warm_lr_scale=5.0, image_weights=""):
         cams = _check_cameras(cameras)
         bg = _parse_color(background)
         times = int(frames_per_view)

@@ -18,6 +18,7 @@ from ..kernels.mesh_types import ColoredMesh, as_mesh_list
 from . import host
 
 COLOR_MODES = ["vertex", "texture", "none"]
+DEPTH_CHOICES = ["auto", "mvs", "gaussians", "depth", "none"]
 FORMATS = ["glb", "obj", "ply"]
 MAX_GRID_BYTES = 8 * 2**30  # refuse grids above ~8 GiB of working memory
 
@@ -44,10 +45,10 @@ def _render_gaussians(gaussians, cams):
 class SDFMesh:
     DESCRIPTION = (
         "Reconstructs a watertight, coloured mesh from orbit views: visual hull carved from the "
-        "masks (soft voting, sub-voxel silhouette distance), further carved by the median depth "
-        "rendered from GAUSSIANS when given (depth may carve concavities, never holes: voxels "
-        "no view observes stay inside), marching cubes, largest component, optional smoothing, "
-        "decimation, vertex colours or a baked UV texture from the views.")
+        "masks (soft voting, sub-voxel silhouette distance), further carved by depth (plane-"
+        "sweep stereo on the views behind the hull, the Gaussians' median depth, or given depth "
+        "maps; depth may carve concavities, never holes), marching cubes, largest component, "
+        "optional smoothing, decimation, vertex colours or a baked UV texture from the views.")
     CATEGORY = "OrbitForge/mesh"
     FUNCTION = "build"
     RETURN_TYPES = ("MESH",)
@@ -78,18 +79,28 @@ class SDFMesh:
                       "from the views; texture: xatlas UV unwrap + baked texture; none."}),
             "texture_size": ("INT", {"default": 1024, "min": 64, "max": 8192, "step": 64,
                              "tooltip": "Texture side in pixels (color = texture)."}),
+            "depth_source": (DEPTH_CHOICES, {"default": "auto", "tooltip": "Depth that carves "
+                             "concavities the silhouettes miss. mvs: stereo on the views (needs "
+                             "images; seconds); gaussians: median depth of the connected "
+                             "GAUSSIANS; depth: the depth_maps input; none: hull only; auto: mvs "
+                             "with images, else gaussians if connected, else none."}),
         }, "optional": {
             "images": ("IMAGE", {"tooltip": "The views [B,H,W,3], one per camera (colours; "
                        "without them colours come from the Gaussians)."}),
             "masks": ("MASK", {"tooltip": "Object masks [B,H,W] (1 = object), one per camera. "
                       "Without them the Gaussians' alpha is used."}),
-            "gaussians": ("GAUSSIANS", {"tooltip": "Fitted 3D Gaussians: their rendered median "
-                          "depth carves concavities the silhouettes cannot see."}),
+            "gaussians": ("GAUSSIANS", {"tooltip": "Fitted 3D Gaussians: their renders stand "
+                          "in for missing images/masks, and their median depth is used with "
+                          "depth_source gaussians."}),
+            "depth_maps": ("MASK", {"tooltip": "Depth maps [B,H,W], camera-space z in world "
+                           "units (0 = no depth), one per camera; used with depth_source "
+                           "depth."}),
         }}
 
     def build(self, cameras, resolution, mode, min_background_views, watertight, target_faces,
-              smooth_iterations, color, texture_size, images=None, masks=None, gaussians=None):
-        from ..kernels import mesh_color, mesh_extract
+              smooth_iterations, color, texture_size, depth_source="auto", images=None,
+              masks=None, gaussians=None, depth_maps=None):
+        from ..kernels import mesh_extract, mesh_pipeline
 
         cams = cameras
         if images is None and masks is None and gaussians is None:
@@ -97,7 +108,7 @@ class SDFMesh:
         n = len(cams)
         if n == 0:
             raise ValueError("cameras is empty; connect the orbit the views were made with")
-        for name, t in (("images", images), ("masks", masks)):
+        for name, t in (("images", images), ("masks", masks), ("depth_maps", depth_maps)):
             if t is not None and t.shape[0] != n:
                 raise ValueError(f"{name} has {t.shape[0]} frames but there are {n} cameras; "
                                  "give one view per camera")
@@ -110,6 +121,19 @@ class SDFMesh:
                              "the resolution")
         if mode != "fast":
             raise ValueError(f"unknown mode {mode!r}; use 'fast'")
+        if depth_source not in DEPTH_CHOICES:
+            raise ValueError(f"depth_source must be one of {DEPTH_CHOICES}, got {depth_source!r}")
+        if depth_source == "auto":
+            depth_source = ("mvs" if images is not None and n >= 2 else
+                            "gaussians" if gaussians is not None else "none")
+        if depth_source == "mvs" and images is None:
+            raise ValueError("depth_source 'mvs' needs images; connect them or pick another "
+                             "depth_source")
+        if depth_source == "gaussians" and gaussians is None:
+            raise ValueError("depth_source 'gaussians' needs GAUSSIANS; connect them or pick "
+                             "another depth_source")
+        if depth_source == "depth" and depth_maps is None:
+            raise ValueError("depth_source 'depth' needs the depth_maps input")
         ref = masks if masks is not None else images
         if ref is not None:
             h, w = ref.shape[1], ref.shape[2]
@@ -117,37 +141,33 @@ class SDFMesh:
                 raise ValueError(f"views are {w}x{h} but cameras {cams.width}x{cams.height} "
                                  "(different aspect ratio); use the cameras of these views")
             cams = cams.resized(w, h)
+        if depth_maps is not None and depth_source == "depth":
+            if ref is not None and depth_maps.shape[1:3] != ref.shape[1:3]:
+                raise ValueError(f"depth_maps are {depth_maps.shape[2]}x{depth_maps.shape[1]} "
+                                 f"but the views {ref.shape[2]}x{ref.shape[1]}; resize to match")
+            if ref is None:
+                cams = cams.resized(depth_maps.shape[2], depth_maps.shape[1])
         K.check_cameras_see_object(cams)
-        depths = None
-        if gaussians is not None:
-            depths, alpha, grgb = _render_gaussians(gaussians, cams)
-            if masks is None:
-                masks = alpha
-            if images is None:
-                images = grgb
+        cams = cams.to(device="cpu")
+        if gaussians is not None and (masks is None or images is None):
+            _, alpha, grgb = mesh_pipeline.gaussians_depth(gaussians, cams)
+            masks = alpha if masks is None else masks
+            images = grgb if images is None else images
         if masks is None:
             raise ValueError("masks are needed with images (connect a MASK, e.g. from background "
                              "removal) or connect gaussians")
         masks = masks.float().cpu()
+        imgs = None if images is None else images[..., :3].float().cpu()
         prog = host.Progress(4)
-        mesh = mesh_extract.reconstruct_fast(
-            masks, cams.to(device="cpu"), resolution, depths=depths,
+        mesh = mesh_pipeline.reconstruct_mesh(
+            masks, cams, resolution, images=imgs, depth_source=depth_source,
+            depths=None if depth_maps is None else depth_maps.float().cpu(), gaussians=gaussians,
             min_background_views=min_background_views, max_bytes=MAX_GRID_BYTES,
             progress=lambda i, t: prog.update(i), keep_components=1, watertight=watertight,
             target_faces=target_faces, smooth_iterations=smooth_iterations)
-        imgs = None if images is None else images[..., :3].float().cpu()
-        dev = host.intermediate_device()
-        if color == "none" or imgs is None:
-            out = ColoredMesh.from_trimesh(mesh)
-        elif color == "vertex":
-            vc = mesh_color.vertex_colors(mesh, imgs, cams, masks)
-            out = ColoredMesh.from_trimesh(mesh)
-            out.vertex_colors = vc[None].float()
-        else:
-            v, f, uv, tex = mesh_color.bake_texture(mesh, imgs, cams, masks, texture_size)
-            out = ColoredMesh(v, f, None, uv, tex)
+        out = mesh_pipeline.color_mesh(mesh, imgs, cams, masks, color, texture_size)
         prog.update(4)
-        return (_to_device(out, dev),)
+        return (_to_device(out, host.intermediate_device()),)
 
 
 def _to_device(m: ColoredMesh, dev) -> ColoredMesh:

@@ -1,0 +1,159 @@
+"""The fast mesh path end to end: views (+ masks, + a depth source) -> coloured mesh / file.
+
+One function, :func:`reconstruct_mesh`, shared by the ``OrbitForgeSDFMesh`` node, ``python -m
+orbitforge demo`` (:func:`gaussians_to_mesh_file`) and ``bench mesh``:
+
+1. visual hull field from the masks (:func:`.visual_hull.hull_sdf`, narrow band);
+2. depth that carves concavities the silhouettes cannot see, from ``depth_source``:
+
+   * ``"mvs"`` -- hull-bounded plane-sweep stereo on the views themselves (:mod:`.mvs`). The
+     default: seconds on a CPU, and it needs nothing but the views.
+   * ``"gaussians"`` -- the median depth rendered from fitted 3D Gaussians (the fit itself
+     costs minutes on a CPU, so this is for when a fit exists anyway; SPEC §8 measured splat
+     depth from a short CPU fit as *worse* than the hull alone, and the fusion below only lets
+     depth carve where several views agree, never deeper than ``max_carve``);
+   * ``"depth"`` -- given depth maps (camera z, 0 = none);
+   * ``"none"`` -- the hull alone;
+3. TSDF fusion + :func:`.tsdf.combine_hull_tsdf` (depth may carve, never punch holes), marching
+   cubes, largest component, smoothing, decimation, watertight repair;
+4. colours from the views (:mod:`.mesh_color`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+import trimesh
+
+from .cameras import Cameras
+from .visual_hull import DEFAULT_BBOX
+
+DEPTH_SOURCES = ("mvs", "gaussians", "depth", "none")
+
+
+def gaussians_depth(gaussians, cams: Cameras) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Median depth ``[C, H, W]``, alpha ``[C, H, W]``, rgb ``[C, H, W, 3]`` of Gaussians."""
+    from .fit import render_gaussians
+
+    rgb, alpha, _, dmed = render_gaussians(gaussians, cams)
+    return (dmed[..., 0].float().cpu(), alpha[..., 0].float().cpu(),
+            rgb.float().clamp(0, 1).cpu())
+
+
+def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 192,
+                     images: torch.Tensor | None = None, depth_source: str = "mvs",
+                     depths: torch.Tensor | None = None, gaussians=None, mvs_size: int = 128,
+                     min_background_views: int = 1, max_carve: float = 0.1,
+                     min_weight: float = 3.0, bbox=DEFAULT_BBOX, max_bytes: int | None = None,
+                     progress=None, timings: dict | None = None, mvs_options: dict | None = None,
+                     **finish) -> trimesh.Trimesh:
+    """masks ``[C, H, W]`` (+ images ``[C, H, W, 3]`` for ``"mvs"``, ``gaussians`` for
+    ``"gaussians"``, ``depths`` ``[C, H, W]`` for ``"depth"``) -> finished ``trimesh.Trimesh``.
+
+    ``finish`` goes to :func:`.mesh_extract.finish_mesh` (keep_components, watertight,
+    target_faces, smooth_iterations). Raises ``ValueError`` for a missing input before any work.
+    """
+    from . import mesh_extract, mvs
+
+    if depth_source not in DEPTH_SOURCES:
+        raise ValueError(f"depth_source must be one of {DEPTH_SOURCES}, got {depth_source!r}")
+    C = masks.shape[0]
+    if depth_source == "mvs":
+        if images is None:
+            raise ValueError("depth_source 'mvs' needs the images; connect them or use "
+                             "depth_source 'none'")
+        if images.shape[:3] != masks.shape:
+            raise ValueError(f"images {tuple(images.shape)} must match masks "
+                             f"{tuple(masks.shape)} (one [H, W, 3] image per mask)")
+        if C < 2:
+            raise ValueError("depth_source 'mvs' needs at least 2 views; use 'none'")
+        opts = dict(mvs_options or {})
+        imgs = images[..., :3].float()
+
+        def depth_fn(field):
+            return mvs.mvs_depth(imgs, masks.float(), cams, field, bbox, size=mvs_size, **opts)
+
+        dsrc = depth_fn
+    elif depth_source == "gaussians":
+        if gaussians is None:
+            raise ValueError("depth_source 'gaussians' needs GAUSSIANS; connect them or use 'mvs'")
+        dsrc, _, _ = gaussians_depth(gaussians, cams)
+    elif depth_source == "depth":
+        if depths is None or tuple(depths.shape) != tuple(masks.shape):
+            raise ValueError(f"depth_source 'depth' needs depth maps shaped like the masks "
+                             f"{tuple(masks.shape)}, got "
+                             f"{None if depths is None else tuple(depths.shape)}")
+        dsrc = depths.float()
+    else:
+        dsrc = None
+    return mesh_extract.reconstruct_fast(
+        masks.float(), cams, resolution, depths=dsrc, min_background_views=min_background_views,
+        bbox=bbox, min_weight=min_weight, max_carve=max_carve, max_bytes=max_bytes,
+        progress=progress, timings=timings, **finish)
+
+
+def color_mesh(mesh: trimesh.Trimesh, images: torch.Tensor | None, cams: Cameras,
+               masks: torch.Tensor | None = None, color: str = "vertex",
+               texture_size: int = 1024):
+    """``trimesh`` -> :class:`.mesh_types.ColoredMesh` with vertex colours (``"vertex"``), a
+    baked UV texture (``"texture"``) or none (``"none"`` or no images)."""
+    from . import mesh_color
+    from .mesh_types import ColoredMesh
+
+    if color not in ("vertex", "texture", "none"):
+        raise ValueError(f"color must be 'vertex', 'texture' or 'none', got {color!r}")
+    if color == "none" or images is None:
+        return ColoredMesh.from_trimesh(mesh)
+    imgs = images[..., :3].float().cpu()
+    m = None if masks is None else masks.float().cpu()
+    if color == "vertex":
+        out = ColoredMesh.from_trimesh(mesh)
+        out.vertex_colors = mesh_color.vertex_colors(mesh, imgs, cams, m)[None].float()
+        return out
+    v, f, uv, tex = mesh_color.bake_texture(mesh, imgs, cams, m, texture_size)
+    return ColoredMesh(v, f, None, uv, tex)
+
+
+def gaussians_to_mesh_file(g, images: torch.Tensor | None, masks: torch.Tensor | None,
+                           cams: Cameras, path: str, resolution: int = 128,
+                           depth_source: str = "mvs", target_faces: int = 50000) -> str:
+    """Reconstruct the mesh of a fitted scene and write it (GLB/OBJ/PLY by ``path``'s
+    extension) atomically; returns ``path``.
+
+    Same fast path as the node: hull from ``masks`` + depth (``"mvs"`` on ``images`` by
+    default; ``"gaussians"`` = the Gaussians' median depth) + vertex colours from ``images``.
+    Missing images/masks are rendered from the Gaussians (rgb / alpha).
+    """
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in ("glb", "obj", "ply"):
+        raise ValueError(f"mesh path must end in .glb, .obj or .ply, got {path!r}")
+    cams = cams.to(device="cpu", dtype=torch.float32)
+    if images is None or masks is None:
+        _, alpha, rgb = gaussians_depth(g, cams)
+        images = rgb if images is None else images
+        masks = alpha if masks is None else masks
+    images = images[..., :3].float().cpu()
+    masks = masks.float().cpu()
+    if images.shape[1:3] != (cams.height, cams.width):
+        cams = cams.resized(images.shape[2], images.shape[1])
+    mesh = reconstruct_mesh(masks, cams, resolution, images=images, depth_source=depth_source,
+                            gaussians=g, keep_components=1, watertight=True,
+                            target_faces=target_faces, smooth_iterations=5)
+    cm = color_mesh(mesh, images, cams, masks, "vertex")
+    data = cm.to_trimesh(0).export(file_type=ext)
+    if isinstance(data, str):
+        data = data.encode()
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix="." + ext, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
