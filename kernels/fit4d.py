@@ -15,10 +15,12 @@ Frame-by-frame 3D Gaussian Splatting (:func:`.fit.fit_gaussians`) with warm star
 
 * time 0: the full :class:`.fit.FitConfig` (visual-hull initialisation, densification);
 * time f > 0: start from time f-1's Gaussians and run ``warm_iterations`` steps **without
-  densification**, so the parameters stay aligned one-to-one with the previous frame (Gaussian i
-  of time f is Gaussian i of time f-1 for every f >= 1: the PLY sequence has correspondences),
-  plus a temporal
-  smoothness term through fit's ``regularizer`` hook::
+  densification and without the final prune**, at ``warm_lr_scale`` times the means', colours'
+  and opacities' learning rates (a short fit must move and recolour Gaussians as far as the
+  object moved; transparent Gaussians stay and can reappear when a hidden part turns into view).
+  So the parameters stay aligned one-to-one with the previous frame: every scene of the
+  sequence has the same N and Gaussian i of time f is Gaussian i of time f-1 (the PLY sequence
+  has correspondences). Plus a temporal smoothness term through fit's ``regularizer`` hook::
 
       temporal_weight * ( mean ||Δmean||² / s² + mean ||Δrgb||² + mean Δopacity² )
 
@@ -104,7 +106,7 @@ class Fit4DConfig:
     temporal_weight: float = 0.02  # weight of the smoothness term vs the previous time step
     confidence: str = "none"  # "none" | "ssim"
     warm_densify: bool = False  # densify later frames too (breaks the one-to-one alignment)
-    warm_lr_scale: float = 5.0  # learning-rate multiplier (means, colours) of later frames
+    warm_lr_scale: float = 5.0  # learning-rate multiplier (means, colours, opacities) of later frames
 
 
 @dataclass
@@ -297,6 +299,7 @@ def fit_sequence(images: torch.Tensor, cams: Cameras, times: int,
     warm_cfg = replace(base, iterations=max(cfg.warm_iterations, 1), densify=cfg.warm_densify,
                        sh_increase_every=1, lr_means=base.lr_means * k,
                        lr_means_final=base.lr_means_final * k, lr_sh0=base.lr_sh0 * k,
+                       lr_opacity=base.lr_opacity * k,
                        densify_cfg=replace(base.densify_cfg, prune_opacity=0.0))
     scenes, history, conf_all = [], [], []
     prev = None

@@ -21,7 +21,9 @@ Method, per reference view ``r`` (all vectorised in torch):
 4. **Winner-take-all with confidence**: the best hypothesis is kept only when its score is at
    least ``min_score``, beats the score at the hull (``k = 0``) by ``margin`` (depth only
    matters where it carves, so "deeper than the hull" needs positive evidence), and is not on
-   the last plane (an unbounded minimum). Sub-plane refinement by a parabola through the
+   the last plane (an unbounded minimum), and carving needs texture: the reference window's
+   intensity standard deviation must be at least ``min_std`` (a flat colour matches at every
+   depth). Sub-plane refinement by a parabola through the
    neighbouring scores. Everything else gets depth 0 ("no depth"), and pixels whose hull depth
    is kept report it (they are valid observations that the surface is at the hull).
 
@@ -108,7 +110,7 @@ def plane_sweep_depth(images: torch.Tensor, masks: torch.Tensor, cams: Cameras,
                       hull_depth: torch.Tensor, depth_range: float = 0.12, n_planes: int = 24,
                       n_neighbors: int = 4, best_k: int = 2, window: int = 5,
                       ncc_weight: float = 0.25, sad_trunc: float = 0.1, min_score: float = 0.6,
-                      margin: float = 0.03, views=None, progress=None
+                      margin: float = 0.03, min_std: float = 0.01, views=None, progress=None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Depth maps by a plane sweep behind the hull (see module doc).
 
@@ -207,7 +209,9 @@ def plane_sweep_depth(images: torch.Tensor, masks: torch.Tensor, cams: Cameras,
                             0.5 * (sm - sp) / den, torch.zeros_like(den)).clamp(-0.5, 0.5)
         d = hd + (kbest.float() + delta) * step
         behind = kbest > 0
+        textured = vr[0, 0].clamp_min(0).sqrt() >= min_std  # [Hc, Wc]
         conf = valid & (best >= min_score) & (kbest < K - 1) & (~behind | (best >= s0 + margin))
+        conf &= textured | ~behind
         depth_out[r, y0:y1, x0:x1] = torch.where(conf, d, torch.zeros_like(d))
         score_out[r, y0:y1, x0:x1] = torch.where(valid, best, torch.zeros_like(best))
         if progress is not None:

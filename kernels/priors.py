@@ -68,7 +68,7 @@ class IPSMGeometryRegularizer:
                                ctx.images[src], src_depth,
                                ctx.cams.viewmats[src], ctx.cams.Ks[src], pseudo_alpha=out_p.alpha)
         loss = self.cfg.weight_geometry * r.loss_geo
-        self.last = {"sigma": sig, "geo": float(r.loss_geo)}
+        self.last = {"sigma": sig, "geo": float(r.loss_geo.detach())}
         if self.mono is not None and self.cfg.weight_depth > 0:
             i = src.tolist()
             out_t = ctx(ctx.cams[i])
@@ -81,5 +81,5 @@ class IPSMGeometryRegularizer:
             lp = ipsm.pearson_depth_loss(out_t.depth, mono[..., None], mask[..., None],
                                          kind=self.kind)
             loss = loss + self.cfg.weight_depth * lp
-            self.last["depth"] = float(lp)
+            self.last["depth"] = float(lp.detach())
         return loss

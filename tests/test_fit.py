@@ -74,12 +74,12 @@ def test_regularizer_and_progress_hooks(small_sample):
 def test_refine_clones_splits_prunes_and_keeps_adam_state():
     n = 6
     params = {"means": torch.zeros(n, 3), "quats": torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
-              "log_scales": torch.log(torch.tensor([[0.001] * 3, [0.5] * 3, [0.001] * 3,
-                                                    [0.001] * 3, [0.3] * 3, [0.001] * 3])),
+              "log_scales": torch.log(torch.tensor([[0.001] * 3, [0.3] * 3, [0.001] * 3,
+                                                    [0.001] * 3, [0.6] * 3, [0.001] * 3])),
               "opacity_logits": torch.tensor([0.0, 0.0, -10.0, 0.0, 0.0, 0.0]),
               "sh": torch.arange(n, dtype=torch.float32)[:, None, None].repeat(1, 1, 3)}
     params = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-    opt = torch.optim.Adam([{"params": [params[k]], "lr": 0.1, "name": k} for k in params])
+    opt = torch.optim.Adam([{"params": [params[k]], "lr": 1e-4, "name": k} for k in params])
     sum(p.sum() for p in params.values()).backward()
     opt.step()
     st = DensifyState(n, "cpu")
@@ -89,11 +89,12 @@ def test_refine_clones_splits_prunes_and_keeps_adam_state():
     # 4: too big -> pruned
     new = refine(params, opt, st, DensifyConfig(grad_threshold=0.5, small_scale=0.01,
                                                 prune_big_scale=0.2), scene_extent=2.0)
-    ids = new["sh"][:, 0, 0].tolist()
+    ids = [round(v) for v in new["sh"][:, 0, 0].tolist()]
     assert sorted(ids) == [0, 0, 1, 1, 3, 5]
     # split children are shrunk by 1.6
     child = [i for i, v in enumerate(ids) if v == 1]
-    assert torch.allclose(new["log_scales"][child], torch.log(torch.tensor(0.5 / 1.6)).expand(2, 3))
+    assert torch.allclose(new["log_scales"][child], torch.log(torch.tensor(0.3 / 1.6)).expand(2, 3),
+                          atol=1e-3)
     # Adam moments of survivors carried over, new rows start at zero
     st_means = opt.state[new["means"]]["exp_avg"]
     assert st_means.shape[0] == 6

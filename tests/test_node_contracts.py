@@ -155,7 +155,7 @@ def test_load_cameras_json(tmp_path):
         mod.LoadCameras().load(str(bad))
 
 
-def _tiny_scene(n_views=4, size=48):
+def _tiny_scene(n_views=3, size=32):
     """A few views of the bundled sample at low resolution (fast fits)."""
     from orbitforge.kernels.sample import load_sample_orbit
 
@@ -173,7 +173,7 @@ def tiny_fit():
     from orbitforge.nodes.gaussians import GaussianReconstruct
 
     img, msk, cams = _tiny_scene()
-    g, renders = GaussianReconstruct().reconstruct(img, cams, 6, 0, 0, 3, mask=msk)
+    g, renders = GaussianReconstruct().reconstruct(img, cams, 3, 0, 0, 3, mask=msk)
     return img, msk, cams, g, renders
 
 
@@ -181,11 +181,11 @@ def test_gaussian_render_outputs_are_images(tiny_fit):
     from orbitforge.nodes.gaussians import GaussianRender
 
     img, _msk, cams, g, renders = tiny_fit
-    assert_image(renders, n=4, hw=(48, 48))
+    assert_image(renders, n=3, hw=(32, 32))
     rgb, alpha, depth = GaussianRender().render(g, cams, "median", "1, 1, 1")
-    assert_image(rgb, n=4, hw=(48, 48))
-    assert_image(depth, n=4, hw=(48, 48))
-    assert alpha.shape == (4, 48, 48) and 0 <= alpha.min() and alpha.max() <= 1
+    assert_image(rgb, n=3, hw=(32, 32))
+    assert_image(depth, n=3, hw=(32, 32))
+    assert alpha.shape == (3, 32, 32) and 0 <= alpha.min() and alpha.max() <= 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,8 +198,8 @@ def test_same_seed_reproduces_the_ply_bytes(tiny_fit, tmp_path, monkeypatch):
 
     monkeypatch.setattr(host, "output_directory", lambda: str(tmp_path))
     img, msk, cams, g1, _ = tiny_fit
-    (g2, _r) = GaussianReconstruct().reconstruct(img, cams, 6, 0, 0, 3, mask=msk)
-    (g3, _r) = GaussianReconstruct().reconstruct(img, cams, 6, 0, 0, 4, mask=msk)
+    (g2, _r) = GaussianReconstruct().reconstruct(img, cams, 3, 0, 0, 3, mask=msk)
+    (g3, _r) = GaussianReconstruct().reconstruct(img, cams, 3, 0, 0, 4, mask=msk)
     paths = [SaveGaussians().save(g, "run")["result"][0] for g in (g1, g2, g3)]
     data = [(tmp_path / p).read_bytes() for p in paths]
     assert len(set(paths)) == 3  # a new counter per save, nothing overwritten
@@ -230,7 +230,7 @@ def test_interrupt_stops_gaussian_reconstruct_at_the_next_step(monkeypatch, tmp_
     and no GAUSSIANS (hence no file) comes out."""
     from orbitforge.nodes.gaussians import GaussianReconstruct
 
-    img, msk, cams = _tiny_scene(3, 32)
+    img, msk, cams = _tiny_scene()
     steps: list = []
     real = host.Progress.update
 
