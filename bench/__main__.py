@@ -12,6 +12,7 @@ BENCHES = {
     "refiner": "Hi3D stage-2 refiner: time/step vs resolution, peak memory, depth consistency",
     "guidance": "SV3D sampling step cost: HarmonyView (3 branches, one batch) vs plain CFG",
     "diffusion2": "Diffusion² matrix sampler: time per pass vs single-frame baseline, forwards, memory",
+    "recon4d": "4D reconstruction of a turning mesh: held-out PSNR per time step, time, memory",
     "priors": "sparse-view fits with and without IPSM geometry regularisers (PSNR, time)",
     "core_schemas": "(tool) regenerate nodes/core_schemas.json from a ComfyUI checkout",
 }

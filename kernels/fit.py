@@ -25,7 +25,7 @@ from .visual_hull import carve_visual_hull, project_points, voxel_grid
 
 @dataclass
 class FitConfig:
-    iterations: int = 1000
+    iterations: int = 600
     sh_degree: int = 0
     seed: int = 0
     resolution: int = 0  # longest side used for training; 0 = the images' own size
@@ -245,15 +245,18 @@ def _fit(images, cams, masks, cfg: FitConfig, init, weights, progress, regulariz
         images, masks, cams, cfg.init_resolution, cfg.init_min_background_views,
         cfg.init_opacity, cfg.sh_degree)
     g0 = g0.with_sh_degree(cfg.sh_degree).to(dev)
+    sh_rest_scale = torch.ones(1, sh_coeffs(cfg.sh_degree), 1, device=dev)
+    sh_rest_scale[:, 1:] = 1 / 20.0  # SH rest coefficients learn 20x slower (3DGS): they are
+    # optimised in a space 20x larger than the stored values (Adam's step is scale-free)
     params = {k: t.detach().clone().requires_grad_(True) for k, t in
               zip(("means", "quats", "log_scales", "opacity_logits", "sh"), g0.tensors())}
+    with torch.no_grad():
+        params["sh"].data /= sh_rest_scale  # a warm start renders exactly as given
     extent = float(cams.radius.max()) * 0.5
     lr = {"means": cfg.lr_means * extent, "quats": cfg.lr_quats, "log_scales": cfg.lr_scales,
           "opacity_logits": cfg.lr_opacity, "sh": cfg.lr_sh0}
     opt = torch.optim.Adam([{"params": [params[k]], "lr": lr[k], "name": k} for k in params],
                            eps=1e-15)
-    sh_rest_scale = torch.ones(1, sh_coeffs(cfg.sh_degree), 1, device=dev)
-    sh_rest_scale[:, 1:] = 1 / 20.0  # SH rest coefficients learn 20x slower (3DGS)
     dstate = DensifyState(params["means"].shape[0], dev)
     bg = torch.tensor(cfg.background, dtype=images.dtype, device=dev)
     coarse = cams.resized(max(8, w // 2), max(8, h // 2))
@@ -337,7 +340,7 @@ def _fit(images, cams, masks, cfg: FitConfig, init, weights, progress, regulariz
 
 def render_gaussians(g: Gaussians, cams: Cameras, background=(1.0, 1.0, 1.0), backend="auto",
                      chunk: int = 8):
-    """Render ``g`` for every camera (no grad, chunked): (rgb, alpha, depth, depth_median)."""
+    """Render ``g`` for every camera (no grad, chunked): (rgb 0..1, alpha, depth, depth_median)."""
     outs = []
     with torch.no_grad():
         bg = torch.tensor(background, dtype=g.means.dtype, device=g.device)
@@ -346,5 +349,5 @@ def render_gaussians(g: Gaussians, cams: Cameras, background=(1.0, 1.0, 1.0), ba
             o = rasterize(g.means, F.normalize(g.quats, dim=-1), g.scales, g.opacities, g.sh,
                           c.viewmats, c.Ks, c.width, c.height, sh_degree=g.sh_degree,
                           backgrounds=bg.expand(len(c), 3), backend=backend)
-            outs.append((o.rgb, o.alpha, o.depth, o.depth_median))
+            outs.append((o.rgb.clamp(0, 1), o.alpha, o.depth, o.depth_median))
     return tuple(torch.cat(t) for t in zip(*outs))

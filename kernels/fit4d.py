@@ -64,9 +64,6 @@ from .ply import write_ply
 
 FRAME_ORDER = "view-major"  # image index = v * F + f
 
-# fit.py trains SH rest coefficients in a space 20x larger than the stored values (3DGS's slower
-# rest learning rate) and does not undo that for ``init``; a warm start multiplies them back.
-_SH_REST_TRAIN_SCALE = 20.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,13 +190,6 @@ def check_sequence(images: torch.Tensor, cams: Cameras, times: int,
 # ----------------------------------------------------------------------------------------------
 
 
-def to_train_space(g: Gaussians) -> Gaussians:
-    """A fitted scene as ``fit_gaussians(init=...)`` must receive it to render the same."""
-    sh = g.sh.clone()
-    sh[:, 1:] = sh[:, 1:] * _SH_REST_TRAIN_SCALE
-    return Gaussians(g.means, g.quats, g.log_scales, g.opacity_logits, sh)
-
-
 def temporal_regularizer(prev: Gaussians, weight: float, length_scale: float) -> Callable:
     """fit's ``regularizer``: pulls means / colours / opacities toward ``prev`` (same N)."""
     prev_means = prev.means.detach()
@@ -287,7 +277,7 @@ def fit_sequence(images: torch.Tensor, cams: Cameras, times: int,
         if init is not None and f > 0:
             reg = temporal_regularizer(init, cfg.temporal_weight, scene_bbox(cams)[1][0])
         res = fit_gaussians(imgs_t[f], cams, None if msks_t is None else msks_t[f], config,
-                            init=None if init is None else to_train_space(init), weights=w,
+                            init=init, weights=w,
                             progress=lambda s, t, p: sub_progress(s, t, p, offset),
                             regularizer=reg)
         done[0] += config.iterations

@@ -23,7 +23,7 @@ Method, per reference view ``r`` (all vectorised in torch):
    matters where it carves, so "deeper than the hull" needs positive evidence), and is not on
    the last plane (an unbounded minimum), and carving needs texture: the reference window's
    intensity standard deviation must be at least ``min_std`` (a flat colour matches at every
-   depth). Sub-plane refinement by a parabola through the
+   depth) and the whole window must lie on the object's mask. Sub-plane refinement by a parabola through the
    neighbouring scores. Everything else gets depth 0 ("no depth"), and pixels whose hull depth
    is kept report it (they are valid observations that the surface is at the hull).
 
@@ -210,6 +210,9 @@ def plane_sweep_depth(images: torch.Tensor, masks: torch.Tensor, cams: Cameras,
         d = hd + (kbest.float() + delta) * step
         behind = kbest > 0
         textured = vr[0, 0].clamp_min(0).sqrt() >= min_std  # [Hc, Wc]
+        # the whole window on the object: windows straddling the silhouette see background,
+        # whose match says nothing about the depth
+        textured &= _box(msk[r][None, :, y0:y1, x0:x1], window)[0, 0] > 0.999
         conf = valid & (best >= min_score) & (kbest < K - 1) & (~behind | (best >= s0 + margin))
         conf &= textured | ~behind
         depth_out[r, y0:y1, x0:x1] = torch.where(conf, d, torch.zeros_like(d))

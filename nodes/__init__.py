@@ -12,6 +12,7 @@ _MODULES = [
     "refiner",
     "cd_score",
     "diffusion2",
+    "gaussians4d",
 ]
 
 NODE_CLASS_MAPPINGS: dict = {}

@@ -49,8 +49,8 @@ class GaussianReconstruct:
             "required": {
                 "views": ("IMAGE", {"tooltip": "The views (e.g. an SV3D orbit), one per camera."}),
                 "cameras": ("CAMERAS", {"tooltip": "The cameras of the views, same order."}),
-                "iterations": ("INT", {"default": 1000, "min": 1, "max": 100000,
-                               "tooltip": "Optimisation steps (one view each). 1000 at 256² takes "
+                "iterations": ("INT", {"default": 600, "min": 1, "max": 100000,
+                               "tooltip": "Optimisation steps (one view each). 600 at 256² takes "
                                "a few minutes on a CPU, seconds on a GPU."}),
                 "resolution": ("INT", {"default": 256, "min": 0, "max": 4096, "step": 8,
                                "tooltip": "Longest image side used for fitting; 0 = the views' own "

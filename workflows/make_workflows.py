@@ -235,7 +235,7 @@ def sample_views_to_mesh() -> Graph:
                       filename_prefix="orbitforge/sample_splat")
     fit_prev = g.node("PreviewImage", (500, 560), (340, 320), "Fit at the training cameras")
     sdf = g.node("OrbitForgeSDFMesh", (890, 20), (340, 380), resolution=128, mode="fast",
-                 min_background_views=1, watertight=True, target_faces=20000,
+                 min_background_views=1, watertight=True, target_faces=0,
                  smooth_iterations=5, color="vertex", texture_size=1024)
     save_mesh = g.node("OrbitForgeSaveMesh", (890, 450), (340, 130),
                        filename_prefix="orbitforge/sample_mesh", format="glb")
@@ -307,7 +307,7 @@ def image_to_mesh_sv3d() -> Graph:
     save_ply = g.node("OrbitForgeSaveGaussians", (920, 400), (340, 110),
                       filename_prefix="orbitforge/splat")
     sdf = g.node("OrbitForgeSDFMesh", (1300, 20), (340, 380), resolution=192, mode="fast",
-                 min_background_views=2, watertight=True, target_faces=50000,
+                 min_background_views=2, watertight=True, target_faces=0,
                  smooth_iterations=5, color="vertex", texture_size=1024)
     save_mesh = g.node("OrbitForgeSaveMesh", (1300, 450), (340, 130),
                        filename_prefix="orbitforge/mesh", format="glb")
