@@ -75,14 +75,18 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mesh", required=True, help="ground-truth mesh (OBJ/PLY/GLB)")
     ap.add_argument("--views", type=int, default=21)
-    ap.add_argument("--res", type=int, default=192, help="voxel grid resolution")
+    ap.add_argument("--res", type=int, default=256, help="view size in pixels")
+    ap.add_argument("--grid", type=int, default=192, help="voxel grid resolution")
     ap.add_argument("--depth", choices=["mvs", "none"], default="mvs",
                     help="depth source with --source images")
     ap.add_argument("--mvs-size", type=int, default=128, help="plane-sweep image size")
     ap.add_argument("--points", type=int, default=1_000_000,
                     help="surface samples for chamfer_hi (0 = skip)")
-    ap.add_argument("--size", type=int, default=256, help="view size in pixels")
     ap.add_argument("--elevation", type=float, default=10.0)
+    ap.add_argument("--orbit", choices=["static", "dynamic"], default="static",
+                    help="SV3D static orbit (one ring) or SV3D's dynamic orbit (seeded)")
+    ap.add_argument("--radius", type=float, default=2.2,
+                    help="camera distance (2.2 keeps a unit-box object inside the frame)")
     ap.add_argument("--source", choices=["images", "gaussians"], default="images")
     ap.add_argument("--fit-iters", type=int, default=300, help="3DGS iterations (gaussians)")
     ap.add_argument("--k", type=int, default=1, help="min_background_views")
@@ -94,13 +98,16 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
 
-    from ..kernels.cameras import make_orbit_cameras, sv3d_static_orbit
+    from ..kernels.cameras import make_orbit_cameras, sv3d_dynamic_orbit, sv3d_static_orbit
     from ..kernels.mesh_render import load_mesh, normalize_mesh, render_mesh
     from ..kernels.metrics import evaluate_mesh
 
     gt, _, _ = normalize_mesh(load_mesh(a.mesh))
-    el, az = sv3d_static_orbit(a.elevation, a.views)
-    cams = make_orbit_cameras(el, az, 2.0, 33.8, a.size, a.size)
+    if a.orbit == "static":
+        el, az = sv3d_static_orbit(a.elevation, a.views)
+    else:
+        el, az = sv3d_dynamic_orbit(a.elevation, a.views, seed=0)
+    cams = make_orbit_cameras(el, az, a.radius, 33.8, a.res, a.res)
     views = render_mesh(gt, cams)
     images, masks = views["rgb"], views["mask"]  # ground-truth depth is NOT used
 
@@ -122,7 +129,7 @@ def main(argv=None) -> int:
     from ..kernels.mesh_pipeline import reconstruct_mesh
 
     dsrc = "depth" if depths is not None else a.depth
-    mesh = reconstruct_mesh(masks, cams, a.res, images=images, depth_source=dsrc, depths=depths,
+    mesh = reconstruct_mesh(masks, cams, a.grid, images=images, depth_source=dsrc, depths=depths,
                             mvs_size=a.mvs_size, min_background_views=a.k, timings=stages,
                             keep_components=1, watertight=not a.no_watertight,
                             target_faces=a.faces, smooth_iterations=a.smooth)
@@ -136,7 +143,7 @@ def main(argv=None) -> int:
         q["chamfer_hi"] = chamfer(mesh, gt, n=a.points)
         q["chamfer_floor"] = chamfer(gt, gt, n=100_000)
         q["chamfer_floor_hi"] = chamfer(gt, gt, n=a.points)
-    out = {"mesh": a.mesh, "source": a.source, "views": a.views, "size": a.size, "res": a.res,
+    out = {"mesh": a.mesh, "source": a.source, "views": a.views, "res": a.res, "grid": a.grid, "orbit": a.orbit,
            "depth_source": "gaussians median" if depths is not None else a.depth,
            **{k: q[k] for k in ("chamfer_hi", "chamfer_floor", "chamfer_floor_hi") if k in q},
            "chamfer": q["chamfer"], "iou": q["iou"], "fscore_001": q["fscore_001"],
@@ -145,7 +152,7 @@ def main(argv=None) -> int:
            "stages": {k: round(v, 3) for k, v in stages.items()},
            "threads": a.threads}
     if depths is not None:
-        o3 = _open3d_tsdf(depths, images, cams, a.res)
+        o3 = _open3d_tsdf(depths, images, cams, a.grid)
         if "mesh" in o3:
             import numpy as np
             import trimesh

@@ -65,7 +65,6 @@ class OrbitCameras:
             "height": ("INT", {"default": 576, "min": 8, "max": 8192, "step": 8,
                        "tooltip": "Image height in pixels."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
-                     "control_after_generate": False,
                      "tooltip": "Seed of the sv3d_dynamic orbit."}),
             "elevations": ("STRING", {"default": "0, 20", "tooltip": "uniform: comma-separated ring "
                            "elevations in degrees."}),
