@@ -231,7 +231,9 @@ def reconstruct_fast(masks: torch.Tensor, cams, resolution: int = 128,
         hi = float(torch.as_tensor(bbox[1]).max() - torch.as_tensor(bbox[0]).min())
         trunc = 3.0 * hi / int(resolution)
         active = (deep > -max_carve) & (field < trunc)
-        tsdf, w = tsdf_fuse(depths, cams, m, resolution, bbox, trunc=trunc, active=active)
+        import os
+        _mode = os.environ.get('OF_FUSE', 'mask')
+        tsdf, w = tsdf_fuse(depths, cams, None if _mode == 'nomask' else m, resolution, bbox, trunc=trunc, active=active)
         field = combine_hull_tsdf(field, tsdf, w, min_weight, max_carve, hull_depth=deep)
         tm["fuse_s"] = time.time() - t
     if progress is not None:

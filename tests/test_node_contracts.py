@@ -362,9 +362,6 @@ def test_wrong_model_for_diffusion2_names_the_files():
 
 
 @pytest.mark.comfyui
-@pytest.mark.xfail(strict=True, reason="nodes/host/models.py model_kind: the message for a "
-                   "non-video MODEL names no file (should name second_stage.safetensors / "
-                   "sv3d_p.safetensors / svd_xt.safetensors); remove this marker once fixed")
 def test_wrong_model_for_refiner_and_diffusion2_names_the_files():
     from comfy_host import require_comfyui
 

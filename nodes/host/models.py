@@ -176,8 +176,11 @@ def model_kind(model) -> str:
     if isinstance(base, mb.SVD_img2vid):
         return "svd"
     raise ValueError(f"MODEL {type(base).__name__} (in_channels {cin}) is neither the Hi3D stage-2 "
-                     "refiner (17 channels, from OrbitForgeLoadRefiner) nor an SVD/SV3D video model "
-                     "(anchored mode)")
+                     "refiner (17 channels: Hi3D's second_stage.pt or its safetensors conversion "
+                     "in models/orbitforge_refiner/, loaded with OrbitForgeLoadRefiner) nor an "
+                     "SVD/SV3D video model (sv3d_p.safetensors, sv3d_u.safetensors or "
+                     "svd_xt.safetensors in models/checkpoints/, loaded with Image Only Checkpoint "
+                     "Loader)")
 
 
 def latent_scale_in(model, z: torch.Tensor) -> torch.Tensor:
