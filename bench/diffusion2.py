@@ -1,6 +1,7 @@
 """Benchmark of the Diffusion² matrix sampler on tiny random-weight diffusers SVD UNets.
 
-``python -m orbitforge.bench diffusion2 [--json] [--views V] [--frames F] [--size S] [--steps N]``
+``python -m orbitforge.bench diffusion2 [--json] [--views V] [--frames F] [--size S] [--steps N]
+[--no-4d]``
 
 Measures, per sampler pass (one composed x0 of the whole V x F matrix):
 
@@ -10,6 +11,9 @@ Measures, per sampler pass (one composed x0 of the whole V x F matrix):
   ``F + V`` sequences per branch;
 * peak memory at two chunk sizes (CUDA: ``max_memory_allocated``; CPU: the peak growth of the
   resident set during sampling, polled, each configuration in a fresh subprocess).
+
+* unless ``--no-4d``: the 4D reconstruction of a synthetic moving object (``bench recon4d``:
+  spot turning while seen along an orbit; held-out PSNR per time step), under ``recon4d``.
 
 The module also holds the diffusers adapter used by the tests (:class:`DiffusersSequenceModel`).
 """
@@ -203,6 +207,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--column-chunk", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--row-chunk", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--no-4d", action="store_true",
+                   help="skip the 4D reconstruction part (bench recon4d, run as a subprocess)")
     p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._child:
@@ -237,6 +243,13 @@ def main(argv=None) -> int:
         "frames_through_unet_per_pass": 2 * 2 * V * F,
         "peak_memory": mem,
     }
+    if not args.no_4d:  # the 4D reconstruction of a synthetic moving object (bench recon4d)
+        r = subprocess.run([sys.executable, "-m", "orbitforge.bench.recon4d", "--json"],
+                           capture_output=True, text=True, env=dict(os.environ), check=False)
+        try:
+            result["recon4d"] = json.loads(r.stdout.strip().splitlines()[-1])
+        except Exception:  # noqa: BLE001 - report the child's error in the JSON
+            result["recon4d"] = {"error": (r.stderr or r.stdout)[-400:]}
     if args.json:
         print(json.dumps(result))
     else:

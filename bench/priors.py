@@ -4,6 +4,13 @@ mask IoU of held-out silhouettes, fit time, and the time ratio.
 
 Default: spot and cow (when ``--mesh`` names files; spot is bundled), 4 and 6 views on a ring at
 elevation 10, 128² (``--res``), evaluated on 21 held-out cameras of the same ring.
+
+``--diffusion-cost``: extra cost per iteration of the diffusion priors (IPSM diffusion with an
+SD-1.5-inpainting + SD-1.5 pair, SV3D masked SDS on a 5-frame orbit), applied every step of a
+short fit, with tiny random-weight models built with ComfyUI's own classes (needs
+``COMFYUI_PATH``; reported as skipped otherwise). Real checkpoints cost far more: these numbers
+measure the plumbing (renders, VAE graph, CFG batches), not the UNets' real size.
+``--skip-geometry`` leaves out the geometry section.
 """
 
 from __future__ import annotations
@@ -33,6 +40,105 @@ def _fit_eval(gt, cams, test_gt, test_cams, iters, reg, seed):
             "wall_s": round(wall, 2), "gaussians": len(res.gaussians)}
 
 
+def _tiny_sd15(cin, seed):
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models as sm
+
+    unet_config = {"use_checkpoint": False, "image_size": 32, "out_channels": 4,
+                   "use_spatial_transformer": True, "legacy": False, "adm_in_channels": None,
+                   "in_channels": cin, "model_channels": 32, "num_res_blocks": [1, 1],
+                   "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1],
+                   "channel_mult": [1, 2], "transformer_depth_middle": 1,
+                   "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 2,
+                   "use_temporal_attention": False, "use_temporal_resblock": False}
+    cfg = sm.SD15(unet_config)
+    cfg.set_inference_dtype(torch.float32, None)
+    torch.manual_seed(seed)
+    model = cfg.get_model({})
+    with torch.no_grad():  # ComfyUI's ops skip weight init
+        for n, p in model.diffusion_model.named_parameters():
+            if p.ndim > 1:
+                p.normal_(0, 0.02)
+            elif "norm" in n and n.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0, 0.01)
+    model.eval()
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                            offload_device=torch.device("cpu"))
+
+
+def _tiny_vae(size):
+    import comfy.sd
+
+    dd = {"double_z": True, "z_channels": 4, "resolution": size, "in_channels": 3, "out_ch": 3,
+          "ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [],
+          "dropout": 0.0}
+    torch.manual_seed(2)
+    vae = comfy.sd.VAE(sd={}, config={"params": {"ddconfig": dd, "embed_dim": 4}})
+    with torch.no_grad():
+        for n, p in vae.first_stage_model.named_parameters():
+            if p.ndim > 1:
+                torch.nn.init.normal_(p, 0, 0.05)
+            elif "norm" in n and n.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+    return vae
+
+
+def diffusion_cost(iters: int = 6, res: int = 48, frames: int = 5, latent: int = 8) -> dict:
+    """Seconds per iteration of a short fit without / with each diffusion prior (every step)."""
+    from .guidance import _comfy, tiny_comfy_sv3d
+
+    if _comfy() is None:
+        return {"skipped": "COMFYUI_PATH unset"}
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)  # the tiny VAE's 'missing keys' warning
+    from ..kernels.fit import FitConfig, fit_gaussians
+    from ..kernels.sample import load_sample_orbit
+    from ..nodes.gaussians import build_regularizer
+    from ..nodes.priors import IPSMDiffusionPriors, SV3DSDSPriors
+
+    images, masks, cams = load_sample_orbit()
+    idx = [20, 0, 19]
+    im = torch.nn.functional.interpolate(images[idx].permute(0, 3, 1, 2), size=(res, res),
+                                         mode="area").permute(0, 2, 3, 1)
+    mk = torch.nn.functional.interpolate(masks[idx][:, None], size=(res, res), mode="area")[:, 0]
+    cams = cams[idx].resized(res, res)
+    vae = _tiny_vae(latent * 8)
+    text = [[torch.full((1, 77, 768), 0.5), {}]]
+    g = torch.Generator().manual_seed(0)
+    az = [(f + 1) * 360.0 / frames % 360.0 for f in range(frames)]
+    sv_pos = [[torch.randn(1, 1, 1024, generator=g) * 0.1,
+               {"concat_latent_image": torch.randn(1, 4, latent, latent, generator=g),
+                "elevation": [10.0] * frames, "azimuth": az, "augmentation_level": 1e-5}]]
+    (ipsm,) = IPSMDiffusionPriors().make(_tiny_sd15(9, 3), _tiny_sd15(4, 4), vae, text, 1.0, 1,
+                                         0.0, 0, 7.5)
+    (sv3d,) = SV3DSDSPriors().make(tiny_comfy_sv3d(), vae, sv_pos, 1.0, 0.0, 1, 2.5)
+
+    def run(priors):
+        reg = build_regularizer(priors, len(idx))
+        t = time.perf_counter()
+        with torch.inference_mode():
+            fit_gaussians(im.clone(), cams, mk.clone(),
+                          FitConfig(iterations=iters, densify=False, seed=0), regularizer=reg)
+        return (time.perf_counter() - t) / iters
+
+    run(None)  # warm-up
+    base = run(None)
+    out = {"iters": iters, "res": res, "baseline_s_per_iter": round(base, 4)}
+    for name, pri in (("ipsm_diffusion", ipsm), ("sv3d_sds", sv3d)):
+        t = run(pri)
+        out[name] = {"s_per_iter": round(t, 4), "extra_s_per_application": round(t - base, 4),
+                     "ratio": round(t / max(base, 1e-9), 2)}
+    out["sv3d_frames"] = frames
+    out["sv3d_render"] = latent * 8
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m orbitforge.bench priors", description=__doc__)
     ap.add_argument("--mesh", action="append", default=None,
@@ -44,6 +150,10 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--diffusion-cost", action="store_true",
+                    help="also time the diffusion priors on tiny ComfyUI models (COMFYUI_PATH)")
+    ap.add_argument("--skip-geometry", action="store_true",
+                    help="skip the geometry-regulariser PSNR section")
     args = ap.parse_args(argv)
 
     from ..kernels.cameras import make_orbit_cameras, uniform_orbit
@@ -51,7 +161,7 @@ def main(argv=None) -> int:
     from ..kernels.priors import IPSMGeometryConfig, IPSMGeometryRegularizer
     from ..kernels.sample import SAMPLE_RADIUS, load_sample_mesh
 
-    meshes = args.mesh or ["spot"]
+    meshes = [] if args.skip_geometry else (args.mesh or ["spot"])
     results = []
     for path in meshes:
         mesh = load_sample_mesh() if path == "spot" else normalize_mesh(load_mesh(path))[0]
@@ -73,10 +183,14 @@ def main(argv=None) -> int:
             if not args.json:
                 print(json.dumps(row), file=sys.stderr)
     out = {"bench": "priors", "res": args.res, "iters": args.iters, "results": results,
-           "mean_psnr_gain": round(float(np.mean([r["psnr_gain"] for r in results])), 3),
-           "max_time_ratio": max(r["time_ratio"] for r in results),
+           "mean_psnr_gain": (round(float(np.mean([r["psnr_gain"] for r in results])), 3)
+                              if results else None),
+           "max_time_ratio": max((r["time_ratio"] for r in results), default=None),
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "threads": torch.get_num_threads()}
+    if args.diffusion_cost:
+        out["diffusion_cost"] = diffusion_cost()
+        out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(out))
     return 0
 

@@ -123,6 +123,8 @@ def cd_terms(image_embeds: torch.Tensor, text_embed: torch.Tensor, reference: in
     text_sim = 100.0 * _cos(t.expand_as(f), f).clamp_min(0.0)  # [n]
     D = float(dissim.sum())
     S_var = float(text_sim.var(unbiased=True))
+    if S_var < 1e-12:  # identical similarities up to float64 round-off: exactly no variance
+        S_var = 0.0
     cd = D / S_var if S_var > 0 else math.inf
     return CDResult(D, S_var, cd, dissim.tolist(), text_sim.tolist(), ref)
 

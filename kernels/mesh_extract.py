@@ -138,27 +138,57 @@ def make_watertight(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
                      f"{len(m.faces)} faces); disable 'watertight' or raise the resolution")
 
 
+def _check_manifold(mesh: trimesh.Trimesh) -> None:
+    """Raise ``ValueError`` when ``mesh`` has an edge shared by more than two faces."""
+    counts = np.unique(mesh.edges_sorted, axis=0, return_counts=True)[1]
+    if len(counts) and counts.max() > 2:
+        raise ValueError("the finished mesh is non-manifold (an edge shared by more than two "
+                         "faces); raise the resolution or disable 'watertight'")
+
+
 def finish_mesh(verts, faces, keep_components: int = 1, watertight: bool = True,
                 target_faces: int = 0, smooth_iterations: int = 0) -> trimesh.Trimesh:
     """Marching-cubes output -> the delivered mesh.
 
     Order: keep the largest ``keep_components`` components (0 = all); Taubin smoothing
-    (``smooth_iterations``, 0 = off); decimation to ``target_faces`` (0 = off); watertight repair
-    (raises ``ValueError`` if impossible). Raises ``ValueError`` for an empty result.
+    (``smooth_iterations``, 0 = off); decimation to ``target_faces`` (0 = off); watertight repair.
+    Quadric decimation can occasionally create non-manifold edges or holes that the repair cannot
+    close; then decimation is retried at 1.25x and 1.6x the target and finally skipped (the
+    undecimated marching-cubes mesh is closed by construction), so ``watertight=True`` only fails
+    when even the undecimated mesh cannot be repaired. Raises ``ValueError`` for an empty or
+    non-manifold result -- never returns an empty mesh.
     """
     if verts is None or len(verts) == 0 or len(faces) == 0:
         raise ValueError("the reconstruction is empty (no faces); check the masks and cameras")
     mesh = _to_trimesh(verts, faces)
+    if len(mesh.faces) == 0:
+        raise ValueError("the reconstruction is empty after cleaning (only degenerate faces); "
+                         "raise the resolution or check the masks")
     mesh = keep_largest_components(mesh, int(keep_components))
     mesh = taubin_smooth(mesh, int(smooth_iterations))
-    mesh = decimate(mesh, int(target_faces))
-    if watertight:
-        mesh = make_watertight(mesh)
-        if mesh.volume < 0:
-            mesh.invert()
-    if len(mesh.faces) == 0:
-        raise ValueError("the finished mesh is empty; lower target_faces or check the input")
-    return mesh
+    target = int(target_faces)
+    tries = [target] if target <= 0 or len(mesh.faces) <= target else \
+        [target, int(target * 1.25), int(target * 1.6), 0]
+    out, err = None, None
+    for t in tries:
+        try:
+            cand = decimate(mesh, t)
+            if watertight:
+                cand = make_watertight(cand)
+                if cand.volume < 0:
+                    cand.invert()
+            if len(cand.faces) == 0:
+                raise ValueError("the finished mesh is empty; lower target_faces or check the "
+                                 "input")
+            _check_manifold(cand)
+        except ValueError as e:
+            err = e
+            continue
+        out = cand
+        break
+    if out is None:
+        raise err
+    return out
 
 
 def field_to_mesh(field: torch.Tensor, bbox=DEFAULT_BBOX, level: float = 0.0,
@@ -180,15 +210,18 @@ def estimate_grid_bytes(resolution: int) -> int:
 
 def reconstruct_fast(masks: torch.Tensor, cams, resolution: int = 128,
                      depths=None, min_background_views: int = 1,
-                     bbox=DEFAULT_BBOX, min_weight: float = 3.0, max_carve: float = 0.1,
+                     bbox=DEFAULT_BBOX, min_weight: float = 1.5, max_carve: float = 0.1,
                      max_bytes: int | None = None, progress=None, timings: dict | None = None,
-                     **finish) -> trimesh.Trimesh:
+                     angle_weight: bool = True, **finish) -> trimesh.Trimesh:
     """Masks (+ optional depth maps) -> finished mesh.
 
     The field is :func:`.visual_hull.hull_sdf` (sub-voxel silhouette distance, soft voting with
     ``min_background_views``, narrow band); with ``depths`` it is further carved by
     :func:`.tsdf.combine_hull_tsdf` (voxels no depth observes stay inside; never deeper than
-    ``max_carve`` below the hull; only where ``min_weight`` views agree). ``depths`` is a
+    ``max_carve`` below the hull; only where the observations' weights sum to ``min_weight``:
+    with ``angle_weight`` each depth observation counts ``|cos|`` of its viewing angle to the
+    surface, see :func:`.tsdf.tsdf_fuse`; measured with ground-truth depth on the cow this cut
+    the inward bias of the fused surface -- 64^3 IoU 0.981 -> 0.988). ``depths`` is a
     ``[C, H, W]`` tensor of camera z (0 = none), or a callable ``depths(hull_field) -> [C, H, W]``
     that derives them from the hull (e.g. :func:`.mvs.mvs_depth`). ``finish`` goes to
     :func:`finish_mesh`. ``timings`` (a dict) receives per-stage wall seconds. Raises
@@ -231,9 +264,10 @@ def reconstruct_fast(masks: torch.Tensor, cams, resolution: int = 128,
         hi = float(torch.as_tensor(bbox[1]).max() - torch.as_tensor(bbox[0]).min())
         trunc = 3.0 * hi / int(resolution)
         active = (deep > -max_carve) & (field < trunc)
-        import os
-        _mode = os.environ.get('OF_FUSE', 'mask')
-        tsdf, w = tsdf_fuse(depths, cams, None if _mode == 'nomask' else m, resolution, bbox, trunc=trunc, active=active)
+        # no mask observations: the hull already carves everything a silhouette sees, and the
+        # nearest-pixel background votes bias the fused surface inwards at every silhouette
+        tsdf, w = tsdf_fuse(depths, cams, None, resolution, bbox, trunc=trunc, active=active,
+                            angle_weight=angle_weight)
         field = combine_hull_tsdf(field, tsdf, w, min_weight, max_carve, hull_depth=deep)
         tm["fuse_s"] = time.time() - t
     if progress is not None:

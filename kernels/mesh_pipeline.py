@@ -46,7 +46,7 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 192,
                      images: torch.Tensor | None = None, depth_source: str = "mvs",
                      depths: torch.Tensor | None = None, gaussians=None, mvs_size: int = 128,
                      min_background_views: int = 1, max_carve: float = 0.1,
-                     min_weight: float = 3.0, bbox=DEFAULT_BBOX, max_bytes: int | None = None,
+                     min_weight: float = 1.5, bbox=DEFAULT_BBOX, max_bytes: int | None = None,
                      progress=None, timings: dict | None = None, mvs_options: dict | None = None,
                      **finish) -> trimesh.Trimesh:
     """masks ``[C, H, W]`` (+ images ``[C, H, W, 3]`` for ``"mvs"``, ``gaussians`` for

@@ -5,6 +5,16 @@ cameras perturbed around the training cameras (σ annealed 0.01 -> 0.05) are ren
 training view is inverse-warped into them with the rendered pseudo depth, and the pseudo render
 is pulled towards the warped view inside the strict depth-consistency mask; optionally a Pearson
 correlation loss ties the rendered depth of the training views to a monocular depth.
+
+:class:`IPSMDiffusionRegularizer` (issue 7 item 2): IPSM's two score terms (:func:`.sds.ipsm_prior_loss`,
+weights 0.2 / 2.0, t ~ U[250, 750), ramp-in) on the VAE latents of pseudo renders, the
+inpainting model conditioned on the warped closest training view and its inpaint mask.
+:class:`SV3DSDSRegularizer` (item 3): masked SDS with a video (SV3D) denoiser on a whole orbit of
+renders, weighted by the visibility mask (:func:`.sds.visibility_mask_from_depth`) so only what no
+training camera sees is repainted; switched on in the last part of the fit.
+
+Both take the models as callables (built by the host layer, ``nodes/host/priors.py``), so this
+module stays free of ComfyUI; both only act every ``every`` steps to bound their cost.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from . import ipsm
+from . import cameras as K, ipsm, sds
 
 
 @dataclass
@@ -83,3 +93,184 @@ class IPSMGeometryRegularizer:
             loss = loss + self.cfg.weight_depth * lp
             self.last["depth"] = float(lp.detach())
         return loss
+
+
+def _resize_images(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``[B, H, W, C]`` -> ``[B, height, width, C]`` (bilinear; identity when already there)."""
+    if x.shape[1:3] == (height, width):
+        return x
+    y = torch.nn.functional.interpolate(x.permute(0, 3, 1, 2), size=(height, width),
+                                        mode="bilinear", align_corners=False)
+    return y.permute(0, 2, 3, 1)
+
+
+def _latent_size(h: int, w: int, size: int) -> tuple:
+    """Pixel size (multiple of 8) the pseudo renders are encoded at: ``size`` on the long side
+    (0 = the render's own size rounded to 8), at least 64."""
+    long = max(h, w) if size <= 0 else size
+    s = long / max(h, w)
+    return (max(64, int(round(h * s / 8)) * 8), max(64, int(round(w * s / 8)) * 8))
+
+
+@dataclass
+class IPSMDiffusionConfig:
+    weight: float = 1.0  # multiplies 0.2 L(g1) + 2.0 L(g2)
+    w1: float = sds.IPSM_W1
+    w2: float = sds.IPSM_W2
+    every: int = 4  # apply every k-th step (each application = 2 UNet passes x 2 for CFG)
+    start: float = 0.0  # fraction of the fit before the terms switch on
+    ramp: int = sds.IPSM_RAMP  # ramp-in length in steps after the start
+    pseudo_views: int = 1
+    size: int = 0  # long side (pixels, multiple of 8) the pseudo renders are encoded at; 0 = as rendered
+    t_range: tuple = sds.IPSM_T_RANGE
+    seed: int = 0
+
+
+class IPSMDiffusionRegularizer:
+    """IPSM's diffusion prior as a fit ``regularizer(step, params, ctx)``.
+
+    ``encode(images [P,H,W,3] 0..1) -> latents [P,4,H/8,W/8]`` must keep the autograd graph;
+    ``eps_inpaint(x9, t)`` / ``eps_sd(x4, t)`` are the CFG'd epsilon predictions of the
+    SD-1.5-inpainting and SD-1.5 models on DDPM latents; ``alphas_cumprod`` ``[T]`` their schedule.
+    ``prepare()`` (optional) is called once on first use (the host loads weights there).
+    """
+
+    def __init__(self, encode, eps_inpaint, eps_sd, alphas_cumprod: torch.Tensor,
+                 config: Optional[IPSMDiffusionConfig] = None, prepare=None):
+        self.cfg = config or IPSMDiffusionConfig()
+        if self.cfg.every < 1 or self.cfg.pseudo_views < 1 or self.cfg.ramp < 0:
+            raise ValueError(f"every and pseudo_views must be >= 1 and ramp >= 0, got "
+                             f"{self.cfg.every}, {self.cfg.pseudo_views}, {self.cfg.ramp}")
+        self.encode, self.eps_inpaint, self.eps_sd = encode, eps_inpaint, eps_sd
+        self.ac = alphas_cumprod
+        self.prepare = prepare
+        self.gen = torch.Generator().manual_seed(self.cfg.seed)
+        self.last = {}
+        self.calls = 0
+
+    def __call__(self, step: int, params: dict, ctx) -> torch.Tensor:
+        zero = params["means"].sum() * 0
+        total = ctx.iterations
+        start = int(self.cfg.start * total)
+        if step < start or step % self.cfg.every or self.cfg.weight == 0:
+            return zero
+        if self.prepare is not None:
+            self.prepare()
+            self.prepare = None
+        sig = ipsm.pseudo_sigma(step, total)
+        k = len(ctx.view_idx)
+        if k and ctx.step_render is not None:  # reuse this step's training renders (one less)
+            pick = torch.randint(0, k, (self.cfg.pseudo_views,), generator=self.gen)
+            src = torch.tensor(ctx.view_idx)[pick]
+            src_depth = ctx.step_render.depth.detach()[pick]
+            pc, _ = ipsm.perturb_cameras(ctx.cams, sig, source=src, generator=self.gen)
+        else:
+            pc, src = ipsm.perturb_cameras(ctx.cams, sig, count=self.cfg.pseudo_views,
+                                           generator=self.gen)
+            with torch.no_grad():
+                src_depth = ctx(ctx.cams[src.tolist()]).depth
+        out_p = ctx(pc)  # [P, H, W, *] with grad
+        g = ipsm.ipsm_geometry(out_p.rgb.detach(), out_p.depth.detach(), pc.viewmats, pc.Ks,
+                               ctx.images[src], src_depth, ctx.cams.viewmats[src],
+                               ctx.cams.Ks[src], pseudo_alpha=out_p.alpha.detach())
+        H, W = _latent_size(out_p.rgb.shape[1], out_p.rgb.shape[2], self.cfg.size)
+        z = self.encode(_resize_images(out_p.rgb, H, W))  # [P, 4, h, w] with grad
+        inpaint = g.masks.inpaint  # [P, H, W, 1] bool: where the warp is not trusted
+        with torch.no_grad():
+            cond_img = _resize_images(sds.masked_image(g.warp.image[..., :3], inpaint), H, W)
+            masked_latent = self.encode(cond_img).detach()
+        mask_latent = sds.inpaint_mask_latent(inpaint, z.shape[-2], z.shape[-1])
+        loss, info = sds.ipsm_prior_loss(z, self.eps_inpaint, self.eps_sd, self.ac,
+                                         mask_latent.to(z), masked_latent.to(z), step=step,
+                                         start=start, ramp=self.cfg.ramp, t_range=self.cfg.t_range,
+                                         w1=self.cfg.w1, w2=self.cfg.w2, generator=self.gen)
+        self.calls += 1
+        self.last = {"loss": float(loss.detach()), "l1": float(info["l1"].detach()),
+                     "l2": float(info["l2"].detach()), "scale": info["scale"],
+                     "inpaint_frac": float(inpaint.float().mean())}
+        return self.cfg.weight * loss.to(zero.device, zero.dtype)
+
+
+@dataclass
+class SV3DSDSConfig:
+    weight: float = 1.0
+    start: float = 0.7  # fraction of the fit before SDS switches on (0.7 = the last 30 %)
+    every: int = 4
+    sigma_min: float = 0.05
+    sigma_max: float = 5.0
+    weighting: str = "one_minus_alpha"
+    random_azimuth: bool = True  # rotate the whole orbit by a random offset each application
+    f0: float = 0.0  # visibility smoothstep range (SPEC section 3)
+    f1: float = 0.5
+    seed: int = 0
+
+
+class SV3DSDSRegularizer:
+    """Masked SDS with a multi-view video denoiser on a whole orbit (SV3D).
+
+    ``elevations`` / ``azimuths`` (degrees, ``[F]``) are the orbit the conditioning was made for,
+    ``(height, width)`` the pixel size of its latents x 8. ``denoiser_for(elevations, azimuths)``
+    returns ``D(x [F,4,h,w], sigma [F]) -> x0`` conditioned on those cameras (the host rebuilds
+    the camera vector for a rotated orbit); ``encode(images [F,H,W,3]) -> [F,4,h,w]`` keeps the
+    graph. The orbit is rendered with cameras at the training cameras' mean distance and
+    ``fov`` (SV3D's 33.8 degrees by default); the SDS gradient on the latents is multiplied by the
+    visibility mask w.r.t. the training cameras (area-averaged to the latent grid).
+    """
+
+    def __init__(self, encode, denoiser_for, elevations, azimuths, height: int, width: int,
+                 config: Optional[SV3DSDSConfig] = None, fov: float = K.SV3D_FOV_DEG,
+                 prepare=None):
+        self.cfg = config or SV3DSDSConfig()
+        if self.cfg.every < 1 or not (0.0 <= self.cfg.start < 1.0):
+            raise ValueError(f"every must be >= 1 and start in [0, 1), got {self.cfg.every}, "
+                             f"{self.cfg.start}")
+        sds.edm_weight(torch.ones(1), self.cfg.weighting)  # validate
+        if len(elevations) != len(azimuths) or len(azimuths) == 0:
+            raise ValueError(f"need one elevation per azimuth, got {len(elevations)} and "
+                             f"{len(azimuths)}")
+        if height % 8 or width % 8:
+            raise ValueError(f"render size must be a multiple of 8, got {width}x{height}")
+        self.encode, self.denoiser_for = encode, denoiser_for
+        self.el = [float(e) for e in elevations]
+        self.az = [float(a) for a in azimuths]
+        self.h, self.w, self.fov = int(height), int(width), float(fov)
+        self.prepare = prepare
+        self.gen = torch.Generator().manual_seed(self.cfg.seed)
+        self.last = {}
+        self.calls = 0
+
+    def orbit(self, offset: float, radius: float):
+        az = [(a + offset) % 360.0 for a in self.az]
+        return az, K.make_orbit_cameras(self.el, az, radius, self.fov, self.w, self.h)
+
+    def __call__(self, step: int, params: dict, ctx) -> torch.Tensor:
+        zero = params["means"].sum() * 0
+        if step < int(self.cfg.start * ctx.iterations) or step % self.cfg.every \
+                or self.cfg.weight == 0:
+            return zero
+        if self.prepare is not None:
+            self.prepare()
+            self.prepare = None
+        dev = ctx.cams.viewmats.device
+        ref = ctx.cams.centers  # [R, 3]
+        radius = float(ref.norm(dim=-1).mean())
+        offset = 0.0
+        if self.cfg.random_azimuth:
+            step_deg = 360.0 / len(self.az)
+            offset = float(torch.rand(1, generator=self.gen)) * step_deg
+        az, cams = self.orbit(offset, radius)
+        cams = cams.to(dev)
+        out = ctx(cams)  # [F, H, W, *] with grad
+        mask, _ = sds.visibility_mask_from_depth(out.depth, cams.viewmats, cams.Ks, ref,
+                                                 alpha=out.alpha, f0=self.cfg.f0, f1=self.cfg.f1)
+        z = self.encode(out.rgb)  # [F, 4, h, w]
+        m = sds.mask_to_latent(mask, z.shape[-2], z.shape[-1]).to(z)  # [F, 1, h, w]
+        sigma = sds.sample_sigma(1, self.cfg.sigma_min, self.cfg.sigma_max, self.gen,
+                                 z.device, z.dtype).expand(z.shape[0])
+        noise = torch.randn(z.shape, generator=self.gen, dtype=z.dtype).to(z.device)
+        D = self.denoiser_for(self.el, az)
+        loss, info = sds.edm_sds_loss(z, D, sigma, m, noise=noise, weighting=self.cfg.weighting)
+        self.calls += 1
+        self.last = {"loss": float(loss.detach()), "sigma": float(sigma[0]),
+                     "offset": offset, "mask_mean": float(mask.mean())}
+        return self.cfg.weight * loss.to(zero.device, zero.dtype)

@@ -128,6 +128,14 @@ def build_regularizer(priors, n_views: int):
                 raise ValueError(f"mono_depth has {mono.shape[0]} images but there are {n_views} "
                                  "views; give one depth per view")
             terms.append(IPSMGeometryRegularizer(spec["config"], mono, spec["mono_kind"]))
+        elif name == "ipsm_diffusion":
+            from .host import priors as host_priors  # noqa: PLC0415 - ComfyUI models
+
+            terms.append(host_priors.build_ipsm_diffusion(spec))
+        elif name == "sv3d_sds":
+            from .host import priors as host_priors  # noqa: PLC0415 - ComfyUI models
+
+            terms.append(host_priors.build_sv3d_sds(spec))
         else:
             raise ValueError(f"unknown prior {name!r} in RECON_PRIORS")
     if not terms:

@@ -71,5 +71,30 @@ def require_comfyui():
         mm = importlib.import_module("comfy.model_management")
     finally:
         sys.argv = saved_argv
+    # import now every ComfyUI module that needs torchvision at import time, then hide the
+    # stand-in again so libraries probing for torchvision later (transformers, diffusers) see
+    # none instead of a fake one
+    for name in ("comfy.model_base", "comfy.sd", "comfy.supported_models", "comfy.samplers",
+                 "comfy.clip_vision", "comfy.ldm.cascade.stage_c_coder",
+                 "comfy.ldm.cascade.controlnet", "comfy.ldm.cosmos.model",
+                 "comfy.ldm.cosmos.predict2", "comfy.ldm.ace.vae.music_dcae_pipeline"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # optional model families (e.g. audio without torchaudio)
+            pass
+    _hide_stub()
     _LOADED = mm
     return mm
+
+
+def _hide_stub():
+    stub = [k for k, m in sys.modules.items()
+            if (k == "torchvision" or k.startswith("torchvision."))
+            and getattr(m, "__file__", None) is None]
+    for k in stub:
+        del sys.modules[k]
+    if stub and "transformers.utils.import_utils" in sys.modules:
+        iu = sys.modules["transformers.utils.import_utils"]
+        cached = getattr(iu, "is_torchvision_available", None)
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()

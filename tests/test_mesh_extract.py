@@ -124,3 +124,67 @@ def test_fast_path_bad_masks():
         reconstruct_fast(torch.ones(4, 32, 32), cams, 16)
     with pytest.raises(ValueError, match="GiB"):
         reconstruct_fast(torch.ones(4, 32, 32), cams, 4096, max_bytes=2**30)
+
+
+def test_finishing_retries_when_decimation_breaks_watertightness(monkeypatch):
+    """A decimation that opens holes (simulated: it drops faces) must not reach the user: the
+    finishing step retries with a larger target and finally skips decimation."""
+    import orbitforge.kernels.mesh_extract as me
+
+    v, f = marching_cubes(sphere_field(40))
+    real = me.decimate
+    calls = []
+
+    def broken(mesh, target):
+        calls.append(target)
+        out = real(mesh, target)
+        if target > 0:  # every decimation tears the surface open beyond repair
+            out = trimesh.Trimesh(out.vertices, out.faces[: len(out.faces) // 2], process=True)
+        return out
+
+    monkeypatch.setattr(me, "decimate", broken)
+    m = me.finish_mesh(v, f, watertight=True, target_faces=1000)
+    assert m.is_watertight and m.volume > 0
+    assert calls[0] == 1000 and calls[-1] == 0 and len(calls) >= 3
+    # without watertight the (open but manifold) decimated mesh is accepted at once
+    calls.clear()
+    m2 = me.finish_mesh(v, f, watertight=False, target_faces=1000)
+    assert calls == [1000] and len(m2.faces) > 0
+
+
+def test_non_manifold_result_is_a_clear_error():
+    from orbitforge.kernels.mesh_extract import _check_manifold
+
+    # three triangles sharing one edge
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1]], float)
+    m = trimesh.Trimesh(v, [[0, 1, 2], [1, 0, 3], [0, 1, 4]], process=False)
+    with pytest.raises(ValueError, match="non-manifold"):
+        _check_manifold(m)
+
+
+def test_depth_normal_weight_is_the_viewing_cosine():
+    from orbitforge.kernels.cameras import make_orbit_cameras
+    from orbitforge.kernels.tsdf import depth_normal_weight
+
+    cams = make_orbit_cameras([0.0], [0.0], 2.0, 40.0, 64, 64)
+    K = cams.Ks[0]
+    jj, ii = torch.meshgrid(torch.arange(64) + 0.5, torch.arange(64) + 0.5, indexing="xy")
+    x = (jj - K[0, 2]) / K[0, 0]
+    # a plane through (0, 0, 2) (camera frame) tilted by 60 degrees about the camera's y axis:
+    # points with z = 2 + tan(60) * X, i.e. along the ray z = 2 / (1 - tan(60) x)
+    t = np.tan(np.radians(60.0))
+    z = 2.0 / (1.0 - t * x)
+    d = torch.where((z > 0) & (z < 6), z, torch.zeros_like(z))[None]
+    w = depth_normal_weight(d, cams)[0]
+    ray = torch.nn.functional.normalize(torch.stack([x, (ii - K[1, 2]) / K[1, 1],
+                                                     torch.ones_like(x)], -1), dim=-1)
+    n = torch.tensor([-np.sin(np.radians(60.0)), 0.0, np.cos(np.radians(60.0))]).float()
+    expect = (ray @ n).abs()
+    inner = (d[0] > 0)[2:-2, 2:-2] & (w[2:-2, 2:-2] > 0)
+    assert inner.float().mean() > 0.5
+    assert torch.allclose(w[2:-2, 2:-2][inner], expect[2:-2, 2:-2][inner], atol=0.02)
+    # a fronto-parallel plane: cos ~ 1 at the image centre; no depth -> weight 0
+    w2 = depth_normal_weight(torch.full((1, 64, 64), 2.0), cams)[0]
+    assert w2[32, 32] > 0.99
+    assert depth_normal_weight(torch.zeros(1, 64, 64), cams).abs().max() == 0
+

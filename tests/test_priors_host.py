@@ -108,3 +108,18 @@ def test_eps_callable_converts_ddpm_latents_and_applies_cfg(comfy):
     from orbitforge.kernels.sds import sd_alphas_cumprod
 
     assert torch.allclose(priors.alphas_cumprod(model), sd_alphas_cumprod(), rtol=1e-4)
+
+
+def test_sv3d_orbit_of_conditioning(comfy):
+    _sm, priors = comfy
+    d = {"concat_latent_image": torch.zeros(1, 4, 9, 7), "elevation": [5.0, 6.0],
+         "azimuth": [90.0, 0.0]}
+    assert priors.sv3d_orbit_of([[torch.zeros(1, 1, 1024), d]]) == ([5.0, 6.0], [90.0, 0.0], 9, 7)
+    # SV3D_u conditioning carries no cameras: its fixed 21-frame static orbit
+    el, az, h, w = priors.sv3d_orbit_of([[torch.zeros(1, 1, 1024),
+                                          {"concat_latent_image": torch.zeros(1, 4, 8, 8)}]])
+    assert len(az) == 21 and az[-1] == 0.0 and az[0] == pytest.approx(360 / 21) and (h, w) == (8, 8)
+    with pytest.raises(ValueError, match="concat_latent_image"):
+        priors.sv3d_orbit_of([[torch.zeros(1, 1, 1024), {}]])
+    with pytest.raises(ValueError, match="2 elevations but 3"):
+        priors.sv3d_orbit_of([[torch.zeros(1, 1, 1024), dict(d, azimuth=[1.0, 2.0, 3.0])]])

@@ -12,7 +12,7 @@ without ComfyUI. Outside ComfyUI each helper falls back to something sane:
 | ``intermediate_device()`` | ``comfy.model_management.intermediate_device()`` | cpu                        |
 | ``Progress``           | ``comfy.utils.ProgressBar`` (previews, interrupt) | optional callback             |
 | ``check_interrupt()``  | ``throw_exception_if_processing_interrupted()``  | no-op                         |
-| ``output_directory()`` | ``folder_paths.get_output_directory()``          | ``$ORBITFORGE_OUTPUT`` or ./output |
+| ``output_directory()`` | ``folder_paths.get_output_directory()``          | ./output (``$ORBITFORGE_OUTPUT`` overrides both) |
 | ``oom_exceptions()``   | ``comfy.model_management.OOM_EXCEPTION``          | ``torch.OutOfMemoryError``    |
 """
 
@@ -75,12 +75,16 @@ def oom_exceptions() -> tuple:
 
 
 def output_directory() -> str:
+    """ComfyUI's output folder; ``$ORBITFORGE_OUTPUT`` overrides it (also inside ComfyUI)."""
+    override = os.environ.get("ORBITFORGE_OUTPUT")
+    if override:
+        return override
     try:
         import folder_paths  # noqa: PLC0415
 
         return folder_paths.get_output_directory()
     except Exception:
-        return os.environ.get("ORBITFORGE_OUTPUT", os.path.abspath("output"))
+        return os.path.abspath("output")
 
 
 def register_model_folder(name: str, extensions: tuple[str, ...] = (".safetensors", ".pt")) -> None:

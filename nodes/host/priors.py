@@ -172,3 +172,158 @@ def encode_latents(model, vae, images: torch.Tensor, keep_graph: bool = False) -
 def sd_family_note(model: Optional[object]) -> str:
     """One-line description for error messages / logs."""
     return "not connected" if model is None else model_family(model)
+
+
+# ----------------------------------------------------------------------------------------------
+# Regularisers for the fit (built lazily from RECON_PRIORS entries; models loaded before the fit)
+# ----------------------------------------------------------------------------------------------
+
+
+def _load(models) -> None:
+    """Load ModelPatchers (MODELs, a VAE's patcher) together through ComfyUI's model management."""
+    import comfy.model_management as mm  # noqa: PLC0415
+
+    patchers = [m for m in models if m is not None and hasattr(m, "patch_model")]
+    if patchers:
+        mm.load_models_gpu(patchers)
+
+
+def _grad_ready_vae(vae) -> None:
+    """The VAE encoder must be usable in a graph: frozen weights, no inference tensors (weights
+    moved while ComfyUI ran the node under ``inference_mode`` are inference tensors, which
+    autograd cannot save for backward). Replaces such parameters by ordinary clones, once."""
+    fsm = vae.first_stage_model
+    with torch.inference_mode(False):
+        for mod in fsm.modules():
+            for name, p in list(mod._parameters.items()):
+                if p is None:
+                    continue
+                if p.is_inference():
+                    mod._parameters[name] = torch.nn.Parameter(p.clone(), requires_grad=False)
+                elif p.requires_grad:
+                    p.requires_grad_(False)
+            for name, b in list(mod._buffers.items()):
+                if b is not None and b.is_inference():
+                    mod._buffers[name] = b.clone()
+
+
+def _encoder(model, vae):
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        return encode_latents(model, vae, images, keep_graph=True)
+
+    return encode
+
+
+def build_ipsm_diffusion(spec: dict):
+    """RECON_PRIORS ``ipsm_diffusion`` entry -> :class:`...kernels.priors.IPSMDiffusionRegularizer`.
+
+    Re-checks the inputs, loads both UNets and the VAE together (before the fit); the epsilon
+    callables are created on first use (inside the fit, outside inference mode)."""
+    from ...kernels.priors import IPSMDiffusionRegularizer  # noqa: PLC0415
+
+    inp, sd, vae = spec["inpaint_model"], spec["sd_model"], spec["vae"]
+    pos, neg, scale = spec["positive"], spec.get("negative"), float(spec.get("cfg", 7.5))
+    check_ipsm_prior(inp, sd, vae, pos, neg)
+    _load([inp, sd, getattr(vae, "patcher", None)])
+    state = {}
+
+    def prepare():
+        _load([inp, sd, getattr(vae, "patcher", None)])
+        _grad_ready_vae(vae)
+        state["inp"] = eps_callable(inp, pos, neg, scale)
+        state["sd"] = eps_callable(sd, pos, neg, scale)
+
+    return IPSMDiffusionRegularizer(
+        _encoder(sd, vae), lambda x, t: state["inp"](x, t), lambda x, t: state["sd"](x, t),
+        alphas_cumprod(sd), spec["config"], prepare=prepare)
+
+
+def sv3d_orbit_of(positive) -> tuple:
+    """(elevations [F], azimuths [F], latent height, latent width) of an SV3D CONDITIONING."""
+    d = positive[0][1]
+    lat = d.get("concat_latent_image")
+    if lat is None or not torch.is_tensor(lat):
+        raise ValueError("the SV3D conditioning has no concat_latent_image; use the positive output "
+                         "of OrbitForge SV3D Orbit or core SV3D_Conditioning")
+    az = d.get("azimuth")
+    el = d.get("elevation")
+    if az is None:  # SV3D_u conditioning carries no cameras: its fixed static orbit
+        frames = int(d.get("video_frames", 21) or 21)
+        az = [(f + 1) * 360.0 / frames % 360.0 for f in range(frames)]
+        el = [float(el if el is not None else 0.0)] * frames
+    if not isinstance(az, (list, tuple)):
+        az = [float(az)]
+    if not isinstance(el, (list, tuple)):
+        el = [float(el)] * len(az)
+    if len(el) != len(az):
+        raise ValueError(f"SV3D conditioning has {len(el)} elevations but {len(az)} azimuths")
+    return [float(e) for e in el], [float(a) for a in az], int(lat.shape[-2]), int(lat.shape[-1])
+
+
+def sv3d_denoiser_factory(model, positive, negative=None, cfg: float = 2.5):
+    """``denoiser_for(elevations, azimuths) -> D(x [F,4,h,w], sigma [F]) -> x0`` for an SV3D
+    MODEL through ComfyUI's ``apply_model`` (its EDM v-prediction wrapper), with the camera vector
+    rebuilt by the model's own ``encode_adm`` for the given orbit, the CLIP embedding and concat
+    latent of ``positive`` (``negative``: its zeroed counterparts when not given), CFG ``cfg``
+    (one batched forward of both branches; 1 = conditional only)."""
+    import comfy.model_management as mm  # noqa: PLC0415
+
+    base = model.model
+    dev = mm.get_torch_device()
+    dtype = base.get_dtype() if hasattr(base, "get_dtype") else torch.float32
+    p_ctx, p_d = positive[0][0], positive[0][1]
+    p_cat = p_d["concat_latent_image"]
+    aug = float(p_d.get("augmentation_level", 0.0))
+    if negative is not None:
+        n_ctx, n_d = negative[0][0], negative[0][1]
+        n_cat = n_d.get("concat_latent_image", torch.zeros_like(p_cat))
+    else:
+        n_ctx, n_cat = torch.zeros_like(p_ctx), torch.zeros_like(p_cat)
+
+    def denoiser_for(elevations, azimuths):
+        def D(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            F_ = x.shape[0]
+            xd = x.to(dev, dtype)
+            y = base.encode_adm(augmentation_level=aug, elevation=list(elevations),
+                                azimuth=list(azimuths), noise=xd).to(dev, dtype)  # [F, adm]
+            branches = [(p_ctx, p_cat)] if cfg == 1.0 else [(n_ctx, n_cat), (p_ctx, p_cat)]
+            k = len(branches)
+            cc = torch.cat([c.to(dev, dtype).expand(F_, -1, -1, -1) if c.shape[0] == 1 else
+                            c.to(dev, dtype) for _, c in branches])
+            ctx = torch.cat([t.to(dev, dtype).expand(F_, -1, -1) if t.shape[0] == 1 else
+                             t.to(dev, dtype) for t, _ in branches])
+            with torch.no_grad():
+                den = base.apply_model(xd.repeat(k, 1, 1, 1), sigma.to(dev, dtype).repeat(k),
+                                       c_concat=cc, c_crossattn=ctx, y=y.repeat(k, 1),
+                                       num_video_frames=F_)
+            if k == 2:
+                u, c = den.chunk(2)
+                den = u + cfg * (c - u)
+            return den.to(x.device, x.dtype)
+
+        return D
+
+    return denoiser_for
+
+
+def build_sv3d_sds(spec: dict):
+    """RECON_PRIORS ``sv3d_sds`` entry -> :class:`...kernels.priors.SV3DSDSRegularizer`."""
+    import dataclasses  # noqa: PLC0415
+
+    from ...kernels.priors import SV3DSDSRegularizer  # noqa: PLC0415
+
+    model, vae, pos, neg = spec["model"], spec["vae"], spec["positive"], spec.get("negative")
+    fam = check_sv3d_sds(model, vae, positive=pos)
+    el, az, h, w = sv3d_orbit_of(pos)
+    config = spec["config"]
+    if fam == "sv3d_u" and config.random_azimuth:  # fixed cameras: the orbit cannot rotate
+        config = dataclasses.replace(config, random_azimuth=False)
+    _load([model, getattr(vae, "patcher", None)])
+
+    def prepare():
+        _load([model, getattr(vae, "patcher", None)])
+        _grad_ready_vae(vae)
+
+    return SV3DSDSRegularizer(_encoder(model, vae),
+                              sv3d_denoiser_factory(model, pos, neg, float(spec.get("cfg", 2.5))),
+                              el, az, h * 8, w * 8, config, prepare=prepare)
