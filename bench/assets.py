@@ -12,12 +12,12 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from ..kernels import cameras as C
+from ..kernels.atomic import atomic_write
 from ..kernels import sample as S
 from ..kernels.mesh_render import render_mesh
 
@@ -40,17 +40,7 @@ by `python -m orbitforge.bench.assets` (orbitforge/kernels/mesh_render.py, Embre
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-    d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, data)
 
 
 def main(argv=None) -> int:

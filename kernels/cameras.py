@@ -23,7 +23,6 @@ SV3D's generated frame f of the official static orbit is the camera at azimuth
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 

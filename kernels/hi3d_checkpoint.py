@@ -28,11 +28,12 @@ import json
 import os
 import pickle
 import sys
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
+
+from .atomic import atomic_write
 
 UNET_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 FORMAT_TAG = "orbitforge-hi3d-stage2-unet"
@@ -426,15 +427,7 @@ def save_unet_safetensors(unet: Dict[str, torch.Tensor], out_path: str, cfg: UNe
     meta = {"format": FORMAT_TAG, "config": cfg.to_json(), "source": os.path.basename(source)}
     d = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".hi3d-", suffix=".safetensors.tmp", dir=d)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(out_path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def convert(in_path: str, out_path: str, dtype: str = "keep", require_official: bool = False

@@ -22,11 +22,11 @@ orbitforge demo`` (:func:`gaussians_to_mesh_file`) and ``bench mesh``:
 from __future__ import annotations
 
 import os
-import tempfile
 
 import torch
 import trimesh
 
+from .atomic import atomic_write
 from .cameras import Cameras
 from .visual_hull import DEFAULT_BBOX
 
@@ -147,13 +147,4 @@ def gaussians_to_mesh_file(g, images: torch.Tensor | None, masks: torch.Tensor |
         data = data.encode()
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix="." + ext, dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, data)

@@ -9,11 +9,11 @@ scales are logs, rotation is a wxyz quaternion (unnormalised).
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 import torch
 
+from .atomic import atomic_write
 from .gaussians import Gaussians
 
 _MAX_HEADER = 64 * 1024
@@ -50,20 +50,7 @@ def write_ply(path: str, g: Gaussians) -> str:
     header += f"element vertex {arr.shape[0]}\n"
     header += "".join(f"property float {p}\n" for p in names)
     header += "end_header\n"
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ValueError(f"output folder {folder!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".ply", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.encode("ascii"))
-            f.write(arr.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write(path, header.encode("ascii") + arr.tobytes())
 
 
 _PLY_TYPES = {"float": "f4", "float32": "f4", "double": "f8", "float64": "f8", "uchar": "u1",

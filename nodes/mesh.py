@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 
 import torch
 
 from ..kernels import cameras as K
+from ..kernels.atomic import atomic_write
 from ..kernels.mesh_types import ColoredMesh, as_mesh_list
 from . import host
 
@@ -185,16 +185,7 @@ def _next_path(folder: str, base: str, ext: str) -> str:
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-    d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(path)[1], dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, data)
 
 
 def export_mesh_bytes(mesh: ColoredMesh, fmt: str, stem: str) -> dict:

@@ -78,3 +78,13 @@ def test_bad_scene_leaves_no_file(tmp_path):
     with pytest.raises(ValueError, match="NaN"):
         write_ply(str(p), g)
     assert os.listdir(tmp_path) == []
+
+
+def test_written_file_gets_normal_permissions(tmp_path):
+    # temp files are private; the finished file must be readable like any other output
+    p = str(tmp_path / "s.ply")
+    write_ply(p, _scene(n=2))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(p).st_mode & 0o777 == 0o666 & ~mask
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp_")] == []

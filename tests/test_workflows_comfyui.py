@@ -34,7 +34,6 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-import uuid
 
 import pytest
 
