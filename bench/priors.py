@@ -158,6 +158,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--weight", type=float, default=0.5, help="IPSM geometry weight")
     ap.add_argument("--every", type=int, default=1)
+    ap.add_argument("--sigma-scale", type=float, default=1.0, help="x IPSM's pseudo-pose noise")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = as is)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-mesh", action="store_true", help="skip the mesh chamfer part")
     ap.add_argument("--json", action="store_true")
@@ -166,6 +168,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-geometry", action="store_true",
                     help="skip the geometry-regulariser PSNR section")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from ..kernels.cameras import make_orbit_cameras, uniform_orbit
     from ..kernels.mesh_render import load_mesh, normalize_mesh, render_mesh
@@ -186,7 +190,8 @@ def main(argv=None) -> int:
             gt_mesh = None if args.no_mesh else mesh
             base = _fit_eval(gt, cams, test_gt, test_cams, args.iters, None, args.seed, gt_mesh)
             reg = IPSMGeometryRegularizer(IPSMGeometryConfig(weight_geometry=args.weight,
-                                                             every=args.every, seed=args.seed))
+                                                             every=args.every, seed=args.seed,
+                                                             sigma_scale=args.sigma_scale))
             with_reg = _fit_eval(gt, cams, test_gt, test_cams, args.iters, reg, args.seed, gt_mesh)
             row = {"mesh": str(path), "views": n, "baseline": base, "ipsm_geometry": with_reg,
                    "psnr_gain": round(with_reg["psnr"] - base["psnr"], 3),

@@ -34,6 +34,7 @@ class IPSMGeometryConfig:
     pseudo_views: int = 1
     every: int = 1  # apply every k-th step (cost bound)
     start: float = 0.0  # fraction of the fit before the terms switch on
+    sigma_scale: float = 1.0  # x IPSM's pseudo-pose noise (0.01 -> 0.05 of the camera distance)
     seed: int = 0
 
 
@@ -60,7 +61,7 @@ class IPSMGeometryRegularizer:
         total = ctx.iterations
         if step < self.cfg.start * total or step % self.cfg.every:
             return zero
-        sig = ipsm.pseudo_sigma(step, total)
+        sig = ipsm.pseudo_sigma(step, total) * self.cfg.sigma_scale
         # pseudo cameras around this step's training views: their depth is already rendered
         k = len(ctx.view_idx)
         pick = torch.randint(0, k, (self.cfg.pseudo_views,), generator=self.gen) if k else None
