@@ -236,35 +236,9 @@ def _comfy():
 
 def tiny_comfy_sv3d(context_dim=1024, model_channels=64):
     """A tiny random-weight ComfyUI SV3D_p (the same architecture family as sv3d_p.safetensors)."""
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import comfy.supported_models
+    from .tiny_comfy import tiny_video_model
 
-    unet_config = {
-        "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
-        "num_classes": "sequential", "adm_in_channels": 1280, "in_channels": 8, "model_channels": model_channels,
-        "num_res_blocks": [1, 1], "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1],
-        "channel_mult": [1, 2], "transformer_depth_middle": 1, "use_linear_in_transformer": True,
-        "context_dim": context_dim, "extra_ff_mix_layer": True, "use_spatial_context": True,
-        "merge_strategy": "learned_with_images", "merge_factor": 0.0, "video_kernel_size": [3, 1, 1],
-        "use_temporal_resblock": True, "use_temporal_attention": True, "disable_temporal_crossattention": False,
-    }
-    cfg = comfy.supported_models.SV3D_p(unet_config)
-    cfg.set_inference_dtype(torch.float32, None)
-    torch.manual_seed(0)
-    model = cfg.get_model({})
-    with torch.no_grad():  # ComfyUI's ops skip weight init
-        for n, p in model.diffusion_model.named_parameters():
-            if "mix_factor" in n:
-                p.fill_(0.3)
-            elif p.ndim > 1:
-                p.normal_(0, 0.02)
-            elif "norm" in n and n.endswith("weight"):
-                p.fill_(1.0)
-            else:
-                p.normal_(0, 0.01)
-    model.eval()
-    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=torch.device("cpu"))
+    return tiny_video_model("sv3d_p", 0, context_dim, model_channels)
 
 
 def bench_comfyui(frames, latent, warmup, repeats):

@@ -24,6 +24,8 @@ import time
 import numpy as np
 import torch
 
+from .tiny_comfy import tiny_sd15, tiny_vae
+
 
 def _fit_eval(gt, cams, test_gt, test_cams, iters, reg, seed, mesh=None):
     from ..kernels.fit import FitConfig, fit_gaussians, render_gaussians
@@ -51,51 +53,11 @@ def _fit_eval(gt, cams, test_gt, test_cams, iters, reg, seed, mesh=None):
 
 
 def _tiny_sd15(cin, seed):
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import comfy.supported_models as sm
-
-    unet_config = {"use_checkpoint": False, "image_size": 32, "out_channels": 4,
-                   "use_spatial_transformer": True, "legacy": False, "adm_in_channels": None,
-                   "in_channels": cin, "model_channels": 32, "num_res_blocks": [1, 1],
-                   "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1],
-                   "channel_mult": [1, 2], "transformer_depth_middle": 1,
-                   "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 2,
-                   "use_temporal_attention": False, "use_temporal_resblock": False}
-    cfg = sm.SD15(unet_config)
-    cfg.set_inference_dtype(torch.float32, None)
-    torch.manual_seed(seed)
-    model = cfg.get_model({})
-    with torch.no_grad():  # ComfyUI's ops skip weight init
-        for n, p in model.diffusion_model.named_parameters():
-            if p.ndim > 1:
-                p.normal_(0, 0.02)
-            elif "norm" in n and n.endswith("weight"):
-                p.fill_(1.0)
-            else:
-                p.normal_(0, 0.01)
-    model.eval()
-    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
-                                            offload_device=torch.device("cpu"))
+    return tiny_sd15(cin, seed)
 
 
 def _tiny_vae(size):
-    import comfy.sd
-
-    dd = {"double_z": True, "z_channels": 4, "resolution": size, "in_channels": 3, "out_ch": 3,
-          "ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [],
-          "dropout": 0.0}
-    torch.manual_seed(2)
-    vae = comfy.sd.VAE(sd={}, config={"params": {"ddconfig": dd, "embed_dim": 4}})
-    with torch.no_grad():
-        for n, p in vae.first_stage_model.named_parameters():
-            if p.ndim > 1:
-                torch.nn.init.normal_(p, 0, 0.05)
-            elif "norm" in n and n.endswith("weight"):
-                p.fill_(1.0)
-            else:
-                p.zero_()
-    return vae
+    return tiny_vae(size)
 
 
 def diffusion_cost(iters: int = 6, res: int = 48, frames: int = 5, latent: int = 8) -> dict:

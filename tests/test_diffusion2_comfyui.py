@@ -1,91 +1,27 @@
 """Diffusion² sampler node inside a real ComfyUI (skipped without COMFYUI_PATH): tiny random-weight
 SVD and SV3D_p built with ComfyUI's own classes, a tiny CLIP vision model and VAE."""
 
-import json
-import os
 
 import pytest
 import torch
 from comfy_host import require_comfyui
+
+from orbitforge.bench.tiny_comfy import tiny_clip_vision, tiny_vae, tiny_video_model
 
 SIZE = 64
 CTX = 1024
 
 
 def _tiny(kind: str, seed: int):
-    import comfy.model_patcher
-    import comfy.supported_models
-
-    adm = {"svd": 768, "sv3d_p": 1280}[kind]
-    unet_config = {
-        "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-        "legacy": False, "num_classes": "sequential", "adm_in_channels": adm, "in_channels": 8,
-        "model_channels": 64, "num_res_blocks": [1, 1], "transformer_depth": [1, 1],
-        "transformer_depth_output": [1, 1, 1, 1], "channel_mult": [1, 2], "transformer_depth_middle": 1,
-        "use_linear_in_transformer": True, "context_dim": CTX, "extra_ff_mix_layer": True,
-        "use_spatial_context": True, "merge_strategy": "learned_with_images", "merge_factor": 0.0,
-        "video_kernel_size": [3, 1, 1], "use_temporal_resblock": True, "use_temporal_attention": True,
-        "disable_temporal_crossattention": False,
-    }
-    cls = comfy.supported_models.SVD_img2vid if kind == "svd" else comfy.supported_models.SV3D_p
-    cfg = cls(unet_config)
-    cfg.set_inference_dtype(torch.float32, None)
-    torch.manual_seed(seed)
-    model = cfg.get_model({})
-    with torch.no_grad():
-        for n, p in model.diffusion_model.named_parameters():
-            if "mix_factor" in n:
-                p.fill_(0.3)
-            elif p.ndim > 1:
-                p.normal_(0, 0.02)
-            elif "norm" in n and n.endswith("weight"):
-                p.fill_(1.0)
-            else:
-                p.normal_(0, 0.01)
-    model.eval()
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
-                                            offload_device=torch.device("cpu"))
+    return tiny_video_model(kind, seed=seed, context_dim=CTX)
 
 
 def _tiny_clip_vision(tmp_path):
-    import comfy.clip_vision
-
-    cfg = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 32, "image_size": 32,
-           "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 64, "layer_norm_eps": 1e-5,
-           "model_type": "clip_vision_model", "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": 2,
-           "patch_size": 16, "projection_dim": CTX, "torch_dtype": "float32"}
-    p = os.path.join(tmp_path, "tiny_clip_vision.json")
-    with open(p, "w") as f:
-        json.dump(cfg, f)
-    cv = comfy.clip_vision.ClipVisionModel(p)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for n, prm in cv.model.named_parameters():
-            if prm.ndim > 1:
-                prm.normal_(0, 0.05)
-            elif "norm" in n and n.endswith("weight"):
-                prm.fill_(1.0)
-            else:
-                prm.zero_()
-    return cv
+    return tiny_clip_vision(str(tmp_path), projection_dim=CTX)
 
 
 def _tiny_vae():
-    import comfy.sd
-
-    dd = {"double_z": True, "z_channels": 4, "resolution": SIZE, "in_channels": 3, "out_ch": 3, "ch": 32,
-          "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
-    torch.manual_seed(2)
-    vae = comfy.sd.VAE(sd={}, config={"params": {"ddconfig": dd, "embed_dim": 4}})
-    with torch.no_grad():
-        for n, p in vae.first_stage_model.named_parameters():
-            if p.ndim > 1:
-                torch.nn.init.normal_(p, 0, 0.05)
-            elif "norm" in n and n.endswith("weight"):
-                p.fill_(1.0)
-            else:
-                p.zero_()
-    return vae
+    return tiny_vae(SIZE)
 
 
 @pytest.fixture(autouse=True)

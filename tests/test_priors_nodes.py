@@ -45,44 +45,10 @@ def test_every_input_has_a_tooltip():
 
 
 # ------------------------------------------------------------------ tiny ComfyUI models
-def _init(module, seed):
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for n, p in module.named_parameters():
-            if "mix_factor" in n:
-                p.fill_(0.3)
-            elif p.ndim > 1:
-                p.normal_(0, 0.02)
-            elif "norm" in n and n.endswith("weight"):
-                p.fill_(1.0)
-            else:
-                p.normal_(0, 0.01)
-
-
-def _tiny_sd15(cin, seed):
-    import comfy.model_patcher
-    import comfy.supported_models as sm
-
-    unet_config = {"use_checkpoint": False, "image_size": 32, "out_channels": 4,
-                   "use_spatial_transformer": True, "legacy": False, "adm_in_channels": None,
-                   "in_channels": cin, "model_channels": 32, "num_res_blocks": [1, 1],
-                   "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1],
-                   "channel_mult": [1, 2], "transformer_depth_middle": 1,
-                   "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 2,
-                   "use_temporal_attention": False, "use_temporal_resblock": False}
-    cfg = sm.SD15(unet_config)
-    cfg.set_inference_dtype(torch.float32, None)
-    model = cfg.get_model({})
-    _init(model.diffusion_model, seed)
-    model.eval()
-    cpu = torch.device("cpu")
-    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     require_comfyui()
-    from test_sv3d_comfyui import _tiny_model, _tiny_vae
+    from orbitforge.bench.tiny_comfy import tiny_sd15, tiny_vae, tiny_video_model
 
     from orbitforge.kernels.sample import load_sample_orbit
 
@@ -92,8 +58,8 @@ def tiny():
     im = torch.nn.functional.interpolate(images[idx].permute(0, 3, 1, 2), size=(s, s),
                                          mode="area").permute(0, 2, 3, 1)
     mk = torch.nn.functional.interpolate(masks[idx][:, None], size=(s, s), mode="area")[:, 0]
-    return {"inpaint": _tiny_sd15(9, 3), "sd": _tiny_sd15(4, 4), "sv3d": _tiny_model(),
-            "vae": _tiny_vae(), "views": (im, mk, cams[idx].resized(s, s))}
+    return {"inpaint": tiny_sd15(9, 3), "sd": tiny_sd15(4, 4), "sv3d": tiny_video_model("sv3d_p"),
+            "vae": tiny_vae(64), "views": (im, mk, cams[idx].resized(s, s))}
 
 
 def _text_cond(v):
