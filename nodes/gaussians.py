@@ -219,19 +219,7 @@ class SaveGaussians:
 
 def next_output_path(prefix: str, ext: str) -> str:
     """``prefix_00001.ext`` relative to the output folder, the first free counter."""
-    prefix = prefix.strip().replace("\\", "/")
-    if not prefix or prefix.startswith("/") or ".." in prefix.split("/"):
-        raise ValueError(f"filename_prefix must be a relative name inside the output folder, "
-                         f"got {prefix!r}")
-    root = host.output_directory()
-    sub, base = os.path.split(prefix)
-    folder = os.path.join(root, sub)
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"cannot create output folder {folder!r}: {e}") from None
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"output folder {folder!r} is not writable")
+    folder, sub, base = host.prepare_output_folder(prefix)
     i = 1
     while os.path.exists(os.path.join(folder, f"{base}_{i:05d}{ext}")):
         i += 1

@@ -39,22 +39,7 @@ def _parse_weights(text: str, views: int, times: int):
 
 def sequence_output_paths(prefix: str, times: int):
     """(folder, base) for the first free ``<prefix>_<counter>_t000.ply`` run in the output folder."""
-    prefix = prefix.strip().replace("\\", "/")
-    if not prefix or prefix.startswith("/") or ".." in prefix.split("/"):
-        raise ValueError(f"filename_prefix must be a relative name inside the output folder, "
-                         f"got {prefix!r}")
-    root = host.output_directory()
-    sub, base = os.path.split(prefix)
-    if not base:
-        raise ValueError(f"filename_prefix {prefix!r} has no file name part (e.g. 'orbitforge/4d/"
-                         "seq')")
-    folder = os.path.join(root, sub)
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"cannot create output folder {folder!r}: {e}") from None
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"output folder {folder!r} is not writable")
+    folder, sub, base = host.prepare_output_folder(prefix)
     names = set(os.listdir(folder))
     i = 1
     while any(n.startswith(f"{base}_{i:05d}_t") for n in names):

@@ -241,22 +241,8 @@ class SaveMesh:
         for i, m in enumerate(items):
             if m.vertices.shape[1] == 0 or m.faces.shape[1] == 0:
                 raise ValueError(f"mesh {i} is empty (no faces); nothing to save")
-        root = os.path.abspath(host.output_directory())
-        prefix = filename_prefix.replace("\\", "/").strip("/") or "mesh"
-        sub, base = os.path.split(prefix)
+        folder, subfolder, base = host.prepare_output_folder(filename_prefix or "mesh")
         base = _SAFE.sub("_", base) or "mesh"
-        folder = os.path.abspath(os.path.join(root, sub))
-        if os.path.commonpath([root, folder]) != root:
-            raise ValueError(f"filename_prefix {filename_prefix!r} leaves the output folder; use "
-                             "a relative path without '..'")
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"cannot create the output folder {folder!r}: {e}; choose a "
-                             "writable location") from None
-        if not os.access(folder, os.W_OK):
-            raise ValueError(f"the output folder {folder!r} is not writable; choose another "
-                             "filename_prefix or fix its permissions")
         results, first = [], None
         for m in items:
             path = _next_path(folder, base, format)
@@ -265,8 +251,6 @@ class SaveMesh:
             for name, data in files.items():
                 _atomic_write(os.path.join(folder, name), data)
             fname = os.path.basename(path)
-            subfolder = os.path.relpath(folder, root).replace(os.sep, "/")
-            subfolder = "" if subfolder == "." else subfolder
             results.append({"filename": fname, "subfolder": subfolder, "type": "output"})
             if first is None:
                 first = f"{subfolder}/{fname}" if subfolder else fname

@@ -87,6 +87,36 @@ def output_directory() -> str:
         return os.path.abspath("output")
 
 
+def prepare_output_folder(prefix: str) -> tuple:
+    """Validate a node's ``filename_prefix`` and create its folder inside the output folder.
+
+    Returns ``(folder, subfolder, base)``: the absolute folder, its path relative to the output
+    folder ("" at the top) and the file-name part. ``ValueError`` for prefixes that leave the
+    output folder, have no name part, or folders that cannot be created or written.
+    """
+    prefix = prefix.strip().replace("\\", "/")
+    root = os.path.abspath(output_directory())
+    sub, base = os.path.split(prefix)
+    folder = os.path.abspath(os.path.join(root, sub))
+    if not prefix or prefix.startswith("/") or ".." in prefix.split("/") \
+            or os.path.commonpath([root, folder]) != root:
+        raise ValueError(f"filename_prefix must be a relative name inside the output folder "
+                         f"(no '..'), got {prefix!r}")
+    if not base:
+        raise ValueError(f"filename_prefix {prefix!r} has no file name part (e.g. "
+                         "'orbitforge/splat')")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create output folder {folder!r}: {e}; choose a writable "
+                         "location") from None
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"output folder {folder!r} is not writable; choose another "
+                         "filename_prefix or fix its permissions")
+    rel = os.path.relpath(folder, root).replace(os.sep, "/")
+    return folder, ("" if rel == "." else rel), base
+
+
 def register_model_folder(name: str, extensions: tuple[str, ...] = (".safetensors", ".pt")) -> None:
     """Register ``models/<name>`` with ComfyUI's folder_paths (no-op outside ComfyUI)."""
     try:
