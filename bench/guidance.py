@@ -210,28 +210,9 @@ def bench_diffusers(frames, latent, warmup, repeats, dev):
 
 
 def _comfy():
-    path = os.environ.get("COMFYUI_PATH")
-    if not path:
-        return None
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    saved = sys.argv
-    sys.argv = [saved[0]] + ([] if torch.cuda.is_available() else ["--cpu"])
-    try:
-        try:
-            import torchvision  # noqa: F401
-        except Exception:  # noqa: BLE001 - CPU torch without torchvision: the test host's minimal stand-in
-            sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tests"))
-            from comfy_host import _stub_torchvision
+    from .tiny_comfy import load_comfyui
 
-            _stub_torchvision()
-        import comfy.cli_args
-
-        comfy.cli_args.args.cpu = not torch.cuda.is_available()
-        import comfy.model_management as mm
-    finally:
-        sys.argv = saved
-    return mm
+    return load_comfyui()
 
 
 def tiny_comfy_sv3d(context_dim=1024, model_channels=64):

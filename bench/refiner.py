@@ -32,30 +32,9 @@ def _rss_mb() -> float:
 
 
 def _comfy():
-    path = os.environ.get("COMFYUI_PATH")
-    if not path:
-        return None
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    import torch
+    from .tiny_comfy import load_comfyui
 
-    saved = sys.argv
-    sys.argv = [saved[0]] + ([] if torch.cuda.is_available() else ["--cpu"])
-    try:
-        try:
-            import torchvision  # noqa: F401
-        except Exception:  # CPU torch without torchvision: the test host's minimal stand-in
-            sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tests"))
-            from comfy_host import _stub_torchvision
-
-            _stub_torchvision()
-        import comfy.cli_args
-
-        comfy.cli_args.args.cpu = not torch.cuda.is_available()
-        import comfy.model_management as mm
-    finally:
-        sys.argv = saved
-    return mm
+    return load_comfyui()
 
 
 def bench_steps(sizes, frames, repeats=2):

@@ -48,6 +48,20 @@ def grid_preview(frames: torch.Tensor, views: int, nframes: int, thumb: int = 96
     return x.reshape(1, views * thumb, nframes * thumb, 3).clamp(0, 1)
 
 
+
+def _orbit(cameras, elevation, V, size, view_weight_min):
+    """(elevations, azimuths, CAMERAS at ``size``, view weights) of the multi-view axis: the given
+    CAMERAS, or SV3D's static orbit at ``elevation``."""
+    if cameras is not None:
+        el = [float(e) for e in cameras.elevation.tolist()]
+        az = [float(a) for a in cameras.azimuth.tolist()]
+        return el, az, cameras.resized(size, size), D.view_weights_from_azimuths(
+            az, az[-1], float(view_weight_min))
+    el, az = K.sv3d_static_orbit(float(elevation), V)
+    el, az = [float(e) for e in el], [float(a) for a in az]
+    cams = K.make_orbit_cameras(el, az, K.DEFAULT_RADIUS, K.SV3D_FOV_DEG, size, size)
+    return el, az, cams, D.view_weights(V, float(view_weight_min))
+
 class Diffusion2Sampler:
     DESCRIPTION = (
         "Diffusion² (4D): samples a matrix of V views x F frames by composing a video model (SVD-XT, "
@@ -164,16 +178,7 @@ class Diffusion2Sampler:
             raise ValueError(f"video_cfg_max={video_cfg_max} < video_cfg_min={video_cfg_min}")
         H.check_models(video_model, multiview_model)
         lams = lambda_for(lambda_schedule, int(steps), float(lambda_value), float(logistic_k))
-        if cameras is not None:
-            el = [float(e) for e in cameras.elevation.tolist()]
-            az = [float(a) for a in cameras.azimuth.tolist()]
-            cams = cameras.resized(size, size)
-            w = D.view_weights_from_azimuths(az, az[-1], float(view_weight_min))
-        else:
-            el, az = K.sv3d_static_orbit(float(elevation), V)
-            el, az = [float(e) for e in el], [float(a) for a in az]
-            cams = K.make_orbit_cameras(el, az, K.DEFAULT_RADIUS, K.SV3D_FOV_DEG, size, size)
-            w = D.view_weights(V, float(view_weight_min))
+        el, az, cams, w = _orbit(cameras, elevation, V, size, view_weight_min)
         images = _prepare_batch(prompt[..., :4] if prompt.shape[-1] == 4 else prompt, size, object_scale)
         if prompt_type == "video":
             images = images[:F]
@@ -286,16 +291,7 @@ class Diffusion2Guider:
             raise ValueError(f"size={size} must be a multiple of 8")
         H.check_models(video_model, multiview_model)
         lambda_for(lambda_schedule, 2, float(lambda_value), float(logistic_k))  # validate
-        if cameras is not None:
-            el = [float(e) for e in cameras.elevation.tolist()]
-            az = [float(a) for a in cameras.azimuth.tolist()]
-            cams = cameras.resized(size, size)
-            w = D.view_weights_from_azimuths(az, az[-1], float(view_weight_min))
-        else:
-            el, az = K.sv3d_static_orbit(float(elevation), V)
-            el, az = [float(e) for e in el], [float(a) for a in az]
-            cams = K.make_orbit_cameras(el, az, K.DEFAULT_RADIUS, K.SV3D_FOV_DEG, size, size)
-            w = D.view_weights(V, float(view_weight_min))
+        el, az, cams, w = _orbit(cameras, elevation, V, size, view_weight_min)
         orbit = _resize(reference_orbit, size)
         video = _resize(reference_video, size)
         col_emb, col_lat = H.encode_references(clip_vision, vae, video, multiview_cond_aug, seed + 2)
