@@ -38,6 +38,22 @@ class IPSMGeometryConfig:
     seed: int = 0
 
 
+
+def pseudo_cameras(ctx, sigma: float, count: int, gen: torch.Generator):
+    """IPSM pseudo cameras for one fit step: ``(cams [P], source view indices [P], the sources'
+    rendered depth [P,H,W,1])``. Perturbs this step's training views when the fit rendered them
+    (their depth is reused: one render less), else random training views (rendered here)."""
+    k = len(ctx.view_idx)
+    if k and ctx.step_render is not None:
+        pick = torch.randint(0, k, (count,), generator=gen)
+        src = torch.tensor(ctx.view_idx)[pick]
+        pc, _ = ipsm.perturb_cameras(ctx.cams, sigma, source=src, generator=gen)
+        return pc, src, ctx.step_render.depth.detach()[pick]
+    pc, src = ipsm.perturb_cameras(ctx.cams, sigma, count=count, generator=gen)
+    with torch.no_grad():
+        depth = ctx(ctx.cams[src.tolist()]).depth
+    return pc, src, depth
+
 class IPSMGeometryRegularizer:
     """Callable ``(step, params, ctx) -> loss`` for :func:`.fit.fit_gaussians`.
 
@@ -62,18 +78,7 @@ class IPSMGeometryRegularizer:
         if step < self.cfg.start * total or step % self.cfg.every:
             return zero
         sig = ipsm.pseudo_sigma(step, total) * self.cfg.sigma_scale
-        # pseudo cameras around this step's training views: their depth is already rendered
-        k = len(ctx.view_idx)
-        pick = torch.randint(0, k, (self.cfg.pseudo_views,), generator=self.gen) if k else None
-        if k and ctx.step_render is not None:
-            src = torch.tensor(ctx.view_idx)[pick]
-            src_depth = ctx.step_render.depth.detach()[pick]
-            pc, _ = ipsm.perturb_cameras(ctx.cams, sig, source=src, generator=self.gen)
-        else:
-            pc, src = ipsm.perturb_cameras(ctx.cams, sig, count=self.cfg.pseudo_views,
-                                           generator=self.gen)
-            with torch.no_grad():
-                src_depth = ctx(ctx.cams[src.tolist()]).depth
+        pc, src, src_depth = pseudo_cameras(ctx, sig, self.cfg.pseudo_views, self.gen)
         out_p = ctx(pc)
         r = ipsm.ipsm_geometry(out_p.rgb, out_p.depth, pc.viewmats, pc.Ks,
                                ctx.images[src], src_depth,
@@ -159,17 +164,7 @@ class IPSMDiffusionRegularizer:
             self.prepare()
             self.prepare = None
         sig = ipsm.pseudo_sigma(step, total)
-        k = len(ctx.view_idx)
-        if k and ctx.step_render is not None:  # reuse this step's training renders (one less)
-            pick = torch.randint(0, k, (self.cfg.pseudo_views,), generator=self.gen)
-            src = torch.tensor(ctx.view_idx)[pick]
-            src_depth = ctx.step_render.depth.detach()[pick]
-            pc, _ = ipsm.perturb_cameras(ctx.cams, sig, source=src, generator=self.gen)
-        else:
-            pc, src = ipsm.perturb_cameras(ctx.cams, sig, count=self.cfg.pseudo_views,
-                                           generator=self.gen)
-            with torch.no_grad():
-                src_depth = ctx(ctx.cams[src.tolist()]).depth
+        pc, src, src_depth = pseudo_cameras(ctx, sig, self.cfg.pseudo_views, self.gen)
         out_p = ctx(pc)  # [P, H, W, *] with grad
         g = ipsm.ipsm_geometry(out_p.rgb.detach(), out_p.depth.detach(), pc.viewmats, pc.Ks,
                                ctx.images[src], src_depth, ctx.cams.viewmats[src],
