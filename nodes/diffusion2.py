@@ -71,7 +71,7 @@ class Diffusion2Sampler:
         "static orbit (SVD conditions on the front view, the last one). Output frames are view-major: "
         "image v*F + t is view v at frame t. The reference (input) view is the last view, as in SV3D's "
         "orbit.")
-    CATEGORY = "OrbitForge/4D"
+    CATEGORY = "OrbitForge/4d"
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE", "CAMERAS", "FRAME_TIMES", "IMAGE", "IMAGE", "IMAGE")
     RETURN_NAMES = ("frames", "cameras", "frame_times", "grid", "reference_orbit", "reference_video")
@@ -253,7 +253,7 @@ class Diffusion2Guider:
         "of the whole V x F matrix (F SV3D column and V SVD row sequences, each with its own CFG). "
         "Use the LATENT output (view-major V*F latents) and any sampler/sigmas (euler on the EDM "
         "sigmas reproduces the official loop without VRS; the all-in-one sampler node adds VRS).")
-    CATEGORY = "OrbitForge/4D"
+    CATEGORY = "OrbitForge/4d"
     FUNCTION = "get_guider"
     RETURN_TYPES = ("GUIDER", "LATENT", "CAMERAS")
     RETURN_NAMES = ("guider", "latent", "cameras")

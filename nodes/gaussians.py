@@ -12,6 +12,7 @@ from ..kernels.gaussians import Gaussians
 from ..kernels.ply import read_ply, write_ply
 from ..kernels.priors import IPSMGeometryRegularizer
 from . import host
+from .cameras import parse_floats
 
 
 def _check_cameras(cameras) -> Cameras:
@@ -23,7 +24,7 @@ def _check_cameras(cameras) -> Cameras:
 
 def _parse_color(text: str):
     try:
-        vals = [float(v) for v in text.split(",")]
+        vals = parse_floats(text, "background")
     except ValueError:
         vals = []
     if len(vals) != 3 or not all(0 <= v <= 1 for v in vals):
@@ -86,11 +87,7 @@ class GaussianReconstruct:
         check_cameras_see_object(cams)
         weights = None
         if view_weights.strip():
-            try:
-                weights = torch.tensor([float(v) for v in view_weights.split(",")])
-            except ValueError:
-                raise ValueError(f"view_weights must be comma-separated numbers, got "
-                                 f"{view_weights!r}") from None
+            weights = torch.tensor(parse_floats(view_weights, "view_weights"))
             if weights.numel() != views.shape[0] or (weights < 0).any():
                 raise ValueError(f"view_weights needs {views.shape[0]} non-negative numbers (one "
                                  f"per view), got {weights.tolist()}")
