@@ -344,6 +344,9 @@ def bench_consistency(size=128, iterations=300, mono_dir=None):
 
     for name, (depth, valid, raw) in sources.items():
         err = DC.reprojection_error(depth, c.viewmats, c.Ks)
+        hidden = []
+        err_vis = DC.reprojection_error(depth, c.viewmats, c.Ks, occlusion_tol=0.05,
+                                        occluded=hidden)
         kind = "near_bright" if name == "per_frame_mono" else "metric"
         disp = DC.to_disparity(raw, kind)
         both = valid & gt_valid
@@ -353,6 +356,8 @@ def bench_consistency(size=128, iterations=300, mono_dir=None):
         out["sources"][name] = {
             "measured": True,
             "reprojection_rel_err": _stats(err),
+            "reprojection_rel_err_visible": _stats(err_vis),
+            "occluded_fraction": round(float(sum(hidden) / max(len(hidden), 1)), 4),
             "depth_abs_rel_vs_gt": round(float(rel.mean()), 5) if rel.numel() else None,
             "valid_fraction_of_gt_mask": round(float(both.sum() / gt_valid.sum()), 4),
             "condition_abs_diff_per_frame_norm": _stats(per_frame),

@@ -240,13 +240,21 @@ def roll_back(x: torch.Tensor, index: int) -> torch.Tensor:
 
 
 def reprojection_error(depth: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor,
-                       valid: Optional[torch.Tensor] = None, closed: bool = True) -> torch.Tensor:
+                       valid: Optional[torch.Tensor] = None, closed: bool = True,
+                       occlusion_tol: Optional[float] = None,
+                       occluded: Optional[list] = None) -> torch.Tensor:
     """Mean relative depth disagreement between adjacent views.
 
     ``depth`` ``[N, H, W]`` z-depth (camera z, OpenCV) with 0 = background; ``viewmats`` world->cam
     ``[N,4,4]``; ``Ks`` ``[N,3,3]``. For each pair (i, i+1): unproject view i's valid pixels,
     project into view i+1, sample its depth (nearest), and compare with the projected z:
     ``|z_proj - D_j| / z_proj`` over points landing on view j's surface. Returns ``[pairs]``.
+
+    ``occlusion_tol`` (relative, e.g. 0.05): points more than that *behind* view j's surface
+    (``(z_proj - D_j) / z_proj > occlusion_tol``) are taken as hidden in view j and left out --
+    without it, correct depth still scores the occluded points of every pair. As a depth map
+    that is too far would hide its own errors that way, the fraction left out per pair is
+    appended to the list ``occluded`` when one is given (report it beside the error).
     """
     n, h, w = depth.shape
     dev = depth.device
@@ -277,6 +285,11 @@ def reprojection_error(depth: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Te
             ok2 = torch.zeros_like(ok)
             ok2[inside] = valid[j][vi[inside], ui[inside]]
             ok = ok & ok2
+        if occlusion_tol is not None:
+            hidden = ok & ((z - dj) / z.clamp_min(1e-12) > float(occlusion_tol))
+            if occluded is not None:
+                occluded.append(float(hidden.sum()) / max(int(ok.sum()), 1))
+            ok = ok & ~hidden
         if ok.sum() == 0:
             out.append(torch.tensor(float("nan"), dtype=torch.float64))
             continue

@@ -19,6 +19,7 @@ module stays free of ComfyUI; both only act every ``every`` steps to bound their
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -36,6 +37,11 @@ class IPSMGeometryConfig:
     start: float = 0.0  # fraction of the fit before the terms switch on
     sigma_scale: float = 1.0  # x IPSM's pseudo-pose noise (0.01 -> 0.05 of the camera distance)
     seed: int = 0
+    # cross-view photometric consistency (ours, :func:`.ipsm.cross_view_loss`): 0 disables it
+    weight_cross_view: float = 0.0
+    cross_view_start: float = 0.3  # fraction of the fit before it switches on
+    cross_view_neighbors: int = 2  # nearest training views (by viewing direction) compared
+    cross_view_tol: float = 0.02  # relative depth tolerance of the occlusion test
 
 
 
@@ -71,11 +77,47 @@ class IPSMGeometryRegularizer:
         self.kind = mono_kind  # "disparity" (near = large, as depth nodes output) or "depth"
         self.gen = torch.Generator().manual_seed(self.cfg.seed)
         self.last = {}
+        self._depth_cache = {}  # training view -> its last rendered depth (occlusion tests)
+
+    def cross_view(self, step: int, ctx) -> Optional[torch.Tensor]:
+        """The cross-view term for this step's training views (None when off or not yet on).
+        Neighbours' depths come from their own most recent training render (no extra render;
+        at most one pass over the views stale)."""
+        out = ctx.step_render
+        if out is None or not ctx.view_idx:
+            return None
+        h, w = ctx.images.shape[1:3]
+        for j, a in enumerate(ctx.view_idx):
+            self._depth_cache[a] = out.depth[j].detach()
+        if self.cfg.weight_cross_view <= 0 or step < self.cfg.cross_view_start * ctx.iterations:
+            return None
+        dirs = torch.nn.functional.normalize(ctx.cams.centers.double(), dim=-1)  # [N, 3]
+        terms = []
+        for j, a in enumerate(ctx.view_idx):
+            cos = dirs @ dirs[a]
+            cos[a] = -math.inf
+            k = min(self.cfg.cross_view_neighbors, len(dirs) - 1)
+            nbs = [b for b in torch.topk(cos, k).indices.tolist()
+                   if b in self._depth_cache and self._depth_cache[b].shape[:2] == (h, w)]
+            if not nbs:
+                continue
+            terms.append(ipsm.cross_view_loss(
+                out.depth[j], out.alpha[j], ctx.images[a], ctx.masks[a], ctx.cams.viewmats[a],
+                ctx.cams.Ks[a], ctx.images[nbs], ctx.masks[nbs],
+                torch.stack([self._depth_cache[b] for b in nbs]), ctx.cams.viewmats[nbs],
+                ctx.cams.Ks[nbs], tol=self.cfg.cross_view_tol))
+        return torch.stack(terms).mean() if terms else None
 
     def __call__(self, step: int, params: dict, ctx) -> torch.Tensor:
         zero = params["means"].sum() * 0
         total = ctx.iterations
-        if step < self.cfg.start * total or step % self.cfg.every:
+        xv = self.cross_view(step, ctx)
+        if xv is not None:
+            zero = zero + self.cfg.weight_cross_view * xv
+            self.last["cross_view"] = float(xv.detach())
+        if step < self.cfg.start * total or step % self.cfg.every or (
+                self.cfg.weight_geometry <= 0 and (self.mono is None
+                                                   or self.cfg.weight_depth <= 0)):
             return zero
         sig = ipsm.pseudo_sigma(step, total) * self.cfg.sigma_scale
         pc, src, src_depth = pseudo_cameras(ctx, sig, self.cfg.pseudo_views, self.gen)
@@ -83,8 +125,8 @@ class IPSMGeometryRegularizer:
         r = ipsm.ipsm_geometry(out_p.rgb, out_p.depth, pc.viewmats, pc.Ks,
                                ctx.images[src], src_depth,
                                ctx.cams.viewmats[src], ctx.cams.Ks[src], pseudo_alpha=out_p.alpha)
-        loss = self.cfg.weight_geometry * r.loss_geo
-        self.last = {"sigma": sig, "geo": float(r.loss_geo.detach())}
+        loss = zero + self.cfg.weight_geometry * r.loss_geo
+        self.last.update({"sigma": sig, "geo": float(r.loss_geo.detach())})
         if self.mono is not None and self.cfg.weight_depth > 0:
             i = src.tolist()
             out_t = ctx(ctx.cams[i])

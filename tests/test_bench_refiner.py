@@ -1,6 +1,6 @@
 """The depth-consistency metrics of ``bench/refiner.py`` on analytic scenes seen by an orbit of
-cameras, depth ray-cast in closed form: a plane (nothing occluded: ``reprojection_error`` has no
-occlusion test) and a sphere (``condition_disagreement``, which tests visibility)."""
+cameras, depth ray-cast in closed form: a plane (nothing occluded) and a sphere (self-occlusion:
+``reprojection_error``'s ``occlusion_tol`` and ``condition_disagreement`` test visibility)."""
 
 import pytest
 import torch
@@ -109,3 +109,25 @@ def test_condition_disagreement(scene):
     # per-frame min-max normalisation of exact depth is NOT consistent between views
     cond = DC.normalize_per_frame(disp)
     assert float(condition_disagreement(depth, cond, cams.viewmats, cams.Ks, closed=False).mean()) > 0.01
+
+
+def test_occlusion_test_removes_self_occlusion_but_not_errors(scene):
+    cams, depth = scene
+    plain = DC.reprojection_error(depth, cams.viewmats, cams.Ks, closed=False)
+    hidden = []
+    vis = DC.reprojection_error(depth, cams.viewmats, cams.Ks, closed=False, occlusion_tol=0.05,
+                                occluded=hidden)
+    # 30 degrees apart on a sphere: the limb of view i is behind the sphere in view i+1
+    assert len(hidden) == 4 and all(0.0 < h < 0.3 for h in hidden), hidden
+    assert float(vis.max()) < 0.7 * float(plain.min()), (vis, plain)
+    assert float(vis.max()) < 5e-3  # exact depth: only nearest-pixel sampling error remains
+    # a frame 10 % too near: its points land in front of the next view's surface (an error,
+    # never "occluded"), and it hides the previous view's points -- which the occluded fraction
+    # reports, so the bench can show it
+    bad = depth.clone()
+    bad[1] *= 0.9
+    hidden = []
+    err = DC.reprojection_error(bad, cams.viewmats, cams.Ks, closed=False, occlusion_tol=0.05,
+                                occluded=hidden)
+    assert float(err[1]) > 0.05
+    assert hidden[0] > 0.5 and hidden[2] < 0.3, hidden

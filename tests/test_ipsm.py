@@ -328,3 +328,83 @@ def test_geometry_with_real_gaussian_renders():
     assert geo.sum() > 0.7 * fg.sum()
     assert (out.warp.image - rp.rgb).abs()[geo].mean() < 0.04
     assert out.loss_geo.item() < 0.04
+
+
+# ----------------------------------------------------------------------------------------------
+# Cross-view photometric consistency (ours): the gradient moves the surface to the truth
+# ----------------------------------------------------------------------------------------------
+
+
+def _xview_setup(size=64):
+    cams = cams_at([0.0, 35.0, -35.0], el=[0.0, 10.0, -5.0], size=size)
+    rgb, depth, _, _ = raycast(cams)
+    mask = (depth[..., 0] > 0).float()
+    return cams, rgb, depth, mask
+
+
+def _xview(scale, cams, rgb, depth, mask, tol=0.02):
+    d = depth[0] * scale  # [H, W, 1], a wrong surface when scale != 1
+    return ipsm.cross_view_loss(d, mask[0, ..., None], rgb[0], mask[0], cams.viewmats[0],
+                                cams.Ks[0], rgb[1:], mask[1:], depth[1:], cams.viewmats[1:],
+                                cams.Ks[1:], tol=tol)
+
+
+def test_cross_view_loss_is_minimal_at_the_true_depth():
+    cams, rgb, depth, mask = _xview_setup()
+    # the occlusion test uses the neighbours' own depth, so a wrong reference depth is judged
+    # against the true one: widen the tolerance to keep the compared pixels comparable
+    losses = {s: float(_xview(torch.tensor(s), cams, rgb, depth, mask, tol=0.1))
+              for s in (0.96, 0.98, 1.0, 1.02, 1.04)}
+    assert losses[1.0] < 0.01  # the true surface: the views agree (bilinear sampling error)
+    assert losses[0.98] > 2 * losses[1.0] and losses[1.02] > 2 * losses[1.0]
+    assert losses[0.96] > losses[0.98] and losses[1.04] > losses[1.02]
+
+
+@pytest.mark.parametrize("scale,sign", [(1.03, 1.0), (0.97, -1.0)])
+def test_cross_view_gradient_points_to_the_true_depth(scale, sign):
+    cams, rgb, depth, mask = _xview_setup()
+    s = torch.tensor(scale, requires_grad=True)
+    _xview(s, cams, rgb, depth, mask, tol=0.1).backward()
+    # a surface too far (scale > 1) must be pulled nearer (positive dL/ds), and vice versa
+    assert s.grad is not None and sign * float(s.grad) > 0
+
+
+def test_cross_view_occlusion_test_drops_hidden_pixels():
+    cams, rgb, depth, mask = _xview_setup()
+    # neighbour depth says "something is much nearer everywhere" -> nothing is visible there
+    near = depth[1:] * 0.5
+    d = depth[0].clone().requires_grad_(True)
+    loss = ipsm.cross_view_loss(d, mask[0, ..., None], rgb[0], mask[0], cams.viewmats[0],
+                                cams.Ks[0], rgb[1:], mask[1:], near, cams.viewmats[1:],
+                                cams.Ks[1:])
+    assert float(loss.detach()) == 0.0
+    loss.backward()  # still part of the graph, contributes no gradient
+    assert float(d.grad.abs().sum()) == 0.0
+
+
+def test_cross_view_validates_shapes():
+    cams, rgb, depth, mask = _xview_setup(16)
+    with pytest.raises(ValueError, match="neighbour"):
+        ipsm.cross_view_loss(depth[0], mask[0, ..., None], rgb[0], mask[0], cams.viewmats[0],
+                             cams.Ks[0], rgb[1:], mask[1:2], depth[1:], cams.viewmats[1:],
+                             cams.Ks[1:])
+
+
+def test_cross_view_term_runs_inside_a_fit():
+    from orbitforge.kernels.fit import FitConfig, fit_gaussians
+    from orbitforge.kernels.priors import IPSMGeometryConfig, IPSMGeometryRegularizer
+
+    cams = cams_at([0.0, 60.0, 120.0, 180.0], size=32)
+    rgb, depth, _, _ = raycast(cams)
+    mask = (depth[..., 0] > 0).float()
+    cfg = FitConfig(iterations=10, densify=False, seed=0)
+    on = IPSMGeometryRegularizer(IPSMGeometryConfig(weight_geometry=0.0, weight_cross_view=1.0,
+                                                    cross_view_start=0.5))
+    res = fit_gaussians(rgb, cams, mask, cfg, regularizer=on)
+    assert torch.isfinite(res.gaussians.means).all()
+    # switched on after half the fit, with every view's depth cached by then
+    assert math.isfinite(on.last["cross_view"]) and on.last["cross_view"] > 0
+    assert sorted(on._depth_cache) == [0, 1, 2, 3]
+    off = IPSMGeometryRegularizer(IPSMGeometryConfig(weight_geometry=0.0))
+    fit_gaussians(rgb, cams, mask, cfg, regularizer=off)
+    assert "cross_view" not in off.last
