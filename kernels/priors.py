@@ -19,13 +19,13 @@ module stays free of ComfyUI; both only act every ``every`` steps to bound their
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from . import cameras as K, ipsm, sds
+from .mvs import neighbor_views
 
 
 @dataclass
@@ -91,13 +91,10 @@ class IPSMGeometryRegularizer:
             self._depth_cache[a] = out.depth[j].detach()
         if self.cfg.weight_cross_view <= 0 or step < self.cfg.cross_view_start * ctx.iterations:
             return None
-        dirs = torch.nn.functional.normalize(ctx.cams.centers.double(), dim=-1)  # [N, 3]
+        near = neighbor_views(ctx.cams, self.cfg.cross_view_neighbors)  # [N, k]
         terms = []
         for j, a in enumerate(ctx.view_idx):
-            cos = dirs @ dirs[a]
-            cos[a] = -math.inf
-            k = min(self.cfg.cross_view_neighbors, len(dirs) - 1)
-            nbs = [b for b in torch.topk(cos, k).indices.tolist()
+            nbs = [b for b in near[a].tolist()
                    if b in self._depth_cache and self._depth_cache[b].shape[:2] == (h, w)]
             if not nbs:
                 continue
@@ -109,23 +106,23 @@ class IPSMGeometryRegularizer:
         return torch.stack(terms).mean() if terms else None
 
     def __call__(self, step: int, params: dict, ctx) -> torch.Tensor:
-        zero = params["means"].sum() * 0
+        loss = params["means"].sum() * 0
         total = ctx.iterations
         xv = self.cross_view(step, ctx)
         if xv is not None:
-            zero = zero + self.cfg.weight_cross_view * xv
+            loss = loss + self.cfg.weight_cross_view * xv
             self.last["cross_view"] = float(xv.detach())
-        if step < self.cfg.start * total or step % self.cfg.every or (
-                self.cfg.weight_geometry <= 0 and (self.mono is None
-                                                   or self.cfg.weight_depth <= 0)):
-            return zero
+        pseudo_off = self.cfg.weight_geometry <= 0 and (self.mono is None
+                                                        or self.cfg.weight_depth <= 0)
+        if step < self.cfg.start * total or step % self.cfg.every or pseudo_off:
+            return loss
         sig = ipsm.pseudo_sigma(step, total) * self.cfg.sigma_scale
         pc, src, src_depth = pseudo_cameras(ctx, sig, self.cfg.pseudo_views, self.gen)
         out_p = ctx(pc)
         r = ipsm.ipsm_geometry(out_p.rgb, out_p.depth, pc.viewmats, pc.Ks,
                                ctx.images[src], src_depth,
                                ctx.cams.viewmats[src], ctx.cams.Ks[src], pseudo_alpha=out_p.alpha)
-        loss = zero + self.cfg.weight_geometry * r.loss_geo
+        loss = loss + self.cfg.weight_geometry * r.loss_geo
         self.last.update({"sigma": sig, "geo": float(r.loss_geo.detach())})
         if self.mono is not None and self.cfg.weight_depth > 0:
             i = src.tolist()
