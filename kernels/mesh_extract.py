@@ -213,9 +213,30 @@ def reconstruct_fast(masks: torch.Tensor, cams, resolution: int = 128,
                      bbox=DEFAULT_BBOX, min_weight: float = 1.5, max_carve: float = 0.1,
                      max_bytes: int | None = None, progress=None, timings: dict | None = None,
                      angle_weight: bool = True, **finish) -> trimesh.Trimesh:
-    """Masks (+ optional depth maps) -> finished mesh.
+    """Masks (+ optional depth maps) -> finished mesh: :func:`fast_field`, then
+    :func:`field_to_mesh` (``finish`` goes to :func:`finish_mesh`)."""
+    import time
 
-    The field is :func:`.visual_hull.hull_sdf` (sub-voxel silhouette distance, soft voting with
+    field, _ = fast_field(masks, cams, resolution, depths, min_background_views, bbox,
+                          min_weight, max_carve, max_bytes, progress, timings, angle_weight)
+    t = time.time()
+    mesh = field_to_mesh(field, bbox, **finish)
+    if timings is not None:
+        timings["extract_s"] = time.time() - t
+    if progress is not None:
+        progress(3, 3)
+    return mesh
+
+
+def fast_field(masks: torch.Tensor, cams, resolution: int = 128, depths=None,
+               min_background_views: int = 1, bbox=DEFAULT_BBOX, min_weight: float = 1.5,
+               max_carve: float = 0.1, max_bytes: int | None = None, progress=None,
+               timings: dict | None = None, angle_weight: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks (+ optional depth maps) -> ``(field, hull)``, both ``[R, R, R]`` narrow-band signed
+    fields (negative inside): the fused one and the visual hull alone.
+
+    The hull is :func:`.visual_hull.hull_sdf` (sub-voxel silhouette distance, soft voting with
     ``min_background_views``, narrow band); with ``depths`` it is further carved by
     :func:`.tsdf.combine_hull_tsdf` (voxels no depth observes stay inside; never deeper than
     ``max_carve`` below the hull; only where the observations' weights sum to ``min_weight``:
@@ -223,9 +244,9 @@ def reconstruct_fast(masks: torch.Tensor, cams, resolution: int = 128,
     surface, see :func:`.tsdf.tsdf_fuse`; measured with ground-truth depth on the cow this cut
     the inward bias of the fused surface -- 64^3 IoU 0.981 -> 0.988). ``depths`` is a
     ``[C, H, W]`` tensor of camera z (0 = none), or a callable ``depths(hull_field) -> [C, H, W]``
-    that derives them from the hull (e.g. :func:`.mvs.mvs_depth`). ``finish`` goes to
-    :func:`finish_mesh`. ``timings`` (a dict) receives per-stage wall seconds. Raises
-    ``ValueError`` before any work when the grid would need more than ``max_bytes``.
+    that derives them from the hull (e.g. :func:`.mvs.mvs_depth`). ``timings`` (a dict) receives
+    per-stage wall seconds. Raises ``ValueError`` before any work when the grid would need more
+    than ``max_bytes``.
     """
     import time
 
@@ -249,6 +270,7 @@ def reconstruct_fast(masks: torch.Tensor, cams, resolution: int = 128,
     tm = {} if timings is None else timings
     t = time.time()
     field, deep = hull_sdf_and_depth(m, cams, resolution, min_background_views, bbox)
+    hull = field
     tm["hull_s"] = time.time() - t
     if progress is not None:
         progress(1, 3)
@@ -272,9 +294,4 @@ def reconstruct_fast(masks: torch.Tensor, cams, resolution: int = 128,
         tm["fuse_s"] = time.time() - t
     if progress is not None:
         progress(2, 3)
-    t = time.time()
-    mesh = field_to_mesh(field, bbox, **finish)
-    tm["extract_s"] = time.time() - t
-    if progress is not None:
-        progress(3, 3)
-    return mesh
+    return field, hull
