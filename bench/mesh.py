@@ -3,6 +3,7 @@
     python -m orbitforge.bench mesh --mesh PATH [--views 21] [--res 256] [--grid 192]
                                     [--orbit dynamic|static] [--radius 2.2]
                                     [--source images|gaussians] [--depth mvs|none]
+                                    [--mode fast|neural] [--neural-iters N]
                                     [--points N] [--json]
 
 Orbit (``--orbit``, reported as ``orbit`` in the JSON, with the camera ``elevations``): the
@@ -17,6 +18,10 @@ Depth source: ``--source images`` (default) uses ``--depth mvs``: hull-bounded p
 stereo on the views (kernels/mvs.py, seconds on a CPU) -- chosen over the Gaussians' median
 depth because a CPU 3DGS fit takes minutes (outside the 30 s budget) and its depth measured
 worse than the hull (SPEC §8). ``--depth none`` is the hull alone.
+
+``--mode neural`` refines the fast field with NeuS-style volume rendering of an SDF grid
+(kernels/neural_sdf.py) and also reports the fast path's own mesh from the same run
+(``fast``: chamfer, iou, fscore_001) so the two can be compared side by side.
 
 Chamfer noise floor: with 100k independent samples per mesh the metric of a mesh against
 itself is ~0.0025 (sample spacing), which hides differences near the goal (0.003).
@@ -103,6 +108,8 @@ def main(argv=None) -> int:
     ap.add_argument("--smooth", type=int, default=0, help="Taubin iterations")
     ap.add_argument("--faces", type=int, default=0, help="decimation target (0 = none)")
     ap.add_argument("--no-watertight", action="store_true")
+    ap.add_argument("--mode", choices=["fast", "neural"], default="fast")
+    ap.add_argument("--neural-iters", type=int, default=600, help="steps of --mode neural")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     a = ap.parse_args(argv)
@@ -139,10 +146,16 @@ def main(argv=None) -> int:
     from ..kernels.mesh_pipeline import reconstruct_mesh
 
     dsrc = "depth" if depths is not None else a.depth
+    neural = None
+    if a.mode == "neural":
+        from ..kernels.neural_sdf import NeuralSDFConfig
+
+        neural = NeuralSDFConfig(iterations=a.neural_iters)
     mesh = reconstruct_mesh(masks, cams, a.grid, images=images, depth_source=dsrc, depths=depths,
                             mvs_size=a.mvs_size, min_background_views=a.k, timings=stages,
                             keep_components=1, watertight=not a.no_watertight,
-                            target_faces=a.faces, smooth_iterations=a.smooth)
+                            target_faces=a.faces, smooth_iterations=a.smooth, mode=a.mode,
+                            neural=neural)
     stages["mesh_s"] = time.time() - t1
     wall = time.time() - t0
     cpu = _cpu_s() - c0
@@ -153,7 +166,15 @@ def main(argv=None) -> int:
         q["chamfer_hi"] = chamfer(mesh, gt, n=a.points)
         q["chamfer_floor"] = chamfer(gt, gt, n=100_000)
         q["chamfer_floor_hi"] = chamfer(gt, gt, n=a.points)
-    out = {"mesh": a.mesh, "source": a.source, "views": a.views, "res": a.res, "grid": a.grid, "orbit": a.orbit,
+    fast_q = None
+    if a.mode == "neural":  # the fast path's mesh from the same inputs, for comparison
+        fm = reconstruct_mesh(masks, cams, a.grid, images=images, depth_source=dsrc,
+                              depths=depths, mvs_size=a.mvs_size, min_background_views=a.k,
+                              keep_components=1, watertight=not a.no_watertight,
+                              target_faces=a.faces, smooth_iterations=a.smooth)
+        fq = evaluate_mesh(fm, gt)
+        fast_q = {k: fq[k] for k in ("chamfer", "iou", "fscore_001")}
+    out = {"mesh": a.mesh, "source": a.source, "mode": a.mode, "views": a.views, "res": a.res, "grid": a.grid, "orbit": a.orbit,
            "elevations": [round(float(e), 1) for e in el],
            "depth_source": "gaussians median" if depths is not None else a.depth,
            **{k: q[k] for k in ("chamfer_hi", "chamfer_floor", "chamfer_floor_hi") if k in q},
@@ -162,6 +183,9 @@ def main(argv=None) -> int:
            "watertight": bool(mesh.is_watertight), "peak_rss_mb": round(_peak_rss_mb(), 1),
            "stages": {k: round(v, 3) for k, v in stages.items()},
            "threads": a.threads}
+    if fast_q is not None:
+        out["fast"] = fast_q
+        out["neural_iters"] = a.neural_iters
     if depths is not None:
         o3 = _open3d_tsdf(depths, images, cams, a.grid)
         if "mesh" in o3:

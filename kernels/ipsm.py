@@ -478,7 +478,8 @@ def cross_view_loss(depth: torch.Tensor, alpha: torch.Tensor, image: torch.Tenso
                     mask: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor,
                     nb_images: torch.Tensor, nb_masks: torch.Tensor, nb_depths: torch.Tensor,
                     nb_viewmats: torch.Tensor, nb_Ks: torch.Tensor, tol: float = 0.02,
-                    alpha_threshold: float = 0.5, min_pixels: int = 16) -> torch.Tensor:
+                    alpha_threshold: float = 0.5, min_pixels: int = 16,
+                    max_residual: float = 0.0) -> torch.Tensor:
     """Photometric consistency of a *training* view with its neighbouring training views,
     differentiable in the rendered depth.
 
@@ -524,6 +525,8 @@ def cross_view_loss(depth: torch.Tensor, alpha: torch.Tensor, image: torch.Tenso
     zd = z.detach()
     vis = valid[None] & (wm > 0.99) & (zd > 1e-6) & ((wd - zd).abs() < tol * zd)  # [B,H,W,1]
     diff = (warped - image[None, ..., :3]).abs().mean(-1, keepdim=True)  # [B, H, W, 1]
+    if max_residual > 0:  # robust: residuals this large are occlusions / other surfaces
+        vis = vis & (diff.detach() < max_residual)
     n = vis.flatten(1).sum(1)  # [B]
     use = n >= min_pixels
     if not bool(use.any()):

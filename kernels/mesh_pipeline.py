@@ -14,9 +14,11 @@ orbitforge demo`` (:func:`gaussians_to_mesh_file`) and ``bench mesh``:
      depth carve where several views agree, never deeper than ``max_carve``);
    * ``"depth"`` -- given depth maps (camera z, 0 = none);
    * ``"none"`` -- the hull alone;
-3. TSDF fusion + :func:`.tsdf.combine_hull_tsdf` (depth may carve, never punch holes), marching
-   cubes, largest component, smoothing, decimation, watertight repair;
-4. colours from the views (:mod:`.mesh_color`).
+3. TSDF fusion + :func:`.tsdf.combine_hull_tsdf` (depth may carve, never punch holes);
+4. ``mode="neural"`` only: the fused field refined by NeuS-style volume rendering against the
+   views (:mod:`.neural_sdf`; minutes instead of seconds);
+5. marching cubes, largest component, smoothing, decimation, watertight repair;
+6. colours from the views (:mod:`.mesh_color`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .cameras import Cameras
 from .visual_hull import DEFAULT_BBOX
 
 DEPTH_SOURCES = ("mvs", "gaussians", "depth", "none")
+MODES = ("fast", "neural")
 
 
 def gaussians_depth(gaussians, cams: Cameras) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -48,17 +51,26 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 192,
                      min_background_views: int = 1, max_carve: float = 0.1,
                      min_weight: float = 1.5, bbox=DEFAULT_BBOX, max_bytes: int | None = None,
                      progress=None, timings: dict | None = None, mvs_options: dict | None = None,
+                     mode: str = "fast", neural=None, interrupt=None,
                      **finish) -> trimesh.Trimesh:
     """masks ``[C, H, W]`` (+ images ``[C, H, W, 3]`` for ``"mvs"``, ``gaussians`` for
     ``"gaussians"``, ``depths`` ``[C, H, W]`` for ``"depth"``) -> finished ``trimesh.Trimesh``.
 
     ``finish`` goes to :func:`.mesh_extract.finish_mesh` (keep_components, watertight,
-    target_faces, smooth_iterations). Raises ``ValueError`` for a missing input before any work.
+    target_faces, smooth_iterations). ``mode="neural"`` (needs ``images``) refines the fused
+    field with :func:`.neural_sdf.refine_sdf` (``neural``: a :class:`.neural_sdf.NeuralSDFConfig`;
+    ``interrupt()`` is called every step and may raise to stop). Raises ``ValueError`` for a
+    missing input before any work.
     """
     from . import mesh_extract, mvs
 
     if depth_source not in DEPTH_SOURCES:
         raise ValueError(f"depth_source must be one of {DEPTH_SOURCES}, got {depth_source!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "neural" and images is None:
+        raise ValueError("mode 'neural' fits the views' colours: connect the images, or use "
+                         "mode 'fast'")
     C = masks.shape[0]
     if depth_source == "mvs":
         if images is None:
@@ -88,10 +100,47 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 192,
         dsrc = depths.float()
     else:
         dsrc = None
-    return mesh_extract.reconstruct_fast(
-        masks.float(), cams, resolution, depths=dsrc, min_background_views=min_background_views,
-        bbox=bbox, min_weight=min_weight, max_carve=max_carve, max_bytes=max_bytes,
-        progress=progress, timings=timings, **finish)
+    if mode == "fast":
+        return mesh_extract.reconstruct_fast(
+            masks.float(), cams, resolution, depths=dsrc,
+            min_background_views=min_background_views, bbox=bbox, min_weight=min_weight,
+            max_carve=max_carve, max_bytes=max_bytes, progress=progress, timings=timings,
+            **finish)
+    return _reconstruct_neural(masks.float(), images[..., :3].float(), cams, resolution, dsrc,
+                               min_background_views, bbox, min_weight, max_carve, max_bytes,
+                               progress, timings, neural, interrupt, finish)
+
+
+def _reconstruct_neural(masks, images, cams, resolution, dsrc, min_background_views, bbox,
+                        min_weight, max_carve, max_bytes, progress, timings, neural, interrupt,
+                        finish) -> trimesh.Trimesh:
+    """The fast field, refined by :func:`.neural_sdf.refine_sdf`, then finished."""
+    import time
+
+    from . import mesh_extract, neural_sdf
+    from .mesh_render import render_mesh
+
+    tm = {} if timings is None else timings
+    cfg = neural or neural_sdf.NeuralSDFConfig()
+    total = 3 + cfg.iterations
+    sub = None if progress is None else (lambda i, t: progress(i, total))
+    field, hull = mesh_extract.fast_field(masks, cams, resolution, dsrc, min_background_views,
+                                          bbox, min_weight, max_carve, max_bytes, sub, tm)
+    t = time.time()
+    first = mesh_extract.field_to_mesh(field, bbox, keep_components=1, watertight=False)
+    init_depth = render_mesh(first, cams)["depth"]  # where the sampling band goes
+    tm["neural_init_s"] = time.time() - t
+    t = time.time()
+    fit_progress = None if progress is None else (lambda i, n: progress(2 + i, total))
+    refined = neural_sdf.refine_sdf(field, hull, images, masks, cams, init_depth, bbox, cfg,
+                                    progress=fit_progress, interrupt=interrupt)
+    tm["neural_s"] = time.time() - t
+    t = time.time()
+    mesh = mesh_extract.field_to_mesh(refined, bbox, **finish)
+    tm["extract_s"] = time.time() - t
+    if progress is not None:
+        progress(total, total)
+    return mesh
 
 
 def color_mesh(mesh: trimesh.Trimesh, images: torch.Tensor | None, cams: Cameras,

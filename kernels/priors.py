@@ -42,6 +42,7 @@ class IPSMGeometryConfig:
     cross_view_start: float = 0.3  # fraction of the fit before it switches on
     cross_view_neighbors: int = 2  # nearest training views (by viewing direction) compared
     cross_view_tol: float = 0.02  # relative depth tolerance of the occlusion test
+    cross_view_max_residual: float = 0.1  # drop pixels whose L1 residual exceeds this (0 = keep)
 
 
 
@@ -102,7 +103,8 @@ class IPSMGeometryRegularizer:
                 out.depth[j], out.alpha[j], ctx.images[a], ctx.masks[a], ctx.cams.viewmats[a],
                 ctx.cams.Ks[a], ctx.images[nbs], ctx.masks[nbs],
                 torch.stack([self._depth_cache[b] for b in nbs]), ctx.cams.viewmats[nbs],
-                ctx.cams.Ks[nbs], tol=self.cfg.cross_view_tol))
+                ctx.cams.Ks[nbs], tol=self.cfg.cross_view_tol,
+                max_residual=self.cfg.cross_view_max_residual))
         return torch.stack(terms).mean() if terms else None
 
     def __call__(self, step: int, params: dict, ctx) -> torch.Tensor:

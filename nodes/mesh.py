@@ -63,8 +63,10 @@ class SDFMesh:
             "resolution": ("INT", {"default": 192, "min": 16, "max": 1024, "step": 8,
                            "tooltip": "Voxel grid resolution per axis over the unit box. 128: "
                            "~1 s; 256: finer, several seconds and ~1 GiB."}),
-            "mode": (["fast"], {"default": "fast", "tooltip": "fast: hull + depth fusion + "
-                     "marching cubes."}),
+            "mode": (["fast", "neural"], {"default": "fast", "tooltip": "fast: hull + depth "
+                     "fusion + marching cubes (seconds). neural: the fast result refined by "
+                     "NeuS-style volume rendering of an SDF grid against the views (needs images; "
+                     "minutes on a CPU)."}),
             "min_background_views": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip":
                                      "A voxel is carved when at least this many views see it on "
                                      "background. Raise to 2-3 for imperfect generated masks."}),
@@ -95,11 +97,13 @@ class SDFMesh:
             "depth_maps": ("MASK", {"tooltip": "Depth maps [B,H,W], camera-space z in world "
                            "units (0 = no depth), one per camera; used with depth_source "
                            "depth."}),
+            "neural_iterations": ("INT", {"default": 600, "min": 10, "max": 20000, "tooltip":
+                                  "Optimisation steps of mode neural (each renders 4096 rays)."}),
         }}
 
     def build(self, cameras, resolution, mode, min_background_views, watertight, target_faces,
               smooth_iterations, color, texture_size, depth_source="auto", images=None,
-              masks=None, gaussians=None, depth_maps=None):
+              masks=None, gaussians=None, depth_maps=None, neural_iterations=600):
         from ..kernels import mesh_extract, mesh_pipeline
 
         cams = cameras
@@ -119,8 +123,13 @@ class SDFMesh:
         if need > MAX_GRID_BYTES:
             raise ValueError(f"resolution {resolution} needs about {need / 2**30:.1f} GiB; lower "
                              "the resolution")
-        if mode != "fast":
-            raise ValueError(f"unknown mode {mode!r}; use 'fast'")
+        if mode not in mesh_pipeline.MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {mesh_pipeline.MODES}")
+        if mode == "neural" and images is None and gaussians is None:
+            raise ValueError("mode 'neural' fits the views' colours: connect images (or "
+                             "gaussians to render them from), or use mode 'fast'")
+        if int(neural_iterations) < 1:
+            raise ValueError(f"neural_iterations must be >= 1, got {neural_iterations}")
         if depth_source not in DEPTH_CHOICES:
             raise ValueError(f"depth_source must be one of {DEPTH_CHOICES}, got {depth_source!r}")
         if depth_source == "auto":
@@ -158,15 +167,23 @@ class SDFMesh:
                              "removal) or connect gaussians")
         masks = masks.float().cpu()
         imgs = None if images is None else images[..., :3].float().cpu()
-        prog = host.Progress(4)
+        neural = None
+        steps = 4
+        if mode == "neural":
+            from ..kernels.neural_sdf import NeuralSDFConfig
+
+            neural = NeuralSDFConfig(iterations=int(neural_iterations))
+            steps = 4 + neural.iterations
+        prog = host.Progress(steps)
         mesh = mesh_pipeline.reconstruct_mesh(
             masks, cams, resolution, images=imgs, depth_source=depth_source,
             depths=None if depth_maps is None else depth_maps.float().cpu(), gaussians=gaussians,
             min_background_views=min_background_views, max_bytes=MAX_GRID_BYTES,
             progress=lambda i, t: prog.update(i), keep_components=1, watertight=watertight,
-            target_faces=target_faces, smooth_iterations=smooth_iterations)
+            target_faces=target_faces, smooth_iterations=smooth_iterations, mode=mode,
+            neural=neural, interrupt=host.check_interrupt)
         out = mesh_pipeline.color_mesh(mesh, imgs, cams, masks, color, texture_size)
-        prog.update(4)
+        prog.update(steps)
         return (_to_device(out, host.intermediate_device()),)
 
 

@@ -382,6 +382,21 @@ def test_cross_view_occlusion_test_drops_hidden_pixels():
     assert float(d.grad.abs().sum()) == 0.0
 
 
+def test_cross_view_max_residual_ignores_pixels_the_neighbours_disagree_on():
+    cams, rgb, depth, mask = _xview_setup()
+    # paint a patch of one neighbour a colour nothing else has (a stand-in for a surface the
+    # occlusion test missed): without the robust cut it dominates the loss, with it it is dropped
+    bad = rgb[1:].clone()
+    bad[0, 20:44, 20:44] = torch.tensor([0.0, 1.0, 0.0])
+    args = (depth[0], mask[0, ..., None], rgb[0], mask[0], cams.viewmats[0], cams.Ks[0])
+    rest = (mask[1:], depth[1:], cams.viewmats[1:], cams.Ks[1:])
+    clean = float(ipsm.cross_view_loss(*args, rgb[1:], *rest))
+    plain = float(ipsm.cross_view_loss(*args, bad, *rest))
+    robust = float(ipsm.cross_view_loss(*args, bad, *rest, max_residual=0.1))
+    assert plain > 5 * clean
+    assert robust < 3 * clean and robust < plain / 5  # only the blended patch edge stays
+
+
 def test_cross_view_validates_shapes():
     cams, rgb, depth, mask = _xview_setup(16)
     with pytest.raises(ValueError, match="neighbour"):

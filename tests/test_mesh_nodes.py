@@ -135,3 +135,30 @@ def test_core_saveglb_accepts_colored_mesh(vmesh, tmp_path):
     p = tmp_path / "core.glb"
     save_glb(mesh.vertices[0], mesh.faces[0], str(p))
     assert len(trimesh.load(str(p), force="mesh").faces) == mesh.faces.shape[1]
+
+
+def test_sdf_mesh_node_neural_mode(views):
+    """mode neural runs the NeuS-style refinement after the fast path and still gives a closed,
+    coloured mesh of the right size; it refuses to run without the views' colours."""
+    steps = []
+    from orbitforge.nodes import host
+
+    orig = host.Progress.update
+
+    def spy(self, value, preview=None):
+        steps.append((value, self.total))
+        return orig(self, value, preview)
+
+    host.Progress.update = spy
+    try:
+        mesh = build(views, mode="neural", neural_iterations=15)
+    finally:
+        host.Progress.update = orig
+    tm = mesh.to_trimesh()
+    assert tm.is_watertight
+    assert np.abs(np.linalg.norm(tm.vertices, axis=1) - 0.3).mean() < 0.02
+    assert steps[-1] == (4 + 15, 4 + 15) and len(steps) > 15  # progress through the fit
+    with pytest.raises(ValueError, match="neural"):
+        build(views, mode="neural", images=None)
+    with pytest.raises(ValueError, match="mode"):
+        build(views, mode="slow")

@@ -1,0 +1,99 @@
+"""Neural SDF refinement (kernels/neural_sdf.py): grid lookup, NeuS compositing, the fit."""
+
+import math
+
+import pytest
+import torch
+
+from orbitforge.kernels import neural_sdf as ns
+from orbitforge.kernels.cameras import make_orbit_cameras, uniform_orbit
+from orbitforge.kernels.visual_hull import DEFAULT_BBOX, voxel_grid
+
+
+def test_sample_grid_is_trilinear_on_a_linear_field():
+    # a linear function of the coordinates is reproduced exactly by trilinear interpolation
+    g = voxel_grid(16)  # [R, R, R, 3] voxel centres
+    f = (0.3 * g[..., 0] - 0.7 * g[..., 1] + 0.2 * g[..., 2] + 0.1)[None]  # [1, R, R, R]
+    pts = torch.rand(200, 3, generator=torch.Generator().manual_seed(0)) * 0.9 - 0.45
+    pts = pts.clamp(-0.5 + 1 / 32, 0.5 - 1 / 32)  # inside the centres' hull
+    want = 0.3 * pts[:, 0] - 0.7 * pts[:, 1] + 0.2 * pts[:, 2] + 0.1
+    got = ns.sample_grid(f, pts, DEFAULT_BBOX)[:, 0]
+    assert torch.allclose(got, want, atol=1e-5)
+    # the voxel centre itself returns that voxel's value (axis order x, y, z)
+    v = torch.zeros(1, 4, 4, 4)
+    v[0, 3, 0, 1] = 1.0
+    c = voxel_grid(4)[3, 0, 1][None]
+    assert float(ns.sample_grid(v, c, DEFAULT_BBOX)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_neus_render_plane_gives_full_opacity_at_the_plane_distance():
+    t = torch.linspace(0.0, 2.0, 401)[None]  # [1, S]
+    sdf = 1.2 - t  # surface at t = 1.2, negative behind it
+    col = torch.tensor([0.2, 0.4, 0.6]).expand(1, 401, 3)
+    rgb, opa, depth, w = ns.neus_render(sdf, col, t, s=400.0)
+    assert float(opa) == pytest.approx(1.0, abs=1e-3)
+    assert float(depth) == pytest.approx(1.2, abs=5e-3)
+    assert torch.allclose(rgb, torch.tensor([[0.2, 0.4, 0.6]]), atol=1e-3)
+    # a ray that stays outside (sdf > 0 everywhere) is empty
+    _, opa2, _, _ = ns.neus_render(sdf + 5.0, col, t, s=400.0)
+    assert float(opa2) < 1e-3
+
+
+def test_redistance_fills_the_truncated_inside():
+    g = voxel_grid(32)
+    r = g.norm(dim=-1)
+    sdf = r - 0.3
+    h = 1 / 32
+    trunc = 3 * h
+    f = sdf.clamp(-trunc, trunc)
+    full = ns.redistance(f, h)
+    inner = sdf < -0.1
+    # deep inside, the distance transform recovers the true distance to within a voxel
+    assert (full[inner] - sdf[inner]).abs().max() < 1.5 * h
+    near = sdf.abs() < trunc * 0.9
+    assert torch.equal(full[near], f[near])
+
+
+def _sphere_scene(res=48, grid=32, views=8):
+    from orbitforge.kernels.mesh_render import render_mesh
+    import trimesh
+
+    mesh = trimesh.creation.icosphere(subdivisions=4, radius=0.3)
+    el, az = uniform_orbit(views // 2, [-20.0, 25.0])
+    cams = make_orbit_cameras(el, az, 2.0, 33.8, res, res)
+    v = render_mesh(mesh, cams)
+    return v, cams, grid
+
+
+def test_refine_sdf_moves_a_wrong_surface_towards_the_views():
+    torch.manual_seed(0)
+    v, cams, R = _sphere_scene()
+    g = voxel_grid(R)
+    true = g.norm(dim=-1) - 0.3
+    h = 1 / R
+    trunc = 3 * h
+    # start from a surface 1.5 voxels too small (over-carved); the hull is 1 voxel too large
+    start = (true + 1.5 * h).clamp(-trunc, trunc)
+    hull = (true - 1.0 * h).clamp(-trunc, trunc)
+    field0 = torch.maximum(start, hull)
+    dist = v["depth"]  # the true surface's depth: the band sits around it
+    cfg = ns.NeuralSDFConfig(iterations=60, rays=1024, samples=32, band_out=0.06, band_in=0.06,
+                             lr_sdf=1e-3, s_start=80.0, s_end=200.0)
+    stats = {}
+    out = ns.refine_sdf(field0, hull, v["rgb"], v["mask"], cams, dist, DEFAULT_BBOX, cfg,
+                        stats=stats)
+    band = true.abs() < h
+    err0 = (field0 - true)[band].abs().mean()
+    err1 = (out - true)[band].abs().mean()
+    assert err1 < 0.8 * err0, (float(err0), float(err1))
+    assert bool((out >= hull - 1e-6).all())  # never outside the visual hull
+    assert set(stats) >= {"color", "mask", "eikonal", "smooth"}
+
+
+def test_refine_sdf_rejects_mismatched_inputs():
+    v, cams, R = _sphere_scene(res=16, grid=8, views=4)
+    f = torch.zeros(R, R, R)
+    with pytest.raises(ValueError, match="same"):
+        ns.refine_sdf(f, torch.zeros(R, R, R + 1), v["rgb"], v["mask"], cams, v["depth"])
+    with pytest.raises(ValueError, match="must agree"):
+        ns.refine_sdf(f, f, v["rgb"], v["mask"][:2], cams, v["depth"])
