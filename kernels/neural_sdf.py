@@ -14,7 +14,9 @@ minutes:
   around the initial surface along each ray (the surface moves by at most the band) or across
   the whole box for rays the initial surface misses;
 * losses: L1 colour on object pixels, binary cross-entropy of the rendered opacity against the
-  mask, eikonal ``(|grad f| - 1)^2`` and a Laplacian smoothness on the voxels near the surface;
+  mask, eikonal ``(|grad f| - 1)^2`` and a Laplacian smoothness on the voxels within 2.5 voxels
+  of the current surface (only there: smoothing the deep inside raises the medial axis and
+  eats thin parts from within); sealed cavities left inside are filled (:func:`fill_cavities`);
 * the result is clamped to stay inside the visual hull (``max(f, hull)``): the silhouettes
   already bound the object, photometry only carves what they cannot.
 
@@ -127,6 +129,25 @@ def redistance(field: torch.Tensor, h: float) -> torch.Tensor:
                                             torch.maximum(full, f))).to(field.device)
 
 
+def fill_cavities(field: torch.Tensor) -> torch.Tensor:
+    """Make every outside region ``field > 0`` that does not reach the grid border inside
+    (``-|field|``): no view can see a cavity sealed inside the object, so a bubble left there by
+    the fit is an artefact (it would become an inner shell of the mesh)."""
+    from scipy import ndimage
+
+    out = (field > 0).cpu().numpy()
+    lab, n = ndimage.label(out)
+    if n <= 1:
+        return field
+    border = set(lab[0].ravel()) | set(lab[-1].ravel()) | set(lab[:, 0].ravel()) \
+        | set(lab[:, -1].ravel()) | set(lab[:, :, 0].ravel()) | set(lab[:, :, -1].ravel())
+    border.discard(0)
+    import numpy as np
+
+    sealed = torch.from_numpy(~np.isin(lab, list(border)) & out).to(field.device)
+    return torch.where(sealed, -field.abs(), field)
+
+
 def _laplacian(f: torch.Tensor) -> torch.Tensor:
     """Discrete Laplacian of ``[R, R, R]`` on the interior ``[R-2, R-2, R-2]``."""
     c = f[1:-1, 1:-1, 1:-1]
@@ -202,7 +223,6 @@ def refine_sdf(field: torch.Tensor, hull: torch.Tensor, images: torch.Tensor,
                             {"params": [col], "lr": cfg.lr_color}], betas=(0.9, 0.99))
     S = cfg.samples
     u = (torch.arange(S, device=dev, dtype=dt) + 0.5) / S  # [S]
-    band = (field.abs() < cfg.band_in + 2 * h)[1:-1, 1:-1, 1:-1]  # where the surface may go
     last = {}
     for it in range(cfg.iterations):
         if interrupt is not None:
@@ -220,6 +240,9 @@ def refine_sdf(field: torch.Tensor, hull: torch.Tensor, images: torch.Tensor,
         l_col = ((rgb - rgb_t[pick]).abs().mean(-1) * m).sum() / m.sum().clamp_min(1)
         opa_c = opa.clamp(1e-4, 1 - 1e-4)
         l_mask = torch.nn.functional.binary_cross_entropy(opa_c, m)
+        # regularise only the voxels next to the current surface: smoothing the deep inside
+        # (a Laplacian flow) raises the medial axis and eats thin parts from within
+        band = (sdf.detach().abs() < 2.5 * h)[1:-1, 1:-1, 1:-1]
         gn = _grad_norm(sdf, h)
         l_eik = ((gn - 1) ** 2)[band].mean()
         l_smooth = (_laplacian(sdf) / h)[band].pow(2).mean()
@@ -238,4 +261,4 @@ def refine_sdf(field: torch.Tensor, hull: torch.Tensor, images: torch.Tensor,
                 "smooth": l_smooth.item(), "s": s}
     if stats is not None:
         stats.update(last)
-    return sdf.detach()
+    return fill_cavities(sdf.detach())

@@ -97,3 +97,18 @@ def test_refine_sdf_rejects_mismatched_inputs():
         ns.refine_sdf(f, torch.zeros(R, R, R + 1), v["rgb"], v["mask"], cams, v["depth"])
     with pytest.raises(ValueError, match="must agree"):
         ns.refine_sdf(f, f, v["rgb"], v["mask"][:2], cams, v["depth"])
+
+
+def test_fill_cavities_closes_sealed_bubbles_only():
+    g = voxel_grid(24)
+    r = g.norm(dim=-1)
+    solid = r - 0.35  # a ball
+    bubble = 0.08 - (g - torch.tensor([0.1, 0.0, 0.0])).norm(dim=-1)  # > 0 inside the bubble
+    field = torch.maximum(solid, bubble)  # a ball with a sealed hollow
+    assert bool((field[(g - torch.tensor([0.1, 0.0, 0.0])).norm(dim=-1) < 0.05] > 0).all())
+    filled = ns.fill_cavities(field)
+    assert bool((filled[r < 0.33] < 0).all())  # the hollow is inside now
+    assert torch.equal(filled[r > 0.36], field[r > 0.36])  # the outside is untouched
+    # a hollow that opens to the outside is not a cavity: left alone
+    tunnel = torch.maximum(field, 0.05 - g[..., 1:].norm(dim=-1))  # a bore along x
+    assert torch.equal(ns.fill_cavities(tunnel), tunnel)
