@@ -51,6 +51,7 @@ class NeuralSDFConfig:
     w_eikonal: float = 0.05
     w_smooth: float = 0.05
     warmup: int = 0  # first steps fit only the colours (the SDF is held)
+    max_side: int = 512  # larger views are area-downsampled first (bounds the ray arrays)
     seed: int = 0
 
 
@@ -189,6 +190,16 @@ def refine_sdf(field: torch.Tensor, hull: torch.Tensor, images: torch.Tensor,
     if masks.shape != (C, H, W) or init_depth.shape != (C, H, W) or len(cams) != C:
         raise ValueError(f"images {tuple(images.shape)}, masks {tuple(masks.shape)}, init_depth "
                          f"{tuple(init_depth.shape)} and {len(cams)} cameras must agree")
+    if max(H, W) > cfg.max_side:  # 1024² orbits: 21 x 1M rays would not fit in a few GB
+        sc = cfg.max_side / max(H, W)
+        h2, w2 = max(1, round(H * sc)), max(1, round(W * sc))
+        area = lambda x: torch.nn.functional.interpolate(x, size=(h2, w2), mode="area")
+        images = area(images[..., :3].permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        masks = area(masks[:, None].float())[:, 0]
+        init_depth = torch.nn.functional.interpolate(init_depth[:, None].float(), size=(h2, w2),
+                                                     mode="nearest")[:, 0]
+        cams = cams.resized(w2, h2)
+        C, H, W, _ = images.shape
     dev = field.device
     dt = torch.float32
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
@@ -244,8 +255,9 @@ def refine_sdf(field: torch.Tensor, hull: torch.Tensor, images: torch.Tensor,
         # (a Laplacian flow) raises the medial axis and eats thin parts from within
         band = (sdf.detach().abs() < 2.5 * h)[1:-1, 1:-1, 1:-1]
         gn = _grad_norm(sdf, h)
-        l_eik = ((gn - 1) ** 2)[band].mean()
-        l_smooth = (_laplacian(sdf) / h)[band].pow(2).mean()
+        nb = band.sum().clamp_min(1)
+        l_eik = (((gn - 1) ** 2) * band).sum() / nb
+        l_smooth = ((_laplacian(sdf) / h).pow(2) * band).sum() / nb
         loss = (cfg.w_color * l_col + cfg.w_mask * l_mask + cfg.w_eikonal * l_eik
                 + cfg.w_smooth * l_smooth)
         opt.zero_grad(set_to_none=True)

@@ -112,3 +112,21 @@ def test_fill_cavities_closes_sealed_bubbles_only():
     # a hollow that opens to the outside is not a cavity: left alone
     tunnel = torch.maximum(field, 0.05 - g[..., 1:].norm(dim=-1))  # a bore along x
     assert torch.equal(ns.fill_cavities(tunnel), tunnel)
+
+
+def test_refine_sdf_downsamples_large_views_and_survives_an_empty_band():
+    v, cams, R = _sphere_scene(res=32, grid=16, views=4)
+    g = voxel_grid(R)
+    f = (g.norm(dim=-1) - 0.3).clamp(-0.2, 0.2)
+    up = lambda x: torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+    big_rgb = up(v["rgb"].permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # 64² views
+    big_mask = up(v["mask"][:, None])[:, 0]
+    big_depth = up(v["depth"][:, None])[:, 0]
+    cfg = ns.NeuralSDFConfig(iterations=3, rays=256, samples=16, max_side=32)
+    out = ns.refine_sdf(f, f, big_rgb, big_mask, cams.resized(64, 64), big_depth, config=cfg)
+    assert out.shape == f.shape and bool(torch.isfinite(out).all())
+    # a field with no surface near any voxel: the regularisers have nothing to act on, no NaN
+    flat = torch.full((R, R, R), 0.2)
+    flat[R // 2, R // 2, R // 2] = -0.2
+    out = ns.refine_sdf(flat, flat, v["rgb"], v["mask"], cams, v["depth"], config=cfg)
+    assert bool(torch.isfinite(out).all())
