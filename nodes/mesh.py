@@ -131,6 +131,13 @@ class SDFMesh:
                              "gaussians to render them from), or use mode 'fast'")
         if int(neural_iterations) < 1:
             raise ValueError(f"neural_iterations must be >= 1, got {neural_iterations}")
+        if mode == "neural":
+            from ..kernels.neural_sdf import estimate_bytes
+
+            if estimate_bytes(resolution) > MAX_GRID_BYTES:
+                raise ValueError(f"mode neural at resolution {resolution} needs about "
+                                 f"{estimate_bytes(resolution) / 2**30:.1f} GiB; use resolution "
+                                 "<= 384 (128-192 recommended)")
         if depth_source not in DEPTH_CHOICES:
             raise ValueError(f"depth_source must be one of {DEPTH_CHOICES}, got {depth_source!r}")
         if depth_source == "auto":

@@ -162,3 +162,5 @@ def test_sdf_mesh_node_neural_mode(views):
         build(views, mode="neural", images=None)
     with pytest.raises(ValueError, match="mode"):
         build(views, mode="slow")
+    with pytest.raises(ValueError, match="GiB"):  # fine for fast, too big for neural
+        build(views, mode="neural", resolution=512)
