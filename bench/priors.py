@@ -58,14 +58,6 @@ def _fit_eval(gt, cams, test_gt, test_cams, iters, reg, seed, mesh=None):
     return out
 
 
-def _tiny_sd15(cin, seed):
-    return tiny_sd15(cin, seed)
-
-
-def _tiny_vae(size):
-    return tiny_vae(size)
-
-
 def diffusion_cost(iters: int = 6, res: int = 48, frames: int = 5, latent: int = 8) -> dict:
     """Seconds per iteration of a short fit without / with each diffusion prior (every step)."""
     from .guidance import _comfy, tiny_comfy_sv3d
@@ -86,14 +78,14 @@ def diffusion_cost(iters: int = 6, res: int = 48, frames: int = 5, latent: int =
                                          mode="area").permute(0, 2, 3, 1)
     mk = torch.nn.functional.interpolate(masks[idx][:, None], size=(res, res), mode="area")[:, 0]
     cams = cams[idx].resized(res, res)
-    vae = _tiny_vae(latent * 8)
+    vae = tiny_vae(latent * 8)
     text = [[torch.full((1, 77, 768), 0.5), {}]]
     g = torch.Generator().manual_seed(0)
     az = [(f + 1) * 360.0 / frames % 360.0 for f in range(frames)]
     sv_pos = [[torch.randn(1, 1, 1024, generator=g) * 0.1,
                {"concat_latent_image": torch.randn(1, 4, latent, latent, generator=g),
                 "elevation": [10.0] * frames, "azimuth": az, "augmentation_level": 1e-5}]]
-    (ipsm,) = IPSMDiffusionPriors().make(_tiny_sd15(9, 3), _tiny_sd15(4, 4), vae, text, 1.0, 1,
+    (ipsm,) = IPSMDiffusionPriors().make(tiny_sd15(9, 3), tiny_sd15(4, 4), vae, text, 1.0, 1,
                                          0.0, 0, 7.5)
     (sv3d,) = SV3DSDSPriors().make(tiny_comfy_sv3d(), vae, sv_pos, 1.0, 0.0, 1, 2.5)
 

@@ -25,7 +25,6 @@ Everything is pure torch on the inputs' device; host-free.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -50,7 +49,6 @@ class NeuralSDFConfig:
     w_mask: float = 0.1
     w_eikonal: float = 0.05
     w_smooth: float = 0.05
-    warmup: int = 0  # first steps fit only the colours (the SDF is held)
     max_side: int = 512  # larger views are area-downsampled first (bounds the ray arrays)
     seed: int = 0
 
@@ -76,14 +74,16 @@ def sample_grid(grid: torch.Tensor, pts: torch.Tensor, bbox=DEFAULT_BBOX) -> tor
     return out[0, :, :, 0, 0].t()
 
 
-def camera_rays(cams: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
-    """World ray origins ``[C, 3]`` and unit directions ``[C, H, W, 3]`` through pixel centres."""
+def unit_rays(cams: Cameras) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """World ray origins ``[C, 3]``, unit directions ``[C, H, W, 3]`` through pixel centres, and
+    the distance along each per unit of camera z ``[C, H, W]`` (depth z -> ray distance).
+    (:func:`.mesh_render.camera_rays` is the numpy, per-camera, z-scaled form for ray casting.)"""
     from .ipsm import pixel_rays
 
     d_cam = pixel_rays(cams.Ks, cams.height, cams.width)  # [C, H, W, 3], z = 1
-    R = cams.viewmats[:, :3, :3]
-    d = torch.einsum("cji,chwj->chwi", R, d_cam)  # R^T d
-    return cams.centers, torch.nn.functional.normalize(d, dim=-1)
+    zlen = d_cam.norm(dim=-1)  # [C, H, W]
+    d = torch.einsum("cji,chwj->chwi", cams.viewmats[:, :3, :3], d_cam)  # R^T d
+    return cams.centers, torch.nn.functional.normalize(d, dim=-1), zlen
 
 
 def box_intersect(o: torch.Tensor, d: torch.Tensor, bbox=DEFAULT_BBOX):
@@ -141,6 +141,7 @@ def fill_cavities(field: torch.Tensor) -> torch.Tensor:
     """Make every outside region ``field > 0`` that does not reach the grid border inside
     (``-|field|``): no view can see a cavity sealed inside the object, so a bubble left there by
     the fit is an artefact (it would become an inner shell of the mesh)."""
+    import numpy as np
     from scipy import ndimage
 
     out = (field > 0).cpu().numpy()
@@ -150,8 +151,6 @@ def fill_cavities(field: torch.Tensor) -> torch.Tensor:
     border = set(lab[0].ravel()) | set(lab[-1].ravel()) | set(lab[:, 0].ravel()) \
         | set(lab[:, -1].ravel()) | set(lab[:, :, 0].ravel()) | set(lab[:, :, -1].ravel())
     border.discard(0)
-    import numpy as np
-
     sealed = torch.from_numpy(~np.isin(lab, list(border)) & out).to(field.device)
     return torch.where(sealed, -field.abs(), field)
 
@@ -216,15 +215,12 @@ def refine_sdf(field: torch.Tensor, hull: torch.Tensor, images: torch.Tensor,
     h = float((hi - lo).max()) / R
 
     # all rays once: [C*H*W] origins, directions, targets, and the sampling interval
-    o, d = camera_rays(cams.to(dev, dt))
+    o, d, zlen = unit_rays(cams.to(dev, dt))
     o = o[:, None, None, :].expand(C, H, W, 3).reshape(-1, 3)
     d = d.reshape(-1, 3)
     rgb_t = images[..., :3].to(dev, dt).reshape(-1, 3)
     m_t = masks.to(dev, dt).reshape(-1)
-    from .ipsm import pixel_rays
-
-    zlen = pixel_rays(cams.Ks.to(dev, dt), H, W).norm(dim=-1).reshape(-1)  # |d_cam| (z = 1)
-    t_hit = init_depth.to(dev, dt).reshape(-1) * zlen  # distance along the unit ray
+    t_hit = init_depth.to(dev, dt).reshape(-1) * zlen.reshape(-1)  # distance along the unit ray
     tn, tf = box_intersect(o, d, bbox)
     hit = t_hit > 0
     near = torch.where(hit, (t_hit - cfg.band_out).maximum(tn), tn)
@@ -239,9 +235,9 @@ def refine_sdf(field: torch.Tensor, hull: torch.Tensor, images: torch.Tensor,
     col = torch.full((3, R, R, R), 0.5, device=dev, dtype=dt, requires_grad=True)
     opt = torch.optim.Adam([{"params": [sdf], "lr": cfg.lr_sdf},
                             {"params": [col], "lr": cfg.lr_color}], betas=(0.9, 0.99))
+    hull = hull.to(dev, dt)
     S = cfg.samples
     u = (torch.arange(S, device=dev, dtype=dt) + 0.5) / S  # [S]
-    last = {}
     for it in range(cfg.iterations):
         if interrupt is not None:
             interrupt()
@@ -269,15 +265,12 @@ def refine_sdf(field: torch.Tensor, hull: torch.Tensor, images: torch.Tensor,
                 + cfg.w_smooth * l_smooth)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if it < cfg.warmup:
-            sdf.grad = None
         opt.step()
         with torch.no_grad():  # never outside the visual hull
-            sdf.copy_(torch.maximum(sdf, hull.to(dev, dt)))
+            sdf.copy_(torch.maximum(sdf, hull))
         if progress is not None:
             progress(it + 1, cfg.iterations)
-        last = {"color": l_col.item(), "mask": l_mask.item(), "eikonal": l_eik.item(),
-                "smooth": l_smooth.item(), "s": s}
-    if stats is not None:
-        stats.update(last)
+    if stats is not None and cfg.iterations > 0:  # the last step's losses (one sync, here)
+        stats.update({"color": l_col.item(), "mask": l_mask.item(), "eikonal": l_eik.item(),
+                      "smooth": l_smooth.item(), "s": s})
     return fill_cavities(sdf.detach())

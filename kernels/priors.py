@@ -45,7 +45,6 @@ class IPSMGeometryConfig:
     cross_view_max_residual: float = 0.1  # drop pixels whose L1 residual exceeds this (0 = keep)
 
 
-
 def pseudo_cameras(ctx, sigma: float, count: int, gen: torch.Generator):
     """IPSM pseudo cameras for one fit step: ``(cams [P], source view indices [P], the sources'
     rendered depth [P,H,W,1])``. Perturbs this step's training views when the fit rendered them
@@ -60,6 +59,7 @@ def pseudo_cameras(ctx, sigma: float, count: int, gen: torch.Generator):
     with torch.no_grad():
         depth = ctx(ctx.cams[src.tolist()]).depth
     return pc, src, depth
+
 
 class IPSMGeometryRegularizer:
     """Callable ``(step, params, ctx) -> loss`` for :func:`.fit.fit_gaussians`.
@@ -79,6 +79,7 @@ class IPSMGeometryRegularizer:
         self.gen = torch.Generator().manual_seed(self.cfg.seed)
         self.last = {}
         self._depth_cache = {}  # training view -> its last rendered depth (occlusion tests)
+        self._near = None  # [N, k] nearest training views (the cameras are fixed during a fit)
 
     def cross_view(self, step: int, ctx) -> Optional[torch.Tensor]:
         """The cross-view term for this step's training views (None when off or not yet on).
@@ -92,7 +93,9 @@ class IPSMGeometryRegularizer:
             self._depth_cache[a] = out.depth[j].detach()
         if self.cfg.weight_cross_view <= 0 or step < self.cfg.cross_view_start * ctx.iterations:
             return None
-        near = neighbor_views(ctx.cams, self.cfg.cross_view_neighbors)  # [N, k]
+        if self._near is None or self._near.shape[0] != len(ctx.cams):
+            self._near = neighbor_views(ctx.cams, self.cfg.cross_view_neighbors)  # [N, k]
+        near = self._near
         terms = []
         for j, a in enumerate(ctx.view_idx):
             nbs = [b for b in near[a].tolist()

@@ -126,14 +126,14 @@ class SDFMesh:
                              "the resolution")
         if mode not in mesh_pipeline.MODES:
             raise ValueError(f"unknown mode {mode!r}; use one of {mesh_pipeline.MODES}")
-        if mode == "neural" and images is None and gaussians is None:
-            raise ValueError("mode 'neural' fits the views' colours: connect images (or "
-                             "gaussians to render them from), or use mode 'fast'")
         if int(neural_iterations) < 1:
             raise ValueError(f"neural_iterations must be >= 1, got {neural_iterations}")
         if mode == "neural":
             from ..kernels.neural_sdf import estimate_bytes
 
+            if images is None and gaussians is None:
+                raise ValueError("mode 'neural' fits the views' colours: connect images (or "
+                                 "gaussians to render them from), or use mode 'fast'")
             if estimate_bytes(resolution) > MAX_GRID_BYTES:
                 raise ValueError(f"mode neural at resolution {resolution} needs about "
                                  f"{estimate_bytes(resolution) / 2**30:.1f} GiB; use resolution "
