@@ -4,7 +4,7 @@
                                     [--orbit dynamic|static] [--radius 2.2]
                                     [--source images|gaussians] [--depth mvs|none]
                                     [--mode fast|neural] [--neural-iters N]
-                                    [--points N] [--json]
+                                    [--shading flat|ao] [--points N] [--json]
 
 Orbit (``--orbit``, reported as ``orbit`` in the JSON, with the camera ``elevations``): the
 default is **SV3D's dynamic orbit** (``kernels.cameras.sv3d_dynamic_orbit(10, 21, seed=0)``:
@@ -28,6 +28,12 @@ itself is ~0.0025 (sample spacing), which hides differences near the goal (0.003
 ``chamfer`` keeps the SyncDreamer protocol (100k points); ``chamfer_hi`` repeats it with
 ``--points`` (default 1M) samples, and ``chamfer_floor``/``chamfer_floor_hi`` are the GT
 mesh against itself at both sample counts (what a perfect reconstruction would score).
+
+Shading (``--shading``, reported as ``shading``): the views are shaded view-independently by
+one fixed light (kernels/mesh_render.py). ``flat`` (default, the setting every earlier number
+used): no shadows, constant ambient, so on an untextured mesh every surface facing away from the
+light is one flat grey that no photometric method can read depth from. ``ao``: the same light
+with cast shadows and ambient occlusion, as a path tracer renders it (still view independent).
 
 Renders ground-truth views + masks of the (normalised) mesh on the chosen orbit, hands the
 pack's own fast path only images, masks and cameras (never ground-truth depth), and prints one
@@ -110,6 +116,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-watertight", action="store_true")
     ap.add_argument("--mode", choices=["fast", "neural"], default="fast")
     ap.add_argument("--neural-iters", type=int, default=600, help="steps of --mode neural")
+    ap.add_argument("--shading", choices=["flat", "ao"], default="flat",
+                    help="ground-truth view shading: flat = one light, no shadows; ao = the "
+                         "same light with cast shadows and ambient occlusion")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     a = ap.parse_args(argv)
@@ -125,7 +134,8 @@ def main(argv=None) -> int:
     else:
         el, az = sv3d_dynamic_orbit(a.elevation, a.views, seed=0)
     cams = make_orbit_cameras(el, az, a.radius, 33.8, a.res, a.res)
-    views = render_mesh(gt, cams)
+    shade = a.shading == "ao"
+    views = render_mesh(gt, cams, occlusion=shade, shadows=shade)
     images, masks = views["rgb"], views["mask"]  # ground-truth depth is NOT used
 
     t0 = time.time()
@@ -175,6 +185,7 @@ def main(argv=None) -> int:
         fq = evaluate_mesh(fm, gt)
         fast_q = {k: fq[k] for k in ("chamfer", "iou", "fscore_001")}
     out = {"mesh": a.mesh, "source": a.source, "mode": a.mode, "views": a.views, "res": a.res, "grid": a.grid, "orbit": a.orbit,
+           "shading": a.shading,
            "elevations": [round(float(e), 1) for e in el],
            "depth_source": "gaussians median" if depths is not None else a.depth,
            **{k: q[k] for k in ("chamfer_hi", "chamfer_floor", "chamfer_floor_hi") if k in q},

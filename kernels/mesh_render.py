@@ -8,6 +8,14 @@ Shading is deliberately **view independent** -- ``albedo * (ambient + diffuse * 
 with a fixed world-space light from above-front and two-sided normals -- so that a 3D Gaussian
 fit with view-independent (degree-0 SH) colour can match the renders exactly.
 
+Two optional terms make the shading physically plausible while keeping it view independent
+(both are properties of the surface point, not of the camera): ``occlusion`` scales the ambient
+term by per-vertex **ambient occlusion** (:func:`ambient_occlusion`: the cosine-weighted share
+of the hemisphere not blocked by the mesh within ``ao_distance``), and ``shadows`` casts a ray
+from every lit hit point towards the light (**cast shadows**). A path tracer (e.g. the Blender
+renders generators are trained on) produces both; without them, every surface facing away from
+the light is one flat colour.
+
 Ray casting uses ``embreex`` (Embree 2) directly when it is installed (about 0.03 s per 256²
 view for spot); otherwise trimesh's pure-python triangle intersector (much slower).
 """
@@ -228,6 +236,39 @@ def smooth_vertex_normals(mesh: trimesh.Trimesh) -> np.ndarray:
     return n / np.clip(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12, None)
 
 
+def ambient_occlusion(mesh: trimesh.Trimesh, n_rays: int = 32, max_dist: float = 0.5,
+                      seed: int = 0, normals: Optional[np.ndarray] = None,
+                      caster: Optional["_Caster"] = None) -> np.ndarray:
+    """Per-vertex ambient occlusion ``[V]`` in 0..1 (1 = open sky): ``n_rays`` cosine-weighted
+    rays over the hemisphere of the smooth vertex normal; a ray hitting the mesh closer than
+    ``max_dist`` (world units) counts as blocked. Vertices at the same position (UV-seam copies)
+    share one estimate, so seams do not show. Deterministic for a given ``seed``."""
+    if int(n_rays) < 1 or not max_dist > 0:
+        raise ValueError(f"ambient_occlusion needs n_rays >= 1 and max_dist > 0, got {n_rays}, "
+                         f"{max_dist}")
+    v = np.asarray(mesh.vertices, dtype=np.float64)
+    vn = smooth_vertex_normals(mesh) if normals is None else normals
+    _, first, inv = np.unique(np.round(v, 7), axis=0, return_index=True, return_inverse=True)
+    p, n = v[first], vn[first]  # [U, 3]
+    caster = caster or _Caster(mesh)
+    # an orthonormal frame around each normal
+    a = np.where(np.abs(n[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    t1 = np.cross(n, a)
+    t1 /= np.clip(np.linalg.norm(t1, axis=-1, keepdims=True), 1e-12, None)
+    t2 = np.cross(n, t1)
+    eps = 1e-5 * float(np.linalg.norm(mesh.extents))
+    rng = np.random.default_rng(seed)
+    blocked = np.zeros(len(p))
+    for _ in range(int(n_rays)):
+        u1, u2 = rng.random(len(p)), rng.random(len(p))
+        r, phi = np.sqrt(u1), 2.0 * np.pi * u2
+        d = (r * np.cos(phi))[:, None] * t1 + (r * np.sin(phi))[:, None] * t2 \
+            + np.sqrt(1.0 - u1)[:, None] * n
+        hit, _, _, t = caster.cast(p + eps * n, d)
+        blocked += hit & (t > 0) & (t < max_dist)
+    return (1.0 - blocked / int(n_rays))[inv.reshape(-1)]
+
+
 def _bilinear(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """Bilinear, repeat-wrapped lookup of ``img [h,w,3]`` at UVs ``[R,2]`` (v up, OpenGL)."""
     h, w = img.shape[:2]
@@ -289,7 +330,8 @@ class _Albedo:
 
 def render_mesh(mesh: trimesh.Trimesh, cams: Cameras, background: Sequence[float] = (1.0, 1.0, 1.0),
                 ss: int = 1, smooth: bool = True, light_dir: Sequence[float] = LIGHT_DIR,
-                ambient: float = AMBIENT, diffuse: float = DIFFUSE,
+                ambient: float = AMBIENT, diffuse: float = DIFFUSE, occlusion: bool = False,
+                shadows: bool = False, ao_rays: int = 32, ao_distance: float = 0.5,
                 progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Render ``mesh`` from every camera (CPU ray casting).
 
@@ -301,6 +343,9 @@ def render_mesh(mesh: trimesh.Trimesh, cams: Cameras, background: Sequence[float
         smooth: interpolate smooth vertex normals (else flat face normals).
         light_dir / ambient / diffuse: the view-independent shading
             ``albedo * (ambient + diffuse * max(0, n.l))``; normals are two-sided.
+        occlusion: multiply the ambient term by per-vertex ambient occlusion
+            (:func:`ambient_occlusion` with ``ao_rays`` rays, ``ao_distance`` reach).
+        shadows: zero the diffuse term where the mesh blocks the way to the light.
         progress: optional ``callback(done_views, total_views)``.
 
     Returns a dict of CPU float32 tensors:
@@ -329,6 +374,12 @@ def render_mesh(mesh: trimesh.Trimesh, cams: Cameras, background: Sequence[float
     fnorm = np.asarray(mesh.face_normals, dtype=np.float64)
     light = np.asarray(light_dir, dtype=np.float64)
     light = light / np.linalg.norm(light)
+    ao = None
+    if occlusion:
+        ao = ambient_occlusion(mesh, ao_rays, ao_distance, caster=caster,
+                               normals=vn if smooth else None)
+        faces = np.asarray(mesh.faces)
+    eps = 1e-5 * float(np.linalg.norm(mesh.extents))
 
     n_views = len(cams)
     out_rgb = np.empty((n_views, H, W, 3), np.float32)
@@ -352,7 +403,18 @@ def render_mesh(mesh: trimesh.Trimesh, cams: Cameras, background: Sequence[float
         n /= np.clip(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12, None)
         flip = (n * dirs[idx]).sum(-1) > 0  # two-sided: face the camera
         n[flip] *= -1
-        shade = ambient + diffuse * np.clip(n @ light, 0.0, None)
+        amb = ambient if ao is None else ambient * (ao[faces[f]] * b).sum(1)
+        lit = np.clip(n @ light, 0.0, None)
+        if shadows:
+            on = np.nonzero(lit > 0)[0]
+            if len(on):
+                # leave the surface on the camera's side of the face, towards the light
+                fn = fnorm[f[on]] * np.where((fnorm[f[on]] * dirs[idx[on]]).sum(-1) > 0,
+                                             -1.0, 1.0)[:, None]
+                p = origins[idx[on]] + t[idx[on], None] * dirs[idx[on]] + eps * fn
+                blk, _, _, tb = caster.cast(p, np.broadcast_to(light, p.shape))
+                lit[on[blk & (tb > 0)]] = 0.0
+        shade = amb + diffuse * lit
         col = np.clip(albedo(f, b) * shade[:, None], 0.0, 1.0)
 
         rgb = np.broadcast_to(bg, (Hs * Ws, 3)).copy()

@@ -305,9 +305,13 @@ class MeshTurntable:
                        "tooltip": "Camera distance (the mesh lives in the unit box)."}),
             "fov": ("FLOAT", {"default": K.SV3D_FOV_DEG, "min": 1.0, "max": 170.0, "tooltip":
                     "Vertical field of view in degrees."}),
+        }, "optional": {
+            "occlusion_and_shadows": ("BOOLEAN", {"default": False, "tooltip": "Shade with "
+                                      "ambient occlusion and cast shadows (reads shape better "
+                                      "on uncoloured meshes; about 2x slower)."}),
         }}
 
-    def render(self, mesh, frames, elevation, size, radius, fov):
+    def render(self, mesh, frames, elevation, size, radius, fov, occlusion_and_shadows=False):
         from ..kernels.mesh_render import render_mesh
 
         items = as_mesh_list(mesh)
@@ -316,7 +320,8 @@ class MeshTurntable:
         el, az = K.uniform_orbit(int(frames), (float(elevation),))
         cams = K.make_orbit_cameras(el, az, radius, fov, size, size)
         prog = host.Progress(int(frames))
-        out = render_mesh(items[0].to_trimesh(0), cams,
+        shade = bool(occlusion_and_shadows)
+        out = render_mesh(items[0].to_trimesh(0), cams, occlusion=shade, shadows=shade,
                           progress=lambda i, t: prog.update(i))
         return (out["rgb"].to(host.intermediate_device()),)
 

@@ -123,6 +123,10 @@ def test_turntable_and_core_mesh_compat(vmesh):
     core = CoreMESH(mesh.vertices, mesh.faces)
     frames2 = MeshTurntable().render(core, 1, 0.0, 32, 2.0, 33.8)[0]
     assert frames2.shape == (1, 32, 32, 3)
+    # occlusion and shadows only darken, and only on the object
+    shaded = MeshTurntable().render(mesh, 4, 15.0, 48, 2.0, 33.8, True)[0]
+    obj = frames < 0.999
+    assert bool((shaded <= frames + 1e-6).all()) and bool((shaded[~obj] == frames[~obj]).all())
 
 
 def test_core_saveglb_accepts_colored_mesh(vmesh, tmp_path):

@@ -233,3 +233,56 @@ def test_sample_orbit_matches_its_mesh():
     inter = ((ref["mask"] > 0.5) & (small > 0.5)).sum()
     union = ((ref["mask"] > 0.5) | (small > 0.5)).sum()
     assert inter / union > 0.97
+
+
+def test_ambient_occlusion_open_sky_vs_cup_floor():
+    # a convex mesh sees the whole sky: no occlusion anywhere
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
+    ao = mr.ambient_occlusion(sphere, n_rays=32)
+    assert ao.shape == (len(sphere.vertices),) and ao.min() == pytest.approx(1.0)
+    # the floor inside a deep open box (a cup) is mostly blocked by the walls; outside it is not
+    outer = trimesh.creation.box((1.0, 1.0, 1.0))
+    inner = trimesh.creation.box((0.6, 1.0, 0.6))
+    inner.apply_translation((0, 0.1, 0))  # floor at y = -0.4, open at the top
+    try:
+        cup = outer.difference(inner)
+    except Exception:  # pragma: no cover - no boolean backend (manifold3d) installed
+        pytest.skip("no mesh boolean backend")
+    ao = mr.ambient_occlusion(cup, n_rays=64, max_dist=2.0)
+    v = cup.vertices
+    floor = (np.abs(v[:, 1] + 0.4) < 1e-6) & (np.abs(v[:, 0]) < 0.31) & (np.abs(v[:, 2]) < 0.31)
+    bottom = np.abs(v[:, 1] + 0.5) < 1e-6  # the outside base: convex, nothing below it
+    assert floor.any() and bottom.any()
+    assert ao[floor].mean() < 0.5  # the walls hide most of the floor's sky
+    assert ao[bottom].min() == pytest.approx(1.0)
+    # deterministic per seed
+    assert np.array_equal(ao, mr.ambient_occlusion(cup, n_rays=64, max_dist=2.0))
+
+
+def test_cast_shadow_and_default_unchanged():
+    # a small sphere floating above a floor, lit from straight above
+    floor = trimesh.creation.box((2.0, 0.02, 2.0))
+    floor.apply_translation((0, -0.3, 0))
+    ball = trimesh.creation.icosphere(subdivisions=3, radius=0.15)
+    ball.apply_translation((0, 0.1, 0))
+    scene = trimesh.util.concatenate([floor, ball])
+    cams = _cams([0.0], el=[60.0], r=2.5, size=97)
+    kw = dict(light_dir=(0.0, 1.0, 0.0), ambient=0.3, diffuse=0.7)
+    plain = mr.render_mesh(scene, cams, **kw)
+    shad = mr.render_mesh(scene, cams, shadows=True, **kw)
+    assert torch.equal(plain["mask"], shad["mask"]) and torch.equal(plain["depth"], shad["depth"])
+    # project the floor point under the ball and one far from it
+    from orbitforge.kernels.visual_hull import project_points
+
+    pts = torch.tensor([[0.0, -0.29, 0.0], [0.7, -0.29, 0.6]])
+    uv, _ = project_points(pts, cams)
+    (u0, v0), (u1, v1) = uv[0].long().tolist()
+    under, far = shad["rgb"][0, v0, u0, 0].item(), shad["rgb"][0, v1, u1, 0].item()
+    grey = mr.DEFAULT_GREY[0]
+    assert far == pytest.approx(grey * 1.0, abs=0.02)  # fully lit
+    assert under == pytest.approx(grey * 0.3, abs=0.02)  # only ambient: in the shadow
+    assert plain["rgb"][0, v0, u0, 0].item() == pytest.approx(grey * 1.0, abs=0.02)
+    # nothing gets brighter with shadows or occlusion
+    both = mr.render_mesh(scene, cams, shadows=True, occlusion=True, **kw)
+    assert bool((both["rgb"] <= plain["rgb"] + 1e-6).all())
+    assert bool((both["rgb"] < plain["rgb"] - 0.01).any())
