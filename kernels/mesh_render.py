@@ -222,12 +222,23 @@ def camera_rays(viewmat: np.ndarray, K: np.ndarray, width: int, height: int):
 # ----------------------------------------------------------------------------------------------
 
 
+def _weld(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices at the same position (split UV-seam copies): ``(first [U], inv [V])`` -- the
+    index of one copy per position, and each vertex's position index."""
+    _, first, inv = np.unique(np.round(v, 7), axis=0, return_index=True, return_inverse=True)
+    return first, inv.reshape(-1)
+
+
+def _ray_offset(mesh: trimesh.Trimesh) -> float:
+    """How far secondary rays start off the surface (so they do not hit their own triangle)."""
+    return 1e-5 * float(np.linalg.norm(mesh.extents))
+
+
 def smooth_vertex_normals(mesh: trimesh.Trimesh) -> np.ndarray:
     """Area-weighted vertex normals ``[V, 3]`` shared across split (UV-seam) copies of a vertex."""
     v = np.asarray(mesh.vertices, dtype=np.float64)
     f = np.asarray(mesh.faces)
-    _, inv = np.unique(np.round(v, 7), axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
+    _, inv = _weld(v)
     fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # area-weighted
     acc = np.zeros((inv.max() + 1, 3))
     for k in range(3):
@@ -248,7 +259,7 @@ def ambient_occlusion(mesh: trimesh.Trimesh, n_rays: int = 32, max_dist: float =
                          f"{max_dist}")
     v = np.asarray(mesh.vertices, dtype=np.float64)
     vn = smooth_vertex_normals(mesh) if normals is None else normals
-    _, first, inv = np.unique(np.round(v, 7), axis=0, return_index=True, return_inverse=True)
+    first, inv = _weld(v)
     p, n = v[first], vn[first]  # [U, 3]
     caster = caster or _Caster(mesh)
     # an orthonormal frame around each normal
@@ -256,7 +267,7 @@ def ambient_occlusion(mesh: trimesh.Trimesh, n_rays: int = 32, max_dist: float =
     t1 = np.cross(n, a)
     t1 /= np.clip(np.linalg.norm(t1, axis=-1, keepdims=True), 1e-12, None)
     t2 = np.cross(n, t1)
-    eps = 1e-5 * float(np.linalg.norm(mesh.extents))
+    eps = _ray_offset(mesh)
     rng = np.random.default_rng(seed)
     blocked = np.zeros(len(p))
     for _ in range(int(n_rays)):
@@ -266,7 +277,7 @@ def ambient_occlusion(mesh: trimesh.Trimesh, n_rays: int = 32, max_dist: float =
             + np.sqrt(1.0 - u1)[:, None] * n
         hit, _, _, t = caster.cast(p + eps * n, d)
         blocked += hit & (t > 0) & (t < max_dist)
-    return (1.0 - blocked / int(n_rays))[inv.reshape(-1)]
+    return (1.0 - blocked / int(n_rays))[inv]
 
 
 def _bilinear(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -368,18 +379,14 @@ def render_mesh(mesh: trimesh.Trimesh, cams: Cameras, background: Sequence[float
 
     caster = _Caster(mesh)
     albedo = _Albedo(mesh)
-    if smooth:
-        vn = smooth_vertex_normals(mesh)
-        faces = np.asarray(mesh.faces)
+    faces = np.asarray(mesh.faces)
+    vn = smooth_vertex_normals(mesh) if smooth or occlusion else None
     fnorm = np.asarray(mesh.face_normals, dtype=np.float64)
     light = np.asarray(light_dir, dtype=np.float64)
     light = light / np.linalg.norm(light)
-    ao = None
-    if occlusion:
-        ao = ambient_occlusion(mesh, ao_rays, ao_distance, caster=caster,
-                               normals=vn if smooth else None)
-        faces = np.asarray(mesh.faces)
-    eps = 1e-5 * float(np.linalg.norm(mesh.extents))
+    ao = (ambient_occlusion(mesh, ao_rays, ao_distance, normals=vn, caster=caster)
+          if occlusion else None)
+    eps = _ray_offset(mesh)
 
     n_views = len(cams)
     out_rgb = np.empty((n_views, H, W, 3), np.float32)
