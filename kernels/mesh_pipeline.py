@@ -15,8 +15,10 @@ orbitforge demo`` (:func:`gaussians_to_mesh_file`) and ``bench mesh``:
    * ``"depth"`` -- given depth maps (camera z, 0 = none);
    * ``"none"`` -- the hull alone;
 3. TSDF fusion + :func:`.tsdf.combine_hull_tsdf` (depth may carve, never punch holes);
-4. ``mode="neural"`` only: the fused field refined by NeuS-style volume rendering against the
-   views (:mod:`.neural_sdf`; minutes instead of seconds);
+4. the fused field refined by NeuS-style volume rendering against the views
+   (:mod:`.neural_sdf`, needs the images): ``mode="fast"`` runs the short
+   :data:`.neural_sdf.POLISH` schedule (``polish_steps``, default 100, ~10 s at 128^3 on two CPU
+   cores; 0 = off: the fused field as is), ``mode="neural"`` the full one (minutes);
 5. marching cubes, largest component, smoothing, decimation, watertight repair;
 6. colours from the views (:mod:`.mesh_color`).
 """
@@ -52,17 +54,21 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 192,
                      min_weight: float = 1.5, bbox=DEFAULT_BBOX, max_bytes: int | None = None,
                      progress=None, timings: dict | None = None, mvs_options: dict | None = None,
                      mode: str = "fast", neural=None, interrupt=None,
-                     **finish) -> trimesh.Trimesh:
+                     polish_steps: int | None = None, **finish) -> trimesh.Trimesh:
     """masks ``[C, H, W]`` (+ images ``[C, H, W, 3]`` for ``"mvs"``, ``gaussians`` for
     ``"gaussians"``, ``depths`` ``[C, H, W]`` for ``"depth"``) -> finished ``trimesh.Trimesh``.
 
     ``finish`` goes to :func:`.mesh_extract.finish_mesh` (keep_components, watertight,
-    target_faces, smooth_iterations). ``mode="neural"`` (needs ``images``) refines the fused
-    field with :func:`.neural_sdf.refine_sdf` (``neural``: a :class:`.neural_sdf.NeuralSDFConfig`;
-    ``interrupt()`` is called every step and may raise to stop). Raises ``ValueError`` for a
-    missing input before any work.
+    target_faces, smooth_iterations). The fused field is refined with
+    :func:`.neural_sdf.refine_sdf` when there are ``images``: ``mode="fast"`` by ``polish_steps``
+    steps of :data:`.neural_sdf.POLISH` (None = its default 100; 0 = no refinement),
+    ``mode="neural"`` (needs ``images``) by ``neural`` (a :class:`.neural_sdf.NeuralSDFConfig`,
+    default the full schedule). ``interrupt()`` is called every step and may raise to stop.
+    Raises ``ValueError`` for a missing or bad input before any work.
     """
-    from . import mesh_extract, mvs
+    import dataclasses
+
+    from . import mesh_extract, mvs, neural_sdf
 
     if depth_source not in DEPTH_SOURCES:
         raise ValueError(f"depth_source must be one of {DEPTH_SOURCES}, got {depth_source!r}")
@@ -71,6 +77,8 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 192,
     if mode == "neural" and images is None:
         raise ValueError("mode 'neural' fits the views' colours: connect the images, or use "
                          "mode 'fast'")
+    if polish_steps is not None and int(polish_steps) < 0:
+        raise ValueError(f"polish_steps must be >= 0 (0 = off), got {polish_steps}")
     C = masks.shape[0]
     if depth_source == "mvs":
         if images is None:
@@ -100,28 +108,34 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 192,
         dsrc = depths.float()
     else:
         dsrc = None
-    if mode == "fast":
+    if mode == "neural":
+        cfg, stage = neural or neural_sdf.NeuralSDFConfig(), "neural_s"
+    else:
+        steps = neural_sdf.POLISH.iterations if polish_steps is None else int(polish_steps)
+        cfg = dataclasses.replace(neural_sdf.POLISH, iterations=steps)
+        stage = "polish_s"
+    if images is None or cfg.iterations == 0:
         return mesh_extract.reconstruct_fast(
             masks.float(), cams, resolution, depths=dsrc,
             min_background_views=min_background_views, bbox=bbox, min_weight=min_weight,
             max_carve=max_carve, max_bytes=max_bytes, progress=progress, timings=timings,
             **finish)
-    return _reconstruct_neural(masks.float(), images[..., :3].float(), cams, resolution, dsrc,
-                               min_background_views, bbox, min_weight, max_carve, max_bytes,
-                               progress, timings, neural, interrupt, finish)
+    return _reconstruct_refined(masks.float(), images[..., :3].float(), cams, resolution, dsrc,
+                                min_background_views, bbox, min_weight, max_carve, max_bytes,
+                                progress, timings, cfg, stage, interrupt, finish)
 
 
-def _reconstruct_neural(masks, images, cams, resolution, dsrc, min_background_views, bbox,
-                        min_weight, max_carve, max_bytes, progress, timings, neural, interrupt,
-                        finish) -> trimesh.Trimesh:
-    """The fast field, refined by :func:`.neural_sdf.refine_sdf`, then finished."""
+def _reconstruct_refined(masks, images, cams, resolution, dsrc, min_background_views, bbox,
+                         min_weight, max_carve, max_bytes, progress, timings, cfg, stage,
+                         interrupt, finish) -> trimesh.Trimesh:
+    """The fused field, refined by :func:`.neural_sdf.refine_sdf` with ``cfg``, then finished;
+    the refinement's time goes to ``timings[stage]``."""
     import time
 
     from . import mesh_extract, neural_sdf
     from .mesh_render import render_mesh
 
     tm = {} if timings is None else timings
-    cfg = neural or neural_sdf.NeuralSDFConfig()
     total = 3 + cfg.iterations
     sub = None if progress is None else (lambda i, t: progress(i, total))
     field, hull = mesh_extract.fast_field(masks, cams, resolution, dsrc, min_background_views,
@@ -129,12 +143,12 @@ def _reconstruct_neural(masks, images, cams, resolution, dsrc, min_background_vi
     t = time.time()
     first = mesh_extract.field_to_mesh(field, bbox, keep_components=1, watertight=False)
     init_depth = render_mesh(first, cams)["depth"]  # where the sampling band goes
-    tm["neural_init_s"] = time.time() - t
+    tm["refine_init_s"] = time.time() - t
     t = time.time()
     fit_progress = None if progress is None else (lambda i, n: progress(2 + i, total))
     refined = neural_sdf.refine_sdf(field, hull, images, masks, cams, init_depth, bbox, cfg,
                                     progress=fit_progress, interrupt=interrupt)
-    tm["neural_s"] = time.time() - t
+    tm[stage] = time.time() - t
     t = time.time()
     mesh = mesh_extract.field_to_mesh(refined, bbox, **finish)
     tm["extract_s"] = time.time() - t

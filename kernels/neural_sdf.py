@@ -7,7 +7,9 @@ minutes:
 
 * parameters: an SDF grid ``[R, R, R]`` (world units, negative inside, initialised from the fast
   path's fused hull + depth field) and a colour grid ``[3, R, R, R]`` (view-independent colour);
-  both read with trilinear interpolation (:func:`sample_grid`);
+  both read with trilinear interpolation: :func:`trilinear_corners` + :func:`gather_lerp` (eight
+  ``take`` per channel forward, ``bincount`` backward: ~2x faster on a CPU than the reference
+  :func:`sample_grid`, i.e. ``grid_sample``, whose 3-D backward dominated a step);
 * each step renders a batch of pixel rays: NeuS's unbiased opacity between consecutive samples,
   ``alpha_i = clamp((Phi(s f_i) - Phi(s f_{i+1})) / Phi(s f_i), 0, 1)``, ``Phi`` the logistic
   function, the sharpness ``s`` annealed from ``s_start`` to ``s_end``; samples lie in a band
@@ -16,7 +18,13 @@ minutes:
 * losses: L1 colour on object pixels, binary cross-entropy of the rendered opacity against the
   mask, eikonal ``(|grad f| - 1)^2`` and a Laplacian smoothness on the voxels within 2.5 voxels
   of the current surface (only there: smoothing the deep inside raises the medial axis and
-  eats thin parts from within); sealed cavities left inside are filled (:func:`fill_cavities`);
+  eats thin parts from within; :func:`band_regularisers` gathers those voxels' neighbours
+  instead of differencing the whole grid); sealed cavities left inside are filled
+  (:func:`fill_cavities`);
+* two presets: :class:`NeuralSDFConfig` (``mode="neural"``, minutes) and :data:`POLISH` (the
+  fast path's last stage: 100 steps with a larger step size and a sharper start, ~10 s at
+  128^3 on 2 CPU cores; ``bench mesh`` measured it below 0.005 chamfer on every benchmark
+  mesh where the fused field alone left the bunny at 0.0053);
 * the result is clamped to stay inside the visual hull (``max(f, hull)``): the silhouettes
   already bound the object, photometry only carves what they cannot.
 
@@ -36,21 +44,27 @@ from .visual_hull import DEFAULT_BBOX
 
 @dataclass
 class NeuralSDFConfig:
-    iterations: int = 600
+    iterations: int = 400
     rays: int = 4096  # rays per step
     samples: int = 48  # samples per ray (sections = samples - 1)
     band_out: float = 0.03  # world units in front of the initial surface sampled
     band_in: float = 0.2  # ... and behind it (how deep photometry may carve)
-    lr_sdf: float = 2e-4  # Adam step on SDF values (world units)
+    lr_sdf: float = 1e-3  # Adam step on SDF values (world units)
     lr_color: float = 2e-2
-    s_start: float = 150.0  # NeuS sharpness (1/world units), annealed linearly
-    s_end: float = 600.0
+    s_start: float = 300.0  # NeuS sharpness (1/world units), annealed linearly
+    s_end: float = 1200.0
     w_color: float = 1.0
     w_mask: float = 0.1
     w_eikonal: float = 0.05
     w_smooth: float = 0.05
     max_side: int = 512  # larger views are area-downsampled first (bounds the ray arrays)
     seed: int = 0
+
+
+# The fast path's last stage (``reconstruct_mesh(mode="fast", polish_steps=...)``): a quarter
+# of the steps, fewer samples per ray and a softer final sharpness; measured (bench mesh, bunny,
+# 128^3): fused field 0.0053 chamfer -> 0.0046 in ~11 s (the full schedule: 0.0043 in ~55 s).
+POLISH = NeuralSDFConfig(iterations=100, samples=32, s_end=800.0)
 
 
 def estimate_bytes(resolution: int) -> int:
@@ -72,6 +86,72 @@ def sample_grid(grid: torch.Tensor, pts: torch.Tensor, bbox=DEFAULT_BBOX) -> tor
     out = torch.nn.functional.grid_sample(grid[None], g, mode="bilinear", padding_mode="border",
                                           align_corners=False)  # [1, Ch, N, 1, 1]
     return out[0, :, :, 0, 0].t()
+
+
+def trilinear_corners(pts: torch.Tensor, resolution: int, bbox=DEFAULT_BBOX
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat voxel indices ``[N, 8]`` and trilinear weights ``[N, 8]`` of world points ``[N, 3]``
+    in an ``R^3`` grid laid out as :func:`sample_grid`'s (voxel centres, ``'ij'`` over x, y, z,
+    flat index ``(x * R + y) * R + z``); points outside clamp to the border like
+    ``padding_mode="border"``. With :func:`gather_lerp` this equals :func:`sample_grid`."""
+    R = int(resolution)
+    lo = torch.as_tensor(bbox[0], dtype=pts.dtype, device=pts.device)
+    hi = torch.as_tensor(bbox[1], dtype=pts.dtype, device=pts.device)
+    c = ((pts - lo) / (hi - lo) * R - 0.5).clamp(0, R - 1)  # [N, 3] in voxel-centre units
+    i0 = c.floor().clamp(max=R - 2)
+    f = c - i0  # [N, 3] in [0, 1]
+    i0 = i0.long()
+    base = (i0[:, 0] * R + i0[:, 1]) * R + i0[:, 2]  # [N]
+    offs = torch.tensor([(a * R + b) * R + e for a in (0, 1) for b in (0, 1) for e in (0, 1)],
+                        device=pts.device)  # [8]
+    fx, fy, fz = f.unbind(-1)
+    wx = torch.stack([1 - fx, fx], -1)
+    wy = torch.stack([1 - fy, fy], -1)
+    wz = torch.stack([1 - fz, fz], -1)
+    w = (wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]).reshape(-1, 8)
+    return base[:, None] + offs, w
+
+
+class _GatherLerp(torch.autograd.Function):
+    """``[Ch, V]`` values, ``[N, 8]`` indices and weights -> ``[N, Ch]``; the backward scatters
+    with ``bincount`` (one dense ``[V]`` histogram per channel), not ``index_put``."""
+
+    @staticmethod
+    def forward(ctx, values, idx, w):
+        ctx.save_for_backward(idx, w)
+        ctx.n_voxels = values.shape[1]
+        return torch.stack([(v.take(idx) * w).sum(1) for v in values], 1)
+
+    @staticmethod
+    def backward(ctx, grad):  # grad [N, Ch]
+        idx, w = ctx.saved_tensors
+        flat = idx.reshape(-1)
+        g = torch.stack([torch.bincount(flat, (grad[:, c, None] * w).reshape(-1),
+                                        minlength=ctx.n_voxels) for c in range(grad.shape[1])])
+        return g.to(grad.dtype), None, None
+
+
+def gather_lerp(values: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Trilinear interpolation of flat grids ``values [Ch, V]`` at the corners ``idx [N, 8]``
+    with weights ``w [N, 8]`` from :func:`trilinear_corners` -> ``[N, Ch]`` (differentiable in
+    ``values``)."""
+    return _GatherLerp.apply(values, idx, w)
+
+
+def band_regularisers(sdf: torch.Tensor, band: torch.Tensor, resolution: int, h: float
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eikonal ``mean((|grad f| - 1)^2)`` and smoothness ``mean((lap f / h)^2)`` over the voxels
+    ``band`` ``[B]`` (flat indices, none on the grid's border) of a flat SDF ``[R^3]``, by
+    central differences gathered from the six neighbours; equals the dense :func:`_grad_norm` /
+    :func:`_laplacian` restricted to those voxels, at the cost of ``B`` instead of ``R^3``."""
+    R = int(resolution)
+    step = torch.tensor([R * R, -R * R, R, -R, 1, -1], device=sdf.device)
+    fn = sdf[band[:, None] + step]  # [B, 6]: +x, -x, +y, -y, +z, -z
+    g = (fn[:, 0::2] - fn[:, 1::2]) / (2 * h)  # [B, 3]
+    gn = torch.sqrt((g * g).sum(1) + 1e-12)
+    lap = fn.sum(1) - 6 * sdf[band]
+    n = max(band.numel(), 1)
+    return ((gn - 1) ** 2).sum() / n, ((lap / h) ** 2).sum() / n
 
 
 def unit_rays(cams: Cameras) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -231,11 +311,17 @@ def refine_sdf(field: torch.Tensor, hull: torch.Tensor, images: torch.Tensor,
         raise ValueError("no ray of any view reaches the initial surface; check cameras/masks")
 
     field = redistance(field, h).to(dev, dt)
-    sdf = field.detach().clone().requires_grad_(True)
-    col = torch.full((3, R, R, R), 0.5, device=dev, dtype=dt, requires_grad=True)
-    opt = torch.optim.Adam([{"params": [sdf], "lr": cfg.lr_sdf},
-                            {"params": [col], "lr": cfg.lr_color}], betas=(0.9, 0.99))
-    hull = hull.to(dev, dt)
+    V = R ** 3
+    # flat parameters: SDF [V] and colour [3, V] (one Adam group each, different step sizes)
+    sdf = field.reshape(-1).clone().requires_grad_(True)
+    col = torch.full((3, V), 0.5, device=dev, dtype=dt, requires_grad=True)
+    groups = [{"params": [sdf], "lr": cfg.lr_sdf}, {"params": [col], "lr": cfg.lr_color}]
+    fused = {"fused": True} if dev.type in ("cpu", "cuda") else {}
+    opt = torch.optim.Adam(groups, betas=(0.9, 0.99), **fused)
+    hull = hull.to(dev, dt).reshape(-1)
+    inner = torch.zeros(R, R, R, dtype=torch.bool, device=dev)
+    inner[1:-1, 1:-1, 1:-1] = True  # voxels with all six neighbours
+    inner = inner.reshape(-1)
     S = cfg.samples
     u = (torch.arange(S, device=dev, dtype=dt) + 0.5) / S  # [S]
     for it in range(cfg.iterations):
@@ -247,30 +333,29 @@ def refine_sdf(field: torch.Tensor, hull: torch.Tensor, images: torch.Tensor,
         jit = torch.rand((cfg.rays, S), generator=gen).to(dev, dt) - 0.5
         tt = near[pick, None] + (far - near)[pick, None] * (u[None] + jit / S)  # [N, S]
         pts = o[pick, None] + d[pick, None] * tt[..., None]  # [N, S, 3]
-        grid = torch.cat([sdf[None], col], 0)  # [4, R, R, R]
-        vals = sample_grid(grid, pts.reshape(-1, 3), bbox).view(cfg.rays, S, 4)
-        rgb, opa, _, _ = neus_render(vals[..., 0], vals[..., 1:].clamp(0, 1), tt, s)
+        ci, cw = trilinear_corners(pts.reshape(-1, 3), R, bbox)  # [N*S, 8] each
+        f_s = gather_lerp(sdf[None], ci, cw).view(cfg.rays, S)
+        c_s = gather_lerp(col, ci, cw).view(cfg.rays, S, 3)
+        rgb, opa, _, _ = neus_render(f_s, c_s.clamp(0, 1), tt, s)
         m = m_t[pick]
         l_col = ((rgb - rgb_t[pick]).abs().mean(-1) * m).sum() / m.sum().clamp_min(1)
         opa_c = opa.clamp(1e-4, 1 - 1e-4)
         l_mask = torch.nn.functional.binary_cross_entropy(opa_c, m)
         # regularise only the voxels next to the current surface: smoothing the deep inside
         # (a Laplacian flow) raises the medial axis and eats thin parts from within
-        band = (sdf.detach().abs() < 2.5 * h)[1:-1, 1:-1, 1:-1]
-        gn = _grad_norm(sdf, h)
-        nb = band.sum().clamp_min(1)
-        l_eik = (((gn - 1) ** 2) * band).sum() / nb
-        l_smooth = ((_laplacian(sdf) / h).pow(2) * band).sum() / nb
+        with torch.no_grad():
+            band = ((sdf.abs() < 2.5 * h) & inner).nonzero()[:, 0]
+        l_eik, l_smooth = band_regularisers(sdf, band, R, h)
         loss = (cfg.w_color * l_col + cfg.w_mask * l_mask + cfg.w_eikonal * l_eik
                 + cfg.w_smooth * l_smooth)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():  # never outside the visual hull
-            sdf.copy_(torch.maximum(sdf, hull))
+            torch.maximum(sdf, hull, out=sdf)
         if progress is not None:
             progress(it + 1, cfg.iterations)
     if stats is not None and cfg.iterations > 0:  # the last step's losses (one sync, here)
         stats.update({"color": l_col.item(), "mask": l_mask.item(), "eikonal": l_eik.item(),
                       "smooth": l_smooth.item(), "s": s})
-    return fill_cavities(sdf.detach())
+    return fill_cavities(sdf.detach().view(R, R, R))

@@ -47,8 +47,10 @@ class SDFMesh:
         "Reconstructs a watertight, coloured mesh from orbit views: visual hull carved from the "
         "masks (soft voting, sub-voxel silhouette distance), further carved by depth (plane-"
         "sweep stereo on the views behind the hull, the Gaussians' median depth, or given depth "
-        "maps; depth may carve concavities, never holes), marching cubes, largest component, "
-        "optional smoothing, decimation, vertex colours or a baked UV texture from the views.")
+        "maps; depth may carve concavities, never holes), then refined against the views by "
+        "NeuS-style volume rendering (a short polish in mode fast, to convergence in mode "
+        "neural), marching cubes, largest component, optional smoothing, decimation, vertex "
+        "colours or a baked UV texture from the views.")
     CATEGORY = "OrbitForge/mesh"
     FUNCTION = "build"
     RETURN_TYPES = ("MESH",)
@@ -60,14 +62,17 @@ class SDFMesh:
         return {"required": {
             "cameras": ("CAMERAS", {"tooltip": "One camera per view (the orbit the views were "
                         "made with)."}),
-            "resolution": ("INT", {"default": 192, "min": 16, "max": 1024, "step": 8,
+            "resolution": ("INT", {"default": 128, "min": 16, "max": 1024, "step": 8,
                            "tooltip": "Voxel grid resolution per axis over the unit box. 128: "
-                           "~1 s; 256: finer, several seconds and ~1 GiB."}),
+                           "~15 s in mode fast on 2 CPU cores, most of it the polish; 192-256: "
+                           "finer, the polish's cost grows with the voxel count (set "
+                           "polish_steps 0 for seconds)."}),
             "mode": (["fast", "neural"], {"default": "fast", "tooltip": "fast: hull + depth "
-                     "fusion + marching cubes (seconds). neural: the fast result refined by "
-                     "NeuS-style volume rendering of an SDF grid against the views (needs images; "
-                     "measured more accurate on every benchmark mesh; ~2.5 min at resolution 128 "
-                     "on 2 CPU cores, ~9 min at 192)."}),
+                     "fusion, then a short photometric polish (polish_steps of NeuS-style volume "
+                     "rendering of the SDF grid against the views; ~15 s in all at resolution "
+                     "128 on 2 CPU cores). neural: the same refinement run to convergence "
+                     "(neural_iterations; needs images; minutes; measured more accurate than "
+                     "fast on every benchmark mesh)."}),
             "min_background_views": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip":
                                      "A voxel is carved when at least this many views see it on "
                                      "background. Raise to 2-3 for imperfect generated masks."}),
@@ -98,13 +103,18 @@ class SDFMesh:
             "depth_maps": ("MASK", {"tooltip": "Depth maps [B,H,W], camera-space z in world "
                            "units (0 = no depth), one per camera; used with depth_source "
                            "depth."}),
-            "neural_iterations": ("INT", {"default": 600, "min": 10, "max": 20000, "tooltip":
+            "neural_iterations": ("INT", {"default": 400, "min": 10, "max": 20000, "tooltip":
                                   "Optimisation steps of mode neural (each renders 4096 rays)."}),
+            "polish_steps": ("INT", {"default": 100, "min": 0, "max": 5000, "tooltip":
+                             "Photometric polish steps of mode fast (needs images; ~0.1 s each "
+                             "at resolution 128 on 2 CPU cores; 0 = off: the fused hull + depth "
+                             "field as is)."}),
         }}
 
     def build(self, cameras, resolution, mode, min_background_views, watertight, target_faces,
               smooth_iterations, color, texture_size, depth_source="auto", images=None,
-              masks=None, gaussians=None, depth_maps=None, neural_iterations=600):
+              masks=None, gaussians=None, depth_maps=None, neural_iterations=400,
+              polish_steps=100):
         from ..kernels import mesh_extract, mesh_pipeline
 
         cams = cameras
@@ -128,6 +138,15 @@ class SDFMesh:
             raise ValueError(f"unknown mode {mode!r}; use one of {mesh_pipeline.MODES}")
         if int(neural_iterations) < 1:
             raise ValueError(f"neural_iterations must be >= 1, got {neural_iterations}")
+        if int(polish_steps) < 0:
+            raise ValueError(f"polish_steps must be >= 0 (0 = off), got {polish_steps}")
+        if mode == "fast" and int(polish_steps) > 0:
+            from ..kernels.neural_sdf import estimate_bytes
+
+            if estimate_bytes(resolution) > MAX_GRID_BYTES:
+                raise ValueError(f"the polish of mode fast at resolution {resolution} needs "
+                                 f"about {estimate_bytes(resolution) / 2**30:.1f} GiB; set "
+                                 "polish_steps to 0 or use resolution <= 384")
         if mode == "neural":
             from ..kernels.neural_sdf import estimate_bytes
 
@@ -176,7 +195,7 @@ class SDFMesh:
         masks = masks.float().cpu()
         imgs = None if images is None else images[..., :3].float().cpu()
         neural = None
-        steps = 4
+        steps = 4 + (int(polish_steps) if imgs is not None else 0)
         if mode == "neural":
             from ..kernels.neural_sdf import NeuralSDFConfig
 
@@ -189,7 +208,7 @@ class SDFMesh:
             min_background_views=min_background_views, max_bytes=MAX_GRID_BYTES,
             progress=lambda i, t: prog.update(i), keep_components=1, watertight=watertight,
             target_faces=target_faces, smooth_iterations=smooth_iterations, mode=mode,
-            neural=neural, interrupt=host.check_interrupt)
+            neural=neural, interrupt=host.check_interrupt, polish_steps=int(polish_steps))
         out = mesh_pipeline.color_mesh(mesh, imgs, cams, masks, color, texture_size)
         prog.update(steps)
         return (_to_device(out, host.intermediate_device()),)

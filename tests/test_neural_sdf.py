@@ -26,6 +26,47 @@ def test_sample_grid_is_trilinear_on_a_linear_field():
     assert float(ns.sample_grid(v, c, DEFAULT_BBOX)) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_gather_lerp_matches_grid_sample_in_values_and_gradients():
+    # the fast trilinear path (take / bincount) against the reference sample_grid (grid_sample),
+    # including points outside the voxel centres' hull and outside the box (border clamping)
+    gen = torch.Generator().manual_seed(1)
+    R = 12
+    grid = torch.randn(3, R, R, R, generator=gen, dtype=torch.float64)
+    pts = (torch.rand(500, 3, generator=gen, dtype=torch.float64) - 0.5) * 1.3  # some outside
+    ref_in = grid.clone().requires_grad_(True)
+    ref = ns.sample_grid(ref_in, pts, DEFAULT_BBOX)  # [N, 3]
+    fast_in = grid.reshape(3, -1).clone().requires_grad_(True)
+    idx, w = ns.trilinear_corners(pts, R, DEFAULT_BBOX)
+    fast = ns.gather_lerp(fast_in, idx, w)
+    assert torch.allclose(fast, ref, atol=1e-10)
+    up = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    (ref * up).sum().backward()
+    (fast * up).sum().backward()
+    assert torch.allclose(fast_in.grad, ref_in.grad.reshape(3, -1), atol=1e-10)
+    assert float(ref_in.grad.abs().sum()) > 0
+
+
+def test_band_regularisers_equal_the_dense_ones_on_the_band():
+    gen = torch.Generator().manual_seed(2)
+    R, h = 10, 0.1
+    f = torch.randn(R, R, R, generator=gen, dtype=torch.float64)
+    inner = torch.zeros(R, R, R, dtype=torch.bool)
+    inner[1:-1, 1:-1, 1:-1] = True
+    band_mask = (f.abs() < 0.8) & inner
+    band = band_mask.reshape(-1).nonzero()[:, 0]
+    flat = f.reshape(-1).clone().requires_grad_(True)
+    eik, smooth = ns.band_regularisers(flat, band, R, h)
+    m = band_mask[1:-1, 1:-1, 1:-1]
+    want_eik = ((ns._grad_norm(f, h) - 1) ** 2)[m].mean()
+    want_smooth = ((ns._laplacian(f) / h) ** 2)[m].mean()
+    assert eik.item() == pytest.approx(want_eik.item(), rel=1e-9)
+    assert smooth.item() == pytest.approx(want_smooth.item(), rel=1e-9)
+    (eik + smooth).backward()  # gradients reach the band and its neighbours only
+    touched = flat.grad.reshape(R, R, R) != 0
+    near = torch.nn.functional.max_pool3d(band_mask[None, None].double(), 3, 1, 1)[0, 0] > 0
+    assert bool(touched.any()) and not bool((touched & ~near).any())
+
+
 def test_neus_render_plane_gives_full_opacity_at_the_plane_distance():
     t = torch.linspace(0.0, 2.0, 401)[None]  # [1, S]
     sdf = 1.2 - t  # surface at t = 1.2, negative behind it
