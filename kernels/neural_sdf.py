@@ -114,7 +114,8 @@ def trilinear_corners(pts: torch.Tensor, resolution: int, bbox=DEFAULT_BBOX
 
 class _GatherLerp(torch.autograd.Function):
     """``[Ch, V]`` values, ``[N, 8]`` indices and weights -> ``[N, Ch]``; the backward scatters
-    with ``bincount`` (one dense ``[V]`` histogram per channel), not ``index_put``."""
+    with ``bincount`` on a CPU (one dense ``[V]`` histogram per channel: 2x faster there than
+    ``index_add_``), ``index_add_`` on other devices."""
 
     @staticmethod
     def forward(ctx, values, idx, w):
@@ -126,9 +127,18 @@ class _GatherLerp(torch.autograd.Function):
     def backward(ctx, grad):  # grad [N, Ch]
         idx, w = ctx.saved_tensors
         flat = idx.reshape(-1)
-        g = torch.stack([torch.bincount(flat, (grad[:, c, None] * w).reshape(-1),
-                                        minlength=ctx.n_voxels) for c in range(grad.shape[1])])
-        return g.to(grad.dtype), None, None
+        return torch.stack([scatter_sum(flat, (grad[:, c, None] * w).reshape(-1), ctx.n_voxels)
+                            for c in range(grad.shape[1])]), None, None
+
+
+def scatter_sum(idx: torch.Tensor, vals: torch.Tensor, n: int, method: str | None = None
+                ) -> torch.Tensor:
+    """``out[i] = sum(vals[idx == i])``, ``[n]`` in ``vals``' dtype. ``method``: ``"bincount"``
+    (the default on a CPU) or ``"index_add"`` (elsewhere)."""
+    method = method or ("bincount" if vals.device.type == "cpu" else "index_add")
+    if method == "bincount":
+        return torch.bincount(idx, vals, minlength=n).to(vals.dtype)
+    return torch.zeros(n, device=vals.device, dtype=vals.dtype).index_add_(0, idx, vals)
 
 
 def gather_lerp(values: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,17 @@ def test_gather_lerp_matches_grid_sample_in_values_and_gradients():
     assert float(ref_in.grad.abs().sum()) > 0
 
 
+def test_scatter_sum_methods_agree():
+    gen = torch.Generator().manual_seed(3)
+    idx = torch.randint(0, 50, (2000,), generator=gen)
+    vals = torch.randn(2000, generator=gen)
+    a = ns.scatter_sum(idx, vals, 64, "bincount")
+    b = ns.scatter_sum(idx, vals, 64, "index_add")
+    assert a.dtype == vals.dtype and a.shape == (64,)
+    assert torch.allclose(a, b, atol=1e-5) and float(a[50:].abs().sum()) == 0.0
+    assert float(a[int(idx[0])]) == pytest.approx(float(vals[idx == idx[0]].sum()), abs=1e-5)
+
+
 def test_band_regularisers_equal_the_dense_ones_on_the_band():
     gen = torch.Generator().manual_seed(2)
     R, h = 10, 0.1
