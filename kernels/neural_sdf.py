@@ -21,10 +21,9 @@ minutes:
   eats thin parts from within; :func:`band_regularisers` gathers those voxels' neighbours
   instead of differencing the whole grid); sealed cavities left inside are filled
   (:func:`fill_cavities`);
-* two presets: :class:`NeuralSDFConfig` (``mode="neural"``, minutes) and :data:`POLISH` (the
-  fast path's last stage: 100 steps with a larger step size and a sharper start, ~10 s at
-  128^3 on 2 CPU cores; ``bench mesh`` measured it below 0.005 chamfer on every benchmark
-  mesh where the fused field alone left the bunny at 0.0053);
+* two presets: :class:`NeuralSDFConfig` (``mode="neural"``: 400 steps, ~50 s at 128^3 on 2
+  CPU cores) and :data:`POLISH` (the fast path's last stage: 100 steps, 32 samples per ray,
+  ~12 s; ``bench mesh`` numbers for both are in the README);
 * the result is clamped to stay inside the visual hull (``max(f, hull)``): the silhouettes
   already bound the object, photometry only carves what they cannot.
 
@@ -277,7 +276,18 @@ def refine_sdf(field: torch.Tensor, hull: torch.Tensor, images: torch.Tensor,
             the fast path's mesh rendered in every view: the sampling band is placed around it.
         progress / interrupt: optional callbacks ``(done, total)`` / raising to stop.
         stats: optional dict receiving the final losses.
+
+    Works under ``torch.inference_mode()`` callers such as ComfyUI's executor (it leaves
+    inference mode itself; inference tensors cannot be saved for backward).
     """
+    with torch.inference_mode(False), torch.enable_grad():
+        return _refine_sdf(field.clone(), hull.clone(), images.clone(), masks.clone(),
+                           cams.to(field.device, torch.float32), init_depth.clone(),
+                           bbox, config, progress, interrupt, stats)
+
+
+def _refine_sdf(field, hull, images, masks, cams, init_depth, bbox, config, progress, interrupt,
+                stats) -> torch.Tensor:
     cfg = config or NeuralSDFConfig()
     if field.shape != hull.shape or field.ndim != 3:
         raise ValueError(f"field {tuple(field.shape)} and hull {tuple(hull.shape)} must be the "

@@ -142,6 +142,19 @@ def test_refine_sdf_moves_a_wrong_surface_towards_the_views():
     assert set(stats) >= {"color", "mask", "eikonal", "smooth"}
 
 
+def test_refine_sdf_runs_under_inference_mode():
+    """ComfyUI executes nodes under torch.inference_mode(): the fit must leave it itself."""
+    v, cams, R = _sphere_scene(res=24, grid=12, views=4)
+    g = voxel_grid(R)
+    f = (g.norm(dim=-1) - 0.3).clamp(-0.2, 0.2)
+    cfg = ns.NeuralSDFConfig(iterations=3, rays=128, samples=8)
+    with torch.inference_mode():
+        args = [t.clone() for t in (f, f, v["rgb"], v["mask"])]
+        depth = v["depth"].clone()
+        out = ns.refine_sdf(*args, cams, depth, config=cfg)
+    assert out.shape == f.shape and bool(torch.isfinite(out).all())
+
+
 def test_refine_sdf_rejects_mismatched_inputs():
     v, cams, R = _sphere_scene(res=16, grid=8, views=4)
     f = torch.zeros(R, R, R)
