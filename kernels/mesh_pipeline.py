@@ -17,7 +17,7 @@ orbitforge demo`` (:func:`gaussians_to_mesh_file`) and ``bench mesh``:
 3. TSDF fusion + :func:`.tsdf.combine_hull_tsdf` (depth may carve, never punch holes);
 4. the fused field refined by NeuS-style volume rendering against the views
    (:mod:`.neural_sdf`, needs the images): ``mode="fast"`` runs the short
-   :data:`.neural_sdf.POLISH` schedule (``polish_steps``, default 100, ~10 s at 128^3 on two CPU
+   :data:`.neural_sdf.POLISH` schedule (``polish_steps``, default 100, ~12 s at 128^3 on two CPU
    cores; 0 = off: the fused field as is), ``mode="neural"`` the full one (minutes);
 5. marching cubes, largest component, smoothing, decimation, watertight repair;
 6. colours from the views (:mod:`.mesh_color`).
@@ -47,7 +47,7 @@ def gaussians_depth(gaussians, cams: Cameras) -> tuple[torch.Tensor, torch.Tenso
             rgb.float().clamp(0, 1).cpu())
 
 
-def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 192,
+def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
                      images: torch.Tensor | None = None, depth_source: str = "mvs",
                      depths: torch.Tensor | None = None, gaussians=None, mvs_size: int = 128,
                      min_background_views: int = 1, max_carve: float = 0.1,
