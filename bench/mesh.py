@@ -169,11 +169,11 @@ def main(argv=None) -> int:
         from ..kernels.neural_sdf import NeuralSDFConfig
 
         neural = NeuralSDFConfig(iterations=a.neural_iters)
-    mesh = reconstruct_mesh(masks, cams, a.grid, images=images, depth_source=dsrc, depths=depths,
-                            mvs_size=a.mvs_size, min_background_views=a.k, timings=stages,
-                            keep_components=1, watertight=not a.no_watertight,
-                            target_faces=a.faces, smooth_iterations=a.smooth, mode=a.mode,
-                            neural=neural, polish_steps=a.polish)
+    same = dict(images=images, depth_source=dsrc, depths=depths, mvs_size=a.mvs_size,
+                min_background_views=a.k, keep_components=1, watertight=not a.no_watertight,
+                target_faces=a.faces, smooth_iterations=a.smooth, polish_steps=a.polish)
+    mesh = reconstruct_mesh(masks, cams, a.grid, timings=stages, mode=a.mode, neural=neural,
+                            **same)
     stages["mesh_s"] = time.time() - t1
     wall = time.time() - t0
     cpu = _cpu_s() - c0
@@ -186,11 +186,7 @@ def main(argv=None) -> int:
         q["chamfer_floor_hi"] = chamfer(gt, gt, n=a.points)
     fast_q = None
     if a.mode == "neural":  # the fast path's mesh from the same inputs, for comparison
-        fm = reconstruct_mesh(masks, cams, a.grid, images=images, depth_source=dsrc,
-                              depths=depths, mvs_size=a.mvs_size, min_background_views=a.k,
-                              keep_components=1, watertight=not a.no_watertight,
-                              target_faces=a.faces, smooth_iterations=a.smooth,
-                              polish_steps=a.polish)
+        fm = reconstruct_mesh(masks, cams, a.grid, **same)
         fq = evaluate_mesh(fm, gt)
         fast_q = {k: fq[k] for k in ("chamfer", "iou", "fscore_001")}
     out = {"mesh": a.mesh, "source": a.source, "mode": a.mode, "views": a.views, "res": a.res, "grid": a.grid, "orbit": a.orbit,

@@ -315,7 +315,7 @@ def _refine_sdf(field, hull, images, masks, cams, init_depth, bbox, config, prog
     h = float((hi - lo).max()) / R
 
     # all rays once: [C*H*W] origins, directions, targets, and the sampling interval
-    o, d, zlen = unit_rays(cams.to(dev, dt))
+    o, d, zlen = unit_rays(cams)  # float32 on the field's device (refine_sdf moved them)
     o = o[:, None, None, :].expand(C, H, W, 3).reshape(-1, 3)
     d = d.reshape(-1, 3)
     rgb_t = images[..., :3].to(dev, dt).reshape(-1, 3)

@@ -140,23 +140,19 @@ class SDFMesh:
             raise ValueError(f"neural_iterations must be >= 1, got {neural_iterations}")
         if int(polish_steps) < 0:
             raise ValueError(f"polish_steps must be >= 0 (0 = off), got {polish_steps}")
-        if mode == "fast" and int(polish_steps) > 0:
+        if mode == "neural" and images is None and gaussians is None:
+            raise ValueError("mode 'neural' fits the views' colours: connect images (or "
+                             "gaussians to render them from), or use mode 'fast'")
+        if mode == "neural" or int(polish_steps) > 0:  # the refinement's grids
             from ..kernels.neural_sdf import estimate_bytes
 
             if estimate_bytes(resolution) > MAX_GRID_BYTES:
-                raise ValueError(f"the polish of mode fast at resolution {resolution} needs "
-                                 f"about {estimate_bytes(resolution) / 2**30:.1f} GiB; set "
-                                 "polish_steps to 0 or use resolution <= 384")
-        if mode == "neural":
-            from ..kernels.neural_sdf import estimate_bytes
-
-            if images is None and gaussians is None:
-                raise ValueError("mode 'neural' fits the views' colours: connect images (or "
-                                 "gaussians to render them from), or use mode 'fast'")
-            if estimate_bytes(resolution) > MAX_GRID_BYTES:
-                raise ValueError(f"mode neural at resolution {resolution} needs about "
-                                 f"{estimate_bytes(resolution) / 2**30:.1f} GiB; use resolution "
-                                 "<= 384 (128-192 recommended)")
+                what, fix = (("mode neural", "use resolution <= 384 (128-192 recommended)")
+                             if mode == "neural" else
+                             ("the polish of mode fast", "set polish_steps to 0 or use "
+                              "resolution <= 384"))
+                raise ValueError(f"{what} at resolution {resolution} needs about "
+                                 f"{estimate_bytes(resolution) / 2**30:.1f} GiB; {fix}")
         if depth_source not in DEPTH_CHOICES:
             raise ValueError(f"depth_source must be one of {DEPTH_CHOICES}, got {depth_source!r}")
         if depth_source == "auto":

@@ -166,5 +166,7 @@ def test_sdf_mesh_node_neural_mode(views):
         build(views, mode="neural", images=None)
     with pytest.raises(ValueError, match="mode"):
         build(views, mode="slow")
-    with pytest.raises(ValueError, match="GiB"):  # fine for fast, too big for neural
+    with pytest.raises(ValueError, match="GiB"):  # fine for the fused field, too big to refine
         build(views, mode="neural", resolution=512)
+    with pytest.raises(ValueError, match="polish_steps to 0"):  # the same for the polish
+        build(views, resolution=512)
