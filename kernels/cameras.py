@@ -23,6 +23,8 @@ SV3D's generated frame f of the official static orbit is the camera at azimuth
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -124,9 +126,29 @@ class Cameras:
 
     @staticmethod
     def from_dict(d: dict) -> "Cameras":
-        t = lambda k: torch.tensor(d[k], dtype=torch.float32)  # noqa: E731
-        return Cameras(t("viewmats"), t("Ks"), d["width"], d["height"],
-                       t("elevation"), t("azimuth"), t("radius"))
+        """Cameras from :meth:`to_dict`'s layout, validated: ``ValueError`` naming the field
+        (missing, wrong type or shape, not finite, not a rigid pose / pinhole matrix).
+        ``elevation``/``azimuth``/``radius`` are optional (recovered from the poses)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object with viewmats, Ks, width, height; got "
+                             f"{type(d).__name__}")
+        vm = torch.tensor(_json_array(d, "viewmats", (None, 4, 4)), dtype=torch.float64)
+        n = vm.shape[0]
+        Ks = torch.tensor(_json_array(d, "Ks", (n, 3, 3)), dtype=torch.float64)
+        size = [_json_size(d, k) for k in ("width", "height")]
+        R = vm[:, :3, :3]
+        eye = torch.eye(3, dtype=vm.dtype).expand_as(R)
+        if (vm[:, 3] - torch.tensor([0.0, 0, 0, 1], dtype=vm.dtype)).abs().max() > 1e-6 or \
+                (R @ R.transpose(1, 2) - eye).abs().max() > 1e-3 or (torch.det(R) <= 0).any():
+            raise ValueError("viewmats must be rigid world->camera poses (orthonormal rotation, "
+                             "det +1, last row 0 0 0 1)")
+        if (Ks[:, 0, 0] <= 0).any() or (Ks[:, 1, 1] <= 0).any() or \
+                (Ks[:, 2] - torch.tensor([0.0, 0, 1], dtype=Ks.dtype)).abs().max() > 1e-6:
+            raise ValueError("Ks must be pinhole matrices [[fx,0,cx],[0,fy,cy],[0,0,1]] with "
+                             "fx, fy > 0")
+        orbit = [torch.tensor(_json_array(d, k, (n,)), dtype=torch.float32) if k in d else None
+                 for k in ("elevation", "azimuth", "radius")]
+        return Cameras(vm.float(), Ks.float(), size[0], size[1], *orbit)
 
     def save_json(self, path: str) -> None:
         with open(path, "w") as f:
@@ -134,8 +156,66 @@ class Cameras:
 
     @staticmethod
     def load_json(path: str) -> "Cameras":
-        with open(path) as f:
-            return Cameras.from_dict(json.load(f))
+        """Read a cameras.json; ``ValueError`` naming the file and the problem for anything that
+        is not one (too large, not JSON, duplicated keys, wrong fields)."""
+        try:
+            size = os.path.getsize(path)
+            if size > MAX_CAMERAS_JSON:
+                raise ValueError(f"{size} bytes is more than the {MAX_CAMERAS_JSON >> 20} MiB a "
+                                 "cameras file may have")
+            with open(path, "rb") as f:
+                d = json.loads(f.read().decode("utf-8"), object_pairs_hook=_unique_keys)
+            return Cameras.from_dict(d)
+        except (ValueError, RecursionError, OSError) as e:  # RecursionError: nesting too deep
+            what = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            raise ValueError(f"{path!r} is not a cameras.json (needs viewmats, Ks, width, "
+                             f"height): {what}") from None
+
+
+MAX_CAMERAS_JSON = 16 * 2**20  # ~28k cameras; bounds the memory json.loads may take
+
+
+def _unique_keys(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise ValueError(f"duplicated keys {dup}")
+    return dict(pairs)
+
+
+def _json_array(d: dict, key: str, shape: tuple) -> list:
+    """``d[key]`` as nested lists of finite floats of ``shape`` (None: any length >= 1)."""
+    if key not in d:
+        raise ValueError(f"missing {key!r}")
+
+    def walk(v, dims, where):
+        if not dims:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"{key}{where} must be a number, got {type(v).__name__}")
+            try:
+                x = float(v)
+            except OverflowError:
+                x = math.inf
+            if not math.isfinite(x):
+                raise ValueError(f"{key}{where} is not finite ({v!r:.40})")
+            return x
+        want = dims[0]
+        if not isinstance(v, list) or not v or (want is not None and len(v) != want):
+            got = f"a list of {len(v)}" if isinstance(v, list) else type(v).__name__
+            raise ValueError(f"{key}{where} must be a list of {want or 'one or more'} entries "
+                             f"(shape {[s or 'N' for s in shape]}), got {got}")
+        return [walk(x, dims[1:], f"{where}[{i}]") for i, x in enumerate(v)]
+
+    return walk(d[key], shape, "")
+
+
+def _json_size(d: dict, key: str) -> int:
+    v = d.get(key)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65536:
+        raise ValueError(f"{key!r} must be an integer number of pixels in 1..65536, got {v!r:.40}")
+    return v
 
 
 # ----------------------------------------------------------------------------------------------

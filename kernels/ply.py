@@ -9,6 +9,7 @@ scales are logs, rotation is a wxyz quaternion (unnormalised).
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from .atomic import atomic_write
 from .gaussians import Gaussians
 
 _MAX_HEADER = 64 * 1024
+_END_HEADER = re.compile(rb"\nend_header[ \t\r]*\n")
 
 
 def _property_names(k: int) -> list[str]:
@@ -59,56 +61,97 @@ _PLY_TYPES = {"float": "f4", "float32": "f4", "double": "f8", "float64": "f8", "
               "uint32": "u4"}
 
 
+_REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1",
+             "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+
+
+def _parse_header(path: str, head: bytes) -> tuple[str, list, int]:
+    """``(format, [(element, count, [(name, numpy type)])], data offset)`` of a PLY header;
+    ``ValueError`` naming ``path`` and the offending line for anything malformed."""
+    m = _END_HEADER.search(head)
+    if not head.startswith(b"ply") or m is None:
+        raise ValueError(f"{path!r} is not a PLY file (no 'ply' magic / 'end_header' line in the "
+                         f"first {_MAX_HEADER // 1024} KiB)")
+    fmt, elements = None, []
+    for ln in head[:m.start()].decode("ascii", "replace").splitlines()[1:]:
+        parts = ln.split()
+        if not parts or parts[0] in ("comment", "obj_info"):
+            continue
+        bad = ValueError(f"{path!r}: malformed PLY header line {ln.strip()[:80]!r}")
+        if parts[0] == "format":
+            if len(parts) != 3 or fmt is not None:
+                raise bad
+            fmt = parts[1]
+        elif parts[0] == "element":
+            if len(parts) != 3 or not parts[2].isdigit():
+                if len(parts) == 3 and parts[2].lstrip("-").isdigit():
+                    raise ValueError(f"{path!r}: element {parts[1]!r} has a negative count "
+                                     f"{parts[2]}")
+                raise bad
+            if any(e[0] == parts[1] for e in elements):
+                raise ValueError(f"{path!r}: element {parts[1]!r} is declared twice")
+            elements.append((parts[1], int(parts[2]), []))
+        elif parts[0] == "property":
+            if not elements:
+                raise ValueError(f"{path!r}: property before any element")
+            if len(parts) >= 2 and parts[1] == "list":
+                raise ValueError(f"{path!r} has list properties (a mesh PLY?), not a 3DGS "
+                                 "splat PLY; load meshes with a mesh loader")
+            if len(parts) != 3:
+                raise bad
+            if parts[1] not in _PLY_TYPES:
+                raise ValueError(f"{path!r}: unknown property type {parts[1]!r}")
+            props = elements[-1][2]
+            if any(p[0] == parts[2] for p in props):
+                raise ValueError(f"{path!r}: property {parts[2]!r} of element "
+                                 f"{elements[-1][0]!r} is declared twice")
+            props.append((parts[2], _PLY_TYPES[parts[1]]))
+        else:
+            raise bad
+    return fmt, elements, m.end()
+
+
 def read_ply(path: str) -> Gaussians:
-    """Read a 3DGS PLY; refuses malformed or foreign files with a ``ValueError`` naming why."""
+    """Read a 3DGS PLY; refuses malformed or foreign files with a ``ValueError`` naming why.
+
+    Sizes are checked against the file size before anything is allocated, and the file must end
+    exactly where its elements end (no silent trailing bytes)."""
     if not os.path.isfile(path):
         raise ValueError(f"no such PLY file: {path!r}")
     with open(path, "rb") as f:
-        head = f.read(_MAX_HEADER)
-        end = head.find(b"end_header\n")
-        if not head.startswith(b"ply") or end < 0:
-            raise ValueError(f"{path!r} is not a PLY file (no 'ply' magic / 'end_header')")
-        lines = head[:end].decode("ascii", "replace").splitlines()
-        fmt, elements = None, []
-        for ln in lines[1:]:
-            parts = ln.split()
-            if not parts or parts[0] in ("comment", "obj_info"):
-                continue
-            if parts[0] == "format":
-                fmt = parts[1]
-            elif parts[0] == "element":
-                elements.append([parts[1], int(parts[2]), []])
-            elif parts[0] == "property":
-                if not elements:
-                    raise ValueError(f"{path!r}: property before any element")
-                if parts[1] == "list":
-                    raise ValueError(f"{path!r} has list properties (a mesh PLY?), not a 3DGS "
-                                     "splat PLY; load meshes with a mesh loader")
-                if parts[1] not in _PLY_TYPES:
-                    raise ValueError(f"{path!r}: unknown property type {parts[1]!r}")
-                elements[-1][2].append((parts[2], _PLY_TYPES[parts[1]]))
+        size = os.fstat(f.fileno()).st_size
+        fmt, elements, offset = _parse_header(path, f.read(_MAX_HEADER))
         if fmt != "binary_little_endian":
             raise ValueError(f"{path!r} is {fmt!r} PLY; 3DGS PLYs are binary_little_endian")
         if not elements or elements[0][0] != "vertex":
             raise ValueError(f"{path!r} has no leading 'vertex' element")
         _, count, props = elements[0]
         names = [p[0] for p in props]
-        required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1",
-                    "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-        missing = [r for r in required if r not in names]
+        missing = [r for r in _REQUIRED if r not in names]
         if missing:
             raise ValueError(f"{path!r} is not a 3DGS splat PLY: missing properties {missing}")
-        n_rest = sum(1 for nm in names if nm.startswith("f_rest_"))
+        rest_names = [nm for nm in names if nm.startswith("f_rest_")]
+        n_rest = len(rest_names)
         if n_rest % 3 != 0 or (n_rest // 3 + 1) not in (1, 4, 9, 16):
             raise ValueError(f"{path!r}: {n_rest} f_rest properties do not match SH degree 0-3")
+        if sorted(rest_names) != sorted(f"f_rest_{i}" for i in range(n_rest)):
+            raise ValueError(f"{path!r}: f_rest properties are not f_rest_0..f_rest_{n_rest - 1}")
         dtype = np.dtype([(nm, "<" + t) for nm, t in props])
-        f.seek(end + len(b"end_header\n"))
-        data = f.read(count * dtype.itemsize)
-        if len(data) < count * dtype.itemsize:
+        expected = offset + sum(n * np.dtype([(nm, "<" + t) for nm, t in pr]).itemsize
+                                for _, n, pr in elements)
+        if count == 0:
+            raise ValueError(f"{path!r} holds 0 Gaussians")
+        if size < expected:
             raise ValueError(f"{path!r} is truncated: header promises {count} Gaussians "
-                             f"({count * dtype.itemsize} bytes), file holds {len(data)} bytes")
-    if count == 0:
-        raise ValueError(f"{path!r} holds 0 Gaussians")
+                             f"({count * dtype.itemsize} bytes), file holds {size - offset} bytes "
+                             "of data")
+        if size > expected:
+            raise ValueError(f"{path!r} has {size - expected} bytes after the data its header "
+                             "declares (corrupt or not a 3DGS PLY)")
+        f.seek(offset)
+        data = f.read(count * dtype.itemsize)
+        if len(data) < count * dtype.itemsize:  # the file shrank while reading
+            raise ValueError(f"{path!r} is truncated")
     v = np.frombuffer(data, dtype=dtype, count=count)
 
     def cols(keys):

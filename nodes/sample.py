@@ -68,12 +68,7 @@ class LoadCameras:
 
     def load(self, path):
         full = resolve_cameras_path(path)
-        try:
-            cams = Cameras.load_json(full)
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{full!r} is not a cameras.json (needs viewmats, Ks, width, height): "
-                             f"{type(e).__name__}: {e}") from None
-        return (cams,)
+        return (Cameras.load_json(full),)  # ValueError naming the file and the problem
 
 
 def resolve_cameras_path(path: str) -> str:

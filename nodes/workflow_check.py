@@ -331,11 +331,60 @@ def _norm_links(raw: Any, problems: list) -> dict:
             problems.append(f"links[{k}]: a link is [id, from_node, from_slot, to_node, to_slot, "
                             f"type], got {ln!r}")
             continue
+        if not (_is_id(lid) and _is_id(rec[0]) and _is_id(rec[2])):
+            problems.append(f"links[{k}]: link and node ids must be numbers or strings, got "
+                            f"{ln!r:.80}")
+            continue
         if lid in links:
             problems.append(f"link {lid}: duplicate link id")
             continue
         links[lid] = rec
     return links
+
+
+def _is_id(v: Any) -> bool:
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
+
+
+def _structure_problems(ui: dict) -> list[str]:
+    """The JSON shapes the checks below rely on (LiteGraph's saved format): a malformed file gets
+    these messages instead of the checker failing on it."""
+    out = []
+    if ui.get("links") is not None and not isinstance(ui.get("links"), list):
+        out.append(f"workflow: 'links' must be a list, got {type(ui['links']).__name__}")
+    for k, n in enumerate(ui.get("nodes") or []):
+        if not isinstance(n, dict):
+            out.append(f"nodes[{k}]: a node is a JSON object, got {type(n).__name__}")
+            continue
+        where = f"nodes[{k}]"
+        if "id" in n and not _is_id(n["id"]):
+            out.append(f"{where}: node id must be a number or string, got {n['id']!r:.40}")
+        if "type" in n and not isinstance(n["type"], str):
+            out.append(f"{where}: node type must be a string, got {n['type']!r:.40}")
+        for sec, key, scalar in (("inputs", "link", True), ("outputs", "links", False)):
+            items = n.get(sec)
+            if items is None:
+                continue
+            if not isinstance(items, list):
+                out.append(f"{where}: '{sec}' must be a list, got {type(items).__name__}")
+                continue
+            for j, it in enumerate(items):
+                if not isinstance(it, dict):
+                    out.append(f"{where}.{sec}[{j}]: a slot is a JSON object, got "
+                               f"{type(it).__name__}")
+                    continue
+                v = it.get(key)
+                ok = v is None or (_is_id(v) if scalar else
+                                   isinstance(v, list) and all(_is_id(x) for x in v))
+                if not ok:
+                    out.append(f"{where}.{sec}[{j}]: '{key}' must be "
+                               f"{'a link id or null' if scalar else 'a list of link ids'}, got "
+                               f"{v!r:.40}")
+        wv = n.get("widgets_values")
+        if wv is not None and not isinstance(wv, (list, dict)):
+            out.append(f"{where}: 'widgets_values' must be a list or object, got "
+                       f"{type(wv).__name__}")
+    return out
 
 
 def _label(node: dict) -> str:
@@ -405,6 +454,9 @@ def check_workflow(ui_json: dict, node_classes: dict | None = None,
     if isinstance(ui_json.get("definitions"), dict) and ui_json["definitions"].get("subgraphs"):
         problems.append("workflow: subgraphs are not supported by this checker; unpack them")
 
+    shape = _structure_problems(ui_json)
+    if shape:
+        return problems + shape
     schemas = _Schemas(node_classes, core)
     g = _Graph(ui_json, problems)
 
@@ -693,16 +745,26 @@ def ui_to_api(ui_json: dict, node_classes: dict | None = None,
 # CLI
 # ----------------------------------------------------------------------------------------------
 
+MAX_WORKFLOW_BYTES = 32 * 2**20  # bounds the memory json.load may take
+
+
 def check_files(paths: Iterable[str], node_classes: dict | None = None,
                 core: dict | None = None) -> dict:
     """``{path: [problems]}`` for workflow files."""
     result = {}
     for p in paths:
         try:
+            if os.path.getsize(p) > MAX_WORKFLOW_BYTES:
+                result[p] = [f"{os.path.getsize(p)} bytes: larger than the "
+                             f"{MAX_WORKFLOW_BYTES >> 20} MiB a UI workflow may have"]
+                continue
             with open(p, encoding="utf-8") as f:
                 data = json.load(f)
         except (OSError, ValueError) as e:
             result[p] = [f"cannot read JSON: {e}"]
+            continue
+        except RecursionError:
+            result[p] = ["cannot read JSON: nested too deeply"]
             continue
         result[p] = check_workflow(data, node_classes, core)
     return result

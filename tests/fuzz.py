@@ -1,0 +1,534 @@
+"""Seeded generators of malformed inputs, and the harness that feeds them to a reader.
+
+Test-only code (shared by ``test_fuzz_readers.py`` and ``test_torn_files.py``). Every generator
+takes a ``random.Random`` and returns a list of :class:`Case`; the same seed gives the same cases,
+so a failure report (``reader/case-name``) reproduces exactly.
+
+The contract a reader must meet for every case (:func:`run_cases`):
+
+* it returns a result that passes the case's ``check`` (a correct load), or
+* it raises ``ValueError`` whose message names the file (its path or base name) -- never another
+  exception type;
+* the peak of Python-tracked memory (tracemalloc: Python objects and numpy buffers) during the
+  case stays below ``4 * file size + 100 MB``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tracemalloc
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, List, Optional
+
+MEM_FACTOR = 4
+MEM_SLACK = 100 * 2**20
+
+
+@dataclass
+class Case:
+    name: str
+    data: Any  # bytes for file readers, anything for in-memory inputs
+    expect: str = "either"  # "ok", "error" or "either"
+    check: Optional[Callable[[Any], None]] = None  # asserts a successful result is correct
+
+
+@dataclass
+class Outcome:
+    name: str
+    kind: str  # "ok", "valueerror", or an exception type name
+    message: str
+    peak: int
+    size: int
+
+
+# ----------------------------------------------------------------------------------------------
+# Byte-level mutations
+# ----------------------------------------------------------------------------------------------
+
+GARBAGE = [b"\x00", b"\xff" * 7, b"\n", b"\r\n", b"nan", b"-1", b"1e999", b"{", b"[[[", b"\x80\x81",
+           b"end_header\n", b"ply\n", b"PK\x03\x04", b"\x89PNG", b"glTF", b'"', b"\\", b"%s%n"]
+
+
+def truncations(rng: random.Random, base: bytes, n: int, lo: int = 0) -> List[Case]:
+    cuts = sorted({0, 1, len(base) - 1, len(base) // 2, lo}
+                  | {rng.randrange(lo, max(lo + 1, len(base))) for _ in range(n)})
+    return [Case(f"truncate@{c}", base[:c]) for c in cuts if 0 <= c < len(base)][:n + 2]
+
+
+def bit_flips(rng: random.Random, base: bytes, n: int, lo: int = 0, hi: Optional[int] = None,
+              bits: int = 1) -> List[Case]:
+    hi = len(base) if hi is None else hi
+    out = []
+    for _ in range(n):
+        b = bytearray(base)
+        where = []
+        for _ in range(bits):
+            i = rng.randrange(lo, hi)
+            b[i] ^= 1 << rng.randrange(8)
+            where.append(i)
+        out.append(Case(f"bitflip@{','.join(map(str, where))}", bytes(b)))
+    return out
+
+
+def splices(rng: random.Random, base: bytes, n: int) -> List[Case]:
+    """Inserted, deleted, duplicated and overwritten byte ranges; appended garbage."""
+    out = []
+    for k in range(n):
+        i = rng.randrange(len(base))
+        j = min(len(base), i + rng.randrange(1, 64))
+        op = k % 5
+        if op == 0:
+            g = rng.choice(GARBAGE)
+            out.append(Case(f"insert@{i}:{g[:8]!r}", base[:i] + g + base[i:]))
+        elif op == 1:
+            out.append(Case(f"delete@{i}-{j}", base[:i] + base[j:]))
+        elif op == 2:
+            out.append(Case(f"duplicate@{i}-{j}", base[:j] + base[i:j] + base[j:]))
+        elif op == 3:
+            junk = bytes(rng.randrange(256) for _ in range(j - i))
+            out.append(Case(f"overwrite@{i}-{j}", base[:i] + junk + base[j:]))
+        else:
+            tail = rng.choice(GARBAGE) * rng.randrange(1, 9)
+            out.append(Case(f"append:{tail[:8]!r}", base + tail))
+    return out
+
+
+def foreign(rng: random.Random, n: int = 8) -> List[Case]:
+    """Files of other kinds and pure noise."""
+    out = [Case("empty", b""), Case("one-byte", b"\x00"), Case("text", b"hello world\n"),
+           Case("json-null", b"null"), Case("utf16-bom", "\ufeff{}".encode("utf-16")),
+           Case("png-magic", b"\x89PNG\r\n\x1a\n" + b"\x00" * 32),
+           Case("zip-magic", b"PK\x03\x04" + b"\x00" * 40)]
+    for k in range(n):
+        out.append(Case(f"noise{k}", bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4096)))))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# JSON-level mutations
+# ----------------------------------------------------------------------------------------------
+
+HOSTILE_VALUES = [None, True, -1, 0, 2**64, -(2**63), 1e308, float("nan"), float("inf"), "",
+                  "garbage", [], {}, [[[]]], {"a": {"b": {"c": None}}}, [None] * 5, "1" * 200,
+                  [1, "x", None], 0.5]
+
+
+def _paths(obj, prefix=()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj[:6]):
+            yield from _paths(v, prefix + (i,))
+
+
+def _get(obj, path):
+    for p in path:
+        obj = obj[p]
+    return obj
+
+
+def json_mutations(rng: random.Random, base: Any, n: int) -> List[Case]:
+    """Structured edits of a JSON document: replaced values (wrong types, huge/negative numbers,
+    NaN, nested garbage), deleted and renamed keys, shortened and lengthened lists."""
+    paths = [p for p in _paths(base) if p]
+    out = []
+    for k in range(n):
+        doc = json.loads(json.dumps(base))
+        path = rng.choice(paths)
+        parent, key = _get(doc, path[:-1]), path[-1]
+        op = k % 4
+        if op == 0 or op == 3:
+            v = rng.choice(HOSTILE_VALUES)
+            parent[key] = v
+            label = f"set{list(path)}={json.dumps(v)[:20]}"
+        elif op == 1:
+            if isinstance(parent, dict):
+                del parent[key]
+                label = f"del{list(path)}"
+            else:
+                parent.append(parent[key])
+                label = f"extend{list(path[:-1])}"
+        else:
+            tgt = parent[key]
+            if isinstance(tgt, list) and tgt:
+                tgt.pop(rng.randrange(len(tgt)))
+                label = f"shorten{list(path)}"
+            elif isinstance(parent, dict):
+                parent[str(key) + "_x"] = parent.pop(key)
+                label = f"rename{list(path)}"
+            else:
+                parent[key] = [parent[key]]
+                label = f"wrap{list(path)}"
+        out.append(Case("json:" + label, json.dumps(doc).encode()))
+    return out
+
+
+def json_text_cases(base: Any) -> List[Case]:
+    """Text-level JSON hazards: duplicated keys, NaN tokens, deep nesting, huge numbers."""
+    txt = json.dumps(base)
+    out = [Case("json:deep-nesting", b"[" * 100000 + b"]" * 100000),
+           Case("json:deep-dict", b'{"a":' * 50000 + b"1" + b"}" * 50000),
+           Case("json:huge-int", b"1" + b"0" * 5000),
+           Case("json:huge-float", b"1e999999"),
+           Case("json:NaN-token", b"NaN"),
+           Case("json:not-utf8", b"\xff\xfe\xfd"),
+           Case("json:array", json.dumps([base]).encode()),
+           Case("json:string", b'"cameras"')]
+    if txt.startswith("{") and len(txt) > 2:
+        first_key_end = txt.index(":")
+        key = txt[1:first_key_end]
+        out.append(Case("json:duplicated-first-key", ("{" + key + ": null, " + txt[1:]).encode()))
+        out.append(Case("json:duplicated-key-last", (txt[:-1] + ", " + key + ": 1}").encode()))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The harness
+# ----------------------------------------------------------------------------------------------
+
+
+def run_cases(reader: Callable[[str], Any], cases: Iterable[Case], folder: str, filename: str,
+              names_file: bool = True) -> List[Outcome]:
+    """Write each case to ``folder/filename`` and call ``reader(path)``; returns the outcomes.
+    Raises nothing: a failing reader shows up as an outcome whose ``kind`` is the exception."""
+    path = os.path.join(folder, filename)
+    outcomes = []
+    tracemalloc.start()
+    try:
+        for case in cases:
+            with open(path, "wb") as f:
+                f.write(case.data)
+            outcomes.append(_run_one(lambda: reader(path), case, len(case.data),
+                                     [path, os.path.basename(path)] if names_file else None))
+    finally:
+        tracemalloc.stop()
+    return outcomes
+
+
+def run_inputs(func: Callable[[Any], Any], cases: Iterable[Case], names: List[str]) -> List[Outcome]:
+    """In-memory inputs (node tensors): ``func(case.data)``; a ``ValueError`` must name one of
+    ``names`` (the input's name)."""
+    outcomes = []
+    tracemalloc.start()
+    try:
+        for case in cases:
+            outcomes.append(_run_one(lambda: func(case.data), case, 0, names))
+    finally:
+        tracemalloc.stop()
+    return outcomes
+
+
+def _run_one(call, case: Case, size: int, names: Optional[List[str]]) -> Outcome:
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    try:
+        result = call()
+    except ValueError as e:
+        peak = tracemalloc.get_traced_memory()[1] - base
+        msg = str(e)
+        if names is not None and not any(n in msg for n in names):
+            return Outcome(case.name, "unnamed-valueerror", msg, peak, size)
+        if case.expect == "ok":
+            return Outcome(case.name, "refused-valid", msg, peak, size)
+        return Outcome(case.name, "valueerror", msg, peak, size)
+    except BaseException as e:  # noqa: BLE001 - any other exception is what the fuzz looks for
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        peak = tracemalloc.get_traced_memory()[1] - base
+        return Outcome(case.name, type(e).__name__, str(e)[:200], peak, size)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    if case.expect == "error":
+        return Outcome(case.name, "accepted-invalid", "", peak, size)
+    if case.check is not None:
+        try:
+            case.check(result)
+        except AssertionError as e:
+            return Outcome(case.name, "wrong-load", str(e)[:200], peak, size)
+    return Outcome(case.name, "ok", "", peak, size)
+
+
+def failures(outcomes: List[Outcome]) -> List[str]:
+    """Human-readable lines for every outcome that breaks the contract (empty = all good)."""
+    bad = []
+    for o in outcomes:
+        limit = MEM_FACTOR * o.size + MEM_SLACK
+        if o.kind not in ("ok", "valueerror"):
+            bad.append(f"{o.name}: {o.kind}: {o.message}")
+        elif o.peak > limit:
+            bad.append(f"{o.name}: peak memory {o.peak / 2**20:.1f} MB > {limit / 2**20:.1f} MB")
+    return bad
+
+
+def peak_ratio(outcomes: List[Outcome]) -> float:
+    """Worst ``peak / (4 * size + 100 MB)`` over the rejected cases (<= 1 meets the target)."""
+    r = [o.peak / (MEM_FACTOR * o.size + MEM_SLACK) for o in outcomes if o.kind == "valueerror"]
+    return max(r) if r else 0.0
+
+
+def finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3DGS PLY (kernels/ply.py)
+# ----------------------------------------------------------------------------------------------
+
+PLY_TYPES = {"float": "<f4", "double": "<f8", "uchar": "u1", "int": "<i4", "short": "<i2"}
+
+
+def ply_scene(rng: random.Random, n: int, k: int):
+    """``(props, values)``: the 3DGS property list and float32 columns of a random scene."""
+    import numpy as np
+
+    from orbitforge.kernels.ply import _property_names
+
+    names = _property_names(k)
+    gen = np.random.default_rng(rng.randrange(2**32))
+    values = {nm: gen.standard_normal(n).astype(np.float32) for nm in names}
+    return [("float", nm) for nm in names], values
+
+
+def ply_bytes(props, values, n: int, count=None, fmt="binary_little_endian", extra=(),
+              end=b"end_header\n", after=b"", elements_after="") -> bytes:
+    import numpy as np
+
+    # one field per declared property (duplicates allowed: f0, f1, ...)
+    dt = np.dtype([(f"f{i}", PLY_TYPES.get(t, "<f4")) for i, (t, _) in enumerate(props)])
+    arr = np.zeros(n, dt)
+    for i, (_, nm) in enumerate(props):
+        arr[f"f{i}"] = values[nm]
+    head = "ply\n" + (f"format {fmt} 1.0\n" if fmt else "") + "".join(extra)
+    head += f"element vertex {n if count is None else count}\n"
+    head += "".join(f"property {t} {nm}\n" for t, nm in props) + elements_after
+    return head.encode() + end + arr.tobytes() + after
+
+
+def _ply_check(values, n, k):
+    """A loaded Gaussians equals the scene ``values`` exactly."""
+    import torch
+
+    def check(g):
+        assert len(g) == n, f"{len(g)} Gaussians, expected {n}"
+        assert g.sh.shape[1] == k, f"SH {g.sh.shape[1]} coefficients, expected {k}"
+        col = lambda names: torch.stack([torch.from_numpy(values[c]) for c in names], 1)  # noqa
+        assert torch.equal(g.means, col(["x", "y", "z"])), "means differ"
+        assert torch.equal(g.opacity_logits, torch.from_numpy(values["opacity"])), "opacity"
+        assert torch.equal(g.quats, col([f"rot_{i}" for i in range(4)])), "rotations differ"
+        assert torch.equal(g.log_scales, col([f"scale_{i}" for i in range(3)])), "scales"
+        assert torch.equal(g.sh[:, 0], col(["f_dc_0", "f_dc_1", "f_dc_2"])), "sh dc"
+        rest = col([f"f_rest_{i}" for i in range(3 * (k - 1))]) if k > 1 else None
+        if rest is not None:
+            assert torch.equal(g.sh[:, 1:], rest.reshape(n, 3, k - 1).permute(0, 2, 1)), "rest"
+    return check
+
+
+def ply_cases(rng: random.Random) -> List[Case]:
+    import numpy as np
+
+    out: List[Case] = []
+    for k, n in ((1, 3), (4, 5), (16, 2)):
+        props, values = ply_scene(rng, n, k)
+        good = ply_bytes(props, values, n)
+        head_len = good.index(b"end_header\n") + len(b"end_header\n")
+        ok = _ply_check(values, n, k)
+        tag = f"k{k}:"
+        out.append(Case(tag + "valid", good, "ok", ok))
+        # counts
+        for c in (0, -1, -(2**63), n + 1, n - 1, 10**12, 2**63, 2**64 + 1, 10**40):
+            out.append(Case(tag + f"count={c}", ply_bytes(props, values, n, count=c),
+                            "error" if c != n else "ok"))
+        for c in ("abc", "1e3", "0x10", "", "5 5", "3.0", "+3", "\u00b3"):
+            out.append(Case(tag + f"count={c!r}", ply_bytes(props, values, n, count=c), "error"))
+        # duplicated / missing / renamed / retyped properties
+        for i in rng.sample(range(len(props)), min(6, len(props))):
+            dup = props[:i + 1] + [props[i]] + props[i + 1:]
+            out.append(Case(tag + f"dup-{props[i][1]}", ply_bytes(dup, values, n), "error"))
+            gone = props[:i] + props[i + 1:]
+            optional = props[i][1] in ("nx", "ny", "nz")  # normals are not used by 3DGS
+            out.append(Case(tag + f"missing-{props[i][1]}", ply_bytes(gone, values, n),
+                            "ok" if optional else "error", ok if optional else None))
+            bad = list(props)
+            bad[i] = (rng.choice(["float128", "half", "list", "", "list uchar int"]), props[i][1])
+            head = ply_bytes(props, values, n).replace(
+                f"property float {props[i][1]}\n".encode(),
+                f"property {bad[i][0]} {props[i][1]}\n".encode(), 1)
+            out.append(Case(tag + f"type-{bad[i][0]!r}-{props[i][1]}", head, "error"))
+        for extra_name in ("nx2", "f_rest_99"):
+            more = props + [("float", extra_name)]
+            vals = dict(values, **{extra_name: np.zeros(n, np.float32)})
+            out.append(Case(tag + f"extra-{extra_name}", ply_bytes(more, vals, n),
+                            "ok" if extra_name == "nx2" else "error",
+                            ok if extra_name == "nx2" else None))
+        # semantics-preserving rewrites: must load exactly
+        shuffled = list(props)
+        rng.shuffle(shuffled)
+        out.append(Case(tag + "shuffled-properties", ply_bytes(shuffled, values, n), "ok", ok))
+        as_double = [("double", nm) for _, nm in props]
+        out.append(Case(tag + "double-properties", ply_bytes(as_double, values, n), "ok", ok))
+        out.append(Case(tag + "comments", ply_bytes(props, values, n, extra=[
+            "comment made by fuzz\n", "obj_info x\n", "comment end_header\n"]), "ok", ok))
+        out.append(Case(tag + "crlf-end", ply_bytes(props, values, n, end=b"end_header\r\n"),
+                        "ok", ok))
+        # formats and header lines
+        for fmt in ("ascii", "binary_big_endian", "", "binary_little_endian 1.0 extra", "\x00"):
+            out.append(Case(tag + f"format={fmt!r}", ply_bytes(props, values, n, fmt=fmt), "error"))
+        for line in ("format binary_little_endian 1.0\n", "element\n", "property float\n",
+                     "property\n", "bogus line\n", "element face 1\n", "\x00\x01\x02\n"):
+            out.append(Case(tag + f"line={line.strip()!r}", ply_bytes(
+                props, values, n, extra=[line]), "error"))
+        out.append(Case(tag + "no-end_header", good.replace(b"end_header\n", b"end_headr\n"),
+                        "error"))
+        out.append(Case(tag + "no-magic", b"plx" + good[3:], "error"))
+        out.append(Case(tag + "huge-comment-header", good.replace(
+            b"ply\n", b"ply\n" + b"comment " + b"x" * 70000 + b"\n", 1), "error"))
+        out.append(Case(tag + "mesh-face-element", ply_bytes(
+            props, values, n, elements_after="element face 1\nproperty list uchar int "
+            "vertex_indices\n", after=b"\x03" + b"\x00" * 12), "error"))
+        out.append(Case(tag + "second-element-with-data", ply_bytes(
+            props, values, n, elements_after="element extra 2\nproperty float a\n",
+            after=b"\x00" * 8), "ok", ok))
+        out.append(Case(tag + "second-element-missing-data", ply_bytes(
+            props, values, n, elements_after="element extra 2\nproperty float a\n"), "error"))
+        out.append(Case(tag + "duplicated-element", ply_bytes(
+            props, values, n, elements_after=f"element vertex {n}\nproperty float x\n",
+            after=b"\x00" * 4 * n), "error"))
+        # NaN / inf in the data
+        for bad in (np.nan, np.inf, -np.inf):
+            nm = rng.choice([p[1] for p in props])
+            vals = dict(values)
+            vals[nm] = values[nm].copy()
+            vals[nm][rng.randrange(n)] = bad
+            unused = nm in ("nx", "ny", "nz")
+            out.append(Case(tag + f"{bad}-in-{nm}", ply_bytes(props, vals, n),
+                            "ok" if unused else "error", ok if unused else None))
+        # trailing bytes
+        for tail in (b"\x00", b"\n", b"garbage" * 10, b"\x00" * 4 * len(props)):
+            out.append(Case(tag + f"trailing-{len(tail)}", good + tail, "error"))
+        # byte-level noise: header flips must load identically or fail, data flips decode as-is
+        out += truncations(rng, good, 10)
+        for c in bit_flips(rng, good, 10, 0, head_len):
+            c.check = ok
+            out.append(c)
+        for c in bit_flips(rng, good, 6, head_len):
+            vals = _decode_like(c.data[head_len:], props)
+            finite_all = all(np.isfinite(v).all() for nm, v in vals.items()
+                             if nm not in ("nx", "ny", "nz"))
+            c.check = _ply_check(vals, n, k)
+            c.expect = "ok" if finite_all else "error"
+            out.append(c)
+        out += splices(rng, good, 10)
+    out += foreign(rng)
+    return out
+
+
+def _decode_like(data: bytes, props):
+    import numpy as np
+
+    dt = np.dtype([(nm, PLY_TYPES[t]) for t, nm in props])
+    arr = np.frombuffer(data, dt)
+    return {nm: arr[nm].astype(np.float32) for _, nm in props}
+
+
+# ----------------------------------------------------------------------------------------------
+# cameras.json (Cameras.load_json / Load Cameras)
+# ----------------------------------------------------------------------------------------------
+
+
+def cameras_sane(c) -> None:
+    """Invariants of any loaded CAMERAS."""
+    import torch
+
+    n = len(c)
+    assert n >= 1 and c.viewmats.shape == (n, 4, 4) and c.Ks.shape == (n, 3, 3)
+    assert isinstance(c.width, int) and isinstance(c.height, int) and c.width > 0 < c.height
+    for t in (c.viewmats, c.Ks, c.elevation, c.azimuth, c.radius):
+        assert torch.isfinite(t).all(), "non-finite camera values"
+    assert c.elevation.shape == c.azimuth.shape == c.radius.shape == (n,)
+
+
+def cameras_cases(rng: random.Random) -> List[Case]:
+    import torch
+
+    from orbitforge.kernels.cameras import make_orbit_cameras
+
+    out: List[Case] = []
+    for n in (1, 3, 21):
+        cams = make_orbit_cameras(torch.linspace(-20, 40, n), torch.linspace(0, 300, n), 2.0,
+                                  33.8, 64, 48)
+        doc = cams.to_dict()
+        good = json.dumps(doc).encode()
+
+        def same(c, ref=cams):
+            cameras_sane(c)
+            assert torch.allclose(c.viewmats, ref.viewmats) and torch.allclose(c.Ks, ref.Ks)
+            assert (c.width, c.height) == (ref.width, ref.height)
+
+        tag = f"n{n}:"
+        out.append(Case(tag + "valid", good, "ok", same))
+        out.append(Case(tag + "pretty", json.dumps(doc, indent=2).encode(), "ok", same))
+        lean = {k: doc[k] for k in ("viewmats", "Ks", "width", "height")}
+        out.append(Case(tag + "no-orbit-fields", json.dumps(lean).encode(), "ok", same))
+        out.append(Case(tag + "unknown-key", json.dumps(dict(doc, extra=[1, 2])).encode(), "ok",
+                        same))
+        for key in ("viewmats", "Ks", "width", "height"):
+            out.append(Case(tag + f"missing-{key}", json.dumps(
+                {k: v for k, v in doc.items() if k != key}).encode(), "error"))
+        out.append(Case(tag + "empty-lists", json.dumps(dict(doc, viewmats=[], Ks=[])).encode(),
+                        "error"))
+        out.append(Case(tag + "ks-count-mismatch", json.dumps(dict(doc, Ks=doc["Ks"] + doc["Ks"][:1]))
+                        .encode(), "error"))
+        out.append(Case(tag + "scaled-pose", json.dumps(dict(doc, viewmats=[
+            [[2 * x for x in row] for row in m] for m in doc["viewmats"]])).encode(), "error"))
+        for w in (0, -64, 64.5, "64", True, 10**30, float("inf")):
+            out.append(Case(tag + f"width={w!r}", json.dumps(dict(doc, width=w)).encode(), "error"))
+        for c in json_mutations(rng, doc, 40):
+            c.check = cameras_sane
+            out.append(c)
+        out += json_text_cases(doc)
+        out += truncations(rng, good, 6)
+        for c in bit_flips(rng, good, 12) + splices(rng, good, 8):
+            c.check = cameras_sane
+            out.append(c)
+    out += foreign(rng)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# UI workflow JSON (check-workflow)
+# ----------------------------------------------------------------------------------------------
+
+
+def workflow_cases(rng: random.Random, docs: List[Any]) -> List[Case]:
+    """Mutations of real UI workflows (``docs``: parsed workflows the checker accepts)."""
+    out: List[Case] = []
+    for w, doc in enumerate(docs):
+        good = json.dumps(doc).encode()
+        tag = f"w{w}:"
+        out.append(Case(tag + "valid", good, "ok"))
+        for key in ("nodes", "links"):
+            out.append(Case(tag + f"missing-{key}", json.dumps(
+                {k: v for k, v in doc.items() if k != key}).encode(), "error"))
+        node = doc["nodes"][0]
+        for field in ("inputs", "outputs", "widgets_values", "id", "type"):
+            for v in (None, 5, "x", [None], [[1]], {"a": 1}, [{"link": "x", "name": 3}]):
+                d = json.loads(good)
+                d["nodes"][0][field] = v
+                out.append(Case(tag + f"node0.{field}={json.dumps(v)}", json.dumps(d).encode()))
+        for v in ([None], [[1, 2]], [["a", "b", "c", "d", "e", "f"]], [{"id": 1}], {"x": 1}, 7,
+                  [[10**30, 1, 0, 2, 0, "IMAGE"]], [[1, 1, -5, 2, 10**20, "IMAGE"]]):
+            d = json.loads(good)
+            d["links"] = v
+            out.append(Case(tag + f"links={json.dumps(v)[:30]}", json.dumps(d).encode()))
+        d = json.loads(good)
+        d["nodes"].append(node)
+        out.append(Case(tag + "duplicated-node", json.dumps(d).encode(), "error"))
+        out += json_mutations(rng, doc, 45)
+        out += truncations(rng, good, 5)
+        out += bit_flips(rng, good, 8) + splices(rng, good, 5)
+    out += json_text_cases(docs[0]) + foreign(rng, 4)
+    return out
