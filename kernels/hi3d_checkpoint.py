@@ -236,8 +236,14 @@ def infer_config(sd: Dict[str, torch.Tensor]) -> UNetConfig:
     missing = [k for k in need if k not in sd]
     if missing:
         raise CheckpointError(f"not an SVD-style video UNet: missing {_fmt_list(missing)}")
-    w0 = sd["input_blocks.0.0.weight"]
-    mc, cin = int(w0.shape[0]), int(w0.shape[1])
+    def dim(key: str, i: int, ndim: int) -> int:
+        t = sd[key]
+        if t.ndim != ndim or int(t.shape[i]) < 1:
+            raise CheckpointError(f"{key} has shape {tuple(t.shape)}; a video UNet has a "
+                                  f"{ndim}-d tensor there")
+        return int(t.shape[i])
+
+    mc, cin = dim("input_blocks.0.0.weight", 0, 4), dim("input_blocks.0.0.weight", 1, 4)
     mults, attn, depth, ctx = [], [], 1, None
     nrb_per_level, cur_nrb, cur_mult, cur_attn = [], 0, None, False
     idx = 1
@@ -252,7 +258,7 @@ def infer_config(sd: Dict[str, torch.Tensor]) -> UNetConfig:
             if key not in sd:
                 raise CheckpointError(f"input block {idx} is neither a res block nor a "
                                       f"downsample (no {key})")
-            cur_mult = int(sd[key].shape[0]) // mc
+            cur_mult = dim(key, 0, 4) // mc
             cur_nrb += 1
             if f"input_blocks.{idx}.1.proj_in.weight" in sd:
                 cur_attn = True
@@ -260,7 +266,7 @@ def infer_config(sd: Dict[str, torch.Tensor]) -> UNetConfig:
                             and k.endswith(".attn1.to_q.weight"))
                 kk = f"input_blocks.{idx}.1.transformer_blocks.0.attn2.to_k.weight"
                 if ctx is None and kk in sd:
-                    ctx = int(sd[kk].shape[1])
+                    ctx = dim(kk, 1, 2)
         idx += 1
     mults.append(cur_mult)
     attn.append(cur_attn)
@@ -269,11 +275,11 @@ def infer_config(sd: Dict[str, torch.Tensor]) -> UNetConfig:
         raise CheckpointError(f"unsupported UNet structure: res blocks per level {nrb_per_level}")
     if ctx is None:
         kk = "middle_block.1.transformer_blocks.0.attn2.to_k.weight"
-        ctx = int(sd[kk].shape[1]) if kk in sd else 1024
-    return UNetConfig(in_channels=cin, out_channels=int(sd["out.2.weight"].shape[0]),
+        ctx = dim(kk, 1, 2) if kk in sd else 1024
+    return UNetConfig(in_channels=cin, out_channels=dim("out.2.weight", 0, 4),
                       model_channels=mc, channel_mult=tuple(mults), num_res_blocks=nrb_per_level[0],
                       attention_levels=tuple(attn), transformer_depth=max(depth, 1),
-                      context_dim=ctx, adm_in_channels=int(sd["label_emb.0.0.weight"].shape[1]))
+                      context_dim=ctx, adm_in_channels=dim("label_emb.0.0.weight", 1, 2))
 
 
 def compare_layout(sd: Dict[str, torch.Tensor], expected: Layout) -> Tuple[list, list, list]:
@@ -309,6 +315,9 @@ def validate_stage2(sd: Dict[str, torch.Tensor], require_official: bool = False)
         problems.append(f"{len(unexpected)} unexpected keys: {_fmt_list(unexpected)}")
     if shapes:
         problems.append(f"{len(shapes)} shape mismatches: {_fmt_list(shapes, 8)}")
+    not_float = sorted(f"{k} ({v.dtype})" for k, v in sd.items() if not v.is_floating_point())
+    if not_float:
+        problems.append(f"{len(not_float)} tensors are not floating point: {_fmt_list(not_float)}")
     if problems:
         raise CheckpointError("not a Hi3D stage-2 UNet checkpoint:\n- " + "\n- ".join(problems))
     return cfg
@@ -319,17 +328,46 @@ def validate_stage2(sd: Dict[str, torch.Tensor], require_official: bool = False)
 # ----------------------------------------------------------------------------------------------
 
 
+class _CappedReader:
+    """A file whose ``read(n)`` never asks for more than what is left: the pickle reader
+    allocates the length a (corrupt) record claims before reading it, so a flipped length byte
+    would otherwise reserve gigabytes for a small file."""
+
+    def __init__(self, f, size: int):
+        self._f, self._size = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self._size - self._f.tell())
+        return self._f.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self, *args) -> bytes:
+        return self._f.readline(*args)
+
+    def seek(self, *args) -> int:
+        return self._f.seek(*args)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+
 def _load_pickle(path: str) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":  # torch's zip format: records checked by the reader
+                return torch.load(path, map_location="cpu", weights_only=True)
+            f.seek(0)  # the legacy (torch < 1.6) format, read through size-capped reads
+            return torch.load(_CappedReader(f, os.fstat(f.fileno()).st_size),
+                              map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path}: refused. The pickle holds objects other than tensors and plain containers, "
             "and OrbitForge never runs pickled code (torch.load weights_only=True said: "
             f"{str(e).splitlines()[0] if str(e) else e!r}). Convert it to safetensors in a trusted "
             "environment, or use the original second_stage.pt.") from None
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({e})") from None
+    except Exception as e:  # noqa: BLE001 - a corrupt file makes torch.load raise many types
+        msg = str(e).splitlines()[0][:200] if str(e) else ""
+        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint (corrupt or "
+                              f"truncated? {type(e).__name__}: {msg})") from None
 
 
 def _strip_module(key: str) -> str:
@@ -355,6 +393,8 @@ def plain_state_dict(obj: object, source: str = "checkpoint") -> Dict[str, torch
     if bad:
         raise CheckpointError(f"{source}: not a plain state dict; non-tensor entries: "
                               f"{_fmt_list(bad)}")
+    if not obj:
+        raise CheckpointError(f"{source}: holds no tensors")
     out = {}
     for k, v in obj.items():
         kk = _strip_module(k)

@@ -532,3 +532,174 @@ def workflow_cases(rng: random.Random, docs: List[Any]) -> List[Case]:
         out += bit_flips(rng, good, 8) + splices(rng, good, 5)
     out += json_text_cases(docs[0]) + foreign(rng, 4)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Hi3D checkpoints (.safetensors / .pt), kernels/hi3d_checkpoint.py
+# ----------------------------------------------------------------------------------------------
+
+
+class Evil:
+    """Unpickling this runs ``open(marker, 'w')``: a reader that executes pickles leaves the
+    marker file behind."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        import builtins
+
+        return (builtins.open, (self.marker, "w"))
+
+
+def small_state_dict(rng: random.Random):
+    import torch
+
+    g = torch.Generator().manual_seed(rng.randrange(2**31))
+    return {"module.model.diffusion_model.input_blocks.0.0.weight": torch.randn(4, 3, 3, 3, generator=g),
+            "module.model.diffusion_model.out.2.bias": torch.randn(4, generator=g),
+            "module.first_stage_model.w": torch.randn(2, 5, generator=g).half(),
+            "module.cond.idx": torch.arange(6, dtype=torch.int64),
+            "module.scalar": torch.tensor(1.5)}
+
+
+def safetensors_bytes(header: dict, data: bytes, pad_len: Optional[int] = None) -> bytes:
+    h = json.dumps(header).encode()
+    n = len(h) if pad_len is None else pad_len
+    return n.to_bytes(8, "little", signed=n < 0) + h + data
+
+
+def _same_sd(ref):
+    import torch
+
+    def check(res):
+        sd = res[0] if isinstance(res, tuple) else res
+        want = {k.replace("module.", ""): v for k, v in ref.items()}
+        assert set(sd) == set(want), f"keys {sorted(sd)[:4]} != {sorted(want)[:4]}"
+        for k, v in want.items():
+            assert sd[k].dtype == v.dtype and torch.equal(sd[k], v), f"{k} differs"
+    return check
+
+
+def checkpoint_file_cases(rng: random.Random, marker: str) -> List[tuple]:
+    """``[(extension, Case)]`` for :func:`read_state_dict`."""
+    import io
+
+    import torch
+    from safetensors.torch import save
+
+    out = []
+    sd = small_state_dict(rng)
+    # --- safetensors
+    good = save(sd)
+    hlen = int.from_bytes(good[:8], "little")
+    header = json.loads(good[8:8 + hlen])
+    data = good[8 + hlen:]
+    ok = _same_sd(sd)
+    st = [Case("st:valid", good, "ok", ok),
+          Case("st:metadata", safetensors_bytes(dict(header, __metadata__={"a": "b"}), data), "ok",
+               ok)]
+    for n in (0, 1, 7, len(good), 2**63 - 1, 2**64 - 1, 10**12):
+        st.append(Case(f"st:header-len={n}", n.to_bytes(8, "little") + good[8:], "error"))
+    first = sorted(k for k in header if k != "__metadata__")[0]
+    for field, vals in (("dtype", ["F99", "", 5, None, "I64", "BOOL", "F16"]),
+                        ("shape", [[-1], [10**12, 10**12], [], [2**64], "4", [1.5], None, [0]]),
+                        ("data_offsets", [[0, 10**15], [10, 0], [-4, 8], [0], None, "x",
+                                          [0, 2**64], [len(data), len(data) + 8]])):
+        for v in vals:
+            h = json.loads(json.dumps(header))
+            h[first][field] = v
+            st.append(Case(f"st:{field}={json.dumps(v)}", safetensors_bytes(h, data)))
+    for k in range(6):
+        h = json.loads(json.dumps(header))
+        key = rng.choice([k for k in h if k != "__metadata__"])
+        h[key] = rng.choice(HOSTILE_VALUES)
+        st.append(Case(f"st:entry{k}-garbage", safetensors_bytes(h, data)))
+    st.append(Case("st:meta-not-strings", safetensors_bytes(dict(header, __metadata__={"a": [1]}),
+                                                            data)))
+    dup = json.dumps(header)
+    dup = dup[:-1] + ", " + json.dumps(first) + ": " + json.dumps(header[first]) + "}"
+    st.append(Case("st:duplicated-key", len(dup).to_bytes(8, "little") + dup.encode() + data))
+    st.append(Case("st:trailing", good + b"\x00" * 16))
+    st += truncations(rng, good, 12) + bit_flips(rng, good, 25) + splices(rng, good, 15)
+    st += json_mutations(rng, header, 15)  # header replaced: bytes are JSON only (no length)
+    out += [(".safetensors", c) for c in st]
+    # --- torch pickles (zip and legacy)
+    for fmt, zipfmt in (("pt", True), ("legacy", False)):
+        buf = io.BytesIO()
+        torch.save({"module": sd}, buf, _use_new_zipfile_serialization=zipfmt)
+        good = buf.getvalue()
+        pt = [Case(f"{fmt}:valid", good, "ok", ok)]
+        for name, obj in (("evil-top", Evil(marker)), ("evil-value", {"module": {"a": Evil(marker)}}),
+                          ("evil-key", {"module": {"a": torch.zeros(1)}, "x": [Evil(marker)]}),
+                          ("int-values", {"module": {"a": 1, "b": torch.zeros(1)}}),
+                          ("int-keys", {1: torch.zeros(1)}), ("list", [torch.zeros(1)]),
+                          ("nested", {"module": {"a": {"b": {"c": torch.zeros(1)}}}}),
+                          ("strings", {"a": "b"}), ("empty", {}), ("none", None),
+                          ("dup-after-strip", {"module.a": torch.zeros(1), "a": torch.ones(1)}),
+                          ("optimizer-state", {"module": sd, "optimizer": {"lr": 0.1}})):
+            b = io.BytesIO()
+            torch.save(obj, b, _use_new_zipfile_serialization=zipfmt)
+            expect = "ok" if name == "optimizer-state" else "error"
+            pt.append(Case(f"{fmt}:{name}", b.getvalue(), expect, ok if expect == "ok" else None))
+        pt += truncations(rng, good, 15) + bit_flips(rng, good, 30) + splices(rng, good, 12)
+        out += [(".pt", c) for c in pt]
+    out += [(".pt", c) for c in foreign(rng, 4)] + [(".safetensors", c) for c in foreign(rng, 4)]
+    return out
+
+
+def stage2_layout_cases(rng: random.Random) -> List[Case]:
+    """Stage-2 UNet state dicts (tiny config, real key layout) with wrong keys, shapes, dtypes;
+    ``data`` is the safetensors file."""
+    import torch
+    from safetensors.torch import save
+
+    from orbitforge.kernels import hi3d_checkpoint as CK
+
+    cfg = CK.tiny_config(model_channels=8, context_dim=8)
+    sd = CK.random_unet_state_dict(cfg, seed=rng.randrange(1000))
+    keys = sorted(sd)
+    pre = "model.diffusion_model."
+
+    def check(res):
+        unet, got = res
+        assert got == cfg, f"config {got} != {cfg}"
+        assert set(unet) == set(sd) and all(torch.equal(unet[k], sd[k]) for k in sd)
+
+    def pack(d, prefix=pre):
+        return save({prefix + k: v.contiguous() for k, v in d.items()})
+
+    out = [Case("valid-engine", pack(sd), "ok", check), Case("valid-bare", pack(sd, ""), "ok", check),
+           Case("valid-with-vae", save({**{pre + k: v for k, v in sd.items()},
+                                        "first_stage_model.w": torch.zeros(3)}), "ok", check),
+           Case("no-unet", save({"first_stage_model.w": torch.zeros(3)}), "error")]
+    specials = ["input_blocks.0.0.weight", "out.2.weight", "label_emb.0.0.weight",
+                "time_embed.0.weight", "input_blocks.1.0.out_layers.3.weight"]
+    for k in range(70):
+        d = dict(sd)
+        key = specials[k % len(specials)] if k < 25 else rng.choice(keys)
+        op = k % 7
+        t = d[key]
+        if op == 0:
+            del d[key]
+            label = f"missing:{key}"
+        elif op == 1:
+            d[key + "_extra"] = torch.zeros(2)
+            label = f"extra:{key}"
+        elif op == 2:
+            d[key] = torch.zeros(())
+            label = f"0d:{key}"
+        elif op == 3:
+            d[key] = torch.zeros((0,) + tuple(t.shape[1:]))
+            label = f"zero-rows:{key}"
+        elif op == 4:
+            d[key] = t.to(rng.choice([torch.int64, torch.bool, torch.uint8, torch.int32]))
+            label = f"dtype-{d[key].dtype}:{key}"
+        elif op == 5:
+            d[key] = t.reshape(-1) if t.ndim > 1 else t[None].repeat(2, 1)
+            label = f"reshaped:{key}"
+        else:
+            d[key] = torch.zeros(tuple(s + 1 for s in t.shape))
+            label = f"grown:{key}"
+        out.append(Case(label, pack(d), "error"))
+    return out

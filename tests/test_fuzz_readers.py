@@ -56,3 +56,29 @@ def test_fuzz_workflow_json(tmp_path):
 
     cases = fuzz.workflow_cases(random.Random(1803), docs)
     _assert_contract(fuzz.run_cases(check, cases, str(tmp_path), "workflow.json"), "workflow")
+
+
+def test_fuzz_hi3d_checkpoint_files(tmp_path):
+    """safetensors and torch pickles (zip and legacy): never a pickle executed (a malicious
+    ``__reduce__`` would create the marker file)."""
+    from orbitforge.kernels.hi3d_checkpoint import read_state_dict
+
+    marker = str(tmp_path / "PWNED")
+    cases = fuzz.checkpoint_file_cases(random.Random(1804), marker)
+    outcomes = []
+    for ext in (".safetensors", ".pt"):
+        outcomes += fuzz.run_cases(read_state_dict, [c for e, c in cases if e == ext],
+                                   str(tmp_path), "model" + ext)
+    assert not (tmp_path / "PWNED").exists(), "a pickled __reduce__ was executed"
+    _assert_contract(outcomes, "hi3d-checkpoint")
+
+
+def test_fuzz_hi3d_stage2_layout(tmp_path):
+    """The refiner loader's validation (what Load Hi3D Refiner runs before building the MODEL):
+    wrong keys, shapes and dtypes are a CheckpointError (a ValueError) naming the file."""
+    from orbitforge.kernels.hi3d_checkpoint import load_stage2_unet
+
+    cases = fuzz.stage2_layout_cases(random.Random(1805))
+    outcomes = fuzz.run_cases(load_stage2_unet, cases, str(tmp_path), "stage2.safetensors")
+    bad = fuzz.failures(outcomes)
+    assert not bad, "\n".join(bad[:40])
