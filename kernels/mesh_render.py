@@ -85,6 +85,58 @@ def _material_image(material):
     return img, factor
 
 
+def _check_mesh_sizes(path: str, ext: str) -> None:
+    """Compare what a binary header promises with the file size BEFORE a parser allocates it
+    (PLY element counts, GLB chunk lengths, binary STL triangle count)."""
+    import struct
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(64 * 1024)
+    if ext == ".ply":
+        from .ply import _parse_header, min_data_bytes
+
+        fmt, elements, offset = _parse_header(path, head, lists=True)
+        if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
+            raise ValueError(f"{path!r}: unknown PLY format {fmt!r}")
+        need = min_data_bytes(fmt, elements)
+        if need > size - offset:
+            raise ValueError(f"{path!r} is truncated or corrupt: its header promises at least "
+                             f"{need} bytes of data, the file holds {size - offset}")
+    elif ext == ".glb":
+        if len(head) < 20 or head[:4] != b"glTF":
+            raise ValueError(f"{path!r} is not a GLB file (no 'glTF' magic)")
+        version, length = struct.unpack("<II", head[4:12])
+        if version != 2 or length != size:
+            raise ValueError(f"{path!r}: GLB version {version}, length {length} for a "
+                             f"{size}-byte file (corrupt or truncated; glTF 2.0 GLB expected)")
+        pos = 12
+        with open(path, "rb") as f:
+            while pos < size:
+                f.seek(pos)
+                hdr = f.read(8)
+                n = struct.unpack("<I", hdr[:4])[0] if len(hdr) == 8 else size
+                if pos + 8 + n > size:
+                    raise ValueError(f"{path!r}: GLB chunk at byte {pos} claims {n} bytes, past "
+                                     "the end of the file (corrupt or truncated)")
+                pos += 8 + n
+    elif ext == ".stl" and size >= 84 and not head[:80].lstrip().lower().startswith(b"solid"):
+        n = struct.unpack("<I", head[80:84])[0]
+        if 84 + 50 * n != size:
+            raise ValueError(f"{path!r}: binary STL header promises {n} triangles "
+                             f"({84 + 50 * n} bytes), the file has {size} bytes")
+
+
+def _check_geometry(path: str, g: trimesh.Trimesh) -> None:
+    faces, verts = np.asarray(g.faces), np.asarray(g.vertices)
+    if faces.ndim != 2 or faces.shape[1] != 3 or (len(faces) and (
+            faces.min() < 0 or faces.max() >= len(verts))):
+        raise ValueError(f"{path!r}: faces index vertices that do not exist ({len(verts)} "
+                         "vertices; corrupt file?)")
+    if not np.isfinite(verts).all():
+        raise ValueError(f"{path!r} has NaN/inf vertex coordinates")
+
+
 def load_mesh(path: str, texture: Optional[str] = None) -> trimesh.Trimesh:
     """Load an OBJ / PLY / GLB / GLTF file as one ``trimesh.Trimesh``.
 
@@ -101,13 +153,20 @@ def load_mesh(path: str, texture: Optional[str] = None) -> trimesh.Trimesh:
         raise ValueError(f"unsupported mesh format {ext!r} ({path}); use OBJ, PLY, GLB or GLTF")
     if texture is not None and not os.path.isfile(texture):
         raise ValueError(f"texture file not found: {texture!r}")
-    loaded = trimesh.load(path, process=False)
+    _check_mesh_sizes(path, ext)
+    try:
+        loaded = trimesh.load(path, process=False)
+    except Exception as e:  # noqa: BLE001 - trimesh's parsers raise any type on corrupt files
+        msg = str(e).splitlines()[0][:200] if str(e) else ""
+        raise ValueError(f"{path!r} cannot be read as a {ext[1:].upper()} mesh (corrupt or "
+                         f"truncated? {type(e).__name__}: {msg})") from None
     if isinstance(loaded, trimesh.Scene):
         meshes = []
         for node in loaded.graph.nodes_geometry:
             transform, geom_name = loaded.graph[node]
             g = loaded.geometry[geom_name]
             if isinstance(g, trimesh.Trimesh) and len(g.faces):
+                _check_geometry(path, g)
                 g = g.copy()
                 g.apply_transform(transform)
                 meshes.append(g)
@@ -121,6 +180,7 @@ def load_mesh(path: str, texture: Optional[str] = None) -> trimesh.Trimesh:
                          "point clouds cannot be rendered")
     if len(mesh.faces) == 0:
         raise ValueError(f"{path!r} has no faces")
+    _check_geometry(path, mesh)
     vis = mesh.visual
     if isinstance(vis, trimesh.visual.TextureVisuals) and vis.uv is not None:
         img, _ = _material_image(vis.material)

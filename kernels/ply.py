@@ -65,9 +65,10 @@ _REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", 
              "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
 
 
-def _parse_header(path: str, head: bytes) -> tuple[str, list, int]:
+def _parse_header(path: str, head: bytes, lists: bool = False) -> tuple[str, list, int]:
     """``(format, [(element, count, [(name, numpy type)])], data offset)`` of a PLY header;
-    ``ValueError`` naming ``path`` and the offending line for anything malformed."""
+    ``ValueError`` naming ``path`` and the offending line for anything malformed. With ``lists``
+    (mesh PLYs), a list property is ``(name, "list:<count type>")``."""
     m = _END_HEADER.search(head)
     if not head.startswith(b"ply") or m is None:
         raise ValueError(f"{path!r} is not a PLY file (no 'ply' magic / 'end_header' line in the "
@@ -95,17 +96,21 @@ def _parse_header(path: str, head: bytes) -> tuple[str, list, int]:
             if not elements:
                 raise ValueError(f"{path!r}: property before any element")
             if len(parts) >= 2 and parts[1] == "list":
-                raise ValueError(f"{path!r} has list properties (a mesh PLY?), not a 3DGS "
-                                 "splat PLY; load meshes with a mesh loader")
-            if len(parts) != 3:
+                if not lists:
+                    raise ValueError(f"{path!r} has list properties (a mesh PLY?), not a 3DGS "
+                                     "splat PLY; load meshes with a mesh loader")
+                if len(parts) != 5 or parts[2] not in _PLY_TYPES or parts[3] not in _PLY_TYPES:
+                    raise bad
+                parts = ["property", "list:" + _PLY_TYPES[parts[2]], parts[4]]
+            elif len(parts) != 3:
                 raise bad
-            if parts[1] not in _PLY_TYPES:
+            if parts[1] not in _PLY_TYPES and not parts[1].startswith("list:"):
                 raise ValueError(f"{path!r}: unknown property type {parts[1]!r}")
             props = elements[-1][2]
             if any(p[0] == parts[2] for p in props):
                 raise ValueError(f"{path!r}: property {parts[2]!r} of element "
                                  f"{elements[-1][0]!r} is declared twice")
-            props.append((parts[2], _PLY_TYPES[parts[1]]))
+            props.append((parts[2], _PLY_TYPES.get(parts[1], parts[1])))
         else:
             raise bad
     return fmt, elements, m.end()
@@ -168,3 +173,17 @@ def read_ply(path: str) -> Gaussians:
     if not all(torch.isfinite(t).all() for t in g.tensors()):
         raise ValueError(f"{path!r} holds NaN/inf values")
     return g
+
+
+def min_data_bytes(fmt: str, elements: list) -> int:
+    """The fewest data bytes a PLY with these elements can have (a list counts as empty; ASCII
+    rows need at least one character per value): compared with the file size before a reader
+    allocates what the header promises."""
+    total = 0
+    for _, count, props in elements:
+        if fmt == "ascii":
+            total += count * 2 * max(1, len(props))
+        else:
+            total += count * sum(np.dtype(t[5:] if t.startswith("list:") else t).itemsize
+                                 for _, t in props)
+    return total

@@ -703,3 +703,89 @@ def stage2_layout_cases(rng: random.Random) -> List[Case]:
             label = f"grown:{key}"
         out.append(Case(label, pack(d), "error"))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Mesh files (kernels/mesh_render.load_mesh)
+# ----------------------------------------------------------------------------------------------
+
+
+def mesh_sane(m) -> None:
+    import numpy as np
+
+    v, f = np.asarray(m.vertices), np.asarray(m.faces)
+    assert len(f) > 0 and f.ndim == 2 and f.shape[1] == 3, f"faces {f.shape}"
+    assert v.ndim == 2 and v.shape[1] == 3 and np.isfinite(v).all(), "vertices not finite"
+    assert f.min() >= 0 and f.max() < len(v), "face index out of range"
+    m.copy()  # trimesh computes colours lazily: a loaded mesh must survive that
+
+
+def mesh_cases(rng: random.Random) -> List[tuple]:
+    """``[(extension, Case)]`` for :func:`load_mesh`: OBJ, PLY, GLB, STL, OFF."""
+    import struct
+
+    import numpy as np
+    import trimesh
+
+    box = trimesh.creation.box()
+    box.visual.vertex_colors = np.tile([200, 30, 30, 255], (len(box.vertices), 1))
+    nv, nf = len(box.vertices), len(box.faces)
+    out = []
+    for ext in ("obj", "ply", "glb", "stl", "off"):
+        good = box.export(file_type=ext)
+        good = good.encode() if isinstance(good, str) else good
+
+        def same(m, ref=box):
+            mesh_sane(m)
+            assert len(m.faces) == len(ref.faces), f"{len(m.faces)} faces"
+            assert np.allclose(np.sort(np.asarray(m.vertices), 0)[[0, -1]],
+                               np.sort(ref.vertices, 0)[[0, -1]], atol=1e-5), "bounds differ"
+
+        cs = [Case(f"{ext}:valid", good, "ok", same)]
+        cs += truncations(rng, good, 10)
+        cs += bit_flips(rng, good, 18) + splices(rng, good, 12)
+        if ext == "ply":
+            for c in (-1, 0, 10**12, 2**63, nv + 1, "x"):
+                cs.append(Case(f"ply:vertex-count={c}", good.replace(
+                    f"element vertex {nv}\n".encode(), f"element vertex {c}\n".encode(), 1)))
+                cs.append(Case(f"ply:face-count={c}", good.replace(
+                    f"element face {nf}\n".encode(), f"element face {c}\n".encode(), 1)))
+            cs.append(Case("ply:dup-property", good.replace(b"property float x\n",
+                                                            b"property float x\nproperty float x\n")))
+            cs.append(Case("ply:list-count-255", good.replace(b"end_header\n", b"end_header\n", 1)
+                           [:good.index(b"end_header\n") + 11] + b"\xff" + good[good.index(
+                               b"end_header\n") + 12:]))
+        if ext == "glb":
+            for off, what in ((8, "total-length"), (12, "json-length"), (20 + len(good) % 4, "x")):
+                for v in (0, 3, 2**31, 2**32 - 1):
+                    b = bytearray(good)
+                    b[off:off + 4] = struct.pack("<I", v)
+                    cs.append(Case(f"glb:{what}={v}", bytes(b)))
+            jl = struct.unpack("<I", good[12:16])[0]
+            gltf = json.loads(good[20:20 + jl])
+            for c in json_mutations(rng, gltf, 30):
+                j = c.data + b" " * (-len(c.data) % 4)
+                cs.append(Case("glb:" + c.name, good[:12] + struct.pack("<I", len(j)) + good[16:20]
+                               + j + good[20 + jl:]))
+        if ext == "stl":
+            for v in (0, 1, 2**32 - 1, nf + 1):
+                cs.append(Case(f"stl:count={v}", good[:80] + struct.pack("<I", v) + good[84:]))
+        if ext == "obj":
+            cs += [Case("obj:face-out-of-range", good + b"f 1 2 999\n"),
+                   Case("obj:face-negative", good + b"f -1 -2 -999\n"),
+                   Case("obj:face-zero", good + b"f 0 1 2\n"),
+                   Case("obj:nan-vertex", b"v nan 0 0\n" + good),
+                   Case("obj:inf-vertex", good.replace(b"v ", b"v 1e999 ", 1)),
+                   Case("obj:no-faces", b"v 0 0 0\nv 1 0 0\nv 0 1 0\n"),
+                   Case("obj:garbage-lines", good + b"vt x y\nvn\nusemtl \x00\nmtllib ../../x\n"),
+                   Case("obj:huge-index", good + b"f 1 2 99999999999999999999\n")]
+        if ext == "off":
+            cs += [Case("off:huge-counts", b"OFF\n1000000000000 1000000000000 0\n0 0 0\n"),
+                   Case("off:negative", b"OFF\n-3 -1 0\n0 0 0\n3 0 1 2\n")]
+        out += [("." + ext, c) for c in cs]
+    out += [(".obj", c) for c in foreign(rng, 3)] + [(".glb", c) for c in foreign(rng, 3)]
+    out += [(".ply", c) for c in foreign(rng, 3)]
+    for _, c in out:
+        if c.check is None:
+            c.check = mesh_sane
+    return out

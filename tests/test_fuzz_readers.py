@@ -82,3 +82,14 @@ def test_fuzz_hi3d_stage2_layout(tmp_path):
     outcomes = fuzz.run_cases(load_stage2_unet, cases, str(tmp_path), "stage2.safetensors")
     bad = fuzz.failures(outcomes)
     assert not bad, "\n".join(bad[:40])
+
+
+def test_fuzz_mesh_files(tmp_path):
+    from orbitforge.kernels.mesh_render import load_mesh
+
+    cases = fuzz.mesh_cases(random.Random(1806))
+    outcomes = []
+    for ext in sorted({e for e, _ in cases}):
+        outcomes += fuzz.run_cases(load_mesh, [c for e, c in cases if e == ext], str(tmp_path),
+                                   "mesh" + ext)
+    _assert_contract(outcomes, "mesh")
