@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .cameras import Cameras
 from .densify import DensifyConfig, DensifyState, refine
 from .gaussians import Gaussians, rgb_to_sh0, sh_coeffs
+from .inputs import check_image, check_mask
 from .rasterize import rasterize
 from .visual_hull import carve_visual_hull, project_points, voxel_grid
 
@@ -77,31 +78,16 @@ class FitResult:
 
 def check_views(images: torch.Tensor, cams: Cameras, masks: Optional[torch.Tensor] = None) -> None:
     """Validate the fit's inputs; raise ``ValueError`` naming the problem and the fix."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):
-        raise ValueError(f"views must be an IMAGE [B,H,W,3], got "
-                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)}")
+    check_image(images, "views")
     n, h, w = images.shape[:3]
-    if n == 0:
-        raise ValueError("no views: the IMAGE batch is empty")
     if n != len(cams):
         raise ValueError(f"{n} views but {len(cams)} cameras; give one camera per view "
                          "(e.g. the CAMERAS output of the node that made the views)")
     if (w, h) != (cams.width, cams.height) and abs(w / h - cams.width / cams.height) > 1e-3:
         raise ValueError(f"views are {w}x{h} but the cameras are {cams.width}x{cams.height} "
                          "with another aspect ratio; resize the views or make matching cameras")
-    if not torch.isfinite(images).all():
-        bad = torch.nonzero(~torch.isfinite(images.reshape(n, -1)).all(-1)).flatten().tolist()
-        raise ValueError(f"views {bad} contain NaN/inf pixels; fix the node that produced them")
     if masks is not None:
-        if masks.ndim != 3 or masks.shape[0] != n or masks.shape[1:] != (h, w):
-            raise ValueError(f"mask must be [B,H,W] = [{n},{h},{w}] to match the views, got "
-                             f"{list(masks.shape)}")
-        if not torch.isfinite(masks).all():
-            raise ValueError("mask contains NaN/inf values")
-        empty = torch.nonzero(masks.reshape(n, -1).amax(-1) < 0.5).flatten().tolist()
-        if empty:
-            raise ValueError(f"mask of view(s) {empty} is empty (no object pixel >= 0.5); "
-                             "check the mask polarity (1 = object) or remove those views")
+        check_mask(masks, "mask", (n, h, w), allow_empty=False)
 
 
 def masks_from_background(images: torch.Tensor, background=(1.0, 1.0, 1.0),

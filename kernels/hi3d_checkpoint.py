@@ -441,11 +441,17 @@ def load_stage2_unet(path: str, require_official: bool = False
                      ) -> Tuple[Dict[str, torch.Tensor], UNetConfig]:
     """Read + strip + extract + validate: the stage-2 UNet state dict (UNet-relative keys)."""
     sd, _ = read_state_dict(path)
-    unet = extract_unet(sd, path)
+    return stage2_from_state_dict(sd, path, require_official)
+
+
+def stage2_from_state_dict(sd: Dict[str, torch.Tensor], source: str, require_official: bool = False
+                           ) -> Tuple[Dict[str, torch.Tensor], UNetConfig]:
+    """Extract + validate a read checkpoint; errors are prefixed with ``source`` (the file)."""
+    unet = extract_unet(sd, source)
     try:
         cfg = validate_stage2(unet, require_official)
     except CheckpointError as e:
-        raise CheckpointError(f"{path}: {e}") from None
+        raise CheckpointError(f"{source}: {e}") from None
     return unet, cfg
 
 

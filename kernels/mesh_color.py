@@ -15,6 +15,7 @@ import torch
 import trimesh
 
 from .cameras import Cameras
+from .inputs import check_image, check_mask
 from .visual_hull import project_points
 
 
@@ -108,16 +109,14 @@ def _default_tol(mesh: trimesh.Trimesh) -> float:
 
 
 def _check_views(images: torch.Tensor, cams: Cameras, masks: torch.Tensor | None) -> None:
-    if images.ndim != 4 or images.shape[-1] < 3:
-        raise ValueError(f"images must be [C, H, W, 3], got {tuple(images.shape)}")
+    check_image(images, "images")
     if images.shape[0] != len(cams):
         raise ValueError(f"{images.shape[0]} images but {len(cams)} cameras")
     if (images.shape[1], images.shape[2]) != (cams.height, cams.width):
         raise ValueError(f"images are {images.shape[2]}x{images.shape[1]} but cameras "
                          f"{cams.width}x{cams.height}")
-    if masks is not None and masks.shape != images.shape[:3]:
-        raise ValueError(f"masks {tuple(masks.shape)} do not match images "
-                         f"{tuple(images.shape[:3])}")
+    if masks is not None:
+        check_mask(masks, "masks", images.shape[:3])
 
 
 def bake_texture(mesh: trimesh.Trimesh, images: torch.Tensor, cams: Cameras,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .cameras import Cameras
+from .inputs import check_mask
 
 BBox = tuple[Sequence[float], Sequence[float]]
 DEFAULT_BBOX = ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
@@ -72,11 +73,9 @@ def project_points(points: torch.Tensor, cams: Cameras) -> tuple[torch.Tensor, t
 
 
 def _check_masks_cams(masks: torch.Tensor, cams: Cameras) -> torch.Tensor:
-    if not isinstance(masks, torch.Tensor) or masks.ndim != 3:
-        raise ValueError(f"masks must be a [C, H, W] tensor, got "
-                         f"{tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks)}")
-    if masks.shape[0] == 0:
+    if isinstance(masks, torch.Tensor) and masks.ndim == 3 and masks.shape[0] == 0:
         raise ValueError("no views: masks has 0 frames; give at least one masked view")
+    check_mask(masks, "masks")
     if masks.shape[0] != len(cams):
         raise ValueError(f"{masks.shape[0]} masks but {len(cams)} cameras; give one camera per "
                          "mask")

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from ..kernels import cameras as K
 from ..kernels import depth_condition as DC
 from ..kernels import edm
+from ..kernels.inputs import check_image, check_mask
 from . import host
 from .host import models as HM
 
@@ -114,8 +115,7 @@ class DepthRefiner:
     # ------------------------------------------------------------------ validation
     @staticmethod
     def check(kind, views, depth, cameras, target_size, cfg_min, cfg_max):
-        if views.ndim != 4 or views.shape[0] < 1:
-            raise ValueError(f"views must be an IMAGE batch [B,H,W,C], got {tuple(views.shape)}")
+        check_image(views, "views")
         if views.shape[1] != views.shape[2]:
             raise ValueError(f"views are {views.shape[2]}x{views.shape[1]}; the refiner needs square "
                              "views (crop or pad them first)")
@@ -132,9 +132,13 @@ class DepthRefiner:
                 raise ValueError("the Hi3D stage-2 refiner needs a depth IMAGE (rendered from the "
                                  "Gaussians or from a depth node); without depth use an SVD/SV3D MODEL "
                                  "(anchored mode)")
+            if isinstance(depth, torch.Tensor) and depth.ndim == 3:  # [B,H,W] depth maps
+                check_mask(depth, "depth")
+            else:
+                check_image(depth, "depth", channels=(1, 3, 4))
             if depth.shape[0] != views.shape[0]:
-                raise ValueError(f"depth batch {depth.shape[0]} != view batch {views.shape[0]}; give "
-                                 "one depth map per view")
+                raise ValueError(f"depth has {depth.shape[0]} images but views has "
+                                 f"{views.shape[0]}; give one depth map per view")
 
     def refine(self, model, clip_vision, vae, views, input_image, target_size, steps, cfg_min,
                cfg_max, anchor_strength, cond_aug, seed, elevation, depth_kind, vae_chunk,

@@ -650,9 +650,8 @@ def checkpoint_file_cases(rng: random.Random, marker: str) -> List[tuple]:
 
 def stage2_layout_cases(rng: random.Random) -> List[Case]:
     """Stage-2 UNet state dicts (tiny config, real key layout) with wrong keys, shapes, dtypes;
-    ``data`` is the safetensors file."""
+    ``data`` is the (engine-prefixed) state dict as read from a file."""
     import torch
-    from safetensors.torch import save
 
     from orbitforge.kernels import hi3d_checkpoint as CK
 
@@ -667,12 +666,11 @@ def stage2_layout_cases(rng: random.Random) -> List[Case]:
         assert set(unet) == set(sd) and all(torch.equal(unet[k], sd[k]) for k in sd)
 
     def pack(d, prefix=pre):
-        return save({prefix + k: v.contiguous() for k, v in d.items()})
+        return {prefix + k: v for k, v in d.items()}
 
     out = [Case("valid-engine", pack(sd), "ok", check), Case("valid-bare", pack(sd, ""), "ok", check),
-           Case("valid-with-vae", save({**{pre + k: v for k, v in sd.items()},
-                                        "first_stage_model.w": torch.zeros(3)}), "ok", check),
-           Case("no-unet", save({"first_stage_model.w": torch.zeros(3)}), "error")]
+           Case("valid-with-vae", {**pack(sd), "first_stage_model.w": torch.zeros(3)}, "ok", check),
+           Case("no-unet", {"first_stage_model.w": torch.zeros(3)}, "error")]
     specials = ["input_blocks.0.0.weight", "out.2.weight", "label_emb.0.0.weight",
                 "time_embed.0.weight", "input_blocks.1.0.out_layers.3.weight"]
     for k in range(70):
@@ -789,3 +787,80 @@ def mesh_cases(rng: random.Random) -> List[tuple]:
         if c.check is None:
             c.check = mesh_sane
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# IMAGE / MASK tensors given to nodes
+# ----------------------------------------------------------------------------------------------
+
+BIG = 16384  # a 16k x 16k IMAGE, as a stride-0 view (no memory of its own)
+
+
+def image_variants(rng: random.Random, n: int, h: int, w: int) -> List[Case]:
+    """IMAGE inputs for a node expecting ``n`` views of ``h x w``: ``data`` is the tensor."""
+    import numpy as np
+    import torch
+
+    g = torch.Generator().manual_seed(rng.randrange(2**31))
+    base = torch.rand(n, h, w, 3, generator=g)
+    out = [Case("valid", base, "ok"), Case("rgba", torch.cat([base, torch.ones(n, h, w, 1)], -1), "ok"),
+           Case("rgba-empty-alpha", torch.cat([base, torch.zeros(n, h, w, 1)], -1)),
+           Case("float64", base.double(), "ok"), Case("float16", base.half(), "ok"),
+           Case("non-contiguous", base.transpose(1, 2).contiguous().transpose(1, 2), "ok"),
+           Case("out-of-range", base * 255 - 3),
+           Case("expanded", torch.rand(1, 1, 1, 3).expand(n, h, w, 3), "ok")]
+    for shape in ((h, w, 3), (1, n, h, w, 3), (n, h, w), (n, 3, h, w), (n, h, w, 1), (n, h, w, 2),
+                  (n, h, w, 5), (0, h, w, 3), (n, 0, w, 3), (n, h, 0, 3), (n + 1, h, w, 3),
+                  (max(1, n - 1), h, w, 3), (n, h + 1, w, 3), (n, 1, 1, 3), (n, h * 2, w * 2, 3),
+                  (n, h, w * 3, 3)):
+        out.append(Case(f"shape{list(shape)}", torch.rand(shape, generator=g)))
+    for dt in (torch.uint8, torch.int32, torch.int64, torch.bool, torch.complex64):
+        out.append(Case(f"dtype-{dt}", (base * 255).to(dt) if dt != torch.bool else base > 0.5,
+                        "error"))
+    for v in (float("nan"), float("inf"), -float("inf")):
+        for _ in range(2):
+            t = base.clone()
+            t[rng.randrange(n), rng.randrange(h), rng.randrange(w), rng.randrange(3)] = v
+            out.append(Case(f"pixel={v}", t, "error"))
+    for obj in (None, 3, "image", [[0.5]], base.numpy(), np.zeros((n, h, w, 3), np.float32), {}):
+        out.append(Case(f"not-a-tensor-{type(obj).__name__}", obj, "error"))
+    return out
+
+
+def mask_variants(rng: random.Random, n: int, h: int, w: int) -> List[Case]:
+    import torch
+
+    g = torch.Generator().manual_seed(rng.randrange(2**31))
+    m = torch.zeros(n, h, w)
+    m[:, h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1
+    out = [Case("mask-valid", m, "ok"), Case("mask-bool", m > 0.5, "ok"),
+           Case("mask-soft", m * 0.9 + 0.05, "ok"), Case("mask-float64", m.double(), "ok"),
+           Case("mask-empty", torch.zeros(n, h, w)), Case("mask-all-0.4", torch.full((n, h, w), 0.4)),
+           Case("mask-full", torch.ones(n, h, w)), Case("mask-inverted", 1 - m)]
+    one_empty = m.clone()
+    one_empty[rng.randrange(n)] = 0
+    out.append(Case("mask-one-view-empty", one_empty))
+    for shape in ((n, h, w, 1), (h, w), (n, h, w - 1), (n + 1, h, w), (n, w + 1, h), (0, h, w),
+                  (n, 0, w), (1, n, h, w)):
+        out.append(Case(f"mask-shape{list(shape)}", torch.rand(shape, generator=g), "error"))
+    for v in (float("nan"), float("inf")):
+        t = m.clone()
+        t[rng.randrange(n), rng.randrange(h), rng.randrange(w)] = v
+        out.append(Case(f"mask={v}", t, "error"))
+    for dt in (torch.uint8, torch.int64):
+        out.append(Case(f"mask-dtype-{dt}", m.to(dt), "error"))
+    out.append(Case("mask-none", None))  # optional inputs: None is "not connected"
+    for obj in (1.0, "mask", [[1]]):
+        out.append(Case(f"mask-not-a-tensor-{type(obj).__name__}", obj, "error"))
+    return out
+
+
+def big_image_cases() -> List[Case]:
+    """16k x 16k inputs as stride-0 views: checking them must not allocate a copy."""
+    import torch
+
+    px = torch.full((1, 1, 1, 3), 0.5)
+    nan = torch.full((1, 1, 1, 3), float("nan"))
+    return [Case("16k-valid", px.expand(1, BIG, BIG, 3), "ok"),
+            Case("16k-nan", nan.expand(1, BIG, BIG, 3), "error"),
+            Case("16k-mask", torch.ones(1, 1, 1).expand(1, BIG, BIG), "ok")]

@@ -292,7 +292,7 @@ def test_node_bad_inputs():
         DepthRefiner.check(**dict(ok, views=torch.rand(4, 32, 48, 3), depth=d))
     with pytest.raises(ValueError, match="multiple of 64"):
         DepthRefiner.check(**dict(ok, target_size=1000))
-    with pytest.raises(ValueError, match="depth batch 3 != view batch 4"):
+    with pytest.raises(ValueError, match="depth has 3 images but views has 4"):
         DepthRefiner.check(**dict(ok, depth=d[:3]))
     with pytest.raises(ValueError, match="needs a depth IMAGE"):
         DepthRefiner.check(**dict(ok, depth=None))
