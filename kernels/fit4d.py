@@ -50,6 +50,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from .atomic import atomic_write_all
 from .cameras import Cameras, make_orbit_cameras
 from .fit import (
     FitConfig,
@@ -60,7 +61,7 @@ from .fit import (
     scene_bbox,
 )
 from .gaussians import SH_C0, Gaussians
-from .ply import write_ply
+from .ply import ply_bytes
 
 FRAME_ORDER = "view-major"  # image index = v * F + f
 
@@ -359,23 +360,22 @@ def sequence_paths(folder: str, base: str, times: int) -> list[str]:
 
 
 def write_ply_sequence(paths: Sequence[str], seq: GaussianSequence) -> list[str]:
-    """Write scene f to ``paths[f]``, each atomically; all or nothing: refuses existing paths, and
-    if any write fails the files written by this call are removed before the error propagates."""
+    """Write scene f to ``paths[f]``, all or nothing: refuses existing paths; every file is
+    written in full before any appears (``atomic_write_all``)."""
     if len(paths) != len(seq):
         raise ValueError(f"{len(paths)} paths for {len(seq)} scenes")
     existing = [p for p in paths if os.path.exists(p)]
     if existing:
         raise ValueError(f"refusing to overwrite {existing[:3]}; choose another filename prefix")
-    written = []
-    try:
-        for p, g in zip(paths, seq.gaussians):
-            write_ply(p, g)
-            written.append(p)
-    except BaseException:
-        for p in written:
-            try:
-                os.remove(p)
-            except OSError:
-                pass
-        raise
-    return written
+
+    def writer(g):
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                f.write(ply_bytes(g))
+                f.flush()
+                os.fsync(f.fileno())
+        return write
+
+    # every scene goes to a hidden temp file first (one in memory at a time), then all are
+    # renamed: a failure, an interrupt or a kill before the renames leaves no sequence file
+    return atomic_write_all([(p, writer(g)) for p, g in zip(paths, seq.gaussians)])

@@ -40,8 +40,8 @@ def gaussians_to_array(g: Gaussians) -> np.ndarray:
     return arr
 
 
-def write_ply(path: str, g: Gaussians) -> str:
-    """Write atomically: a temp file in the same folder, then ``os.replace``."""
+def ply_bytes(g: Gaussians) -> bytes:
+    """The 3DGS PLY file of ``g`` (header + float32 rows)."""
     if len(g) == 0:
         raise ValueError("refusing to write a PLY with 0 Gaussians")
     arr = gaussians_to_array(g)
@@ -52,7 +52,12 @@ def write_ply(path: str, g: Gaussians) -> str:
     header += f"element vertex {arr.shape[0]}\n"
     header += "".join(f"property float {p}\n" for p in names)
     header += "end_header\n"
-    return atomic_write(path, header.encode("ascii") + arr.tobytes())
+    return header.encode("ascii") + arr.tobytes()
+
+
+def write_ply(path: str, g: Gaussians) -> str:
+    """Write atomically: a temp file in the same folder, then ``os.replace``."""
+    return atomic_write(path, ply_bytes(g))
 
 
 _PLY_TYPES = {"float": "f4", "float32": "f4", "double": "f8", "float64": "f8", "uchar": "u1",

@@ -13,7 +13,7 @@ import re
 import torch
 
 from ..kernels import cameras as K
-from ..kernels.atomic import atomic_write
+from ..kernels.atomic import atomic_write_all
 from ..kernels.mesh_types import ColoredMesh, as_mesh_list
 from . import host
 
@@ -224,10 +224,6 @@ def _next_path(folder: str, base: str, ext: str) -> str:
     return os.path.join(folder, f"{base}_{(max(nums) + 1) if nums else 1:05d}_.{ext}")
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    atomic_write(path, data)
-
-
 def export_mesh_bytes(mesh: ColoredMesh, fmt: str, stem: str) -> dict:
     """``{filename: bytes}`` for one batch item: the mesh file first (OBJ textures add an MTL
     and a PNG next to it)."""
@@ -287,9 +283,8 @@ class SaveMesh:
         for m in items:
             path = _next_path(folder, base, format)
             stem = os.path.splitext(os.path.basename(path))[0]
-            files = export_mesh_bytes(m, format, stem)
-            for name, data in files.items():
-                _atomic_write(os.path.join(folder, name), data)
+            files = export_mesh_bytes(m, format, stem)  # OBJ + MTL + PNG appear together
+            atomic_write_all([(os.path.join(folder, name), data) for name, data in files.items()])
             fname = os.path.basename(path)
             results.append({"filename": fname, "subfolder": subfolder, "type": "output"})
             if first is None:

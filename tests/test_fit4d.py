@@ -221,16 +221,16 @@ def test_interrupted_fit_and_failed_write_leave_no_files(scene, tmp_path, monkey
     # a write failing midway removes what this call wrote
     g = GaussianSequence([s for s in fitted_like(cams, images)], torch.arange(3.0))
     paths = sequence_paths(str(tmp_path), "seq", 3)
-    real = fit4d.write_ply
+    real = fit4d.ply_bytes
     count = [0]
 
-    def flaky(path, gs):
+    def flaky(gs):
         count[0] += 1
         if count[0] == 3:
             raise OSError("disk full")
-        return real(path, gs)
+        return real(gs)
 
-    monkeypatch.setattr(fit4d, "write_ply", flaky)
+    monkeypatch.setattr(fit4d, "ply_bytes", flaky)
     with pytest.raises(OSError, match="disk full"):
         write_ply_sequence(paths, g)
     assert not any(os.path.exists(p) for p in paths)
