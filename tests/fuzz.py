@@ -864,3 +864,170 @@ def big_image_cases() -> List[Case]:
     return [Case("16k-valid", px.expand(1, BIG, BIG, 3), "ok"),
             Case("16k-nan", nan.expand(1, BIG, BIG, 3), "error"),
             Case("16k-mask", torch.ones(1, 1, 1).expand(1, BIG, BIG), "ok")]
+
+
+# ----------------------------------------------------------------------------------------------
+# Every reader, as the tests run it (one place: tests and the summary below use these)
+# ----------------------------------------------------------------------------------------------
+
+
+def fuzz_ply(folder: str) -> List[Outcome]:
+    from orbitforge.kernels.ply import read_ply
+
+    return run_cases(read_ply, ply_cases(random.Random(1801)), folder, "scene.ply")
+
+
+def fuzz_cameras(folder: str) -> List[Outcome]:
+    from orbitforge.nodes.sample import LoadCameras
+
+    return run_cases(lambda p: LoadCameras().load(p)[0], cameras_cases(random.Random(1802)),
+                     folder, "cameras.json")
+
+
+def fuzz_workflow(folder: str) -> List[Outcome]:
+    """check-workflow reports problems per file (the CLI prints ``FILE: problem``); a file with
+    problems counts as a refusal naming the file."""
+    import glob
+
+    from orbitforge.nodes.workflow_check import check_files, load_core_schemas
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    docs = []
+    for p in sorted(glob.glob(os.path.join(repo, "workflows", "*.json"))):
+        with open(p) as f:
+            docs.append(json.load(f))
+    core = load_core_schemas()
+
+    def check(path):
+        problems = check_files([path], core=core)[path]
+        assert isinstance(problems, list) and all(isinstance(p, str) for p in problems)
+        if problems:
+            raise ValueError(f"{path}: " + "; ".join(problems))
+        return problems
+
+    return run_cases(check, workflow_cases(random.Random(1803), docs), folder, "workflow.json")
+
+
+def fuzz_checkpoint_files(folder: str) -> List[Outcome]:
+    """safetensors and torch pickles (zip and legacy); raises AssertionError if a pickled
+    ``__reduce__`` ran (it would create the marker file)."""
+    from orbitforge.kernels.hi3d_checkpoint import read_state_dict
+
+    marker = os.path.join(folder, "PWNED")
+    cases = checkpoint_file_cases(random.Random(1804), marker)
+    outcomes = []
+    for ext in (".safetensors", ".pt"):
+        outcomes += run_cases(read_state_dict, [c for e, c in cases if e == ext], folder,
+                              "model" + ext)
+    assert not os.path.exists(marker), "a pickled __reduce__ was executed"
+    return outcomes
+
+
+def fuzz_stage2_layout(folder: str) -> List[Outcome]:
+    """What Load Hi3D Refiner validates after reading: in memory, plus a few through the file."""
+    from safetensors.torch import save
+
+    from orbitforge.kernels.hi3d_checkpoint import load_stage2_unet, stage2_from_state_dict
+
+    cases = stage2_layout_cases(random.Random(1805))
+    src = os.path.join(folder, "stage2.safetensors")
+    outcomes = run_inputs(lambda sd: stage2_from_state_dict(sd, src), cases, [src])
+    files = [Case(c.name + "@file", save({k: v.contiguous() for k, v in c.data.items()}),
+                  c.expect, c.check) for c in cases[:4] + cases[-3:]]
+    return outcomes + run_cases(load_stage2_unet, files, folder, "stage2.safetensors")
+
+
+def fuzz_mesh(folder: str) -> List[Outcome]:
+    from orbitforge.kernels.mesh_render import load_mesh
+
+    cases = mesh_cases(random.Random(1806))
+    outcomes = []
+    for ext in sorted({e for e, _ in cases}):
+        outcomes += run_cases(load_mesh, [c for e, c in cases if e == ext], folder, "mesh" + ext)
+    return outcomes
+
+
+def fuzz_images(folder: str = "") -> List[Outcome]:
+    """(views, mask) pairs through the checks each image-taking node runs before its work:
+    Gaussian Reconstruct / 4D (``check_views``), SDF Mesh (visual hull ``masks``, colouring
+    ``images``), Depth Refiner (square ``views`` and ``depth``)."""
+    import torch
+
+    from orbitforge.kernels import mesh_color, visual_hull
+    from orbitforge.kernels.cameras import make_orbit_cameras
+    from orbitforge.kernels.fit import check_views
+    from orbitforge.nodes.refiner import DepthRefiner
+
+    rng = random.Random(1807)
+    n, h, w = 3, 24, 32
+    cams = make_orbit_cameras([10.0] * n, [0.0, 120.0, 240.0], 2.0, 33.8, w, h)
+    good_img = torch.rand(n, h, w, 3)
+    good_mask = torch.zeros(n, h, w)
+    good_mask[:, 6:18, 8:24] = 1
+    imgs, masks = image_variants(rng, n, h, w), mask_variants(rng, n, h, w)
+    for c in masks:  # masks that are valid in shape but hold no object: the fit refuses them
+        if c.name in ("mask-empty", "mask-all-0.4", "mask-one-view-empty"):
+            c.expect = "error"
+    refine = lambda v, d: DepthRefiner.check("hi3d_stage2", v, d, None, 64, 1.0, 2.0)  # noqa
+    out = run_inputs(lambda v: check_views(v, cams, good_mask), imgs, ["views"])
+    out += run_inputs(lambda m: check_views(good_img, cams, m), masks, ["mask"])
+    out += run_inputs(lambda v: mesh_color._check_views(v, cams, good_mask), imgs, ["images"])
+    out += run_inputs(lambda m: mesh_color._check_views(good_img, cams, m),
+                      mask_variants(rng, n, h, w), ["masks"])
+    out += run_inputs(lambda m: visual_hull._check_masks_cams(m, cams),
+                      mask_variants(rng, n, h, w), ["masks"])
+    out += run_inputs(lambda v: refine(v, torch.rand(n, w, w, 3)), image_variants(rng, n, w, w),
+                      ["views"])
+    out += run_inputs(lambda d: refine(torch.rand(n, w, w, 3), d), image_variants(rng, n, w, w),
+                      ["depth"])
+    from orbitforge.kernels.inputs import check_mask
+
+    big_cams = make_orbit_cameras([0.0], [0.0], 2.0, 33.8, BIG, BIG)
+    big = big_image_cases()
+    out += run_inputs(lambda v: check_views(v, big_cams), big[:2], ["views"])
+    out += run_inputs(lambda m: check_mask(m, "mask"), big[2:], ["mask"])
+    return out
+
+
+READERS = {"3dgs-ply": fuzz_ply, "mesh": fuzz_mesh, "cameras.json": fuzz_cameras,
+           "workflow-json": fuzz_workflow, "hi3d-checkpoint": fuzz_checkpoint_files,
+           "hi3d-stage2-layout": fuzz_stage2_layout, "images-masks": fuzz_images}
+
+
+def summary(names: Optional[List[str]] = None) -> dict:
+    """Run readers, return per reader: cases, outcome kinds, contract failures, worst memory
+    ratio (tracemalloc peak / (4 x size + 100 MB) over refused cases), seconds; and the growth
+    of this process's peak RSS while the cases ran (catches allocations tracemalloc cannot see,
+    e.g. torch's)."""
+    import collections
+    import resource
+    import tempfile
+    import time
+
+    import importlib
+
+    for mod in ("trimesh", "safetensors.torch", "orbitforge.kernels.mesh_render",
+                "orbitforge.kernels.mesh_color", "orbitforge.kernels.fit",
+                "orbitforge.kernels.hi3d_checkpoint", "orbitforge.nodes.refiner",
+                "orbitforge.nodes.sample", "orbitforge.nodes.workflow_check"):
+        importlib.import_module(mod)  # imports are not the readers' memory
+    res = {}
+    for name in names or list(READERS):
+        with tempfile.TemporaryDirectory() as d:
+            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            t = time.perf_counter()
+            outs = READERS[name](d)
+            dt = time.perf_counter() - t
+            rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        res[name] = {"cases": len(outs), "kinds": dict(collections.Counter(o.kind for o in outs)),
+                     "failures": failures(outs), "peak_ratio": round(peak_ratio(outs), 4),
+                     "max_peak_mb": round(max(o.peak for o in outs) / 2**20, 2),
+                     "seconds": round(dt, 2), "rss_growth_mb": round((rss1 - rss0) / 1024, 1)}
+    return res
+
+
+if __name__ == "__main__":  # python tests/fuzz.py [reader ...]: JSON summary
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    print(json.dumps(summary(sys.argv[1:] or None), indent=1))
