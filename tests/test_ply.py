@@ -88,3 +88,28 @@ def test_written_file_gets_normal_permissions(tmp_path):
     os.umask(mask)
     assert os.stat(p).st_mode & 0o777 == 0o666 & ~mask
     assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp_")] == []
+
+
+def test_hostile_headers_are_refused_before_reading(tmp_path):
+    """Huge and negative counts, duplicated properties and trailing bytes: a ValueError naming
+    the file and the problem (a 10^12 count is compared with the file size, never allocated)."""
+    g = _scene(n=4, k=1)
+    p = str(tmp_path / "s.ply")
+    write_ply(p, g)
+    raw = open(p, "rb").read()
+    cases = {
+        "huge": (raw.replace(b"element vertex 4\n", b"element vertex 1000000000000\n"),
+                 "truncated: header promises 1000000000000 Gaussians"),
+        "negative": (raw.replace(b"element vertex 4\n", b"element vertex -4\n"),
+                     "negative count -4"),
+        "duplicated": (raw.replace(b"property float opacity\n",
+                                   b"property float opacity\nproperty float opacity\n"),
+                       "property 'opacity' of element 'vertex' is declared twice"),
+        "trailing": (raw + b"garbage", "7 bytes after the data"),
+    }
+    for name, (data, msg) in cases.items():
+        bad = tmp_path / f"{name}.ply"
+        bad.write_bytes(data)
+        with pytest.raises(ValueError) as e:
+            read_ply(str(bad))
+        assert str(bad) in str(e.value) and msg in str(e.value), (name, str(e.value))
