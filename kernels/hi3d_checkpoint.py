@@ -236,6 +236,7 @@ def infer_config(sd: Dict[str, torch.Tensor]) -> UNetConfig:
     missing = [k for k in need if k not in sd]
     if missing:
         raise CheckpointError(f"not an SVD-style video UNet: missing {_fmt_list(missing)}")
+
     def dim(key: str, i: int, ndim: int) -> int:
         t = sd[key]
         if t.ndim != ndim or int(t.shape[i]) < 1:
