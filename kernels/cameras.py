@@ -31,6 +31,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from .atomic import atomic_write
+
 SV3D_FRAMES = 21
 SV3D_FOV_DEG = 33.8  # SV3D paper appendix
 DEFAULT_RADIUS = 2.0  # unit-box object; the SV3D paper used 1.5-2.0 per object
@@ -151,8 +153,7 @@ class Cameras:
         return Cameras(vm.float(), Ks.float(), size[0], size[1], *orbit)
 
     def save_json(self, path: str) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f)
+        atomic_write(path, json.dumps(self.to_dict()))
 
     @staticmethod
     def load_json(path: str) -> "Cameras":
