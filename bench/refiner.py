@@ -40,13 +40,13 @@ def _comfy():
 def bench_steps(sizes, frames, repeats=2):
     import torch
 
-    from ..kernels import hi3d_checkpoint as CK
     from ..nodes.host import models as HM
+    from .tiny_hi3d import random_unet_state_dict, tiny_config
 
     mm = _comfy()
     if mm is None:
         return {"skipped": "COMFYUI_PATH unset (the UNet is ComfyUI's VideoUNet)"}
-    sd = CK.random_unet_state_dict(CK.tiny_config(), seed=0)
+    sd = random_unet_state_dict(tiny_config(), seed=0)
     m = HM.build_refiner_model(sd)
     mm.load_models_gpu([m])
     base = m.model

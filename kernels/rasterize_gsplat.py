@@ -1,16 +1,17 @@
 """gsplat (CUDA) back end of :func:`orbitforge.kernels.rasterize.rasterize`.
 
 Calls ``gsplat.rasterization(..., render_mode="RGB+ED", packed=False)`` and converts its output
-to :class:`~orbitforge.kernels.rasterize.RenderOutput`:
+to :class:`~orbitforge.kernels.rasterize_types.RenderOutput`:
 
 * ``rgb``/``alpha`` as gsplat renders them (its kernel clamps alpha at 0.999, the torch path at
   0.99: they agree wherever ``opacity * exp(-sigma) < 0.99``);
 * ``depth``: gsplat's expected depth (``sum(w z) / alpha``), set to 0 where alpha <= 1e-6 like the
   torch path;
 * ``depth_median``: gsplat has no median-depth output for 3D Gaussians, so it is computed by a
-  second, gradient-free render with the pure-torch tiled rasteriser on the same (CUDA) device:
-  exact by our definition (the 0.99/0.999 clamp difference cannot move the 0.5 crossing unless
-  one Gaussian alone takes a pixel from above 0.5 to below 0.005 transmittance);
+  second, gradient-free render with the pure-torch tiled rasteriser (:mod:`.rasterize_torch`) on
+  the same (CUDA) device: exact by our definition (the 0.99/0.999 clamp difference cannot move
+  the 0.5 crossing unless one Gaussian alone takes a pixel from above 0.5 to below 0.005
+  transmittance);
 * ``meta``: gsplat's meta dict, with ``radii`` reduced to ``[C, N]`` (gsplat >= 1.5 returns
   per-axis ``[C, N, 2]``; we keep the larger axis) and the original kept as ``radii_xy``.
 
@@ -21,12 +22,13 @@ from __future__ import annotations
 
 import torch
 
+from .rasterize_torch import rasterize_torch
+from .rasterize_types import RenderOutput
+
 
 def rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *,
                      sh_degree=None, backgrounds=None, near_plane=0.01, far_plane=1e10,
                      tile_size=16, retain_means2d_grad=False):
-    from .rasterize import RenderOutput, rasterize
-
     if means.device.type != "cuda":
         raise ValueError(f"backend 'gsplat' needs CUDA tensors, got device {means.device}; "
                          "use backend='torch' (or 'auto')")
@@ -57,10 +59,10 @@ def rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, widt
     if retain_means2d_grad and means2d is not None and means2d.requires_grad:
         means2d.retain_grad()
     with torch.no_grad():
-        med = rasterize(means.detach(), quats.detach(), scales.detach(), opacities.detach(),
-                        colors.detach(), viewmats, Ks, width, height, sh_degree=sh_degree,
-                        near_plane=near_plane, far_plane=far_plane, tile_size=tile_size,
-                        backend="torch").depth_median
+        med = rasterize_torch(means.detach(), quats.detach(), scales.detach(), opacities.detach(),
+                              colors.detach(), viewmats, Ks, int(width), int(height),
+                              sh_degree=sh_degree, near_plane=near_plane, far_plane=far_plane,
+                              tile_size=int(tile_size)).depth_median
     meta.setdefault("width", int(width))
     meta.setdefault("height", int(height))
     meta.setdefault("n_cameras", viewmats.shape[0])

@@ -1,11 +1,11 @@
 """Brute-force reference 3D Gaussian rasteriser (every pixel against every Gaussian, no tiles).
 
 Written for clarity, not speed: plain matrix maths, per camera, ``[H*W, N]`` tensors, autograd
-only. Use it on small scenes (tests) to check :mod:`.rasterize`. The conventions are the ones
-documented in :func:`orbitforge.kernels.rasterize.rasterize` (gsplat's): EWA projection with the
-Jacobian clamped at 1.3x the field of view, +0.3 px dilation, alpha = min(0.99, o exp(-sigma))
-skipped below 1/255, front-to-back compositing stopping before transmittance would drop to
-1e-4 or less.
+only. Use it on small scenes (tests) to check :mod:`.rasterize_torch` and gsplat. The conventions
+are the ones documented in :func:`orbitforge.kernels.rasterize.rasterize` (gsplat's): EWA
+projection with the Jacobian clamped at 1.3x the field of view, +0.3 px dilation,
+alpha = min(0.99, o exp(-sigma)) skipped below 1/255, front-to-back compositing stopping before
+transmittance would drop to 1e-4 or less.
 """
 
 from __future__ import annotations
@@ -13,19 +13,13 @@ from __future__ import annotations
 import torch
 
 from .gaussians import quat_to_rotmat
+from .rasterize_types import ALPHA_MAX, ALPHA_MIN, EPS2D, T_MIN, RenderOutput
 from .sh import sh_to_color
-
-ALPHA_MIN = 1.0 / 255.0
-ALPHA_MAX = 0.99
-T_MIN = 1e-4
-EPS2D = 0.3
 
 
 def rasterize_reference(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *,
                         sh_degree=None, backgrounds=None, near_plane=0.01, far_plane=1e10):
     """Same arguments and output as :func:`orbitforge.kernels.rasterize.rasterize`."""
-    from .rasterize import RenderOutput
-
     C = viewmats.shape[0]
     dev, dt = means.device, means.dtype
     rot = quat_to_rotmat(quats)  # [N, 3, 3]

@@ -669,10 +669,11 @@ def stage2_layout_cases(rng: random.Random) -> List[Case]:
     ``data`` is the (engine-prefixed) state dict as read from a file."""
     import torch
 
+    from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
     from orbitforge.kernels import hi3d_checkpoint as CK
 
-    cfg = CK.tiny_config(model_channels=8, context_dim=8)
-    sd = CK.random_unet_state_dict(cfg, seed=rng.randrange(1000))
+    cfg = tiny_config(model_channels=8, context_dim=8)
+    sd = random_unet_state_dict(cfg, seed=rng.randrange(1000))
     keys = sorted(sd)
     pre = "model.diffusion_model."
 

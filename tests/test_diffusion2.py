@@ -7,7 +7,7 @@ import pytest
 import torch
 from orbitforge.kernels import diffusion2 as D
 from orbitforge.kernels.edm import edm_sigmas, sample_euler
-from orbitforge.kernels.gaussian_matrix import GaussianMatrix, gaussian_denoise
+from gaussian_matrix import GaussianMatrix, gaussian_denoise  # tests/gaussian_matrix.py
 
 # The official code's table of 0.5 * (1 + cos(2 pi (v + 1) / 10.5)) for v = 0..20
 OFFICIAL_COS_TABLE = [0.91311939, 0.68267051, 0.38873953, 0.13347406, 0.00558459, 0.04951557, 0.25,
@@ -92,7 +92,7 @@ def _true_noisy_start(gm, n, smax, gen):
 
 
 def test_gaussian_matrix_composition_is_exact_and_recovers_joint_statistics():
-    """Exactness. ``GaussianMatrix`` (see kernels/gaussian_matrix.py) is a V x F matrix of vectors
+    """Exactness. ``GaussianMatrix`` (see tests/gaussian_matrix.py) is a V x F matrix of vectors
     in R^C where, for each frame t, the views 0..V-2 of column t are jointly Gaussian (dense
     covariance: "geometry"), the reference view V-1 is a dense Gaussian along time ("dynamics"),
     and these blocks are mutually independent. Adding independent noise keeps the blocks

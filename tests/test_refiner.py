@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from orbitforge.kernels import depth_condition as DC
 from orbitforge.kernels import edm
+from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
 from orbitforge.kernels import hi3d_checkpoint as CK
 from orbitforge.nodes.refiner import DepthRefiner
 
@@ -170,7 +171,7 @@ def test_official_layout_pinned():
 
 
 def _tiny(seed=0, **kw):
-    return CK.random_unet_state_dict(CK.tiny_config(**kw), seed=seed)
+    return random_unet_state_dict(tiny_config(**kw), seed=seed)
 
 
 def _save_deepspeed(unet, path, extra=True):
@@ -186,7 +187,7 @@ def test_tiny_round_trip_bit_exact(tmp_path):
     pt = tmp_path / "second_stage.pt"
     _save_deepspeed(unet, pt)
     loaded, cfg = CK.load_stage2_unet(str(pt))
-    assert cfg == CK.tiny_config()
+    assert cfg == tiny_config()
     assert set(loaded) == set(unet)
     out = tmp_path / "refiner.safetensors"
     assert CK.convert_main([str(pt), str(out)]) == 0
@@ -213,7 +214,7 @@ def test_safetensors_with_engine_prefix_and_module_prefix(tmp_path):
 
 
 def test_rejects_eight_channel_model(tmp_path):
-    sd = CK.random_unet_state_dict(CK.tiny_config(in_channels=8, adm_in_channels=256))
+    sd = random_unet_state_dict(tiny_config(in_channels=8, adm_in_channels=256))
     p = tmp_path / "sv3d.pt"
     _save_deepspeed(sd, p, extra=False)
     with pytest.raises(CK.CheckpointError, match="17") as e:

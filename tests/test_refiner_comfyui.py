@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from comfy_host import require_comfyui
 from orbitforge.kernels import depth_condition as DC
+from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
 from orbitforge.kernels import hi3d_checkpoint as CK
 from orbitforge.kernels.cameras import make_orbit_cameras
 
@@ -35,8 +36,8 @@ class FakeCLIP:
 
 
 def _tiny_pt(tmp_path, in_channels=17, adm=512):
-    cfg = CK.tiny_config(in_channels=in_channels, adm_in_channels=adm)
-    sd = CK.random_unet_state_dict(cfg, seed=3)
+    cfg = tiny_config(in_channels=in_channels, adm_in_channels=adm)
+    sd = random_unet_state_dict(cfg, seed=3)
     p = tmp_path / f"tiny{in_channels}.pt"
     torch.save({"module": {f"module.model.diffusion_model.{k}": v for k, v in sd.items()}}, p)
     return p, sd
@@ -49,7 +50,7 @@ def test_layout_matches_comfyui_videounet():
     from orbitforge.nodes.host import models as HM
 
     _, Config = HM.stage2_classes()
-    for cfg in (CK.tiny_config(), CK.HI3D_STAGE2):
+    for cfg in (tiny_config(), CK.HI3D_STAGE2):
         layout = CK.unet_layout(cfg)
         fake = {k: torch.empty(v, device="meta") for k, v in layout.items()}
         unet_config = comfy.model_detection.detect_unet_config(fake, "")
@@ -128,7 +129,7 @@ def test_anchored_mode_with_sv3d_model():
     import comfy.model_patcher
     import comfy.supported_models as sm
 
-    sd = CK.random_unet_state_dict(CK.tiny_config(in_channels=8, adm_in_channels=256), seed=4)
+    sd = random_unet_state_dict(tiny_config(in_channels=8, adm_in_channels=256), seed=4)
     cfg = sm.SV3D_u(comfy.model_detection.detect_unet_config(sd, ""))
     model = cfg.get_model({})
     model.load_model_weights(sd, "")

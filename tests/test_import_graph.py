@@ -1,0 +1,105 @@
+"""The package's layering: every module imports without ComfyUI, and the graph of relative imports
+inside the pack (at module level or inside functions) has no cycle."""
+
+import ast
+import importlib
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGE = "orbitforge"
+SKIP_DIRS = {"tests", "workflows", "assets"}  # scripts and data, not modules of the package
+
+
+def package_modules() -> dict:
+    """Dotted module name -> source path, for every module of the package."""
+    mods = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if any(part in SKIP_DIRS or part.startswith(".") for part in rel.parts[:-1]):
+            continue
+        if not all((ROOT.joinpath(*rel.parts[:i]) / "__init__.py").is_file()
+                   for i in range(len(rel.parts))):
+            continue  # not inside a package
+        parts = list(rel.with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join([PACKAGE] + parts)] = path
+    return mods
+
+
+def import_graph(mods: dict) -> dict:
+    """Module -> the package modules it imports relatively (``from . import x``, ``from .a import
+    b``), wherever in the file the import statement is."""
+    graph = {}
+    for name, path in mods.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom) or node.level == 0:
+                continue
+            base = package.split(".")
+            base = base[:len(base) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+            submodules = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in mods]
+            deps.update(submodules)
+            if target in mods and (node.module or len(submodules) < len(node.names)):
+                deps.add(target)  # names taken from the module (or package __init__) itself
+        graph[name] = deps - {name}
+    return graph
+
+
+def find_cycle(graph: dict):
+    """One cycle as a list of modules [a, b, ..., a], or None."""
+    state, stack = {}, []
+
+    def visit(v):
+        state[v] = 1
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if state.get(w) == 1:
+                return stack[stack.index(w):] + [w]
+            if w not in state:
+                found = visit(w)
+                if found:
+                    return found
+        stack.pop()
+        state[v] = 2
+        return None
+
+    for v in sorted(graph):
+        if v not in state:
+            found = visit(v)
+            if found:
+                return found
+    return None
+
+
+def test_find_cycle_reports_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_import_graph_sees_imports_inside_functions(tmp_path):
+    mods = {"orbitforge.k": tmp_path / "__init__.py", "orbitforge.k.a": tmp_path / "a.py",
+            "orbitforge.k.b": tmp_path / "b.py"}
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "a.py").write_text("from .b import f\n")
+    (tmp_path / "b.py").write_text("def f():\n    from . import a\n")
+    graph = import_graph(mods)
+    assert graph["orbitforge.k.a"] == {"orbitforge.k.b"}
+    assert graph["orbitforge.k.b"] == {"orbitforge.k.a"}
+    assert find_cycle(graph) is not None
+
+
+def test_package_import_graph_is_acyclic():
+    mods = package_modules()
+    assert {"orbitforge.kernels.rasterize", "orbitforge.nodes.host.guiders"} <= set(mods)
+    cycle = find_cycle(import_graph(mods))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_every_module_imports():
+    for name in package_modules():
+        if name.endswith("__main__"):
+            continue  # runs the CLI
+        importlib.import_module(name)
