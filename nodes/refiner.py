@@ -9,8 +9,11 @@ from ..kernels import cameras as K
 from ..kernels import depth_condition as DC
 from ..kernels import edm
 from ..kernels.inputs import check_image, check_mask
+from ..kernels.sv3d import noisy_cond_pixels
 from . import host
 from .host import models as HM
+from .host.conditioning import sv3d_conditioning
+from .host.family import require
 
 MODES = {
     "hi3d_stage2": "hi3d_depth_refiner",
@@ -143,7 +146,7 @@ class DepthRefiner:
     def refine(self, model, clip_vision, vae, views, input_image, target_size, steps, cfg_min,
                cfg_max, anchor_strength, cond_aug, seed, elevation, depth_kind, vae_chunk,
                cameras=None, depth=None):
-        kind = HM.model_kind(model)
+        kind = require(model, "video")
         self.check(kind, views, depth, cameras, target_size, cfg_min, cfg_max)
         n, s = views.shape[0], int(target_size)
         h = w = s // 8
@@ -158,9 +161,7 @@ class DepthRefiner:
         frames[ref] = _square_resize(input_image[:1], s)[0]
         frames = DC.roll_to_front(frames, order_shift)
 
-        # condition frames: + cond_aug N(0,1) in [-1,1] units (= cond_aug/2 in 0..1 units)
-        noise_c = torch.randn(frames.shape, generator=gen)
-        cond_frames = frames + noise_c * (cond_aug / 2.0)
+        cond_frames = noisy_cond_pixels(frames, cond_aug, gen)  # + cond_aug N(0,1) in [-1,1] units
         z_anchor = HM.latent_scale_in(model, HM.vae_encode_chunked(vae, frames, vae_chunk))
         eps = torch.randn((n, 4, h, w), generator=gen)
         clip = HM.clip_image_embed(clip_vision, frames[:1])
@@ -173,21 +174,16 @@ class DepthRefiner:
             lat = HM.vae_encode_chunked(vae, cond_frames, vae_chunk)
             d = DC.roll_to_front(DC.depth_from_image(depth.float()), order_shift)
             d9 = DC.pack_depth(d, h, w, depth_kind)
-            elev_int = torch.full((n,), float(round(float(elevs[0]))))  # official: int degrees
-            common = {"elevation": elev_int, "augmentation_level": float(cond_aug)}
-            pos = [[clip, dict(common, concat_latent_image=lat, concat_depth=d9)]]
-            neg = [[torch.zeros_like(clip), dict(common, concat_latent_image=torch.zeros_like(lat),
-                                                 concat_depth=torch.zeros_like(d9))]]
+            elev_int = [float(round(float(elevs[0])))] * n  # official: int degrees
+            pos, neg = sv3d_conditioning(clip, lat, cond_aug, elevations=elev_int, concat_depth=d9)
         else:
             lat0 = HM.vae_encode_chunked(vae, cond_frames[ref:ref + 1], 1)
-            common = {"augmentation_level": float(cond_aug)}
+            el = az = None
             if kind == "sv3d_p":
                 cams = cameras if cameras is not None else K.make_orbit_cameras(
                     *K.sv3d_static_orbit(elevation, n), width=s, height=s)
-                common.update(elevation=cams.elevation.float().tolist(),
-                              azimuth=cams.azimuth.float().tolist())
-            pos = [[clip, dict(common, concat_latent_image=lat0)]]
-            neg = [[torch.zeros_like(clip), dict(common, concat_latent_image=torch.zeros_like(lat0))]]
+                el, az = cams.elevation.float().tolist(), cams.azimuth.float().tolist()
+            pos, neg = sv3d_conditioning(clip, lat0, cond_aug, elevations=el, azimuths=az)
 
         sigmas = edm.edm_sigmas(steps)
         alphas = DC.anchor_alphas(steps, anchor_strength).tolist()

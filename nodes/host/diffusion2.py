@@ -20,8 +20,10 @@ import torch
 
 from ...kernels import diffusion2 as D
 from ...kernels import edm
+from ...kernels.sv3d import noisy_cond_pixels
 from . import check_interrupt, intermediate_device, oom_exceptions, torch_device
-from .models import clip_image_embed, model_kind, vae_decode_chunked, vae_encode_chunked
+from .family import require
+from .models import clip_image_embed, vae_decode_chunked, vae_encode_chunked
 
 # ----------------------------------------------------------------------------------------------
 # Checks
@@ -35,7 +37,7 @@ def latent_channels(model) -> int:
 def check_models(video_model, multiview_model) -> None:
     """ValueError unless video_model is SVD(-XT) and multiview_model is SV3D_p/SV3D_u with the
     same latent space."""
-    kv, km = model_kind(video_model), model_kind(multiview_model)
+    kv, km = require(video_model, "video"), require(multiview_model, "video")
     if kv != "svd":
         swapped = " -- the two models look swapped" if km == "svd" else ""
         raise ValueError(f"video_model is {kv.upper()}, expected Stable Video Diffusion (svd_xt.safetensors)"
@@ -61,8 +63,7 @@ def encode_references(clip_vision, vae, images: torch.Tensor, cond_aug: float, s
     emb = torch.cat([clip_image_embed(clip_vision, images[i:i + 1]).reshape(1, 1, -1).float().cpu()
                      for i in range(images.shape[0])])
     gen = torch.Generator().manual_seed(int(seed))
-    noise = torch.randn(images[..., :3].shape, generator=gen)
-    noisy = images[..., :3].float().cpu() + 0.5 * float(cond_aug) * noise  # 0..1 space: N(0,1) * aug / 2
+    noisy = noisy_cond_pixels(images[..., :3].float().cpu(), cond_aug, gen)
     lat = vae_encode_chunked(vae, noisy, chunk).float().cpu()
     return emb, lat
 

@@ -22,27 +22,19 @@ from typing import Optional
 import torch
 
 from ...kernels import edm, guidance as G, sv3d as S
+from .conditioning import sv3d_conditioning
+from .family import require
 
 log = logging.getLogger("orbitforge")
 
-EXPECTED_FILES = "sv3d_p.safetensors (cameras/orbits) or sv3d_u.safetensors (fixed orbit)"
 _CACHE: dict = {}
 
 
 # ----------------------------------------------------------------------------- model checks
 def sv3d_variant(model) -> str:
-    """'p' or 'u' for a ComfyUI MODEL holding SV3D_p / SV3D_u; ValueError otherwise."""
-    import comfy.model_base as mb  # noqa: PLC0415
-
-    inner = getattr(model, "model", None)
-    if isinstance(inner, mb.SV3D_p):
-        return "p"
-    if isinstance(inner, mb.SV3D_u):
-        return "u"
-    name = type(inner).__name__ if inner is not None else type(model).__name__
-    hint = " (this is Stable Video Diffusion, not SV3D)" if isinstance(inner, mb.SVD_img2vid) else ""
-    raise ValueError(f"MODEL is {name}{hint}; OrbitForge SV3D nodes need {EXPECTED_FILES} "
-                     "loaded with 'Image Only Checkpoint Loader (img2vid model)'")
+    """'p' or 'u' for a ComfyUI MODEL holding SV3D_p / SV3D_u; ValueError otherwise (the
+    family detector's ``require(model, "sv3d")``)."""
+    return require(model, "sv3d")[-1]
 
 
 def context_dim(model) -> int:
@@ -77,10 +69,7 @@ def make_conditioning(clip_vision, vae, rgb: torch.Tensor, elevations, azimuths,
     gen = torch.Generator().manual_seed(int(seed))
     noisy = S.noisy_cond_pixels(pix.float().cpu(), cond_aug, gen)
     t = vae.encode(noisy[..., :3])
-    extra = {"elevation": [float(e) for e in elevations], "azimuth": [float(a) for a in azimuths],
-             "augmentation_level": float(cond_aug)}
-    positive = [[pooled, {"concat_latent_image": t, **extra}]]
-    negative = [[torch.zeros_like(pooled), {"concat_latent_image": torch.zeros_like(t), **extra}]]
+    positive, negative = sv3d_conditioning(pooled, t, cond_aug, elevations, azimuths)
     latent = {"samples": torch.zeros([frames, 4, height // 8, width // 8])}
     return positive, negative, latent
 

@@ -23,6 +23,7 @@ from ...kernels import depth_condition as DC
 from ...kernels import guidance as G
 from ...kernels import hi3d_checkpoint as CK
 from . import check_interrupt, intermediate_device, register_model_folder
+from .family import require
 
 REFINER_FOLDER = "orbitforge_refiner"
 EXTENSIONS = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
@@ -70,6 +71,8 @@ def stage2_classes():
 
     class Hi3DStage2(mb.SVD_img2vid):
         """SVD video UNet, 17 input channels, vector = [elevation 256 | cond_aug 256]."""
+
+        ORBITFORGE_FAMILY = "hi3d_stage2"  # what family.family() reports for it
 
         def encode_adm(self, **kwargs):
             noise = kwargs.get("noise", None)
@@ -157,30 +160,9 @@ def load_refiner(name_or_path: str):
 
 
 def model_kind(model) -> str:
-    """'hi3d_stage2', 'sv3d_p', 'sv3d_u', 'svd' for a MODEL; ValueError for anything else."""
-    import comfy.model_base as mb  # noqa: PLC0415
-
-    Hi3D, _ = stage2_classes()
-    base = getattr(model, "model", None)
-    if isinstance(base, Hi3D):
-        return "hi3d_stage2"
-    cfg = getattr(getattr(base, "model_config", None), "unet_config", {}) or {}
-    cin, adm = cfg.get("in_channels"), cfg.get("adm_in_channels")
-    if cin == DC.STAGE2_IN_CHANNELS:
-        raise ValueError(f"this 17-channel MODEL (adm {adm}) was not loaded by OrbitForgeLoadRefiner; "
-                         "load the Hi3D checkpoint with that node")
-    if isinstance(base, mb.SV3D_p):
-        return "sv3d_p"
-    if isinstance(base, mb.SV3D_u):
-        return "sv3d_u"
-    if isinstance(base, mb.SVD_img2vid):
-        return "svd"
-    raise ValueError(f"MODEL {type(base).__name__} (in_channels {cin}) is neither the Hi3D stage-2 "
-                     "refiner (17 channels: Hi3D's second_stage.pt or its safetensors conversion "
-                     "in models/orbitforge_refiner/, loaded with OrbitForgeLoadRefiner) nor an "
-                     "SVD/SV3D video model (sv3d_p.safetensors, sv3d_u.safetensors or "
-                     "svd_xt.safetensors in models/checkpoints/, loaded with Image Only Checkpoint "
-                     "Loader)")
+    """'hi3d_stage2', 'sv3d_p', 'sv3d_u', 'svd' for a MODEL; ValueError for anything else (the
+    family detector's ``require(model, "video")``)."""
+    return require(model, "video")
 
 
 def latent_scale_in(model, z: torch.Tensor) -> torch.Tensor:

@@ -3,9 +3,8 @@
 Everything imports ComfyUI lazily. The maths lives in ``kernels/sds.py`` / ``kernels/ipsm.py``;
 this module turns core objects into what those kernels call:
 
-* :func:`model_family` -- 'sd15_inpaint' | 'sd15' | 'sd2' | 'sdxl' | 'sv3d_p' | 'sv3d_u' |
-  'svd' | 'other:<Class>' from ``model.model.model_config`` (its class) and ``unet_config``
-  (``in_channels`` 9 = inpainting, ``context_dim``, ``adm_in_channels``).
+* :func:`model_family` -- the pack's model-family detector (:func:`.family.family`): 'sd15_inpaint'
+  | 'sd15' | 'sd2' | 'sdxl' | 'sv3d_p' | 'sv3d_u' | 'svd' | 'hi3d_stage2' | 'other:<Class>'.
 * :func:`check_ipsm_prior` / :func:`check_sv3d_sds` -- ``ValueError`` before the fit starts for
   a prior MODEL of the wrong family (e.g. SDXL wired as the SD-1.5 inpainting model), a missing
   VAE, or a prior enabled without the CONDITIONING it needs.
@@ -25,42 +24,10 @@ from typing import Callable, Optional
 
 import torch
 
-FAMILIES_SD15 = ("sd15", "sd15_inpaint")
+from .conditioning import unconditional
+from .family import family, require
 
-
-def model_family(model) -> str:
-    """Family of a core MODEL (ModelPatcher) from its config; never raises for odd objects."""
-    base = getattr(model, "model", None)
-    cfgobj = getattr(base, "model_config", None)
-    if cfgobj is None:
-        return f"other:{type(model).__name__}"
-    uc = getattr(cfgobj, "unet_config", {}) or {}
-    name = type(cfgobj).__name__
-    cin = uc.get("in_channels")
-    ctx = uc.get("context_dim")
-    adm = uc.get("adm_in_channels")
-    try:
-        import comfy.supported_models as sm  # noqa: PLC0415
-
-        if isinstance(cfgobj, sm.SV3D_p):
-            return "sv3d_p"
-        if isinstance(cfgobj, sm.SV3D_u):
-            return "sv3d_u"
-        if isinstance(cfgobj, sm.SVD_img2vid):
-            return "svd"
-        if isinstance(cfgobj, (sm.SDXL, sm.SDXLRefiner)):
-            return "sdxl"
-    except Exception:  # ComfyUI absent or renamed classes: fall back to the unet config
-        pass
-    if uc.get("use_temporal_attention"):
-        return {1280: "sv3d_p", 256: "sv3d_u", 768: "svd"}.get(adm, f"other:{name}")
-    if ctx == 2048 or adm == 2816:
-        return "sdxl"
-    if ctx == 768 and adm is None:
-        return "sd15_inpaint" if cin == 9 else ("sd15" if cin == 4 else f"other:{name}")
-    if ctx == 1024 and adm is None:
-        return "sd2"
-    return f"other:{name}"
+model_family = family  # family of a core MODEL; never raises
 
 
 def _need_cond(cond, what: str) -> None:
@@ -77,15 +44,8 @@ def check_ipsm_prior(inpaint_model, sd_model, vae, positive, negative=None) -> N
     if inpaint_model is None or sd_model is None:
         raise ValueError("the IPSM diffusion prior needs both an SD-1.5 inpainting MODEL "
                          "(9 input channels) and an SD-1.5 MODEL; connect both or disable it")
-    fi, fs = model_family(inpaint_model), model_family(sd_model)
-    if fi != "sd15_inpaint":
-        raise ValueError(f"inpaint_model is a {fi} model; IPSM needs an SD-1.5 *inpainting* "
-                         "checkpoint (UNet with 9 input channels, e.g. sd-v1-5-inpainting)")
-    if fs not in FAMILIES_SD15:
-        raise ValueError(f"sd_model is a {fs} model; IPSM needs an SD-1.5 checkpoint")
-    if fs == "sd15_inpaint":
-        raise ValueError("sd_model is an inpainting checkpoint; connect the plain SD-1.5 model "
-                         "there (the inpainting one goes into inpaint_model)")
+    require(inpaint_model, "ipsm_inpaint")
+    require(sd_model, "ipsm_sd")
     if vae is None:
         raise ValueError("the IPSM diffusion prior needs the SD-1.5 VAE; connect a VAE")
     _need_cond(positive, "positive conditioning for the IPSM prior")
@@ -97,10 +57,7 @@ def check_sv3d_sds(sv3d_model, vae, clip_vision=None, positive=None, image=None)
     """Validate the SV3D masked-SDS inputs; returns the family ('sv3d_p' or 'sv3d_u')."""
     if sv3d_model is None:
         raise ValueError("SV3D SDS is enabled but no SV3D MODEL is connected")
-    fam = model_family(sv3d_model)
-    if fam not in ("sv3d_p", "sv3d_u"):
-        raise ValueError(f"sds_model is a {fam} model; SV3D SDS needs an SV3D_p or SV3D_u "
-                         "checkpoint (ImageOnlyCheckpointLoader)")
+    fam = require(sv3d_model, "sv3d_sds")
     if vae is None:
         raise ValueError("SV3D SDS needs the SV3D VAE; connect the VAE of the SV3D checkpoint")
     if positive is None and (clip_vision is None or image is None):
@@ -171,7 +128,7 @@ def encode_latents(model, vae, images: torch.Tensor, keep_graph: bool = False) -
 
 def sd_family_note(model: Optional[object]) -> str:
     """One-line description for error messages / logs."""
-    return "not connected" if model is None else model_family(model)
+    return "not connected" if model is None else family(model)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,11 +231,8 @@ def sv3d_denoiser_factory(model, positive, negative=None, cfg: float = 2.5):
     p_ctx, p_d = positive[0][0], positive[0][1]
     p_cat = p_d["concat_latent_image"]
     aug = float(p_d.get("augmentation_level", 0.0))
-    if negative is not None:
-        n_ctx, n_d = negative[0][0], negative[0][1]
-        n_cat = n_d.get("concat_latent_image", torch.zeros_like(p_cat))
-    else:
-        n_ctx, n_cat = torch.zeros_like(p_ctx), torch.zeros_like(p_cat)
+    n_ctx, n_d = (negative if negative is not None else unconditional(positive[:1]))[0]
+    n_cat = n_d.get("concat_latent_image", torch.zeros_like(p_cat))
 
     def denoiser_for(elevations, azimuths):
         def D(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
