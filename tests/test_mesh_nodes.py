@@ -138,7 +138,10 @@ def test_core_saveglb_accepts_colored_mesh(vmesh, tmp_path):
     from comfy_host import require_comfyui
 
     require_comfyui()
-    from comfy_extras.nodes_hunyuan3d import save_glb
+    try:  # v0.33 moved save_glb (v0.3.64: nodes_hunyuan3d)
+        from comfy_extras.nodes_save_3d import save_glb
+    except ImportError:
+        from comfy_extras.nodes_hunyuan3d import save_glb
 
     mesh = vmesh
     p = tmp_path / "core.glb"
