@@ -55,6 +55,10 @@ def load_host(path: str):
     return gs
 
 
+def log(msg: str) -> None:
+    print(f"[bench core {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def run_node(node_cls, **kwargs):
     out = node_cls.PREPARE_CLASS_CLONE({"hidden_inputs": {}}).execute(**kwargs)
     return out.args
@@ -70,6 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mesh-res", type=int, default=128, help="our SDF Mesh grid")
     ap.add_argument("--core-mesh-res", type=int, default=256, help="core SplatToMesh grid")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", default=None, help="folder for a PNG: ours | core | core via PLY")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if not args.comfyui:
@@ -92,11 +97,13 @@ def main(argv=None) -> int:
     el, az = sv3d_static_orbit(10.0, args.views)
     cams = make_orbit_cameras(el, az, 2.2, 33.8, args.res, args.res)
     gt = render_mesh(gt_mesh, cams, ss=2)
+    log(f"ground truth rendered; fitting {args.iters} steps")
     t = time.perf_counter()
     fit = fit_gaussians(gt["rgb"], cams, gt["mask"], FitConfig(iterations=args.iters, seed=0))
     fit_s = time.perf_counter() - t
     g = fit.gaussians.detach()
     splat = geometry.make_splat(g)
+    log(f"fit: {len(g)} Gaussians in {fit_s:.1f} s; rendering {args.render_size}^2")
 
     # (a) one held-out view at render_size^2, both renderers
     s = args.render_size
@@ -115,6 +122,7 @@ def main(argv=None) -> int:
     core_img, _ = run_node(gs.RenderSplat, splat=splat, **core_kw)
     core_s = time.perf_counter() - t
     psnr_a = float(psnr(core_img.float(), ours))
+    log(f"render: ours {ours_s:.2f} s, core {core_s:.2f} s, PSNR {psnr_a:.2f}")
 
     # (c) our PLY through core's file reader
     with tempfile.TemporaryDirectory() as out_dir:
@@ -123,19 +131,29 @@ def main(argv=None) -> int:
         loaded = run_node(gs.File3DToSplat, model_3d=f3d)[0]
         via_file, _ = run_node(gs.RenderSplat, splat=loaded, **core_kw)
     psnr_c_core = float(psnr(via_file.float(), core_img.float()))
+    if args.out:
+        from PIL import Image
+
+        os.makedirs(args.out, exist_ok=True)
+        row = torch.cat([ours[0], core_img[0].float(), via_file[0].float()], 1)
+        Image.fromarray((row.clamp(0, 1) * 255).round().byte().numpy()).save(
+            os.path.join(args.out, "core_render.png"))
     psnr_c_ours = float(psnr(via_file.float(), ours))
 
+    log(f"PLY path: {psnr_c_core:.2f} dB vs core direct; meshing")
     # (b) meshes from the same splat
     t = time.perf_counter()
     with torch.inference_mode():
         (our_mesh,) = SDFMesh().build(cams, args.mesh_res, "fast", 1, True, 50000, 5, "vertex", 1024,
                                       images=gt["rgb"], masks=gt["mask"], gaussians=splat)
     our_mesh_s = time.perf_counter() - t
+    log(f"our mesh {our_mesh_s:.1f} s; core SplatToMesh at {args.core_mesh_res}")
     t = time.perf_counter()
     (core_mesh,) = run_node(gs.SplatToMesh, splat=splat, resolution=args.core_mesh_res, kernel=5,
                             smooth=0, level=0.4, min_component=500, min_opacity=0.02,
                             color_sharpen=2.0)
     core_mesh_s = time.perf_counter() - t
+    log(f"core mesh {core_mesh_s:.1f} s; evaluating")
     q_ours = evaluate_mesh(mesh_items(our_mesh)[0].to_trimesh(), gt_mesh)
     q_core = evaluate_mesh(mesh_items(core_mesh)[0].to_trimesh(), gt_mesh)
 
