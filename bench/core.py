@@ -1,4 +1,4 @@
-"""``python -m orbitforge.bench core [--json]``: OrbitForge side by side with ComfyUI core's splat nodes.
+"""``python -m orbitforge.bench core [--json]``: OrbitForge beside ComfyUI core's splat nodes.
 
 Needs a ComfyUI >= v0.33 checkout in ``--comfyui`` or ``$COMFYUI_PATH`` (imported in CPU mode; the
 torchvision/torchaudio stand-ins of :mod:`.host_stubs` are used where those do not import).
@@ -144,8 +144,8 @@ def main(argv=None) -> int:
     # (b) meshes from the same splat
     t = time.perf_counter()
     with torch.inference_mode():
-        (our_mesh,) = SDFMesh().build(cams, args.mesh_res, "fast", 1, True, 50000, 5, "vertex", 1024,
-                                      images=gt["rgb"], masks=gt["mask"], gaussians=splat)
+        (our_mesh,) = SDFMesh().build(cams, args.mesh_res, "fast", 1, True, 50000, 5, "vertex",
+                                      1024, images=gt["rgb"], masks=gt["mask"], gaussians=splat)
     our_mesh_s = time.perf_counter() - t
     log(f"our mesh {our_mesh_s:.1f} s; core SplatToMesh at {args.core_mesh_res}")
     t = time.perf_counter()

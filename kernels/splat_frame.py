@@ -15,8 +15,8 @@ so a scene moves between the frames as a rigid rotation:
 * SH colour coefficients of degree >= 1 transform with the rotation (a colour seen from direction
   ``d`` in one frame is seen from ``M d`` in the other): ``sh' = D(M) sh`` where ``D`` is the
   block-diagonal real-SH rotation matrix. For ``M`` it is diagonal with entries +-1 (each basis
-  polynomial is odd or even in ``(y, z)`` jointly), computed here for any rotation by a least-squares
-  fit of the basis, exact to float round-off because each SH band is closed under rotation.
+  polynomial is odd or even in ``(y, z)`` jointly), computed here for any rotation by a
+  least-squares fit of the basis, exact to float round-off because each SH band is closed under rotation.
 
 ``M`` is its own inverse, so :func:`to_splat_frame` and :func:`from_splat_frame` are the same map.
 ComfyUI's ``SPLAT`` also stores activated values (linear scales, opacities in [0, 1], normalised
@@ -113,8 +113,8 @@ def splat_fields_to_gaussians(positions, scales, rotations, opacities, sh, count
         raise ValueError(f"{name}: SPLAT fields must be tensors, got positions {shape(positions)}, "
                          f"sh {shape(sh)}; connect a SPLAT output")
     if positions.ndim == 2:  # one unbatched scene
-        positions, scales, rotations, opacities, sh = (t[None] for t in
-                                                       (positions, scales, rotations, opacities, sh))
+        fields = (positions, scales, rotations, opacities, sh)
+        positions, scales, rotations, opacities, sh = (t[None] for t in fields)
     b, n = positions.shape[:2]
     want = {"positions": (b, n, 3), "scales": (b, n, 3), "rotations": (b, n, 4)}
     for nm, t in (("positions", positions), ("scales", scales), ("rotations", rotations)):

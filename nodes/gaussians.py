@@ -152,8 +152,9 @@ def build_regularizer(priors, n_views: int):
 
 
 class GaussianRender:
-    DESCRIPTION = ("Renders a SPLAT (ours or any core splat) from CAMERAS: colour IMAGE, alpha MASK and depth (expected or "
-                   "median) as an IMAGE normalised per view (near = white) plus raw depth values.")
+    DESCRIPTION = ("Renders a SPLAT (ours or any core splat) from CAMERAS: colour IMAGE, alpha "
+                   "MASK and depth (expected or median) as an IMAGE normalised per view (near = "
+                   "white) plus raw depth values.")
     CATEGORY = "OrbitForge/3d"
     FUNCTION = "render"
     RETURN_TYPES = ("IMAGE", "MASK", "IMAGE")

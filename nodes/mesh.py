@@ -167,8 +167,8 @@ class SDFMesh:
             raise ValueError("depth_source 'mvs' needs images; connect them or pick another "
                              "depth_source")
         if depth_source == "gaussians" and gaussians is None:
-            raise ValueError("depth_source 'gaussians' needs the gaussians input; connect it or pick "
-                             "another depth_source")
+            raise ValueError("depth_source 'gaussians' needs the gaussians input; connect it or "
+                             "pick another depth_source")
         if depth_source == "depth" and depth_maps is None:
             raise ValueError("depth_source 'depth' needs the depth_maps input")
         ref = masks if masks is not None else images

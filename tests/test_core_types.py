@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from orbitforge.kernels.cameras import Cameras, make_orbit_cameras
-from orbitforge.kernels.core_mesh import core_mesh_fields, linear_to_srgb, mesh_items, srgb_to_linear
+from orbitforge.kernels.core_mesh import (core_mesh_fields, linear_to_srgb, mesh_items,
+                                          srgb_to_linear)
 from orbitforge.kernels.fit import render_gaussians
 from orbitforge.kernels.gaussians import Gaussians, quat_to_rotmat
 from orbitforge.kernels.mesh_types import ColoredMesh
