@@ -7,5 +7,5 @@ ComfyUI imports this folder as a package (any folder name under ``custom_nodes/`
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 WEB_DIRECTORY = None
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     from .kernels.cameras import interpolate_orbit
     from .kernels.fit import FitConfig, fit_gaussians, render_gaussians
     from .kernels.ply import write_ply
+    from .kernels.splat_frame import to_splat_frame
     from .kernels.sample import load_sample_orbit
 
     os.makedirs(args.out, exist_ok=True)
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
     g = res.gaussians
     summary = {"gaussians": len(g), "fit_s": round(fit_s, 1), "iterations": cfg.iterations,
                "train_psnr_last": round(res.history[-1]["psnr"], 2)}
-    ply = write_ply(os.path.join(args.out, "spot_splat.ply"), g)
+    ply = write_ply(os.path.join(args.out, "spot_splat.ply"), to_splat_frame(g))  # 3DGS frame
     # held-out views: one Hi3D interpolation camera between each pair of training cameras
     between = interpolate_orbit(cams, 1)
     rgb, _, _, _ = render_gaussians(g, between)

@@ -14,7 +14,8 @@ BENCHES = {
     "diffusion2": "Diffusion² matrix sampler: time per pass vs single-frame baseline, forwards, memory",
     "recon4d": "4D reconstruction of a turning mesh: held-out PSNR per time step, time, memory",
     "priors": "sparse-view fits with and without IPSM geometry regularisers (PSNR, time)",
-    "core_schemas": "(tool) regenerate nodes/core_schemas.json from a ComfyUI checkout",
+    "core": "side by side with ComfyUI core splat nodes: render time/PSNR, mesh accuracy, PLY path",
+    "core_schemas": "(tool) regenerate a host snapshot nodes/core_schemas*.json (checkout or --url)",
 }
 
 

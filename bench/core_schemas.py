@@ -1,8 +1,12 @@
-"""Regenerate ``nodes/core_schemas.json``: the core ComfyUI node definitions OrbitForge workflows use.
+"""Regenerate a host snapshot ``nodes/core_schemas*.json``: the core node definitions OrbitForge
+workflows use, as one ComfyUI version serves them.
 
-``python -m orbitforge.bench core_schemas [--comfyui PATH] [--out FILE] [--nodes A,B] [--all]``
+``python -m orbitforge.bench core_schemas [--comfyui PATH | --url http://127.0.0.1:8188]
+[--out FILE] [--nodes A,B] [--all]``
 
-Imports ComfyUI from ``--comfyui`` or ``$COMFYUI_PATH`` (CPU mode), loads its built-in
+With ``--url`` the definitions come from a running ComfyUI's ``/object_info`` (exactly what the
+frontend reads); otherwise ComfyUI is imported from ``--comfyui`` or ``$COMFYUI_PATH`` (CPU mode)
+and its built-in
 ``comfy_extras`` nodes the way ComfyUI's ``main.py`` does (``nodes.init_extra_nodes``, async; no
 custom nodes, no API nodes), reads each node's definition like the ``/object_info`` route (V1
 ``INPUT_TYPES``/``RETURN_TYPES``, V3 ``GET_NODE_INFO_V1``) and writes the normalised schemas used
@@ -16,14 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import importlib.machinery
 import json
 import os
 import sys
 import tempfile
-import types
 
 from ..nodes.workflow_check import CORE_SCHEMAS_PATH, normalize_node_info
+from . import host_stubs
 
 # The core nodes OrbitForge workflows may use (extend with --nodes, or take every one with --all).
 DEFAULT_NODES = [
@@ -52,33 +55,38 @@ DEFAULT_NODES = [
     "PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
     "PrimitiveBoolean",
 ]
+# Core 3D nodes of newer hosts (v0.33: SPLAT, FILE_3D, mesh post-processing); absent in older
+# ones, which is not an error.
+NEWER_NODES = [
+    "SplatToFile3D", "File3DToSplat", "RenderSplat", "CreateCameraInfo", "TransformSplat",
+    "GetSplatCount", "MergeSplat", "SplatToMesh", "PreviewGaussianSplat", "SaveGaussianSplat",
+    "MeshToFile3D", "GetMeshInfo", "RotateMesh", "MergeMeshes", "DecimateMesh", "RemeshMesh",
+    "UnwrapMesh", "FillHoles", "WeldVertices", "MeshSmoothNormals", "RenderMesh", "Load3D",
+]
 
 
-def _stub_torchvision() -> None:
-    """ComfyUI imports torchvision in a few model files at import time; when it cannot be
-    imported (CPU torch without a matching torchvision), put a stand-in that fails only on use."""
+def snapshot_path(version: str) -> str:
+    """Where the snapshot of ``version`` lives: ``core_schemas.json`` for v0.3.64 (the first
+    host snapshot), ``core_schemas_v<version>.json`` for any other."""
+    if version == "0.3.64":
+        return CORE_SCHEMAS_PATH
+    return os.path.join(os.path.dirname(CORE_SCHEMAS_PATH), f"core_schemas_v{version}.json")
+
+
+def fetch_object_info(url: str) -> tuple[dict, str]:
+    """``(/object_info, version)`` of a running ComfyUI (version from ``/system_stats``)."""
+    import urllib.request  # noqa: PLC0415
+
+    base = url.rstrip("/")
+    with urllib.request.urlopen(base + "/object_info", timeout=120) as r:
+        info = json.loads(r.read())
+    version = "unknown"
     try:
-        import torchvision  # noqa: F401
-
-        return
-    except Exception:  # noqa: BLE001 - any failure to import: use the stand-in
-        for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
-            del sys.modules[k]
-
-    def _missing(*_a, **_k):
-        raise RuntimeError("torchvision is not installed")
-
-    def _getattr(name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _missing
-
-    tv, tr = types.ModuleType("torchvision"), types.ModuleType("torchvision.transforms")
-    for m in (tv, tr):
-        m.__spec__ = importlib.machinery.ModuleSpec(m.__name__, None)
-        m.__getattr__ = _getattr
-    tv.transforms = tr
-    sys.modules["torchvision"], sys.modules["torchvision.transforms"] = tv, tr
+        with urllib.request.urlopen(base + "/system_stats", timeout=30) as r:
+            version = json.loads(r.read()).get("system", {}).get("comfyui_version") or version
+    except Exception:  # noqa: BLE001 - older servers: no version in system_stats
+        pass
+    return info, version
 
 
 def load_comfyui(path: str, empty_dir: str):
@@ -89,7 +97,7 @@ def load_comfyui(path: str, empty_dir: str):
                          f"COMFYUI_PATH")
     if path not in sys.path:
         sys.path.insert(0, path)
-    _stub_torchvision()
+    host_stubs.install()
     saved = sys.argv
     sys.argv = [saved[0], "--cpu"]
     try:
@@ -129,40 +137,53 @@ def main(argv=None) -> int:
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"),
                     help="ComfyUI checkout (default $COMFYUI_PATH)")
-    ap.add_argument("--out", default=CORE_SCHEMAS_PATH, help="output JSON file")
+    ap.add_argument("--url", default=None, help="a running ComfyUI (reads its /object_info)")
+    ap.add_argument("--out", default=None, help="output JSON file (default: the snapshot of "
+                    "the host's version, nodes/core_schemas[_vVERSION].json)")
     ap.add_argument("--nodes", default="", help="extra comma-separated node types")
     ap.add_argument("--all", action="store_true", help="every loaded core node")
     ap.add_argument("--json", action="store_true", help="(accepted; output is always JSON)")
     args = ap.parse_args(argv)
-    if not args.comfyui:
-        raise ValueError("no ComfyUI checkout: pass --comfyui PATH or set COMFYUI_PATH")
+    if not args.comfyui and not args.url:
+        raise ValueError("no ComfyUI: pass --url of a running server, --comfyui PATH or set "
+                         "COMFYUI_PATH")
+    extra = [n.strip() for n in args.nodes.split(",") if n.strip()]
+    schemas, missing, failed = {}, [], {}
 
-    with tempfile.TemporaryDirectory() as empty:
-        nodes = load_comfyui(args.comfyui, empty)
-        mapping = nodes.NODE_CLASS_MAPPINGS
-        wanted = sorted(mapping) if args.all else list(dict.fromkeys(
-            DEFAULT_NODES + [n.strip() for n in args.nodes.split(",") if n.strip()]))
-        schemas, missing, failed = {}, [], {}
+    def take(names, infos):
+        wanted = sorted(names) if args.all else list(dict.fromkeys(DEFAULT_NODES + extra))
+        if not args.all:
+            wanted += [n for n in NEWER_NODES if n in names and n not in wanted]
         for name in wanted:
-            if name not in mapping:
+            if name not in names:
                 missing.append(name)
                 continue
             try:
-                schemas[name] = normalize_node_info(node_info(mapping[name]))
+                schemas[name] = normalize_node_info(infos(name))
             except Exception as e:  # noqa: BLE001 - one broken definition must not stop the table
                 failed[name] = f"{type(e).__name__}: {e}"
-    try:
-        version = importlib.import_module("comfyui_version").__version__
-    except Exception:  # noqa: BLE001 - older checkouts have no comfyui_version.py
-        version = "unknown"
+
+    if args.url:
+        info, version = fetch_object_info(args.url)
+        take(set(info), lambda n: info[n])
+    else:
+        with tempfile.TemporaryDirectory() as empty:
+            nodes = load_comfyui(args.comfyui, empty)
+            mapping = nodes.NODE_CLASS_MAPPINGS
+            take(set(mapping), lambda n: node_info(mapping[n]))
+        try:
+            version = importlib.import_module("comfyui_version").__version__
+        except Exception:  # noqa: BLE001 - older checkouts have no comfyui_version.py
+            version = "unknown"
     doc = {
         "comment": "Core ComfyUI node schemas for orbitforge.nodes.workflow_check; regenerate "
-                   "with: python -m orbitforge.bench core_schemas --comfyui PATH",
+                   "with: python -m orbitforge.bench core_schemas --url http://HOST:PORT "
+                   "(or --comfyui PATH)",
         "comfyui_version": version,
         "frontend_only": ["Note", "MarkdownNote", "PrimitiveNode", "Reroute"],
         "nodes": dict(sorted(schemas.items())),
     }
-    out = os.path.abspath(args.out)
+    out = os.path.abspath(args.out or snapshot_path(version))
     tmp = out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1, sort_keys=False)

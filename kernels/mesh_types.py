@@ -1,9 +1,8 @@
-"""``ColoredMesh``: OrbitForge's MESH value, duck-type compatible with ComfyUI core's ``MESH``.
+"""``ColoredMesh``: OrbitForge's mesh inside its kernels and nodes.
 
-Core ComfyUI's ``MESH`` (``comfy_extras/nodes_hunyuan3d.py``) is a plain object with
-``.vertices`` ``[B, N, 3]`` and ``.faces`` ``[B, M, 3]`` tensors; core ``SaveGLB`` reads only those
-two attributes. ``ColoredMesh`` has the same two attributes with the same shapes (B = 1 for
-everything OrbitForge makes), so core nodes that take ``MESH`` accept it, plus optional extras:
+Between nodes meshes travel as ComfyUI's ``MESH`` (``kernels/core_mesh.py`` converts both ways;
+``nodes/host/geometry.py`` picks the host's class). ``ColoredMesh`` has ``.vertices`` ``[B, N, 3]``
+and ``.faces`` ``[B, M, 3]`` like it (B = 1 for everything OrbitForge makes), plus optional extras:
 
 * ``vertex_colors`` ``[B, N, 3]`` float 0..1 (linear-free sRGB, as the views);
 * ``uv`` ``[B, N, 2]`` per-vertex texture coordinates (vertices are split along UV seams) and

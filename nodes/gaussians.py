@@ -1,4 +1,11 @@
-"""3D Gaussian Splatting nodes: reconstruct, render, save and load GAUSSIANS."""
+"""3D Gaussian Splatting nodes: reconstruct, render, save and load 3D Gaussian scenes.
+
+Scenes cross node boundaries as ``SPLAT`` (ComfyUI's own type since v0.33; a stand-in class with
+the same attributes on older hosts), in the 3DGS splat frame, so core splat nodes (RenderSplat,
+SplatToFile3D, SplatToMesh, TransformSplat, MergeSplat) take our scenes upright and ours take
+theirs. Inside a node the scene is a :class:`..kernels.gaussians.Gaussians` in OrbitForge's y-up
+world; :mod:`.host.geometry` converts (frame map, SH rotation) at the boundary.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,14 @@ import torch
 
 from ..kernels.cameras import Cameras, check_cameras_see_object
 from ..kernels.fit import FitConfig, check_views, fit_gaussians, render_gaussians
-from ..kernels.gaussians import Gaussians
 from ..kernels.ply import read_ply, write_ply
 from ..kernels.priors import IPSMGeometryRegularizer
+from ..kernels.splat_frame import from_splat_frame, to_splat_frame
 from . import host
+from .host import geometry
 from .cameras import parse_floats
+
+PLY_FRAMES = ["3dgs", "y-up"]  # LoadGaussians: the frame a PLY file's coordinates are in
 
 
 def _check_cameras(cameras) -> Cameras:
@@ -39,9 +49,9 @@ class GaussianReconstruct:
         "Runs on the CPU in pure torch, and uses gsplat's CUDA rasteriser when available.")
     CATEGORY = "OrbitForge/3d"
     FUNCTION = "reconstruct"
-    RETURN_TYPES = ("GAUSSIANS", "IMAGE")
+    RETURN_TYPES = ("SPLAT", "IMAGE")
     RETURN_NAMES = ("gaussians", "renders")
-    OUTPUT_TOOLTIPS = ("The fitted Gaussian scene.",
+    OUTPUT_TOOLTIPS = ("The fitted Gaussian scene as a SPLAT (feeds core splat nodes too).",
                        "The scene rendered from the training cameras, to compare with the views.")
 
     @classmethod
@@ -107,7 +117,8 @@ class GaussianReconstruct:
                             None if mask is None else mask.to(device), cfg, weights=weights,
                             progress=progress, regularizer=regularizer)
         rgb, _, _, _ = render_gaussians(res.gaussians, cams.to(device), bg)
-        return (res.gaussians, rgb.to(host.intermediate_device()))
+        out = host.intermediate_device()
+        return (geometry.make_splat(res.gaussians.to(out)), rgb.to(out))
 
 
 def build_regularizer(priors, n_views: int):
@@ -141,8 +152,9 @@ def build_regularizer(priors, n_views: int):
 
 
 class GaussianRender:
-    DESCRIPTION = ("Renders GAUSSIANS from CAMERAS: colour IMAGE, alpha MASK and depth (expected or "
-                   "median) as an IMAGE normalised per view (near = white) plus raw depth values.")
+    DESCRIPTION = ("Renders a SPLAT (ours or any core splat) from CAMERAS: colour IMAGE, alpha "
+                   "MASK and depth (expected or median) as an IMAGE normalised per view (near = "
+                   "white) plus raw depth values.")
     CATEGORY = "OrbitForge/3d"
     FUNCTION = "render"
     RETURN_TYPES = ("IMAGE", "MASK", "IMAGE")
@@ -154,7 +166,8 @@ class GaussianRender:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "gaussians": ("GAUSSIANS", {"tooltip": "The scene to render."}),
+            "gaussians": ("SPLAT", {"tooltip": "The scene to render (one SPLAT scene: from "
+                          "Gaussian Reconstruct, Get Splat, TripoSplat, ...)."}),
             "cameras": ("CAMERAS", {"tooltip": "Where to render from (their image size is used)."}),
             "depth_mode": (["median", "expected"], {"default": "median", "tooltip": "median: "
                            "depth where accumulated alpha reaches 0.5 (sharp, best for meshing); "
@@ -164,10 +177,9 @@ class GaussianRender:
 
     def render(self, gaussians, cameras, depth_mode, background):
         cams = _check_cameras(cameras)
-        if not isinstance(gaussians, Gaussians):
-            raise ValueError(f"gaussians must be GAUSSIANS, got {type(gaussians).__name__}")
+        g = geometry.read_splat(gaussians, "gaussians")
         dev = host.torch_device()
-        rgb, alpha, depth, median = render_gaussians(gaussians.to(dev), cams.to(dev),
+        rgb, alpha, depth, median = render_gaussians(g.to(dev), cams.to(dev),
                                                      _parse_color(background))
         d = (median if depth_mode == "median" else depth)[..., 0]
         out = host.intermediate_device()
@@ -186,32 +198,33 @@ def depth_to_image(depth: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 
 
 class SaveGaussians:
-    DESCRIPTION = ("Saves GAUSSIANS as a standard 3DGS .ply (opens in common splat viewers) into "
-                   "the output folder, written atomically.")
+    DESCRIPTION = ("Saves a SPLAT as a standard 3DGS .ply (the 3DGS y-down frame, full SH: opens "
+                   "upright in common splat viewers and core Get Splat) into the output folder, "
+                   "written atomically; also outputs the file for Preview Splat / Get Splat.")
     CATEGORY = "OrbitForge/3d"
     FUNCTION = "save"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("path",)
-    OUTPUT_TOOLTIPS = ("Path of the written file, relative to the output folder.",)
+    RETURN_TYPES = ("STRING", "FILE_3D_PLY")
+    RETURN_NAMES = ("path", "model_3d")
+    OUTPUT_TOOLTIPS = ("Path of the written file, relative to the output folder.",
+                       "The written .ply as a 3D file (core Preview Splat, Get Splat, Save 3D).")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "gaussians": ("GAUSSIANS", {"tooltip": "The scene to save."}),
+            "gaussians": ("SPLAT", {"tooltip": "The scene to save (one SPLAT scene)."}),
             "filename_prefix": ("STRING", {"default": "orbitforge/splat", "tooltip": "File name "
                                 "prefix inside the output folder; a counter is appended."}),
         }}
 
     def save(self, gaussians, filename_prefix):
-        if not isinstance(gaussians, Gaussians):
-            raise ValueError(f"gaussians must be GAUSSIANS, got {type(gaussians).__name__}")
+        g = geometry.read_splat(gaussians, "gaussians")
         rel = next_output_path(filename_prefix, ".ply")
         full = os.path.join(host.output_directory(), rel)
-        write_ply(full, gaussians)
+        write_ply(full, to_splat_frame(g))  # files are in the 3DGS frame, as every splat tool
         sub, name = os.path.split(rel)
         return {"ui": {"3d": [{"filename": name, "subfolder": sub, "type": "output"}]},
-                "result": (rel,)}
+                "result": (rel, geometry.make_file3d(full))}
 
 
 def next_output_path(prefix: str, ext: str) -> str:
@@ -224,11 +237,11 @@ def next_output_path(prefix: str, ext: str) -> str:
 
 
 class LoadGaussians:
-    DESCRIPTION = ("Loads a standard 3DGS .ply (from the output or input folder, or an absolute "
-                   "path). Refuses truncated or foreign PLY files with a clear error.")
+    DESCRIPTION = ("Loads a standard 3DGS .ply (from the output folder, or an absolute path) as a "
+                   "SPLAT. Refuses truncated or foreign PLY files with a clear error.")
     CATEGORY = "OrbitForge/3d"
     FUNCTION = "load"
-    RETURN_TYPES = ("GAUSSIANS",)
+    RETURN_TYPES = ("SPLAT",)
     RETURN_NAMES = ("gaussians",)
     OUTPUT_TOOLTIPS = ("The loaded scene.",)
 
@@ -237,11 +250,22 @@ class LoadGaussians:
         return {"required": {
             "path": ("STRING", {"default": "orbitforge/splat_00001.ply", "tooltip": "A .ply path: "
                      "absolute, or relative to the output folder."}),
+        }, "optional": {
+            "file_frame": (PLY_FRAMES, {"default": PLY_FRAMES[0], "tooltip": "3dgs: the standard "
+                           "3DGS frame (y down) of splat tools, core and OrbitForge >= 0.2; "
+                           "y-up: PLYs saved by OrbitForge 0.1 (they would load upside down)."}),
         }}
 
-    def load(self, path):
+    def load(self, path, file_frame=None):
+        file_frame = file_frame or PLY_FRAMES[0]
+        if file_frame not in PLY_FRAMES:
+            raise ValueError(f"file_frame must be one of {PLY_FRAMES}, got {file_frame!r}")
         full = path if os.path.isabs(path) else os.path.join(host.output_directory(), path)
-        return (read_ply(full),)
+        g = read_ply(full)
+        if file_frame == PLY_FRAMES[0]:
+            g = from_splat_frame(g)
+        return (geometry.make_splat(g),)
+
 
 
 NODE_CLASS_MAPPINGS = {

@@ -18,8 +18,10 @@ from ..kernels.fit4d import (
     sequence_paths,
     write_ply_sequence,
 )
+from ..kernels.splat_frame import to_splat_frame
 from . import host
 from .gaussians import _check_cameras, _parse_color
+from .host import geometry
 
 
 def _parse_weights(text: str, views: int, times: int):
@@ -159,17 +161,19 @@ class Gaussian4DReconstruct:
         turntable = render_turntable(res.sequence, cams.resized(w, h).to(device), bg)
         host.check_interrupt()
         # everything succeeded: now write all files (all or nothing)
-        paths = write_ply_sequence(sequence_paths(folder, base, times), res.sequence)
+        in_file_frame = GaussianSequence([to_splat_frame(g) for g in res.sequence.gaussians],
+                                         res.sequence.times)  # PLYs are in the 3DGS frame
+        paths = write_ply_sequence(sequence_paths(folder, base, times), in_file_frame)
         rel = [os.path.join(sub, os.path.basename(p)) for p in paths]
         return (res.sequence, turntable.to(host.intermediate_device()), "\n".join(rel))
 
 
 class GaussianSequenceFrame:
-    DESCRIPTION = ("Picks one time step of a GAUSSIANS_SEQUENCE as GAUSSIANS (to render, save or "
-                   "mesh it with the 3D nodes).")
+    DESCRIPTION = ("Picks one time step of a GAUSSIANS_SEQUENCE as a SPLAT (to render, save or "
+                   "mesh it with our 3D nodes or core splat nodes).")
     CATEGORY = "OrbitForge/4d"
     FUNCTION = "pick"
-    RETURN_TYPES = ("GAUSSIANS",)
+    RETURN_TYPES = ("SPLAT",)
     RETURN_NAMES = ("gaussians",)
     OUTPUT_TOOLTIPS = ("The scene of the chosen time step.",)
 
@@ -187,7 +191,7 @@ class GaussianSequenceFrame:
         if not 0 <= time_step < len(sequence):
             raise ValueError(f"time_step {time_step} is outside the sequence's {len(sequence)} "
                              f"time steps (0..{len(sequence) - 1})")
-        return (sequence[time_step],)
+        return (geometry.make_splat(sequence[time_step]),)
 
 
 assert FRAME_ORDER == "view-major"  # the node's docs above describe this order

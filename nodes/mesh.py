@@ -1,8 +1,9 @@
 """Mesh nodes: views (+ masks, + Gaussians' depth) -> watertight coloured MESH; save; turntable.
 
-The MESH value is :class:`..kernels.mesh_types.ColoredMesh`: it has core ComfyUI MESH's
-``.vertices`` [B,N,3] / ``.faces`` [B,M,3], so core ``SaveGLB`` takes it too, plus vertex
-colours or a UV texture that ``OrbitForgeSaveMesh`` writes.
+MESH outputs are the host's own ``MESH`` class (ComfyUI >= v0.33: vertex colours, normals, uvs +
+texture filled, so every core mesh node takes them) or a stand-in with the same attributes; MESH
+inputs take any core mesh (padded batches, RGBA or linear colours, uvs + texture, PBR maps). Inside
+a node the mesh is a :class:`..kernels.mesh_types.ColoredMesh`; :mod:`.host.geometry` converts.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import torch
 
 from ..kernels import cameras as K
 from ..kernels.atomic import atomic_write_all
-from ..kernels.mesh_types import ColoredMesh, as_mesh_list
+from ..kernels.mesh_types import ColoredMesh
 from . import host
+from .host import geometry
 
 COLOR_MODES = ["vertex", "texture", "none"]
 DEPTH_CHOICES = ["auto", "mvs", "gaussians", "depth", "none"]
@@ -55,7 +57,8 @@ class SDFMesh:
     FUNCTION = "build"
     RETURN_TYPES = ("MESH",)
     RETURN_NAMES = ("mesh",)
-    OUTPUT_TOOLTIPS = ("The mesh (core MESH compatible: .vertices/.faces, plus colours).",)
+    OUTPUT_TOOLTIPS = ("The mesh as a core MESH (vertex colours, normals; uvs + texture when "
+                       "baked): feeds core mesh nodes too.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -90,14 +93,14 @@ class SDFMesh:
             "depth_source": (DEPTH_CHOICES, {"default": "auto", "tooltip": "Depth that carves "
                              "concavities the silhouettes miss. mvs: stereo on the views (needs "
                              "images; seconds); gaussians: median depth of the connected "
-                             "GAUSSIANS; depth: the depth_maps input; none: hull only; auto: mvs "
+                             "gaussians; depth: the depth_maps input; none: hull only; auto: mvs "
                              "with images, else gaussians if connected, else none."}),
         }, "optional": {
             "images": ("IMAGE", {"tooltip": "The views [B,H,W,3], one per camera (colours; "
                        "without them colours come from the Gaussians)."}),
             "masks": ("MASK", {"tooltip": "Object masks [B,H,W] (1 = object), one per camera. "
                       "Without them the Gaussians' alpha is used."}),
-            "gaussians": ("GAUSSIANS", {"tooltip": "Fitted 3D Gaussians: their renders stand "
+            "gaussians": ("SPLAT", {"tooltip": "A SPLAT scene (ours or core's): its renders stand "
                           "in for missing images/masks, and their median depth is used with "
                           "depth_source gaussians."}),
             "depth_maps": ("MASK", {"tooltip": "Depth maps [B,H,W], camera-space z in world "
@@ -118,6 +121,8 @@ class SDFMesh:
         from ..kernels import mesh_extract, mesh_pipeline
 
         cams = cameras
+        if gaussians is not None:
+            gaussians = geometry.read_splat(gaussians, "gaussians")
         if images is None and masks is None and gaussians is None:
             raise ValueError("no views: connect images + masks, or gaussians")
         n = len(cams)
@@ -162,8 +167,8 @@ class SDFMesh:
             raise ValueError("depth_source 'mvs' needs images; connect them or pick another "
                              "depth_source")
         if depth_source == "gaussians" and gaussians is None:
-            raise ValueError("depth_source 'gaussians' needs GAUSSIANS; connect them or pick "
-                             "another depth_source")
+            raise ValueError("depth_source 'gaussians' needs the gaussians input; connect it or "
+                             "pick another depth_source")
         if depth_source == "depth" and depth_maps is None:
             raise ValueError("depth_source 'depth' needs the depth_maps input")
         ref = masks if masks is not None else images
@@ -207,7 +212,7 @@ class SDFMesh:
             neural=neural, interrupt=host.check_interrupt, polish_steps=int(polish_steps))
         out = mesh_pipeline.color_mesh(mesh, imgs, cams, masks, color, texture_size)
         prog.update(steps)
-        return (_to_device(out, host.intermediate_device()),)
+        return (geometry.make_mesh(_to_device(out, host.intermediate_device())),)
 
 
 def _to_device(m: ColoredMesh, dev) -> ColoredMesh:
@@ -224,10 +229,34 @@ def _next_path(folder: str, base: str, ext: str) -> str:
     return os.path.join(folder, f"{base}_{(max(nums) + 1) if nums else 1:05d}_.{ext}")
 
 
+def _attach_pbr(tm, pbr) -> None:
+    """PBR maps of a core MESH (metallic-roughness, normal, emissive ``[1, H, W, 3]``) onto the
+    trimesh material of a textured mesh, so a GLB keeps them."""
+    mat = getattr(getattr(tm, "visual", None), "material", None)
+    if not pbr or mat is None or not hasattr(mat, "metallicRoughnessTexture"):
+        return
+    from PIL import Image
+
+    def img(t):
+        a = (t[0, ..., :3].detach().cpu().float().clamp(0, 1).numpy() * 255).round()
+        return Image.fromarray(a.astype("uint8"))
+
+    for key, attr in (("metallic_roughness", "metallicRoughnessTexture"),
+                      ("normal_map", "normalTexture"), ("emissive", "emissiveTexture")):
+        t = pbr.get(key)
+        if isinstance(t, torch.Tensor) and t.ndim == 4:
+            setattr(mat, attr, img(t))
+    if "metallic_roughness" in pbr:
+        mat.metallicFactor, mat.roughnessFactor = 1.0, 1.0
+    if "emissive" in pbr:
+        mat.emissiveFactor = [1.0, 1.0, 1.0]
+
+
 def export_mesh_bytes(mesh: ColoredMesh, fmt: str, stem: str) -> dict:
     """``{filename: bytes}`` for one batch item: the mesh file first (OBJ textures add an MTL
     and a PNG next to it)."""
     tm = mesh.to_trimesh(0)
+    _attach_pbr(tm, getattr(mesh, "pbr", None))
     if fmt == "glb":
         return {f"{stem}.glb": tm.export(file_type="glb")}
     if fmt == "ply":
@@ -249,15 +278,16 @@ def export_mesh_bytes(mesh: ColoredMesh, fmt: str, stem: str) -> dict:
 class SaveMesh:
     DESCRIPTION = (
         "Saves a MESH (with its vertex colours or texture) as GLB, OBJ or PLY in the output "
-        "folder, atomically, and shows it in the node (3D preview). The returned path feeds core "
-        "Preview3D's model_file.")
+        "folder, atomically. Takes any MESH (a padded batch saves one file per item). The path "
+        "and the FILE_3D output feed core Preview 3D / Save 3D Model.")
     CATEGORY = "OrbitForge/mesh"
     FUNCTION = "save"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("model_file",)
+    RETURN_TYPES = ("STRING", "FILE_3D")
+    RETURN_NAMES = ("model_file", "model_3d")
     OUTPUT_TOOLTIPS = ("Path of the (first) saved file relative to the output folder, for "
-                       "Preview3D.",)
+                       "Preview3D's model_file.",
+                       "The (first) saved file as a 3D file, for core Preview 3D by link.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -273,13 +303,13 @@ class SaveMesh:
     def save(self, mesh, filename_prefix, format):
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-        items = as_mesh_list(mesh)
+        items = geometry.read_mesh(mesh, "mesh")
         for i, m in enumerate(items):
             if m.vertices.shape[1] == 0 or m.faces.shape[1] == 0:
                 raise ValueError(f"mesh {i} is empty (no faces); nothing to save")
         folder, subfolder, base = host.prepare_output_folder(filename_prefix or "mesh")
         base = _SAFE.sub("_", base) or "mesh"
-        results, first = [], None
+        results, first, first_full = [], None, None
         for m in items:
             path = _next_path(folder, base, format)
             stem = os.path.splitext(os.path.basename(path))[0]
@@ -289,7 +319,8 @@ class SaveMesh:
             results.append({"filename": fname, "subfolder": subfolder, "type": "output"})
             if first is None:
                 first = f"{subfolder}/{fname}" if subfolder else fname
-        return {"ui": {"3d": results}, "result": (first,)}
+                first_full = path
+        return {"ui": {"3d": results}, "result": (first, geometry.make_file3d(first_full))}
 
 
 class MeshTurntable:
@@ -304,7 +335,7 @@ class MeshTurntable:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "mesh": ("MESH", {"tooltip": "The mesh (first batch item is rendered)."}),
+            "mesh": ("MESH", {"tooltip": "One mesh (ours or any core MESH; a batch is refused)."}),
             "frames": ("INT", {"default": 24, "min": 1, "max": 720, "tooltip": "Number of "
                        "frames over one full turn."}),
             "elevation": ("FLOAT", {"default": 15.0, "min": -89.0, "max": 89.0, "tooltip":
@@ -324,7 +355,7 @@ class MeshTurntable:
     def render(self, mesh, frames, elevation, size, radius, fov, occlusion_and_shadows=False):
         from ..kernels.mesh_render import render_mesh
 
-        items = as_mesh_list(mesh)
+        items = geometry.read_mesh(mesh, "mesh", single=True)
         if items[0].faces.shape[1] == 0:
             raise ValueError("the mesh is empty (no faces); nothing to render")
         el, az = K.uniform_orbit(int(frames), (float(elevation),))

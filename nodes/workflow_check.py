@@ -3,8 +3,13 @@
 Pure Python: no ComfyUI import. Node schemas come from two places:
 
 * the pack's own node classes (``NODE_CLASS_MAPPINGS``), read through ``INPUT_TYPES()``;
-* ``core_schemas.json`` beside this file: the core ComfyUI nodes our workflows may use, extracted
-  once from a ComfyUI checkout by ``python -m orbitforge.bench core_schemas``.
+* ``core_schemas*.json`` beside this file: the core ComfyUI nodes our workflows may use, one
+  snapshot per supported host (``core_schemas.json``: v0.3.64; ``core_schemas_v0.33.0.json``:
+  v0.33.0), written by ``python -m orbitforge.bench core_schemas`` from a ComfyUI checkout or a
+  running server's ``/object_info``. A workflow must pass against every snapshot.
+
+Inputs of V3 nodes may declare a union type (``"STRING,FILE_3D_GLB,..."``) with a ``widgetType``:
+the frontend then draws that widget (and saves its value) while links of any listed type connect.
 
 The UI format is what the ComfyUI frontend saves (schema version 0.4): top-level ``nodes``,
 ``links`` (``[id, from_node, from_slot, to_node, to_slot, type]``), ``last_node_id``,
@@ -37,6 +42,15 @@ from collections.abc import Iterable
 from typing import Any
 
 CORE_SCHEMAS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "core_schemas.json")
+
+
+def core_schema_files() -> list[str]:
+    """Every host snapshot beside this file (``core_schemas.json`` first)."""
+    import glob  # noqa: PLC0415
+
+    here = os.path.dirname(CORE_SCHEMAS_PATH)
+    rest = sorted(set(glob.glob(os.path.join(here, "core_schemas*.json"))) - {CORE_SCHEMAS_PATH})
+    return [CORE_SCHEMAS_PATH] + rest
 
 # Frontend-only node types: no backend class, never sent to the API.
 NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
@@ -95,8 +109,15 @@ def normalize_input(name: str, section: str, spec: Any) -> dict:
     for k in _KEEP_OPTIONS:
         if opts.get(k) is not None:
             entry[k] = _jsonable(opts[k])
-    entry["widget"] = entry["type"] in WIDGET_TYPES and not opts.get("forceInput", False)
+    if opts.get("widgetType") and entry["type"] not in WIDGET_TYPES:
+        entry["widget_type"] = str(opts["widgetType"])  # a union input drawn as this widget
+    entry["widget"] = widget_type(entry) in WIDGET_TYPES and not opts.get("forceInput", False)
     return entry
+
+
+def widget_type(inp: dict) -> str:
+    """The widget an input is drawn as: its ``widgetType`` when it has one, else its type."""
+    return inp.get("widget_type") or inp["type"]
 
 
 def normalize_node_info(info: dict) -> dict:
@@ -255,7 +276,7 @@ def _match_layout(schema: dict, node_type: str, values: list) -> tuple[list, str
 
 def check_value(inp: dict, value: Any) -> str | None:
     """Why ``value`` is not acceptable for widget input ``inp`` (None when it is)."""
-    t = inp["type"]
+    t = widget_type(inp)
     if t == "INT":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                 isinstance(value, float) and not value.is_integer()):
@@ -750,7 +771,10 @@ MAX_WORKFLOW_BYTES = 32 * 2**20  # bounds the memory json.load may take
 
 def check_files(paths: Iterable[str], node_classes: dict | None = None,
                 core: dict | None = None) -> dict:
-    """``{path: [problems]}`` for workflow files."""
+    """``{path: [problems]}`` for workflow files: against ``core`` when given, else against every
+    host snapshot (a problem found with only some hosts names them)."""
+    cores = [(None, core)] if core is not None else [
+        (_snapshot_version(f), load_core_schemas(f)) for f in core_schema_files()]
     result = {}
     for p in paths:
         try:
@@ -766,8 +790,20 @@ def check_files(paths: Iterable[str], node_classes: dict | None = None,
         except RecursionError:
             result[p] = ["cannot read JSON: nested too deeply"]
             continue
-        result[p] = check_workflow(data, node_classes, core)
+        per_host = [(v, check_workflow(data, node_classes, c)) for v, c in cores]
+        seen: dict = {}
+        for v, probs in per_host:
+            for pr in probs:
+                seen.setdefault(pr, []).append(v)
+        result[p] = [pr if len(vs) == len(cores) else
+                     f"{pr} (with ComfyUI {', '.join(str(v) for v in vs)})"
+                     for pr, vs in seen.items()]
     return result
+
+
+def _snapshot_version(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return str(json.load(f).get("comfyui_version", os.path.basename(path)))
 
 
 def check_workflow_main(argv) -> int:

@@ -1,9 +1,11 @@
 """Load a real ComfyUI (from ``$COMFYUI_PATH``) headless on the CPU for integration tests.
 
 Tests that need the host call :func:`require_comfyui` and are skipped when ``COMFYUI_PATH`` is
-unset. ComfyUI imports ``torchvision`` at module level in a few model files; on machines with no
-working torchvision build (CPU-only torch from a local wheel), a minimal stand-in module is
-installed for the test process only -- none of the code paths we exercise use it.
+unset. ComfyUI imports ``torchvision`` and (v0.33) ``torchaudio`` at module level in model and
+node files (``torchvision.ops`` for SAM3, ``torchaudio`` for the LTX audio VAE); on machines with no
+working build of them (CPU-only torch from a local wheel, beside which the registry's CUDA wheels
+fail to import), stand-in modules are served for the test process only -- none of the code paths
+we exercise use them.
 """
 
 from __future__ import annotations
@@ -19,33 +21,19 @@ _LOADED = None
 
 
 def _stub_torchvision():
-    try:
-        import torchvision  # noqa: F401
+    """Stand-ins for torchvision/torchaudio where they do not import (see bench/host_stubs.py)."""
+    from orbitforge.bench import host_stubs
 
-        return
-    except Exception:
-        for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
-            del sys.modules[k]
+    host_stubs.install()
 
-    def missing(*_a, **_k):
-        raise RuntimeError("torchvision is not installed in this test environment")
 
-    def getattr_(name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return missing  # any transform or op: fails only when used
+def _hide_stub():
+    from orbitforge.bench import host_stubs
 
-    import importlib.machinery
+    host_stubs.hide()
 
-    tv = types.ModuleType("torchvision")
-    tr = types.ModuleType("torchvision.transforms")
-    for m in (tv, tr):
-        m.__spec__ = importlib.machinery.ModuleSpec(m.__name__, None)
-    tr.__getattr__ = getattr_
-    tv.__getattr__ = getattr_
-    tv.transforms = tr
-    sys.modules["torchvision"] = tv
-    sys.modules["torchvision.transforms"] = tr
+
+
 
 
 def require_comfyui():
@@ -77,7 +65,9 @@ def require_comfyui():
     for name in ("comfy.model_base", "comfy.sd", "comfy.supported_models", "comfy.samplers",
                  "comfy.clip_vision", "comfy.ldm.cascade.stage_c_coder",
                  "comfy.ldm.cascade.controlnet", "comfy.ldm.cosmos.model",
-                 "comfy.ldm.cosmos.predict2", "comfy.ldm.ace.vae.music_dcae_pipeline"):
+                 "comfy.ldm.cosmos.predict2", "comfy.ldm.ace.vae.music_dcae_pipeline",
+                 "comfy.ldm.sam3.detector", "comfy.ldm.lightricks.vae.audio_vae",
+                 "comfy.background_removal.birefnet", "comfy.ldm.mmaudio.vae.autoencoder"):
         try:
             importlib.import_module(name)
         except Exception:  # optional model families (e.g. audio without torchaudio)
@@ -85,16 +75,3 @@ def require_comfyui():
     _hide_stub()
     _LOADED = mm
     return mm
-
-
-def _hide_stub():
-    stub = [k for k, m in sys.modules.items()
-            if (k == "torchvision" or k.startswith("torchvision."))
-            and getattr(m, "__file__", None) is None]
-    for k in stub:
-        del sys.modules[k]
-    if stub and "transformers.utils.import_utils" in sys.modules:
-        iu = sys.modules["transformers.utils.import_utils"]
-        cached = getattr(iu, "is_torchvision_available", None)
-        if hasattr(cached, "cache_clear"):
-            cached.cache_clear()

@@ -910,7 +910,7 @@ def fuzz_workflow(folder: str) -> List[Outcome]:
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     docs = []
-    for p in sorted(glob.glob(os.path.join(repo, "workflows", "*.json"))):
+    for p in sorted(glob.glob(os.path.join(repo, "example_workflows", "*.json"))):
         with open(p) as f:
             docs.append(json.load(f))
     core = load_core_schemas()

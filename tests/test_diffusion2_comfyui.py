@@ -75,7 +75,13 @@ def test_image_to_4d_end_to_end(host):
     # determinism (1 step is enough to see the seed)
     a = _run(host, _image(), V=V, F=F, steps=1, vrs=0, max_chunk=2)[0]
     b = _run(host, _image(), V=V, F=F, steps=1, vrs=0, max_chunk=1)[0]
-    assert torch.allclose(a, b, atol=1e-4)  # chunk size does not change the result
+    # chunk size does not change the result beyond float32 round-off: a different batch size takes
+    # another BLAS blocking, i.e. another summation order, on inputs of magnitude sigma_max = 700
+    # at the first step; one reduction's reordering moves the result by about eps * 700 = 8e-5
+    # (measured up to 1.8e-4 in the last frame), so allow 16 of them (1.3e-3). A wrong row or
+    # column mapping between chunks changes frames by O(0.1).
+    tol = 16 * torch.finfo(torch.float32).eps * 700.0
+    assert (a - b).abs().max() <= tol, float((a - b).abs().max())
 
 
 def test_cost_and_chunking_through_comfy_models(host, monkeypatch):

@@ -7,7 +7,7 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = "orbitforge"
-SKIP_DIRS = {"tests", "workflows", "assets"}  # scripts and data, not modules of the package
+SKIP_DIRS = {"tests", "example_workflows", "assets"}  # scripts and data, not modules of the package
 
 
 def package_modules() -> dict:

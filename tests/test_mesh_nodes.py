@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from orbitforge.kernels.core_mesh import mesh_items
 from orbitforge.kernels.mesh_types import ColoredMesh
 from orbitforge.nodes.mesh import MeshTurntable, SaveMesh, SDFMesh
 from test_visual_hull import ring_cams, sphere_views
@@ -35,8 +36,10 @@ def build(views, **kw):
 
 
 def test_sdf_mesh_node_gives_coloured_watertight_mesh(vmesh):
-    mesh = vmesh
-    assert isinstance(mesh, ColoredMesh)
+    core = vmesh  # a core-style MESH: colours linear (glTF), normals filled, no uvs
+    assert core.normals.shape == core.vertices.shape and core.uvs is None
+    assert core.vertex_counts is None and core.vertex_colors.shape == core.vertices.shape
+    mesh = mesh_items(core)[0]
     assert mesh.vertices.ndim == 3 and mesh.faces.ndim == 3 and mesh.vertices.shape[0] == 1
     tm = mesh.to_trimesh()
     assert tm.is_watertight
@@ -72,7 +75,9 @@ def test_save_mesh_formats(vmesh, tmp_path, monkeypatch, fmt):
     out = SaveMesh().save(mesh, "meshes/test", fmt)
     entry = out["ui"]["3d"][0]
     assert entry == {"filename": f"test_00001_.{fmt}", "subfolder": "meshes", "type": "output"}
-    assert out["result"] == (f"meshes/test_00001_.{fmt}",)
+    assert out["result"][0] == f"meshes/test_00001_.{fmt}"
+    assert out["result"][1].format == fmt  # FILE_3D for Preview3D by link
+    assert out["result"][1].get_bytes() == (tmp_path / "meshes" / entry["filename"]).read_bytes()
     path = tmp_path / "meshes" / entry["filename"]
     loaded = trimesh.load(str(path), force="mesh", process=False)
     assert len(loaded.faces) == mesh.faces.shape[1]
@@ -88,7 +93,7 @@ def test_save_mesh_formats(vmesh, tmp_path, monkeypatch, fmt):
 def test_save_textured_glb(views, tmp_path, monkeypatch):
     monkeypatch.setenv("ORBITFORGE_OUTPUT", str(tmp_path))
     mesh = build(views, color="texture")
-    assert mesh.texture is not None and mesh.uv is not None
+    assert mesh.texture is not None and mesh.uvs is not None
     out = SaveMesh().save(mesh, "tex", "glb")
     loaded = trimesh.load(str(tmp_path / out["result"][0]), force="mesh")
     assert isinstance(loaded.visual, trimesh.visual.TextureVisuals)
@@ -133,7 +138,10 @@ def test_core_saveglb_accepts_colored_mesh(vmesh, tmp_path):
     from comfy_host import require_comfyui
 
     require_comfyui()
-    from comfy_extras.nodes_hunyuan3d import save_glb
+    try:  # v0.33 moved save_glb (v0.3.64: nodes_hunyuan3d)
+        from comfy_extras.nodes_save_3d import save_glb
+    except ImportError:
+        from comfy_extras.nodes_hunyuan3d import save_glb
 
     mesh = vmesh
     p = tmp_path / "core.glb"
@@ -158,7 +166,7 @@ def test_sdf_mesh_node_neural_mode(views):
         mesh = build(views, mode="neural", neural_iterations=15)
     finally:
         host.Progress.update = orig
-    tm = mesh.to_trimesh()
+    tm = mesh_items(mesh)[0].to_trimesh()
     assert tm.is_watertight
     assert np.abs(np.linalg.norm(tm.vertices, axis=1) - 0.3).mean() < 0.02
     assert steps[-1] == (4 + 15, 4 + 15) and len(steps) > 15  # progress through the fit

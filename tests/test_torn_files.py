@@ -26,6 +26,7 @@ from orbitforge.kernels.atomic import TEMP_SUFFIX, atomic_write, is_temp_name
 from orbitforge.kernels.gaussians import Gaussians
 from orbitforge.kernels.mesh_types import ColoredMesh
 from orbitforge.kernels.ply import ply_bytes, read_ply, write_ply
+from orbitforge.kernels.splat_frame import to_splat_frame
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -211,10 +212,12 @@ def test_killed_save_gaussians_node(tmp_path, monkeypatch, hook, delay):
 
     monkeypatch.setenv("ORBITFORGE_OUTPUT", str(tmp_path))
     g1, g2 = _scene(30000, 3), _scene(30000, 4)
-    assert SaveGaussians().save(g1, "of/splat")["result"] == ("of/splat_00001.ply",)
+    assert SaveGaussians().save(g1, "of/splat")["result"][0] == "of/splat_00001.ply"
     _run_child(lambda: SaveGaussians().save(g2, "of/splat"), hook, delay=delay)
-    allowed = {"of/splat_00001.ply": (ply_bytes(g1),)}
-    allowed.update({f"of/splat_{i:05d}.ply": (ply_bytes(g2),) for i in range(2, 200)})
+    # the node writes its files in the 3DGS frame
+    allowed = {"of/splat_00001.ply": (ply_bytes(to_splat_frame(g1)),)}
+    allowed.update({f"of/splat_{i:05d}.ply": (ply_bytes(to_splat_frame(g2)),)
+                    for i in range(2, 200)})
     listed, _ = _check_folder(str(tmp_path), allowed)
     assert "of/splat_00001.ply" in listed
     if hook != "loop":
@@ -233,7 +236,7 @@ def test_killed_save_mesh_glb(tmp_path, monkeypatch, hook, delay):
 
     monkeypatch.setenv("ORBITFORGE_OUTPUT", str(tmp_path))
     m1, m2 = _mesh(1), _mesh(2)
-    assert SaveMesh().save(m1, "meshes/m", "glb")["result"] == ("meshes/m_00001_.glb",)
+    assert SaveMesh().save(m1, "meshes/m", "glb")["result"][0] == "meshes/m_00001_.glb"
     b1 = open(tmp_path / "meshes" / "m_00001_.glb", "rb").read()
     b2 = export_mesh_bytes(m2, "glb", "x")["x.glb"]
     _run_child(lambda: SaveMesh().save(m2, "meshes/m", "glb"), hook, delay=delay)

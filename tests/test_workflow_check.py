@@ -11,7 +11,9 @@ import sys
 import pytest
 from orbitforge.nodes import NODE_CLASS_MAPPINGS
 from orbitforge.nodes.workflow_check import (
+    check_files,
     check_workflow,
+    core_schema_files,
     check_workflow_main,
     load_core_schemas,
     schema_from_class,
@@ -20,7 +22,7 @@ from orbitforge.nodes.workflow_check import (
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKFLOW_FILES = sorted(glob.glob(os.path.join(REPO, "workflows", "*.json")))
+WORKFLOW_FILES = sorted(glob.glob(os.path.join(REPO, "example_workflows", "*.json")))
 
 # OrbitCameras widgets, in frontend order: seed is an INT named "seed", so the frontend adds a
 # control_after_generate value right after it.
@@ -382,9 +384,58 @@ def test_cli_reports_problems_and_ok(tmp_path, capsys):
 def test_shipped_workflows_are_valid(path):
     with open(path, encoding="utf-8") as f:
         wf = json.load(f)
-    assert check_workflow(wf) == []
+    for snapshot in core_schema_files():  # every supported host
+        assert check_workflow(wf, core=load_core_schemas(snapshot)) == [], snapshot
+    assert check_files([path]) == {path: []}
     api = ui_to_api(wf)
     assert api, "a shipped workflow must have at least one executable node"
+
+
+def test_both_host_snapshots_ship():
+    versions = {json.load(open(f))["comfyui_version"] for f in core_schema_files()}
+    assert {"0.3.64", "0.33.0"} <= versions
+
+
+def test_widget_type_of_a_union_input_makes_it_a_widget():
+    """v0.33's Preview3D: model_file is 'STRING,FILE_3D_GLB,...' drawn as a STRING widget; its
+    value is in widgets_values and a FILE_3D link fits it too."""
+    from orbitforge.nodes.workflow_check import normalize_input
+
+    spec = ("STRING,FILE_3D_GLB,FILE_3D", {"default": "", "widgetType": "STRING"})
+    inp = normalize_input("model_file", "required", spec)
+    assert inp["widget"] and inp["widget_type"] == "STRING"
+    schema = {"inputs": [inp], "outputs": [], "output_names": [], "output_node": True}
+    assert [(k, i["name"]) for k, i in widget_layout(schema)] == [("input", "model_file")]
+    from orbitforge.nodes.workflow_check import check_value, types_match
+
+    assert check_value(inp, 3) == "value 3 is not a string"
+    assert types_match("FILE_3D", inp["type"]) and types_match("STRING", inp["type"])
+
+
+def test_old_graph_with_gaussians_links_still_checks_and_converts():
+    """Graphs saved before scenes became SPLAT name their links GAUSSIANS: the node types are
+    unchanged (same ids, inputs, outputs positions), so they load and convert as before."""
+    path = os.path.join(REPO, "example_workflows", "orbitforge_sample_views_to_mesh.json")
+    wf = json.load(open(path, encoding="utf-8"))
+    old = json.loads(json.dumps(wf).replace('"SPLAT"', '"GAUSSIANS"'))
+    assert old != wf
+    assert check_workflow(old) == []
+    assert ui_to_api(old) == ui_to_api(wf)
+
+
+def test_a_problem_with_one_host_names_it(tmp_path):
+    """A core node only v0.33 has (SplatToFile3D) is unknown to the v0.3.64 snapshot."""
+    ui = UI()
+    ui.add("SplatToFile3D", ["ply"], inputs=[("splat", "SPLAT")],
+           outputs=[("FILE_3D_SPLAT_ANY", "model_3d")])
+    f = tmp_path / "new.json"
+    f.write_text(json.dumps(ui.json()))
+    msgs = check_files([str(f)])[str(f)]
+    assert any("unknown node type 'SplatToFile3D'" in m and m.endswith("(with ComfyUI 0.3.64)")
+               for m in msgs)
+    # v0.33 knows the node: there only its unconnected input is wrong
+    assert any("input 'splat' (SPLAT): required input is not connected (with ComfyUI 0.33.0)"
+               in m for m in msgs)
 
 
 def _backend_validate(monkeypatch, api):
@@ -446,10 +497,14 @@ def test_core_schemas_json_matches_the_comfyui_checkout(tmp_path):
     extra nodes in a subprocess: ~10-30 s)."""
     if not os.environ.get("COMFYUI_PATH"):
         pytest.skip("COMFYUI_PATH is unset: ComfyUI integration test skipped")
+    from orbitforge.bench.core_schemas import snapshot_path
+
     out = tmp_path / "core.json"
     res = subprocess.run([sys.executable, "-m", "orbitforge.bench.core_schemas", "--out", str(out)],
                          check=False, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr[-2000:]
-    fresh = json.loads(out.read_text())["nodes"]
-    assert fresh == load_core_schemas(), ("nodes/core_schemas.json is stale: run "
-                                          "python -m orbitforge.bench core_schemas")
+    doc = json.loads(out.read_text())
+    shipped = snapshot_path(doc["comfyui_version"])
+    assert os.path.isfile(shipped), f"no snapshot for ComfyUI {doc['comfyui_version']}"
+    assert doc["nodes"] == load_core_schemas(shipped), (
+        f"{os.path.basename(shipped)} is stale: run python -m orbitforge.bench core_schemas")

@@ -41,8 +41,8 @@ from orbitforge.nodes.workflow_check import FRONTEND_ONLY, ui_to_api
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
-WORKFLOWS = sorted(glob.glob(os.path.join(REPO, "workflows", "*.json")))
-SAMPLE_WORKFLOW = os.path.join(REPO, "workflows", "orbitforge_sample_views_to_mesh.json")
+WORKFLOWS = sorted(glob.glob(os.path.join(REPO, "example_workflows", "*.json")))
+SAMPLE_WORKFLOW = os.path.join(REPO, "example_workflows", "orbitforge_sample_views_to_mesh.json")
 
 # Test-budget settings for the sample workflow, by node type -> input -> value.
 FAST = {
@@ -180,23 +180,23 @@ def test_every_workflow_has_a_thumbnail_and_a_model_note():
                  if k in {"ckpt_name", "unet_name", "vae_name", "clip_name"}}
         for f in files:  # every model file the graph loads is named in its note
             assert f in notes[0], f"{name}: note does not mention {f}"
-    for path in glob.glob(os.path.join(REPO, "workflows", "*.jpg")):
+    for path in glob.glob(os.path.join(REPO, "example_workflows", "*.jpg")):
         assert os.path.getsize(path) < 150 * 1024, path
 
 
 def test_workflow_files_are_what_the_builder_writes():
-    """workflows/make_workflows.py is the source of the JSON: they must not drift apart."""
-    sys.path.insert(0, os.path.join(REPO, "workflows"))
+    """example_workflows/make_workflows.py is the source of the JSON: they must not drift apart."""
+    sys.path.insert(0, os.path.join(REPO, "example_workflows"))
     try:
         import make_workflows
     finally:
         sys.path.pop(0)
     for name in make_workflows.WORKFLOWS:
-        path = os.path.join(REPO, "workflows", name + ".json")
+        path = os.path.join(REPO, "example_workflows", name + ".json")
         with open(path, encoding="utf-8") as f:
             assert f.read() == make_workflows.render_json(name), (
-                f"{name}.json differs from make_workflows.py: run python workflows/"
-                "make_workflows.py")
+                f"{name}.json differs from make_workflows.py: run python "
+                "example_workflows/make_workflows.py")
 
 
 @pytest.mark.comfyui

@@ -14,6 +14,7 @@ without ComfyUI. Outside ComfyUI each helper falls back to something sane:
 | ``check_interrupt()``  | ``throw_exception_if_processing_interrupted()``  | no-op                         |
 | ``output_directory()`` | ``folder_paths.get_output_directory()``          | ./output (``$ORBITFORGE_OUTPUT`` overrides both) |
 | ``oom_exceptions()``   | ``comfy.model_management.OOM_EXCEPTION``          | ``torch.OutOfMemoryError``    |
+| ``geometry.*_class()`` | core ``MESH`` / ``SPLAT`` / ``File3D`` (v0.33)    | stand-ins, same attributes    |
 """
 
 from __future__ import annotations

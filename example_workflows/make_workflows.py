@@ -1,13 +1,16 @@
 """Writes the shipped ComfyUI workflows (UI format, schema 0.4) into this folder.
 
-    python workflows/make_workflows.py            # all *.json
-    python workflows/make_workflows.py --check    # exit 1 when a file differs from what it writes
+This folder is ``example_workflows/``: ComfyUI's Templates browser lists every ``*.json`` in a
+custom node's ``example_workflows/`` (with the same-name ``.jpg`` as its thumbnail).
+
+    python example_workflows/make_workflows.py            # all *.json
+    python example_workflows/make_workflows.py --check    # exit 1 when a file differs
 
 The graphs are built from the node schemas (the pack's INPUT_TYPES and nodes/core_schemas.json),
 so every ``widgets_values`` list is in the order the ComfyUI frontend creates widgets (see
 ``orbitforge.nodes.workflow_check.widget_layout``). Edit the graphs here, not the JSON by hand;
-``python -m orbitforge check-workflow workflows/*.json`` validates the result. Thumbnails (.jpg)
-are made by ``workflows/make_thumbnails.py``.
+``python -m orbitforge check-workflow example_workflows/*.json`` validates the result against
+every host snapshot. Thumbnails (.jpg) are made by ``example_workflows/make_thumbnails.py``.
 """
 
 from __future__ import annotations
@@ -452,8 +455,8 @@ def image_to_4d() -> Graph:
         "a 24 GB GPU; the paper uses 21 x 25.\n"
         "2. *4D Gaussian Reconstruct* fits one Gaussian scene per frame (the first fully, the "
         "rest warm-started) and writes a PLY per frame under `output/orbitforge/4d/`.\n"
-        "3. *Gaussian Sequence Frame* picks one frame as ordinary GAUSSIANS (save it, mesh it, "
-        "render it).",
+        "3. *Gaussian Sequence Frame* picks one frame as an ordinary SPLAT (save it, mesh it, "
+        "render it, also with core splat nodes).",
         (20, 20), (480, 560))
     img = g.node("LoadImage", (20, 630), (320, 340), image="example.png")
     svd = g.node("ImageOnlyCheckpointLoader", (20, 1020), (320, 100), "Video model (SVD-XT)",

@@ -1,6 +1,6 @@
 """Thumbnails (.jpg next to each workflow .json) and the README pictures, from real results.
 
-    python workflows/make_thumbnails.py --ply SPLAT.ply [--glb MESH.glb]
+    python example_workflows/make_thumbnails.py --ply SPLAT.ply [--glb MESH.glb]
 
 ``--ply`` is the Gaussians the reconstruction-only workflow saved (``OrbitForgeSaveGaussians``,
 e.g. ``output/orbitforge/sample_splat_00001.ply`` after queueing
@@ -94,10 +94,11 @@ def results(ply: str, glb: str | None, pick: list):
     from orbitforge.kernels.fit import render_gaussians
     from orbitforge.kernels.mesh_render import render_mesh
     from orbitforge.kernels.ply import read_ply
+    from orbitforge.kernels.splat_frame import from_splat_frame
     from orbitforge.kernels.sample import load_sample_orbit
 
     images, masks, cams = load_sample_orbit()
-    g = read_ply(ply)
+    g = from_splat_frame(read_ply(ply))  # saved PLYs are in the 3DGS frame (y down)
     between = interpolate_orbit(cams, 1)[pick]
     with torch.no_grad():
         splat, _, _, _ = render_gaussians(g, between)
@@ -179,12 +180,13 @@ def main(argv=None) -> int:
 def _depth_strip(ply: str, idx: list) -> torch.Tensor:
     from orbitforge.kernels.fit import render_gaussians
     from orbitforge.kernels.ply import read_ply
+    from orbitforge.kernels.splat_frame import from_splat_frame
     from orbitforge.kernels.sample import load_sample_orbit
     from orbitforge.nodes.gaussians import depth_to_image
 
     _i, _m, cams = load_sample_orbit()
     with torch.no_grad():
-        _rgb, alpha, _d, median = render_gaussians(read_ply(ply), cams[idx])
+        _rgb, alpha, _d, median = render_gaussians(from_splat_frame(read_ply(ply)), cams[idx])
     return depth_to_image(median[..., 0], alpha[..., 0])
 
 
