@@ -12,6 +12,7 @@ from ..kernels.gaussians import Gaussians
 from ..kernels.ply import read_ply, write_ply
 from ..kernels.priors import IPSMGeometryRegularizer
 from . import host
+from .calibrate import CALIBRATE_CHOICES, CALIBRATE_TOOLTIP, calibrate_for_reconstruction
 from .cameras import parse_floats
 
 
@@ -76,15 +77,20 @@ class GaussianReconstruct:
                                  "confidences); empty = all 1."}),
                 "priors": ("RECON_PRIORS", {"tooltip": "Optional regularisers, e.g. from IPSM "
                            "Geometry Priors (helps sparse views)."}),
+                "calibrate": (CALIBRATE_CHOICES, {"default": "auto", "tooltip":
+                              CALIBRATE_TOOLTIP + " The Gaussians live in the calibrated "
+                              "cameras' frame (Calibrate Orbit outputs those cameras)."}),
             },
         }
 
     def reconstruct(self, views, cameras, iterations, resolution, sh_degree, seed, mask=None,
-                    background="1, 1, 1", mask_weight=0.1, view_weights="", priors=None):
+                    background="1, 1, 1", mask_weight=0.1, view_weights="", priors=None,
+                    calibrate="auto"):
         cams = _check_cameras(cameras)
         bg = _parse_color(background)
         check_views(views, cams, mask)
         check_cameras_see_object(cams)
+        cams = calibrate_for_reconstruction(views, mask, cams, calibrate, bg)
         weights = None
         if view_weights.strip():
             weights = torch.tensor(parse_floats(view_weights, "view_weights"))
