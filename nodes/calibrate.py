@@ -6,6 +6,7 @@ SDF Mesh.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 
@@ -63,12 +64,30 @@ def calibrate_for_reconstruction(views, mask, cams: K.Cameras, calibrate: str,
             return cams
     cfg = C.CalibrationConfig(**C.AUTO) if calibrate == "auto" else \
         C.CalibrationConfig(per_view="auto")
-    bar = host.Progress(10)
-    res = C.calibrate_orbit(masks, cams.to(device="cpu"), cfg,
-                            progress=lambda i, t: bar.update(i * 10 // t),
-                            interrupt=host.check_interrupt)
+    key = _cache_key(masks, cams, calibrate)
+    res = _CACHE.get(key)
+    if res is None:
+        bar = host.Progress(10)
+        res = C.calibrate_orbit(masks, cams.to(device="cpu"), cfg,
+                                progress=lambda i, t: bar.update(i * 10 // t),
+                                interrupt=host.check_interrupt)
+        _CACHE[key] = res
+        while len(_CACHE) > 4:
+            _CACHE.pop(next(iter(_CACHE)))
     log.info("OrbitForge calibration (%s): %s", calibrate, res.message)
-    return res.cameras if res.calibrated else cams
+    return res.cameras.to(device="cpu") if res.calibrated else cams
+
+
+# Gaussian Reconstruct and SDF Mesh usually get the same views and cameras: calibrate once.
+_CACHE: dict = {}
+
+
+def _cache_key(masks: torch.Tensor, cams: K.Cameras, mode: str) -> str:
+    h = hashlib.sha1()
+    for t in (masks, cams.viewmats, cams.Ks):
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    h.update(f"{mode}|{cams.width}x{cams.height}|{tuple(masks.shape)}".encode())
+    return h.hexdigest()
 
 
 class CalibrateOrbit:

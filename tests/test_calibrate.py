@@ -72,6 +72,11 @@ def test_apply_calibration_moves_held_out_cameras_of_the_orbit(static20):
     assert (moved.elevation - truth.elevation[held]).abs().max() <= 2.0
     assert torch.allclose(moved.azimuth, given.azimuth[held], atol=1e-3)
     assert torch.allclose(moved.radius, res.cameras.radius[:len(held)], atol=1e-4)
+    # the held-out views agree with the training views' hull far better than before
+    before = C.held_out_consistency(out["mask"][train], given[train], out["mask"][held],
+                                    given[held])
+    after = C.held_out_consistency(out["mask"][train], res.cameras, out["mask"][held], moved)
+    assert after.mean() > 0.9 and after.mean() > before.mean() + 0.1, (before, after)
 
 
 def test_dynamic_orbit_is_recovered_per_view(spot):
