@@ -125,9 +125,9 @@ class CalibrateOrbit:
                           "per view unknown (smooth along the orbit)."}),
                 "per_view": (PER_VIEW, {"default": "auto", "tooltip": "Per-view corrections "
                              "(dynamic orbits) after the global search. auto: tried when the "
-                             "global result is below 0.85 consistency, kept when it closes a "
-                             "clear part of the gap; on/off: always/never. The dynamic SV3D "
-                             "mode always runs them."}),
+                             "global result is below 0.85 consistency, kept when it gains at "
+                             "least 0.05 over it (static orbits gain less by fitting noise); "
+                             "on/off: always/never. The dynamic SV3D mode always runs them."}),
             },
             "optional": {
                 "cameras": ("CAMERAS", {"tooltip": "Nominal cameras of the views (orbit 'given "
