@@ -12,6 +12,7 @@ from ..kernels.gaussians import Gaussians
 from ..kernels.ply import read_ply, write_ply
 from ..kernels.priors import IPSMGeometryRegularizer
 from . import host
+from .calibrate import CALIBRATE_CHOICES, CALIBRATE_TOOLTIP, calibrate_for_reconstruction
 from .cameras import parse_floats
 
 
@@ -78,6 +79,9 @@ class GaussianReconstruct:
                                  "confidences); empty = all 1."}),
                 "priors": ("RECON_PRIORS", {"tooltip": "Optional regularisers, e.g. from IPSM "
                            "Geometry Priors (helps sparse views)."}),
+                "calibrate": (CALIBRATE_CHOICES, {"default": "auto", "tooltip":
+                              CALIBRATE_TOOLTIP + " The Gaussians live in the calibrated "
+                              "cameras' frame (Calibrate Orbit outputs those cameras)."}),
                 "appearance": ("BOOLEAN", {"default": True, "tooltip": "Per-view colour "
                                "compensation: each view gets its own colour gains + biases "
                                "(generated views drift in exposure / white balance), estimated "
@@ -95,11 +99,12 @@ class GaussianReconstruct:
 
     def reconstruct(self, views, cameras, iterations, resolution, sh_degree, seed, mask=None,
                     background="1, 1, 1", mask_weight=0.1, view_weights="", priors=None,
-                    appearance=True, robust_loss=True, refine_cameras=False):
+                    calibrate="auto", appearance=True, robust_loss=True, refine_cameras=False):
         cams = _check_cameras(cameras)
         bg = _parse_color(background)
         check_views(views, cams, mask)
         check_cameras_see_object(cams)
+        cams = calibrate_for_reconstruction(views, mask, cams, calibrate, bg)
         weights = None
         if view_weights.strip():
             weights = torch.tensor(parse_floats(view_weights, "view_weights"))
