@@ -10,9 +10,12 @@ workflow would run them:
 1. ``OrbitForgeOrbitCameras`` (sv3d_static at ``--elevation``, ``--radius``, SV3D's 33.8 deg);
    masks are the views' non-white pixels (``kernels.fit.masks_from_background``) after the
    animation grid's 1-px cell borders along the image edges are painted white;
-   with ``--calibrate``, ``OrbitForgeCalibrateOrbit`` first refines the training cameras and
-   the held-out cameras are interpolated between their calibrated neighbours (frames f-1 and
-   f+1, both training frames), so the held-out views never inform their own cameras;
+   ``--calibrate auto`` (default, as the reconstruction nodes' ``calibrate`` option; ``on``:
+   always; ``off``: the nominal static orbit) self-calibrates the cameras from the 14 training
+   silhouettes (``kernels.calibrate``, the method of ``OrbitForgeCalibrateOrbit``) once, and
+   moves the held-out cameras by the same calibration (``apply_calibration``: elevation
+   offset, fov/distance scales, smooth per-view corrections at their azimuths), so held-out
+   views never inform their own cameras; the nodes then run with ``calibrate`` off;
 2. ``OrbitForgeGaussianReconstruct`` on the 14 views (node defaults, ``--iters`` steps), then
    ``OrbitForgeGaussianRender`` at the 7 held-out cameras: ``splat_psnr``, ``splat_ssim``;
 3. ``OrbitForgeSDFMesh`` on the 14 views + masks (node defaults), rendered at the held-out
@@ -97,24 +100,6 @@ def erase_edge_lines(views: torch.Tensor, margin: int = 5) -> torch.Tensor:
     return out
 
 
-def midpoint_cameras(cams, frames: list, n: int = FRAMES):
-    """Cameras of ``frames`` halfway between the (given) cameras of their neighbours f-1, f+1.
-
-    ``cams`` holds the cameras of the training frames in :func:`train_frames` order."""
-    from ..kernels.cameras import make_orbit_cameras
-
-    pos = {f: i for i, f in enumerate(train_frames(n))}
-    el, az, r, fov = [], [], [], []
-    for f in frames:
-        a, b = pos[(f - 1) % n], pos[(f + 1) % n]
-        a0, a1 = float(cams.azimuth[a]), float(cams.azimuth[b])
-        el.append((float(cams.elevation[a]) + float(cams.elevation[b])) / 2)
-        az.append(a0 + (((a1 - a0 + 180.0) % 360.0) - 180.0) / 2)
-        r.append((float(cams.radius[a]) + float(cams.radius[b])) / 2)
-        fov.append((float(cams.fov[a]) + float(cams.fov[b])) / 2)
-    return make_orbit_cameras(el, az, r, fov, cams.width, cams.height)
-
-
 def _grey(mesh):
     import trimesh
 
@@ -153,14 +138,19 @@ def run_object(name: str, folder: str, a) -> dict:
     t_all = time.perf_counter()
     cam_tr, cam_te = cams[tr], cams[te]
     report = None
-    if a.calibrate:
-        from ..nodes import NODE_CLASS_MAPPINGS
+    if a.calibrate != "off":
+        # what the reconstruction nodes' ``calibrate`` option runs (same configuration), once,
+        # on the training silhouettes; its result also moves the held-out cameras
+        from ..kernels import calibrate as C
 
         t = time.perf_counter()
-        node = NODE_CLASS_MAPPINGS["OrbitForgeCalibrateOrbit"]()
-        res = getattr(node, node.FUNCTION)(views=views[tr], cameras=cam_tr, mask=masks[tr])
-        cam_tr, report = res[0], res[1] if len(res) > 1 else None
-        cam_te = midpoint_cameras(cam_tr, te)
+        ccfg = (C.CalibrationConfig(**C.AUTO) if a.calibrate == "auto"
+                else C.CalibrationConfig(per_view="auto"))
+        res = C.calibrate_orbit(masks[tr], cam_tr, ccfg)
+        if res.calibrated:
+            cam_tr = res.cameras
+            cam_te = C.apply_calibration(res, cam_te)
+        report = {k: v for k, v in res.to_dict().items() if k != "cameras"}
         times["calibrate_s"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
@@ -168,11 +158,12 @@ def run_object(name: str, folder: str, a) -> dict:
     kw = {}
     if a.fit_options:
         kw.update(json.loads(a.fit_options))
-    g, _ = rec.reconstruct(views[tr], cam_tr, a.iters, 256, 0, a.seed, mask=masks[tr], **kw)
+    g, _ = rec.reconstruct(views[tr], cam_tr, a.iters, 256, 0, a.seed, mask=masks[tr],
+                           calibrate="off", **kw)
     times["fit_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
     mesh = SDFMesh().build(cam_tr, a.grid, "fast", 1, True, 50000, 5, "vertex", 1024,
-                           images=views[tr], masks=masks[tr])[0]
+                           images=views[tr], masks=masks[tr], calibrate="off")[0]
     times["mesh_s"] = round(time.perf_counter() - t, 2)
     wall = time.perf_counter() - t_all
 
@@ -197,7 +188,7 @@ def run_object(name: str, folder: str, a) -> dict:
         "gaussians": len(g),
         "faces": int(mesh.faces.shape[1]),
         "elevation": a.elevation,
-        "calibrated": bool(a.calibrate),
+        "calibrate": a.calibrate,
     }
     if report is not None:
         out["calibration"] = report if isinstance(report, (dict, str)) else str(report)
@@ -217,8 +208,10 @@ def main(argv=None) -> int:
     ap.add_argument("--elevation", type=float, default=0.0,
                     help="elevation of the static SV3D orbit the cameras are made at (degrees)")
     ap.add_argument("--radius", type=float, default=2.0, help="camera distance")
-    ap.add_argument("--calibrate", action="store_true",
-                    help="refine the training cameras with OrbitForgeCalibrateOrbit first")
+    ap.add_argument("--calibrate", choices=["auto", "on", "off"], default="auto",
+                    help="camera self-calibration of the training views first, as the nodes' "
+                         "calibrate option (auto: only when the cameras explain the "
+                         "silhouettes poorly); off: the static orbit as given")
     ap.add_argument("--iters", type=int, default=600, help="Gaussian Reconstruct iterations")
     ap.add_argument("--grid", type=int, default=128, help="SDF Mesh resolution")
     ap.add_argument("--seed", type=int, default=0)
@@ -241,12 +234,9 @@ def main(argv=None) -> int:
         names = want
     if not names:
         raise SystemExit(f"no object folders in {a.dir!r}")
-    if a.calibrate:
-        from ..nodes import NODE_CLASS_MAPPINGS
+    from ..kernels.fit import FitConfig
 
-        if "OrbitForgeCalibrateOrbit" not in NODE_CLASS_MAPPINGS:
-            raise SystemExit("--calibrate needs the OrbitForgeCalibrateOrbit node, which this "
-                             "version of the pack does not have")
+    fc = FitConfig()
     objects = {}
     for n in names:
         objects[n] = run_object(n, os.path.join(a.dir, n), a)
@@ -256,6 +246,8 @@ def main(argv=None) -> int:
     mean["min_splat_psnr"] = min(o["splat_psnr"] for o in objects.values())
     mean["min_mesh_silhouette_iou"] = min(o["mesh_silhouette_iou"] for o in objects.values())
     out = {"bench": "real", "dir": a.dir, "elevation": a.elevation, "radius": a.radius,
+           "fit": {"appearance": fc.appearance, "robust": fc.robust,
+                   "refine_cameras": fc.refine_cameras, "options": a.fit_options},
            "calibrate": a.calibrate, "iters": a.iters, "grid": a.grid,
            "threads": torch.get_num_threads(), "objects": objects, "mean": mean}
     print(json.dumps(out))

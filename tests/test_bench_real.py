@@ -6,8 +6,7 @@ import torch
 from PIL import Image
 
 from orbitforge.bench.real import (contact_sheet, erase_edge_lines, held_out_frames, load_orbit,
-                                   midpoint_cameras, train_frames)
-from orbitforge.kernels.cameras import make_orbit_cameras, sv3d_static_orbit
+                                   train_frames)
 
 
 def test_split_is_every_third_frame():
@@ -40,15 +39,6 @@ def test_load_orbit_names_missing_frames(tmp_path):
     _write_orbit(tmp_path, n=20)
     with pytest.raises(ValueError, match="20.png"):
         load_orbit(str(tmp_path))
-
-
-def test_held_out_cameras_are_midpoints_of_their_neighbours():
-    el, az = sv3d_static_orbit(5.0, 21)
-    cams = make_orbit_cameras(el, az, 2.0, 33.8, 32, 32)
-    mid = midpoint_cameras(cams[train_frames()], held_out_frames())
-    want = cams[held_out_frames()]
-    assert torch.allclose(mid.viewmats, want.viewmats, atol=1e-5)
-    assert torch.allclose(mid.Ks, want.Ks, atol=1e-4)
 
 
 def test_contact_sheet_writes_a_png(tmp_path):
