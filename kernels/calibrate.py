@@ -448,7 +448,8 @@ def _fourier(phase: np.ndarray, coef: np.ndarray) -> np.ndarray:
     return out
 
 
-def _per_view(p: _Problem, de: float, s: float, score0: float, check, progress):
+def _per_view(p: _Problem, de: float, s: float, score0: float, check, progress,
+              give_up_below: Optional[float] = None):
     """Smooth per-view corrections: returns (d_elevation [C], d_azimuth [C], score, extra
     elevation offset, elevation harmonics, azimuth harmonics).
 
@@ -492,10 +493,14 @@ def _per_view(p: _Problem, de: float, s: float, score0: float, check, progress):
         return sc - lam * float(np.sum((kk * t) ** 2)) * C / 2, sc
 
     best, best_sc = objective(theta)
+    start_sc = best_sc
     step = float(cfg.view_step)
     levels = max(int(round(math.log2(step / 0.5))) + 1, 1)
     for level in range(levels):
         if prob is coarse and step < 1.5:  # the small steps on the full-size problem
+            if give_up_below is not None and best_sc - start_sc < give_up_below:
+                # the large steps found (almost) nothing: the small ones will not either
+                return np.zeros(C), np.zeros(C), score0, 0.0, np.zeros(0), np.zeros(0)
             prob = p
             best, best_sc = objective(theta)
         improved = True
@@ -594,7 +599,10 @@ def calibrate_orbit(masks: torch.Tensor, cams: Cameras,
         used = False
         if cfg.per_view is True or (cfg.per_view == "auto" and best < cfg.per_view_below):
             sub = None if progress is None else (lambda i, t: progress(2 + 7 * i // t, total))
-            pv = _per_view(p, de, s, best, check, sub)
+            # auto: give up after the large steps when they gained less than half of what
+            # keeping the result needs (static orbits; saves the small steps' cost)
+            pv = _per_view(p, de, s, best, check, sub, None if cfg.per_view is True else
+                           cfg.per_view_min_gain / 2)
             if cfg.per_view is True or pv[2] >= best + cfg.per_view_min_gain:
                 dev, dav, best, d0, eh, ah = pv
                 dev = dev - d0  # the constant part goes into the global offset
