@@ -130,7 +130,9 @@ class CalibrationResult:
     fov_scale: float  # tan(fov/2) of the result / of the given cameras
     radius: float  # mean camera distance of the best cameras found
     distance_scale: float  # radius of the result / of the given cameras
-    per_view: list = field(default_factory=list)  # dicts: view, elevation, azimuth, d_*, iou_*
+    # per view, of the best cameras found (applied only when calibrated): dicts with view,
+    # elevation, azimuth, d_elevation, d_azimuth (vs the given), iou_before, iou_after
+    per_view: list = field(default_factory=list)
     # the smooth per-view corrections as functions of the given azimuth a (radians):
     # d_elevation(a) = elevation_offset_deg + sum_k c[2k] cos((k+1) a) + c[2k+1] sin((k+1) a)
     # with c = elevation_harmonics (likewise d_azimuth with azimuth_harmonics), see
