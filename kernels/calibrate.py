@@ -107,10 +107,13 @@ class CalibrationConfig:
 
 
 # The default path of the reconstruction nodes: check the given cameras (a tenth of a second);
-# only when they explain the views poorly (below 0.9) search, and replace them only for a clear
-# gain. Exact cameras of clean 128 px renders score 0.925-0.935 (spot, teapot, bunny, suzanne;
-# skipped); the cow's thin legs and horns 0.82-0.85 (searched, and kept).
-AUTO = dict(per_view="auto", skip_above=0.9, min_gain=0.02)
+# search only when they do not explain the views well (below 0.95), and replace them only when
+# the search finds clearly better ones. Exact cameras of clean 128 px renders score 0.82-0.935
+# (the cow's thin legs lowest) and the search keeps them (spurious gains up to 0.005, the
+# teapot's); on 14 training views of the real orbits the elevations it finds gain 0.013-0.018
+# (horse, glove, girl: the girl scores 0.905 at the nominal 0 degrees and -9 degrees is worth
+# 2.2 dB of held-out splat PSNR), so neither threshold may be higher.
+AUTO = dict(per_view="auto", skip_above=0.95, min_gain=0.01)
 
 
 @dataclass

@@ -25,8 +25,8 @@ PER_VIEW = ["auto", "on", "off"]
 CALIBRATE_CHOICES = ["auto", "off", "on"]
 CALIBRATE_TOOLTIP = (
     "Camera self-calibration before the reconstruction (Calibrate Orbit's method). auto: score "
-    "how well the cameras explain the views' silhouettes (a tenth of a second); only when they "
-    "explain them poorly (consistency < 0.9), search the orbit's elevation (and per-view "
+    "how well the cameras explain the views' silhouettes (a tenth of a second); unless they "
+    "explain them well (consistency >= 0.95), search the orbit's elevation (and per-view "
     "corrections for a dynamic orbit) and use the result when it explains the views clearly "
     "better; off: use the cameras as given; on: always search. Generated orbits (SV3D_u: "
     "elevation of the input photo; SV3D_p dynamic orbits) rarely match nominal cameras.")

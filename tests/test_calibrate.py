@@ -147,11 +147,15 @@ def test_bad_input_is_refused_before_work(static20):
         C.calibrate_orbit(out["mask"], K.Cameras(off.viewmats, off.Ks, SIZE, SIZE))
 
 
-def test_exact_cameras_are_kept_without_a_search(static20):
+def test_exact_cameras_are_kept(static20):
     out, truth = static20
     res = C.calibrate_orbit(out["mask"], truth, C.CalibrationConfig(**C.AUTO))
     assert res.status == "kept" and res.cameras is truth
     assert res.score_before >= 0.9
+    # cameras that explain the views that well are not even searched
+    res = C.calibrate_orbit(out["mask"], truth, C.CalibrationConfig(**{**C.AUTO,
+                                                                       "skip_above": 0.9}))
+    assert res.status == "kept" and "no search run" in res.message
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,7 +200,7 @@ def test_reconstruction_option_calibrates_only_when_needed(static20):
     from orbitforge.nodes.calibrate import calibrate_for_reconstruction
 
     out, truth = static20
-    # exact cameras: auto keeps them (one score, no search)
+    # exact cameras: auto keeps them
     assert calibrate_for_reconstruction(out["rgb"], None, truth, "auto") is truth
     # wrong elevation: auto calibrates
     fixed = calibrate_for_reconstruction(out["rgb"], out["mask"], _nominal(), "auto")
