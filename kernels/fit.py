@@ -51,6 +51,16 @@ class FitConfig:
     densify_cfg: DensifyConfig = field(default_factory=DensifyConfig)
     sh_increase_every: int = 250  # one more SH degree every N iterations up to sh_degree
     backend: str = "auto"
+    # robustness to views that disagree (generated orbits); see :func:`fit_gaussians`
+    appearance: bool = True  # per-view colour transform (channel gains + biases), mean identity
+    appearance_start: float = 0.1  # fraction of iterations before it is estimated
+    lambda_appearance: float = 0.01  # ridge pull of each view's transform towards identity
+    robust: bool = True  # clamp per-pixel residuals above a view's own robust_quantile
+    robust_quantile: float = 0.9
+    robust_start: float = 0.3  # fraction of iterations before the clamp is applied
+    refine_cameras: bool = False  # per-view pose + focal corrections, pulled towards the given
+    lr_cameras: float = 1e-3
+    lambda_cameras: float = 0.01  # weight of the pull (corrections in units of ~2 deg / 2 %)
 
 
 @dataclass
@@ -74,6 +84,106 @@ class FitContext:
 class FitResult:
     gaussians: Gaussians
     history: list  # per logged step: dict(iteration, loss, psnr, n, t)
+    # per training view: the fitted colour transform (rgb' = A rgb + b on the object), and the
+    # camera corrections (None when off). Not part of the scene: renders at any camera use the
+    # Gaussians alone, i.e. the transform every view has on average (identity).
+    appearance: Optional[tuple] = None  # (A [N,3,3], b [N,3])
+    cameras: Optional[Cameras] = None  # the refined training cameras
+
+
+def skew_exp(w: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices ``[N,3,3]`` of axis-angle vectors ``w`` ``[N,3]`` (radians)."""
+    z = torch.zeros_like(w[:, 0])
+    k = torch.stack([z, -w[:, 2], w[:, 1], w[:, 2], z, -w[:, 0], -w[:, 1], w[:, 0], z],
+                    -1).reshape(-1, 3, 3)
+    return torch.linalg.matrix_exp(k)
+
+
+class ViewCorrections(torch.nn.Module):
+    """Per-view appearance (colour gains + biases) and camera corrections of a fit.
+
+    Appearance: view ``v``'s object colour is ``g_v * c + b_v`` per channel (premultiplied by
+    alpha, so the background stays the plain colour the views are composited on) -- the
+    global colour drift (exposure, white balance) a generator adds to a view, as NeRF-W's
+    per-image appearance or exposure compensation do. Each time a view is rendered, its
+    ``(g, b)`` is re-estimated in closed form: ridge least squares of the view's pixels against
+    the (detached) render, pulled towards ``(1, 0)`` by ``lam_app`` (relative to the view's
+    object pixel count; the bias 10x harder, as gain and bias are confounded on near-grey
+    colours), smoothed over visits (``momentum``), then normalised over the views to geometric
+    mean gain 1 and mean bias 0. The scene therefore keeps the views' average colour and
+    renders at new cameras need no transform. A full 3x3 colour matrix or transforms learned
+    by Adam measured worse on views with known gains (confounded, noisy).
+
+    Cameras: ``viewmat_v <- [exp(w_v) | t_v] viewmat_v`` and focal ``* exp(f_v)`` (BARF-style
+    pose refinement), learned with the scene, regularised towards the given cameras by
+    ``lam_cam`` in units of 2 degrees / 2 % of the distance."""
+
+    def __init__(self, n: int, device, appearance: bool, cameras: bool, lam_app: float = 0.01,
+                 lam_cam: float = 0.01, momentum: float = 0.5):
+        super().__init__()
+        self.use_app, self.use_cam = appearance, cameras
+        self.lam_app, self.lam_cam, self.momentum = lam_app, lam_cam, momentum
+        self.register_buffer("gain", torch.ones(n, 3, device=device))
+        self.register_buffer("bias", torch.zeros(n, 3, device=device))
+        self.w = torch.nn.Parameter(torch.zeros(n, 3, device=device))
+        self.t = torch.nn.Parameter(torch.zeros(n, 3, device=device))
+        self.f = torch.nn.Parameter(torch.zeros(n, device=device))
+
+    def transforms(self):
+        """(A [N,3,3] diagonal gains, b [N,3])."""
+        return torch.diag_embed(self.gain), self.bias.clone()
+
+    @torch.no_grad()
+    def update(self, rgb, alpha, gt, mask, bg, idx) -> None:
+        """Re-estimate the transforms of views ``idx`` from their renders and views."""
+        obj = (rgb - (1 - alpha) * bg)  # [V,h,w,3] premultiplied render
+        y = gt - (1 - alpha) * bg  # the view, with the render's background removed
+        wgt = (mask[..., None] * alpha).clamp(0, 1)  # object pixels both agree on
+        a = alpha.expand_as(obj)
+        n = wgt.flatten(1, 2).sum(1).clamp_min(1.0)  # [V,1]
+        lam = self.lam_app * n
+        s = lambda u, v: (wgt * u * v).flatten(1, 2).sum(1)  # noqa: E731  [V,3]
+        # normal equations of min sum w (g p + b a - y)^2 + lam (g-1)^2 + 10 lam b^2
+        m00, m01, m11 = s(obj, obj) + lam, s(obj, a), s(a, a) + 10 * lam
+        r0, r1 = s(obj, y) + lam, s(a, y)
+        det = (m00 * m11 - m01 * m01).clamp_min(1e-12)
+        g = ((r0 * m11 - m01 * r1) / det).clamp(0.5, 2.0)
+        b = ((m00 * r1 - m01 * r0) / det).clamp(-0.3, 0.3)
+        k = self.momentum
+        i = torch.as_tensor(idx, device=self.gain.device)
+        self.gain[i] = k * self.gain[i] + (1 - k) * g
+        self.bias[i] = k * self.bias[i] + (1 - k) * b
+        self.gain /= torch.exp(torch.log(self.gain).mean(0, keepdim=True))
+        self.bias -= self.bias.mean(0, keepdim=True)
+
+    def color(self, rgb: torch.Tensor, alpha: torch.Tensor, bg: torch.Tensor, idx) -> torch.Tensor:
+        """``rgb`` [V,h,w,3] composited on ``bg``, ``alpha`` [V,h,w,1] -> transformed rgb."""
+        if not self.use_app:
+            return rgb
+        g, b = self.gain[idx][:, None, None], self.bias[idx][:, None, None]
+        obj = rgb - (1 - alpha) * bg  # premultiplied object colour
+        return g * obj + b * alpha + (1 - alpha) * bg
+
+    def cameras(self, cams: Cameras, idx) -> Cameras:
+        if not self.use_cam:
+            return cams
+        dv = torch.zeros(len(idx), 4, 4, device=self.w.device, dtype=self.w.dtype)
+        dv[:, :3, :3] = skew_exp(self.w[idx])
+        dv[:, :3, 3] = self.t[idx]
+        dv[:, 3, 3] = 1
+        diag = torch.diag(torch.tensor([1.0, 1.0, 0.0], device=dv.device, dtype=dv.dtype))
+        s = torch.exp(self.f[idx]) - 1  # [V]
+        K = cams.Ks.to(dv) * (1 + s[:, None, None] * diag)  # focal lengths scaled
+        return Cameras(dv @ cams.viewmats.to(dv), K, cams.width, cams.height,
+                       cams.elevation, cams.azimuth, cams.radius)
+
+    def penalty(self, radius: float) -> torch.Tensor:
+        if not self.use_cam:
+            return self.w.new_zeros(())
+        u = math.radians(2.0)
+        return self.lam_cam * (((self.w / u) ** 2).sum(-1).mean()
+                               + ((self.t / (u * radius)) ** 2).sum(-1).mean()
+                               + ((self.f / 0.02) ** 2).mean())
 
 
 def check_views(images: torch.Tensor, cams: Cameras, masks: Optional[torch.Tensor] = None) -> None:
@@ -176,6 +286,19 @@ def _ssim_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return 1 - s.mean(dim=(1, 2, 3))
 
 
+def _clamp_residuals(res: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-pixel residuals ``[V,h,w,3]`` with each view's pixels above its own ``q`` quantile
+    (of the per-pixel mean residual, over pixels with any error) scaled down to that quantile:
+    a loss whose gradient does not grow with what one view alone claims (a truncated L1, as
+    in robust / trimmed photometric losses, e.g. RobustNeRF)."""
+    r = res.mean(-1)  # [V,h,w]
+    with torch.no_grad():
+        thr = torch.stack([torch.quantile(v[v > 1e-3], q) if (v > 1e-3).sum() > 16
+                           else v.new_tensor(float("inf")) for v in r.flatten(1)])  # [V]
+        scale = (thr[:, None, None] / r.clamp_min(1e-8)).clamp(max=1.0)
+    return res * scale[..., None]
+
+
 def fit_gaussians(images: torch.Tensor, cams: Cameras, masks: Optional[torch.Tensor] = None,
                   config: Optional[FitConfig] = None, init: Optional[Gaussians] = None,
                   weights: Optional[torch.Tensor] = None,
@@ -191,6 +314,15 @@ def fit_gaussians(images: torch.Tensor, cams: Cameras, masks: Optional[torch.Ten
     at the current training resolution, and ``ctx.images / masks / cams / iterations`` are the
     training data at that resolution.
     Works under ``torch.inference_mode()`` callers (it leaves inference mode itself).
+
+    Views that disagree (generated orbits) are handled by three options of ``config``:
+    ``appearance`` (default on) fits a per-view affine colour transform of the rendered object
+    (:class:`ViewCorrections`; zero-mean over the views, pulled towards identity, returned in
+    ``FitResult.appearance`` and never part of the scene); ``robust`` (default on) truncates
+    each view's per-pixel residuals at its own ``robust_quantile`` after ``robust_start`` of
+    the fit, so a detail only one view shows pulls no harder than a typical residual;
+    ``refine_cameras`` (default off) fits small per-view pose and focal corrections,
+    regularised towards the given cameras (``FitResult.cameras``).
     """
     cfg = config or FitConfig()
     if cfg.iterations < 1:
@@ -243,6 +375,12 @@ def _fit(images, cams, masks, cfg: FitConfig, init, weights, progress, regulariz
           "opacity_logits": cfg.lr_opacity, "sh": cfg.lr_sh0}
     opt = torch.optim.Adam([{"params": [params[k]], "lr": lr[k], "name": k} for k in params],
                            eps=1e-15)
+    corr = ViewCorrections(n_views, dev, cfg.appearance, cfg.refine_cameras,
+                           cfg.lambda_appearance, cfg.lambda_cameras)
+    opt_v = (torch.optim.Adam([corr.w, corr.t, corr.f], lr=cfg.lr_cameras, eps=1e-15)
+             if cfg.refine_cameras else None)
+    app_start = int(cfg.appearance_start * cfg.iterations)
+    robust_start = int(cfg.robust_start * cfg.iterations)
     dstate = DensifyState(params["means"].shape[0], dev)
     bg = torch.tensor(cfg.background, dtype=images.dtype, device=dev)
     coarse = cams.resized(max(8, w // 2), max(8, h // 2))
@@ -273,13 +411,21 @@ def _fit(images, cams, masks, cfg: FitConfig, init, weights, progress, regulariz
                 cursor = 0
             idx.append(int(order[cursor]))
             cursor += 1
-        cam = cam_all[idx]
+        cam = corr.cameras(cam_all[idx], idx)
         degree = min(cfg.sh_degree, it // max(cfg.sh_increase_every, 1))
         densifying = cfg.densify and d_start <= it < d_stop
         out = render(params, cam, degree, retain=densifying)
         gt, gm = img_all[idx], msk_all[idx]
-        l1 = (out.rgb - gt).abs().mean(dim=(1, 2, 3))  # [V]
-        dssim = _ssim_loss(out.rgb, gt)  # [V]
+        if cfg.appearance and it >= app_start:
+            corr.update(out.rgb.detach(), out.alpha.detach(), gt, gm, bg, idx)
+            pred = corr.color(out.rgb, out.alpha, bg, idx)
+        else:
+            pred = out.rgb
+        res = (pred - gt).abs()  # [V,h,w,3]
+        if cfg.robust and it >= robust_start:
+            res = _clamp_residuals(res, cfg.robust_quantile)
+        l1 = res.mean(dim=(1, 2, 3))  # [V]
+        dssim = _ssim_loss(pred, gt)  # [V]
         lmask = (out.alpha[..., 0] - gm).abs().mean(dim=(1, 2))  # [V]
         per_view = (1 - cfg.lambda_dssim) * l1 + cfg.lambda_dssim * dssim + cfg.lambda_mask * lmask
         if weights is not None:
@@ -289,8 +435,13 @@ def _fit(images, cams, masks, cfg: FitConfig, init, weights, progress, regulariz
             ctx = FitContext(lambda c, d=degree: render(params, c, d), img_all, msk_all, cam_all,
                              cfg.iterations, bg, idx, out)
             loss = loss + regularizer(it, params, ctx)
+        if opt_v is not None:
+            loss = loss + corr.penalty(extent * 2)
+            opt_v.zero_grad(set_to_none=True)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if opt_v is not None:
+            opt_v.step()
         if densifying:
             m2d = out.meta["means2d"]
             dstate.accumulate(m2d, out.meta["radii"], cam.width, cam.height)
@@ -321,7 +472,12 @@ def _fit(images, cams, masks, cfg: FitConfig, init, weights, progress, regulariz
         g = Gaussians(*(params[k].detach() for k in ("means", "quats", "log_scales",
                                                       "opacity_logits", "sh"))).subset(keep)
         g.sh[:] = g.sh * sh_rest_scale.to(g.sh)
-    return FitResult(g, history)
+        app = tuple(t.detach() for t in corr.transforms()) if cfg.appearance else None
+        refined = None
+        if cfg.refine_cameras:
+            refined = corr.cameras(cams, list(range(n_views))).resized(w0, h0)
+            refined = Cameras(refined.viewmats.detach(), refined.Ks.detach(), w0, h0)
+    return FitResult(g, history, app, refined)
 
 
 def render_gaussians(g: Gaussians, cams: Cameras, background=(1.0, 1.0, 1.0), backend="auto",

@@ -5,6 +5,7 @@ from importlib import import_module
 # One module per topic; each exports NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS.
 _MODULES = [
     "cameras",
+    "calibrate",
     "sample",
     "gaussians",
     "priors",

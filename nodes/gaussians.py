@@ -19,6 +19,7 @@ from ..kernels.ply import read_ply, write_ply
 from ..kernels.priors import IPSMGeometryRegularizer
 from ..kernels.splat_frame import from_splat_frame, to_splat_frame
 from . import host
+from .calibrate import CALIBRATE_CHOICES, CALIBRATE_TOOLTIP, calibrate_for_reconstruction
 from .host import geometry
 from .cameras import parse_floats
 
@@ -46,6 +47,8 @@ class GaussianReconstruct:
     DESCRIPTION = (
         "Fits 3D Gaussians to views with known cameras (3D Gaussian Splatting). Starts from the "
         "masks' visual hull coloured from the views; L1 + D-SSIM + mask loss; densifies and prunes. "
+        "Robust to generated views that disagree: per-view colour compensation and a truncated "
+        "photometric loss (on by default), optional per-view camera refinement. "
         "Runs on the CPU in pure torch, and uses gsplat's CUDA rasteriser when available.")
     CATEGORY = "OrbitForge/3d"
     FUNCTION = "reconstruct"
@@ -86,15 +89,32 @@ class GaussianReconstruct:
                                  "confidences); empty = all 1."}),
                 "priors": ("RECON_PRIORS", {"tooltip": "Optional regularisers, e.g. from IPSM "
                            "Geometry Priors (helps sparse views)."}),
+                "calibrate": (CALIBRATE_CHOICES, {"default": "auto", "tooltip":
+                              CALIBRATE_TOOLTIP + " The Gaussians live in the calibrated "
+                              "cameras' frame (Calibrate Orbit outputs those cameras)."}),
+                "appearance": ("BOOLEAN", {"default": True, "tooltip": "Per-view colour "
+                               "compensation: each view gets its own colour gains + biases "
+                               "(generated views drift in exposure / white balance), estimated "
+                               "during the fit and kept out of the saved scene, which keeps the "
+                               "views' average colour."}),
+                "robust_loss": ("BOOLEAN", {"default": True, "tooltip": "Truncate each view's "
+                                "largest residuals (above its own 90th percentile) so details "
+                                "that only one view shows do not pull the scene apart."}),
+                "refine_cameras": ("BOOLEAN", {"default": False, "tooltip": "Fit small per-view "
+                                   "pose and focal corrections (pulled towards the given "
+                                   "cameras). For views whose cameras are slightly off; the "
+                                   "renders output uses the refined cameras."}),
             },
         }
 
     def reconstruct(self, views, cameras, iterations, resolution, sh_degree, seed, mask=None,
-                    background="1, 1, 1", mask_weight=0.1, view_weights="", priors=None):
+                    background="1, 1, 1", mask_weight=0.1, view_weights="", priors=None,
+                    calibrate="auto", appearance=True, robust_loss=True, refine_cameras=False):
         cams = _check_cameras(cameras)
         bg = _parse_color(background)
         check_views(views, cams, mask)
         check_cameras_see_object(cams)
+        cams = calibrate_for_reconstruction(views, mask, cams, calibrate, bg)
         weights = None
         if view_weights.strip():
             weights = torch.tensor(parse_floats(view_weights, "view_weights"))
@@ -103,7 +123,9 @@ class GaussianReconstruct:
                                  f"per view), got {weights.tolist()}")
         regularizer = build_regularizer(priors, views.shape[0])
         cfg = FitConfig(iterations=iterations, resolution=resolution, sh_degree=sh_degree,
-                        seed=seed, background=bg, lambda_mask=mask_weight)
+                        seed=seed, background=bg, lambda_mask=mask_weight,
+                        appearance=bool(appearance), robust=bool(robust_loss),
+                        refine_cameras=bool(refine_cameras))
         device = host.torch_device()
         bar = host.Progress(iterations)
 
@@ -116,7 +138,8 @@ class GaussianReconstruct:
         res = fit_gaussians(views.to(device), cams.to(device),
                             None if mask is None else mask.to(device), cfg, weights=weights,
                             progress=progress, regularizer=regularizer)
-        rgb, _, _, _ = render_gaussians(res.gaussians, cams.to(device), bg)
+        rcams = res.cameras if res.cameras is not None else cams
+        rgb, _, _, _ = render_gaussians(res.gaussians, rcams.to(device), bg)
         out = host.intermediate_device()
         return (geometry.make_splat(res.gaussians.to(out)), rgb.to(out))
 

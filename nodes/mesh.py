@@ -17,6 +17,7 @@ from ..kernels import cameras as K
 from ..kernels.atomic import atomic_write_all
 from ..kernels.mesh_types import ColoredMesh
 from . import host
+from .calibrate import CALIBRATE_CHOICES, CALIBRATE_TOOLTIP, calibrate_for_reconstruction
 from .host import geometry
 
 COLOR_MODES = ["vertex", "texture", "none"]
@@ -112,12 +113,14 @@ class SDFMesh:
                              "Photometric polish steps of mode fast (needs images; ~0.1 s each "
                              "at resolution 128 on 2 CPU cores; 0 = off: the fused hull + depth "
                              "field as is)."}),
+            "calibrate": (CALIBRATE_CHOICES, {"default": "auto", "tooltip": CALIBRATE_TOOLTIP
+                          + " Needs masks; the mesh lives in the calibrated cameras' frame."}),
         }}
 
     def build(self, cameras, resolution, mode, min_background_views, watertight, target_faces,
               smooth_iterations, color, texture_size, depth_source="auto", images=None,
               masks=None, gaussians=None, depth_maps=None, neural_iterations=400,
-              polish_steps=100):
+              polish_steps=100, calibrate="auto"):
         from ..kernels import mesh_extract, mesh_pipeline
 
         cams = cameras
@@ -185,6 +188,8 @@ class SDFMesh:
             if ref is None:
                 cams = cams.resized(depth_maps.shape[2], depth_maps.shape[1])
         K.check_cameras_see_object(cams)
+        if masks is not None:
+            cams = calibrate_for_reconstruction(images, masks, cams, calibrate)
         cams = cams.to(device="cpu")
         if gaussians is not None and (masks is None or images is None):
             _, alpha, grgb = mesh_pipeline.gaussians_depth(gaussians, cams)
