@@ -16,6 +16,7 @@ from ..kernels import calibrate as C
 from ..kernels import cameras as K
 from ..kernels.fit import masks_from_background
 from . import host
+from .cameras import parse_color
 
 log = logging.getLogger("orbitforge")
 
@@ -150,13 +151,12 @@ class CalibrateOrbit:
 
     def calibrate(self, views, orbit, per_view, cameras=None, mask=None, background="1, 1, 1",
                   fov=K.SV3D_FOV_DEG, search_fov=False, normalize_distance=True):
-        from .gaussians import _parse_color
 
         if orbit not in ORBIT_MODES:
             raise ValueError(f"orbit must be one of {ORBIT_MODES}, got {orbit!r}")
         if per_view not in PER_VIEW:
             raise ValueError(f"per_view must be one of {PER_VIEW}, got {per_view!r}")
-        bg = _parse_color(background)
+        bg = parse_color(background)
         masks = _views_masks(views, mask, bg)
         n, h, w = masks.shape
         if orbit == "given cameras":

@@ -19,6 +19,17 @@ def parse_floats(text: str, what: str) -> list[float]:
     return vals
 
 
+def parse_color(text: str, name: str = "background"):
+    """An RGB colour typed as three numbers in 0..1 (``'1, 1, 1'``) -> a tuple of floats."""
+    try:
+        vals = parse_floats(text, name)
+    except ValueError:
+        vals = []
+    if len(vals) != 3 or not all(0 <= v <= 1 for v in vals):
+        raise ValueError(f"{name} must be three numbers in 0..1 like '1, 1, 1', got {text!r}")
+    return tuple(vals)
+
+
 def parse_keyframes(text: str) -> list[tuple[float, float, float]]:
     out = []
     for part in text.split(";"):

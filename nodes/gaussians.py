@@ -21,7 +21,7 @@ from ..kernels.splat_frame import from_splat_frame, to_splat_frame
 from . import host
 from .calibrate import CALIBRATE_CHOICES, CALIBRATE_TOOLTIP, calibrate_for_reconstruction
 from .host import geometry
-from .cameras import parse_floats
+from .cameras import parse_color, parse_floats
 
 PLY_FRAMES = ["3dgs", "y-up"]  # LoadGaussians: the frame a PLY file's coordinates are in
 
@@ -31,16 +31,6 @@ def _check_cameras(cameras) -> Cameras:
         raise ValueError(f"cameras must be a CAMERAS value (from Orbit Cameras or an SV3D node), "
                          f"got {type(cameras).__name__}")
     return cameras
-
-
-def _parse_color(text: str):
-    try:
-        vals = parse_floats(text, "background")
-    except ValueError:
-        vals = []
-    if len(vals) != 3 or not all(0 <= v <= 1 for v in vals):
-        raise ValueError(f"background must be three numbers in 0..1 like '1, 1, 1', got {text!r}")
-    return tuple(vals)
 
 
 class GaussianReconstruct:
@@ -111,7 +101,7 @@ class GaussianReconstruct:
                     background="1, 1, 1", mask_weight=0.1, view_weights="", priors=None,
                     calibrate="auto", appearance=True, robust_loss=True, refine_cameras=False):
         cams = _check_cameras(cameras)
-        bg = _parse_color(background)
+        bg = parse_color(background)
         check_views(views, cams, mask)
         check_cameras_see_object(cams)
         cams = calibrate_for_reconstruction(views, mask, cams, calibrate, bg)
@@ -203,7 +193,7 @@ class GaussianRender:
         g = geometry.read_splat(gaussians, "gaussians")
         dev = host.torch_device()
         rgb, alpha, depth, median = render_gaussians(g.to(dev), cams.to(dev),
-                                                     _parse_color(background))
+                                                     parse_color(background))
         d = (median if depth_mode == "median" else depth)[..., 0]
         out = host.intermediate_device()
         return (rgb.to(out), alpha[..., 0].to(out), depth_to_image(d, alpha[..., 0]).to(out))

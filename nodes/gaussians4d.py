@@ -20,7 +20,8 @@ from ..kernels.fit4d import (
 )
 from ..kernels.splat_frame import to_splat_frame
 from . import host
-from .gaussians import _check_cameras, _parse_color
+from .cameras import parse_color
+from .gaussians import _check_cameras
 from .host import geometry
 
 
@@ -128,7 +129,7 @@ class Gaussian4DReconstruct:
                     temporal_weight, confidence, resolution, sh_degree, seed, filename_prefix,
                     mask=None, background="1, 1, 1", mask_weight=0.1, warm_lr_scale=5.0, image_weights=""):
         cams = _check_cameras(cameras)
-        bg = _parse_color(background)
+        bg = parse_color(background)
         times = int(frames_per_view)
         check_sequence(views, cams, times, mask, None, bg)
         check_cameras_see_object(cams)

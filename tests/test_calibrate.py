@@ -217,6 +217,7 @@ def test_sdf_mesh_node_uses_the_calibrated_orbit(static20):
     """SDF Mesh with the wrong elevation: calibrate off carves a hull that the views do not
     explain; auto recovers the orbit and the mesh's silhouettes match the views."""
     from orbitforge.kernels.calibrate import orbit_consistency
+    from orbitforge.nodes.host.geometry import read_mesh
     from orbitforge.nodes.mesh import SDFMesh
 
     out, truth = static20
@@ -226,7 +227,7 @@ def test_sdf_mesh_node_uses_the_calibrated_orbit(static20):
     ious = {}
     for mode in ("off", "auto"):
         mesh = SDFMesh().build(**args, calibrate=mode)[0]
-        tm = mesh.to_trimesh(0)
+        tm = read_mesh(mesh, "mesh", single=True)[0].to_trimesh(0)
         sil = render_mesh(tm, truth.resized(64, 64))["mask"]
         ref = torch.nn.functional.interpolate(out["mask"][:, None], size=(64, 64),
                                               mode="area")[:, 0]
