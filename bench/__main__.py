@@ -14,6 +14,7 @@ BENCHES = {
     "diffusion2": "Diffusion² matrix sampler: time per pass vs single-frame baseline, forwards, memory",
     "recon4d": "4D reconstruction of a turning mesh: held-out PSNR per time step, time, memory",
     "priors": "sparse-view fits with and without IPSM geometry regularisers (PSNR, time)",
+    "interrupt": "time from the interrupt flag to each long node raising; no file left behind",
     "core_schemas": "(tool) regenerate nodes/core_schemas.json from a ComfyUI checkout",
 }
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .cameras import Cameras
 from .densify import DensifyConfig, DensifyState, refine
 from .gaussians import Gaussians, rgb_to_sh0, sh_coeffs
+from .interrupt import check_interrupt
 from .rasterize import rasterize
 from .visual_hull import carve_visual_hull, project_points, voxel_grid
 
@@ -345,6 +346,7 @@ def render_gaussians(g: Gaussians, cams: Cameras, background=(1.0, 1.0, 1.0), ba
     with torch.no_grad():
         bg = torch.tensor(background, dtype=g.means.dtype, device=g.device)
         for s in range(0, len(cams), chunk):
+            check_interrupt()
             c = cams[list(range(s, min(s + chunk, len(cams))))].to(g.device)
             o = rasterize(g.means, F.normalize(g.quats, dim=-1), g.scales, g.opacities, g.sh,
                           c.viewmats, c.Ks, c.width, c.height, sh_degree=g.sh_degree,

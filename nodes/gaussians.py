@@ -106,7 +106,7 @@ class GaussianReconstruct:
         res = fit_gaussians(views.to(device), cams.to(device),
                             None if mask is None else mask.to(device), cfg, weights=weights,
                             progress=progress, regularizer=regularizer)
-        rgb, _, _, _ = render_gaussians(res.gaussians, cams.to(device), bg)
+        rgb, _, _, _ = render_gaussians(res.gaussians, cams.to(device), bg, chunk=4)
         return (res.gaussians, rgb.to(host.intermediate_device()))
 
 
