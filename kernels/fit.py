@@ -279,6 +279,7 @@ def _fit(images, cams, masks, cfg: FitConfig, init, weights, progress, regulariz
                          backend=cfg.backend, retain_means2d_grad=retain)
 
     for it in range(cfg.iterations):
+        check_interrupt()
         use_coarse = it < cfg.coarse_fraction * cfg.iterations
         cam_all, img_all, msk_all = (coarse, img_c, msk_c) if use_coarse else (cams, images, masks)
         idx = []

@@ -106,7 +106,9 @@ class GaussianReconstruct:
         res = fit_gaussians(views.to(device), cams.to(device),
                             None if mask is None else mask.to(device), cfg, weights=weights,
                             progress=progress, regularizer=regularizer)
-        rgb, _, _, _ = render_gaussians(res.gaussians, cams.to(device), bg, chunk=4)
+        # a few views per render call on the CPU, so that Cancel is seen between them
+        rgb, _, _, _ = render_gaussians(res.gaussians, cams.to(device), bg,
+                                        chunk=8 if device.type == "cuda" else 2)
         return (res.gaussians, rgb.to(host.intermediate_device()))
 
 

@@ -120,7 +120,7 @@ def test_cancel_stops_the_3dgs_fit(cancel, tmp_path, target, skip):
         GaussianReconstruct().reconstruct(img, cams, 40, 0, 0, 0, mask=msk)
     _stopped_by(flag, ei, target)
     if target == "_fit":
-        assert flag.callers.count("_fit") == skip + 2  # stopped at the next step, not later
+        assert flag.callers.count("_fit") == skip + 2  # the fit's very next check stopped it
     assert _files(tmp_path) == []
 
 
@@ -196,10 +196,14 @@ def test_cancel_stops_the_sv3d_sampling_loop(cancel):
     assert len(calls) == 3  # steps 1, 2 and 3 ran; 4..10 never did
 
 
-def test_cancel_stops_the_diffusion2_matrix_loop(cancel):
+@pytest.mark.parametrize("target, skip, by, n_calls", [
+    ("sample_matrix", 0, "_eval_chunked", 4),  # after pass 1: pass 2's first chunk stops
+    ("_eval_chunked", 1, None, 2)])  # during pass 1: its next chunk stops
+def test_cancel_stops_the_diffusion2_matrix_loop(cancel, target, skip, by, n_calls):
+    """Per pass (the sampler's progress) and per chunk of sequences (inside a pass)."""
     from orbitforge.kernels import diffusion2 as D, edm
 
-    flag = cancel("sample_matrix", skip=0)
+    flag = cancel(target, skip=skip)
     steps = 6
     sig = edm.edm_sigmas(steps, 0.002, 700.0)
     x = edm.initial_noise((3, 4, 4, 8, 8), float(sig[0]), torch.Generator().manual_seed(0))
@@ -215,6 +219,5 @@ def test_cancel_stops_the_diffusion2_matrix_loop(cancel):
                         vrs_steps=1, column_chunk=2, row_chunk=2,
                         generator=torch.Generator().manual_seed(1),
                         callback=lambda k, *_: prog.update(k))
-    _stopped_by(flag, ei, "sample_matrix")
-    per_pass = 2 + 2  # columns: 4 in chunks of 2; rows: 3 in chunks of 2
-    assert len(calls) == 2 * per_pass  # two passes ran, then the loop stopped
+    _stopped_by(flag, ei, target, by)
+    assert len(calls) == n_calls  # a pass = 2 column chunks (4 frames) + 2 row chunks (3 views)
