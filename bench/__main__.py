@@ -15,6 +15,9 @@ BENCHES = {
     "recon4d": "4D reconstruction of a turning mesh: held-out PSNR per time step, time, memory",
     "priors": "sparse-view fits with and without IPSM geometry regularisers (PSNR, time)",
     "interrupt": "time from the interrupt flag to each long node raising; no file left behind",
+    "fullsize": "(opt-in) random full-size SV3D/SVD/Hi3D checkpoints through ComfyUI's loaders: "
+                "load time, peak RSS, s/step on the CPU",
+    "gpu": "one-GPU check: rasterisers, full-size SV3D_p, refiner, Diffusion² memory, sample fit",
     "core_schemas": "(tool) regenerate nodes/core_schemas.json from a ComfyUI checkout",
 }
 

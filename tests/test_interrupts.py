@@ -1,6 +1,7 @@
 """Cancel stops every long loop at its next pass and leaves no file (not timed: ``python -m
 orbitforge.bench interrupt`` measures the latency). Uses the host layer's fallback interrupt flag
-(``nodes.host.request_interrupt``), what ComfyUI's flag is replaced by outside ComfyUI.
+(``nodes.host.request_interrupt``), what ComfyUI's flag is replaced by outside ComfyUI, or inside
+ComfyUI (``COMFYUI_PATH``) ComfyUI's own flag.
 
 Each test raises the flag while a chosen kernel loop runs its first pass (right after that loop's
 first check) and asserts that the run stops with the interrupt raised *by that same loop's next
@@ -32,36 +33,72 @@ def _loop_caller() -> str:
     return "?"
 
 
-class _CancelDuring(threading.Event):
-    """The fallback flag, raised right after check number ``skip + 1`` made by ``target``."""
+class _CancelDuring:
+    """Raises the interrupt flag right after check number ``skip + 1`` made by ``target``."""
 
-    def __init__(self, target: str, skip: int = 0):
+    def __init__(self, target: str, skip: int, raise_flag):
+        self.target, self.skip, self.raise_flag, self.callers = target, skip, raise_flag, []
+
+    def after_check(self, name: str) -> None:
+        self.callers.append(name)
+        if name == self.target:
+            if self.skip == 0:
+                self.raise_flag()  # Cancel pressed during this pass: the next check must stop
+            self.skip -= 1
+
+
+class _Flag(threading.Event):
+    """The host layer's fallback flag, reporting every check to a :class:`_CancelDuring`."""
+
+    def __init__(self):
         super().__init__()
-        self.target, self.skip, self.callers = target, skip, []
+        self.watch = None
 
     def is_set(self):
         name = _loop_caller()
-        self.callers.append(name)
         was = super().is_set()
-        if not was and name == self.target:
-            if self.skip == 0:
-                self.set()  # Cancel pressed during this pass: the loop's next check must stop
-            self.skip -= 1
+        if self.watch is not None:
+            if was:
+                self.watch.callers.append(name)  # this check raises
+            else:
+                self.watch.after_check(name)
         return was
 
 
 @pytest.fixture
 def cancel(monkeypatch, tmp_path):
-    """``cancel(target, skip)`` installs the flag; the output folder is ``tmp_path``."""
-    if host.in_comfyui():
-        pytest.skip("the fallback flag is used only outside ComfyUI")
+    """``cancel(target, skip)`` watches the checks (ComfyUI's flag inside ComfyUI, the fallback
+    flag outside); the output folder is ``tmp_path``."""
     monkeypatch.setenv("ORBITFORGE_OUTPUT", str(tmp_path))
+    host.request_interrupt(False)
 
     def install(target: str, skip: int = 0) -> _CancelDuring:
-        flag = _CancelDuring(target, skip)
-        monkeypatch.setattr(host, "_FALLBACK_FLAG", flag)
-        return flag
-    return install
+        if host.in_comfyui():
+            import comfy.model_management as mm
+
+            watch = _CancelDuring(target, skip, lambda: mm.interrupt_current_processing(True))
+            real = mm.throw_exception_if_processing_interrupted
+
+            def traced():
+                name = _loop_caller()
+                try:
+                    real()
+                except BaseException:
+                    watch.callers.append(name)  # this check raised
+                    raise
+                watch.after_check(name)
+
+            monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted", traced)
+            watch.is_set = mm.processing_interrupted
+        else:
+            flag = _Flag()
+            watch = _CancelDuring(target, skip, flag.set)
+            flag.watch = watch
+            watch.is_set = flag.is_set
+            monkeypatch.setattr(host, "_FALLBACK_FLAG", flag)
+        return watch
+    yield install
+    host.request_interrupt(False)
 
 
 def _files(folder) -> list:
@@ -86,7 +123,7 @@ def _stopped_by(flag: _CancelDuring, excinfo, target: str, by: str | None = None
     if by is None:
         assert flag.callers.count(target) >= 2  # at its next pass, not after the loop
     assert not flag.is_set()  # raising clears the flag (ComfyUI's semantics)
-    assert isinstance(excinfo.value, host.ProcessingInterrupted)
+    assert isinstance(excinfo.value, host.interrupt_exceptions())
 
 
 def test_fallback_flag_semantics():
@@ -116,7 +153,7 @@ def test_cancel_stops_the_3dgs_fit(cancel, tmp_path, target, skip):
 
     img, msk, cams = _scene()
     flag = cancel(target, skip)
-    with pytest.raises(host.ProcessingInterrupted) as ei:
+    with pytest.raises(host.interrupt_exceptions()) as ei:
         GaussianReconstruct().reconstruct(img, cams, 40, 0, 0, 0, mask=msk)
     _stopped_by(flag, ei, target)
     if target == "_fit":
@@ -135,7 +172,7 @@ def test_cancel_stops_sdf_mesh_fast(cancel, tmp_path, target, skip):
 
     img, msk, cams = _scene()
     flag = cancel(target, skip)
-    with pytest.raises(host.ProcessingInterrupted) as ei:
+    with pytest.raises(host.interrupt_exceptions()) as ei:
         SDFMesh().build(cams, 32, "fast", 1, True, 0, 0, "vertex", 64, images=img, masks=msk,
                         polish_steps=5)
     # redistance (two distance transforms) checks between them; the next check is the
@@ -149,7 +186,7 @@ def test_cancel_stops_sdf_mesh_neural(cancel, tmp_path):
 
     img, msk, cams = _scene()
     flag = cancel("_refine_sdf", skip=4)  # 2 set-up checks and 1 step
-    with pytest.raises(host.ProcessingInterrupted) as ei:
+    with pytest.raises(host.interrupt_exceptions()) as ei:
         SDFMesh().build(cams, 32, "neural", 1, True, 0, 0, "vertex", 64, images=img, masks=msk,
                         neural_iterations=20)
     _stopped_by(flag, ei, "_refine_sdf")
@@ -164,7 +201,7 @@ def test_cancel_stops_4d_reconstruction_before_any_file(cancel, tmp_path):
     F = 3
     views, masks = img.repeat_interleave(F, 0), msk.repeat_interleave(F, 0)
     flag = cancel("_fit", skip=12 + 2)  # 12 steps of time 0, then 2 of time 1
-    with pytest.raises(host.ProcessingInterrupted) as ei:
+    with pytest.raises(host.interrupt_exceptions()) as ei:
         Gaussian4DReconstruct().reconstruct(views, cams, F, 12, 6, 0.02, "none", 0, 0, 0,
                                             "orbitforge/4d/seq", mask=masks)
     _stopped_by(flag, ei, "_fit")
@@ -190,7 +227,7 @@ def test_cancel_stops_the_sv3d_sampling_loop(cancel):
         calls.append(1)
         return _Denoiser()(xx, s)
 
-    with pytest.raises(host.ProcessingInterrupted) as ei:
+    with pytest.raises(host.interrupt_exceptions()) as ei:
         edm.sample_euler(den, x, sig, callback=lambda i, *_: prog.update(i + 1))
     _stopped_by(flag, ei, "sample_euler")
     assert len(calls) == 3  # steps 1, 2 and 3 ran; 4..10 never did
@@ -214,7 +251,7 @@ def test_cancel_stops_the_diffusion2_matrix_loop(cancel, target, skip, by, n_cal
         calls.append(1)
         return _Denoiser()(xx, s)
 
-    with pytest.raises(host.ProcessingInterrupted) as ei:
+    with pytest.raises(host.interrupt_exceptions()) as ei:
         D.sample_matrix(x, sig, fn, fn, D.view_weights(3), D.lambda_schedule(steps),
                         vrs_steps=1, column_chunk=2, row_chunk=2,
                         generator=torch.Generator().manual_seed(1),
