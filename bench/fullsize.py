@@ -311,8 +311,9 @@ def _worker(spec: dict) -> dict:
     if what in ("sv3d_u", "sv3d_p"):
         model, cv, vae = load_image_only(os.path.join(folder, FILES[what]))
         res["load_s"] = round(time.time() - t, 2)
-        res["s_per_step"] = round(step_sv3d(model, cv, vae, what, size), 2)
-        res["step"] = f"SV3D Sampler, 1 step, 21 frames at {size}² (latent {size // 8}²)"
+        frames = int(spec.get("frames") or 21)
+        res["s_per_step"] = round(step_sv3d(model, cv, vae, what, size, frames), 2)
+        res["step"] = f"SV3D Sampler, 1 step, {frames} frames at {size}² (latent {size // 8}²)"
     elif what == "diffusion2":
         video, cv, vae = load_image_only(os.path.join(folder, FILES["svd_xt"]))
         mv, _cv, _vae = load_image_only(os.path.join(folder, FILES["sv3d_p"]))
@@ -355,7 +356,7 @@ def enabled() -> str | None:
     if not os.environ.get("COMFYUI_PATH"):
         return "COMFYUI_PATH is unset (the loaders and networks are ComfyUI's)"
     if os.environ.get("ORBITFORGE_FULLSIZE") != "1":
-        return "opt-in: set ORBITFORGE_FULLSIZE=1 (writes ~16 GB of checkpoints, ~10 GB RAM)"
+        return "opt-in: set ORBITFORGE_FULLSIZE=1 (writes ~15 GiB of checkpoints, ~15 GB RAM)"
     return None
 
 
@@ -368,6 +369,8 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=64, help="image size of the steps (latent /8)")
     ap.add_argument("--steps", default="sv3d_u,sv3d_p,diffusion2,refiner",
                     help="measurements to run (comma list)")
+    ap.add_argument("--frames", type=int, default=21, help="SV3D frames of the sampler steps "
+                    "(21 needed > 24 GB of RAM here: lower it on small machines)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--build-only", action="store_true", help="write the files, no steps")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -393,13 +396,17 @@ def main(argv=None) -> int:
                                   "write_s": round(dt, 1)}
         if not args.build_only:
             for what in [s.strip() for s in args.steps.split(",") if s.strip()]:
-                spec = {"dir": folder, "what": what, "size": args.size, "threads": args.threads}
+                spec = {"dir": folder, "what": what, "size": args.size, "threads": args.threads,
+                        "frames": args.frames}
                 cmd = [sys.executable, "-m", "orbitforge.bench", "fullsize", "--worker",
                        json.dumps(spec)]
                 p = subprocess.run(cmd, capture_output=True, text=True)
                 lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
                 result["steps"][what] = (json.loads(lines[-1]) if p.returncode == 0 and lines
-                                         else {"error": p.stderr[-2000:]})
+                                         else {"error": f"exit {p.returncode}"
+                                               + (" (killed: out of memory?)"
+                                                  if p.returncode == -9 else "")
+                                               + ": " + p.stderr[-1500:]})
     finally:
         if args.dir is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -313,6 +313,19 @@ def _clear(folder: str) -> None:
         shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
 
 
+def _raised_at(exc) -> str:
+    """``file:line`` of the innermost pack frame of an exception's traceback."""
+    import traceback
+
+    where = "?"
+    for fr in traceback.extract_tb(exc.__traceback__):
+        fn = fr.filename.replace(os.sep, "/")
+        if ("/kernels/" in fn or "/nodes/" in fn) and not fn.endswith("kernels/interrupt.py") \
+                and not fn.endswith("nodes/host/__init__.py"):
+            where = f"{'/'.join(fn.split('/')[-2:])}:{fr.lineno}"
+    return where
+
+
 def interrupted_run(run, delay: float, out: str) -> dict:
     """Run once, raising the flag ``delay`` s after the start; latency = flag -> exception."""
     from ..nodes import host
@@ -331,8 +344,9 @@ def interrupted_run(run, delay: float, out: str) -> dict:
     try:
         run()
         t1, c1, raised = time.perf_counter(), main_cpu(), False
-    except excs:
+    except excs as e:
         t1, c1, raised = time.perf_counter(), main_cpu(), True
+        fired["where"] = _raised_at(e)
     finally:
         timer.cancel()
     host.request_interrupt(False)
@@ -342,6 +356,8 @@ def interrupted_run(run, delay: float, out: str) -> dict:
         return {"delay_s": round(delay, 3), "finished_first": True, "files_left": left}
     res = {"delay_s": round(delay, 3), "latency_s": round(t1 - fired["t"], 4),
            "latency_cpu_s": round(c1 - fired["c"], 4), "raised": raised, "files_left": left}
+    if raised:
+        res["raised_at"] = fired.get("where")
     if not raised:
         res["note"] = "node returned after the flag (the next node's check would stop the run)"
     return res
