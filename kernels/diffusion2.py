@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .edm import euler_step
+from .interrupt import check_interrupt
 
 # Official defaults (fudan-zvg/diffusion-square main.py)
 OFFICIAL_LAMBDA = 0.6  # sv3d_scale, constant schedule
@@ -196,6 +197,7 @@ def _eval_chunked(fn: SequenceDenoiser, seqs: Callable[[int, int], torch.Tensor]
     chunk size that worked."""
     i = 0
     while i < n:
+        check_interrupt()
         j = min(n, i + chunk)
         idx = torch.arange(i, j, device=device)
         try:

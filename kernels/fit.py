@@ -20,6 +20,7 @@ from .cameras import Cameras
 from .densify import DensifyConfig, DensifyState, refine
 from .gaussians import Gaussians, rgb_to_sh0, sh_coeffs
 from .inputs import check_image, check_mask
+from .interrupt import check_interrupt
 from .rasterize import rasterize
 from .visual_hull import carve_visual_hull, project_points, voxel_grid
 
@@ -402,6 +403,7 @@ def _fit(images, cams, masks, cfg: FitConfig, init, weights, progress, regulariz
                          backend=cfg.backend, retain_means2d_grad=retain)
 
     for it in range(cfg.iterations):
+        check_interrupt()
         use_coarse = it < cfg.coarse_fraction * cfg.iterations
         cam_all, img_all, msk_all = (coarse, img_c, msk_c) if use_coarse else (cams, images, masks)
         idx = []
@@ -487,6 +489,7 @@ def render_gaussians(g: Gaussians, cams: Cameras, background=(1.0, 1.0, 1.0), ba
     with torch.no_grad():
         bg = torch.tensor(background, dtype=g.means.dtype, device=g.device)
         for s in range(0, len(cams), chunk):
+            check_interrupt()
             c = cams[list(range(s, min(s + chunk, len(cams))))].to(g.device)
             o = rasterize(g.means, F.normalize(g.quats, dim=-1), g.scales, g.opacities, g.sh,
                           c.viewmats, c.Ks, c.width, c.height, sh_degree=g.sh_degree,

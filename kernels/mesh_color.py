@@ -17,6 +17,7 @@ import trimesh
 from .cameras import Cameras
 from .inputs import check_image, check_mask
 from .visual_hull import project_points
+from .interrupt import check_interrupt
 
 
 def _bilinear(img: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
@@ -52,6 +53,7 @@ def color_points(points: torch.Tensor, normals: torch.Tensor, images: torch.Tens
     cols = torch.zeros(points.shape[0], 3, dtype=torch.float32)
     wsum = torch.zeros(points.shape[0], dtype=torch.float32)
     for s in range(0, points.shape[0], chunk):
+        check_interrupt()
         p = points[s:s + chunk].float()
         n = torch.nn.functional.normalize(normals[s:s + chunk].float(), dim=-1)
         uv, z = project_points(p, cams)  # [C, P, 2], [C, P]

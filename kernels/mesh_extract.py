@@ -16,6 +16,7 @@ import torch
 import trimesh
 
 from .visual_hull import DEFAULT_BBOX
+from .interrupt import check_interrupt
 
 
 def occupancy_to_field(occ: torch.Tensor, smooth_sigma: float = 1.0) -> torch.Tensor:
@@ -164,7 +165,9 @@ def finish_mesh(verts, faces, keep_components: int = 1, watertight: bool = True,
     if len(mesh.faces) == 0:
         raise ValueError("the reconstruction is empty after cleaning (only degenerate faces); "
                          "raise the resolution or check the masks")
+    check_interrupt()
     mesh = keep_largest_components(mesh, int(keep_components))
+    check_interrupt()
     mesh = taubin_smooth(mesh, int(smooth_iterations))
     target = int(target_faces)
     tries = [target] if target <= 0 or len(mesh.faces) <= target else \
@@ -172,7 +175,9 @@ def finish_mesh(verts, faces, keep_components: int = 1, watertight: bool = True,
     out, err = None, None
     for t in tries:
         try:
+            check_interrupt()
             cand = decimate(mesh, t)
+            check_interrupt()
             if watertight:
                 cand = make_watertight(cand)
                 if cand.volume < 0:

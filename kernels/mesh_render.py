@@ -30,6 +30,7 @@ import torch
 import trimesh
 
 from .cameras import Cameras
+from .interrupt import check_interrupt
 
 try:  # optional fast path
     from embreex import rtcore_scene as _rtcs
@@ -456,6 +457,7 @@ def render_mesh(mesh: trimesh.Trimesh, cams: Cameras, background: Sequence[float
     vms = sc.viewmats.detach().double().cpu().numpy()
     Ks = sc.Ks.detach().double().cpu().numpy()
     for k in range(n_views):
+        check_interrupt()
         origins, dirs = camera_rays(vms[k], Ks[k], Ws, Hs)
         hit, face, bary, t = caster.cast(origins, dirs)
         hit &= t > 0

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .cameras import Cameras
+from .interrupt import check_interrupt
 
 
 def hull_depth_maps(field: torch.Tensor, cams: Cameras, bbox) -> torch.Tensor:
@@ -62,6 +63,7 @@ def hull_depth_maps(field: torch.Tensor, cams: Cameras, bbox) -> torch.Tensor:
         scene = rtcs.EmbreeScene()
         TriangleMesh(scene=scene, vertices=v.astype(np.float32), indices=f.astype(np.int32))
         for c in range(C):
+            check_interrupt()
             o, d = camera_rays(vm[c], Ks[c], W, H)
             res = scene.run(o.astype(np.float32), d.astype(np.float32), output=1)
             hit = np.asarray(res["primID"]) >= 0
@@ -71,6 +73,7 @@ def hull_depth_maps(field: torch.Tensor, cams: Cameras, bbox) -> torch.Tensor:
 
         mesh = trimesh.Trimesh(v, f, process=False)
         for c in range(C):
+            check_interrupt()
             o, d = camera_rays(vm[c], Ks[c], W, H)
             loc, ray, _ = mesh.ray.intersects_location(o, d, multiple_hits=False)
             t = ((loc - o[ray]) * d[ray]).sum(-1) / (d[ray] * d[ray]).sum(-1)
@@ -145,6 +148,7 @@ def plane_sweep_depth(images: torch.Tensor, masks: torch.Tensor, cams: Cameras,
     score_out = torch.zeros(C, H, W, device=dev)
     refs = range(C) if views is None else list(views)
     for n_done, r in enumerate(refs):
+        check_interrupt()
         valid_full = (hull_depth[r].to(dev) > 0) & (masks[r].to(dev) > 0.5)  # [H, W]
         if not bool(valid_full.any()):
             continue

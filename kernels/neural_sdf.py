@@ -38,6 +38,7 @@ from typing import Callable, Optional
 import torch
 
 from .cameras import Cameras
+from .interrupt import check_interrupt
 from .visual_hull import DEFAULT_BBOX
 
 
@@ -219,6 +220,7 @@ def redistance(field: torch.Tensor, h: float) -> torch.Tensor:
     trunc = float(f.abs().max())
     inside = (f < 0).numpy()
     d_out = ndimage.distance_transform_edt(~inside) * h
+    check_interrupt()
     d_in = ndimage.distance_transform_edt(inside) * h
     full = torch.from_numpy((d_out - d_in).astype(np.float32))  # ~h/2 off at the surface
     keep = f.abs() < trunc * 0.999
@@ -330,7 +332,9 @@ def _refine_sdf(field, hull, images, masks, cams, init_depth, bbox, config, prog
     if idx_all.numel() == 0:
         raise ValueError("no ray of any view reaches the initial surface; check cameras/masks")
 
+    check_interrupt()
     field = redistance(field, h).to(dev, dt)
+    check_interrupt()
     V = R ** 3
     # flat parameters: SDF [V] and colour [3, V] (one Adam group each, different step sizes)
     sdf = field.reshape(-1).clone().requires_grad_(True)

@@ -20,6 +20,7 @@ import torch
 
 from .cameras import Cameras
 from .visual_hull import DEFAULT_BBOX, project_points, voxel_grid
+from .interrupt import check_interrupt
 
 
 def tsdf_fuse(depths: torch.Tensor, cams: Cameras, masks: torch.Tensor | None = None,
@@ -70,6 +71,7 @@ def tsdf_fuse(depths: torch.Tensor, cams: Cameras, masks: torch.Tensor | None = 
     tsdf = torch.empty(pts.shape[0], dtype=torch.float32, device=device)
     wsum = torch.empty(pts.shape[0], dtype=torch.float32, device=device)
     for s in range(0, pts.shape[0], max(int(chunk), 1)):
+        check_interrupt()
         p = pts[s:s + chunk]
         uv, z = project_points(p, cams)  # [C, P, 2], [C, P]
         j = uv[..., 0].floor()

@@ -28,6 +28,7 @@ import torch
 
 from .cameras import Cameras
 from .inputs import check_mask
+from .interrupt import check_interrupt
 
 BBox = tuple[Sequence[float], Sequence[float]]
 DEFAULT_BBOX = ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
@@ -145,6 +146,7 @@ def carve_visual_hull(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     for c in range(C):
         keep_parts = []
         for s in range(0, alive.shape[0], chunk):
+            check_interrupt()
             idx = alive[s:s + chunk]
             p = pts[idx]
             pc = p @ R_all[c].T + t_all[c]  # [P, 3]
@@ -173,6 +175,7 @@ def mask_signed_distance(masks: torch.Tensor, threshold: float = 0.5) -> torch.T
     m = (masks.detach().float().cpu().numpy() >= threshold)
     out = np.empty(m.shape, dtype=np.float32)
     for c in range(m.shape[0]):
+        check_interrupt()
         fg = m[c]
         if fg.all():
             d_out = np.zeros(fg.shape)
@@ -242,6 +245,7 @@ def _hull_sdf_points(sd: torch.Tensor, cams: Cameras, pts: torch.Tensor, k: int,
     C, H, W = sd.shape
     chunk = max(int(chunk), 1)
     for s in range(0, pts.shape[0], chunk):
+        check_interrupt()
         p = pts[s:s + chunk]
         uv, z = project_points(p, cams)
         d = _sample_bilinear(sd, uv) * (z.clamp_min(1e-6) / f[:, None])  # [C, P] world units

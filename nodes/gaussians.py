@@ -129,7 +129,9 @@ class GaussianReconstruct:
                             None if mask is None else mask.to(device), cfg, weights=weights,
                             progress=progress, regularizer=regularizer)
         rcams = res.cameras if res.cameras is not None else cams
-        rgb, _, _, _ = render_gaussians(res.gaussians, rcams.to(device), bg)
+        # a few views per render call on the CPU, so that Cancel is seen between them
+        rgb, _, _, _ = render_gaussians(res.gaussians, rcams.to(device), bg,
+                                        chunk=8 if device.type == "cuda" else 2)
         out = host.intermediate_device()
         return (geometry.make_splat(res.gaussians.to(out)), rgb.to(out))
 

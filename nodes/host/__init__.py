@@ -11,7 +11,8 @@ without ComfyUI. Outside ComfyUI each helper falls back to something sane:
 | ``torch_device()``     | ``comfy.model_management.get_torch_device()``    | cuda if available, else cpu   |
 | ``intermediate_device()`` | ``comfy.model_management.intermediate_device()`` | cpu                        |
 | ``Progress``           | ``comfy.utils.ProgressBar`` (previews, interrupt) | optional callback             |
-| ``check_interrupt()``  | ``throw_exception_if_processing_interrupted()``  | no-op                         |
+| ``check_interrupt()``  | ``throw_exception_if_processing_interrupted()``  | the pack's own flag (below)   |
+| ``request_interrupt()`` | ``interrupt_current_processing()``              | sets the pack's own flag      |
 | ``output_directory()`` | ``folder_paths.get_output_directory()``          | ./output (``$ORBITFORGE_OUTPUT`` overrides both) |
 | ``oom_exceptions()``   | ``comfy.model_management.OOM_EXCEPTION``          | ``torch.OutOfMemoryError``    |
 | ``geometry.*_class()`` | core ``MESH`` / ``SPLAT`` / ``File3D`` (v0.33)    | stand-ins, same attributes    |
@@ -20,9 +21,12 @@ without ComfyUI. Outside ComfyUI each helper falls back to something sane:
 from __future__ import annotations
 
 import os
+import threading
 from typing import Callable, Optional
 
 import torch
+
+from ...kernels import interrupt as _kernel_interrupt
 
 
 def _comfy_mm():
@@ -52,11 +56,57 @@ def intermediate_device() -> torch.device:
     return torch.device("cpu")
 
 
+class ProcessingInterrupted(BaseException):
+    """Outside ComfyUI, what :func:`check_interrupt` raises after :func:`request_interrupt`.
+
+    Like ComfyUI's ``comfy.model_management.InterruptProcessingException`` it derives from
+    ``BaseException``, so ``except Exception`` clean-up code does not swallow it.
+    """
+
+
+_FALLBACK_FLAG = threading.Event()  # the interrupt flag outside ComfyUI
+
+
+def request_interrupt(value: bool = True) -> None:
+    """Raise (``value=True``) or clear the interrupt flag: ComfyUI's own
+    (``interrupt_current_processing``, what the Cancel button sets) inside the host, the pack's
+    thread-safe fallback flag outside (scripts, benchmarks, tests)."""
+    mm = _comfy_mm()
+    if mm is not None:
+        mm.interrupt_current_processing(bool(value))
+    elif value:
+        _FALLBACK_FLAG.set()
+    else:
+        _FALLBACK_FLAG.clear()
+
+
 def check_interrupt() -> None:
-    """Raise ComfyUI's interrupt exception when the user pressed Cancel; no-op outside ComfyUI."""
+    """Raise when the interrupt flag is set, clearing it (ComfyUI's semantics): ComfyUI's
+    ``InterruptProcessingException`` inside the host, :class:`ProcessingInterrupted` outside."""
     mm = _comfy_mm()
     if mm is not None:
         mm.throw_exception_if_processing_interrupted()
+    elif _FALLBACK_FLAG.is_set():
+        _FALLBACK_FLAG.clear()
+        raise ProcessingInterrupted("processing interrupted")
+
+
+# long kernel loops (hull, stereo, fusion, renders, colouring, ...) check the flag between
+# chunks through this hook (kernels never import the host)
+_kernel_interrupt.set_interrupt_hook(check_interrupt)
+
+
+def interrupt_exceptions() -> tuple:
+    """The exception types :func:`check_interrupt` raises (to catch them in scripts and tests)."""
+    mm = _comfy_mm()
+    exc = getattr(mm, "InterruptProcessingException", None) if mm is not None else None
+    return (ProcessingInterrupted,) + ((exc,) if exc is not None else ())
+
+
+def interrupt_mechanism() -> str:
+    """Which flag :func:`request_interrupt` / :func:`check_interrupt` use: ``"comfyui"`` or
+    ``"fallback"``."""
+    return "comfyui" if _comfy_mm() is not None else "fallback"
 
 
 def soft_empty_cache() -> None:
