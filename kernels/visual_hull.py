@@ -165,11 +165,17 @@ def carve_visual_hull(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     return out.reshape(r, r, r)
 
 
-def mask_signed_distance(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+SD_SMOOTH_PX = float(__import__("os").environ.get("OF_SD_SMOOTH", "0"))
+
+
+def mask_signed_distance(masks: torch.Tensor, threshold: float = 0.5,
+                         smooth_px: float | None = None) -> torch.Tensor:
     """Signed distance in pixels ``[C, H, W]`` to the silhouette boundary: negative inside the
     object, positive on background, |value| ~ distance to the nearest pixel of the other class
     (boundary at half a pixel between the two)."""
     from scipy import ndimage
+
+    smooth_px = SD_SMOOTH_PX if smooth_px is None else float(smooth_px)
 
     m = (masks.detach().float().cpu().numpy() >= threshold)
     out = np.empty(m.shape, dtype=np.float32)
@@ -185,6 +191,8 @@ def mask_signed_distance(masks: torch.Tensor, threshold: float = 0.5) -> torch.T
             d_out = ndimage.distance_transform_edt(~fg)  # bg pixels: distance to nearest fg
             d_in = ndimage.distance_transform_edt(fg)  # fg pixels: distance to nearest bg
         out[c] = np.where(fg, -(d_in - 0.5), d_out - 0.5)
+        if smooth_px > 0:
+            out[c] = ndimage.gaussian_filter(out[c], smooth_px, mode="nearest")
     return torch.from_numpy(out).to(masks.device)
 
 
