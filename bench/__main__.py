@@ -8,6 +8,7 @@ import sys
 BENCHES = {
     "splat": "3DGS fit of a mesh's orbit, held-out PSNR/SSIM, time, memory",
     "raster": "rasteriser forward+backward time per view",
+    "real": "real generated orbits (SV3D): held-out splat/mesh PSNR, silhouette IoU, roughness",
     "mesh": "mesh from a mesh's orbit views and masks: chamfer, IoU, F-score, time, memory",
     "refiner": "Hi3D stage-2 refiner: time/step vs resolution, peak memory, depth consistency",
     "guidance": "SV3D sampling step cost: HarmonyView (3 branches, one batch) vs plain CFG",

@@ -1,0 +1,266 @@
+"""``python -m orbitforge.bench real --dir DIR [--objects a,b] [--json]``: real generated orbits.
+
+Each object folder of ``DIR`` holds one generated SV3D orbit: ``00.png`` ... ``20.png`` in SV3D's
+frame order (frame ``f`` at azimuth ``(f + 1) * 360 / 21`` of the static orbit, frame 20 the
+input view at azimuth 0) on a white background. Nobody knows the true geometry, so everything
+is measured at **held-out views**: frames with ``f % 3 == 1`` (7 of 21) are never given to the
+reconstruction, the other 14 are. Per object, through the public node classes exactly as a
+workflow would run them:
+
+1. ``OrbitForgeOrbitCameras`` (sv3d_static at ``--elevation``, ``--radius``, SV3D's 33.8 deg);
+   masks are the views' non-white pixels (``kernels.fit.masks_from_background``) after the
+   animation grid's 1-px cell borders along the image edges are painted white;
+   with ``--calibrate``, ``OrbitForgeCalibrateOrbit`` first refines the training cameras and
+   the held-out cameras are interpolated between their calibrated neighbours (frames f-1 and
+   f+1, both training frames), so the held-out views never inform their own cameras;
+2. ``OrbitForgeGaussianReconstruct`` on the 14 views (node defaults, ``--iters`` steps), then
+   ``OrbitForgeGaussianRender`` at the 7 held-out cameras: ``splat_psnr``, ``splat_ssim``;
+3. ``OrbitForgeSDFMesh`` on the 14 views + masks (node defaults), rendered at the held-out
+   cameras (``kernels.mesh_render``, vertex colours unlit): ``mesh_silhouette_iou`` (coverage >
+   0.5 against the held-out masks, mean over views), ``mesh_psnr`` (inside the union of the
+   rendered and the held-out masks), and ``roughness_deg`` (``kernels.metrics.roughness_deg``:
+   mean angle between a face normal and its 0.03-neighbourhood's area-weighted normal, mesh
+   scaled to a largest extent of 1, 4000 faces drawn by area, seed 0);
+4. ``wall_s``: calibration + fit + mesh (evaluation renders excluded), with the parts in
+   ``times``.
+
+A contact sheet per object (``<out>/<name>.png``) stacks, for the 7 held-out frames: the held-out
+views / the splat renders / the coloured mesh / the mesh shaded grey (its shape without colour).
+Prints ``{"objects": {name: {...}}, "mean": {...}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+FRAMES = 21
+KEYS = ("splat_psnr", "splat_ssim", "mesh_silhouette_iou", "mesh_psnr", "roughness_deg", "wall_s")
+
+
+def held_out_frames(n: int = FRAMES) -> list:
+    return [f for f in range(n) if f % 3 == 1]
+
+
+def train_frames(n: int = FRAMES) -> list:
+    return [f for f in range(n) if f % 3 != 1]
+
+
+def load_orbit(folder: str) -> torch.Tensor:
+    """``[21,H,W,3]`` float views ``00.png``..``20.png`` of one object folder."""
+    from PIL import Image
+
+    paths = [os.path.join(folder, f"{f:02d}.png") for f in range(FRAMES)]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise ValueError(f"{folder!r} lacks {len(missing)} of the frames 00.png..20.png (first: "
+                         f"{missing[0]}); each object folder needs SV3D's 21 frames")
+    views = []
+    for p in paths:
+        with Image.open(p) as im:
+            rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+        rgb, a = rgba[..., :3], rgba[..., 3:]
+        views.append(torch.from_numpy(rgb * a + (1 - a)))  # transparent -> white
+    shapes = {tuple(v.shape) for v in views}
+    if len(shapes) != 1:
+        raise ValueError(f"frames of {folder!r} differ in size: {sorted(shapes)}")
+    return erase_edge_lines(torch.stack(views))
+
+
+def erase_edge_lines(views: torch.Tensor, margin: int = 5) -> torch.Tensor:
+    """Paint white every non-white blob that lies entirely within ``margin`` px of the image
+    edges: frames cut from an animation's grid keep bits of the cells' 1-px borders, which are
+    no part of the object and would enter its masks."""
+    from scipy import ndimage
+
+    from ..kernels.fit import masks_from_background
+
+    out = views.clone()
+    m = masks_from_background(views).numpy() > 0.5  # [N,H,W]
+    n, h, w = m.shape
+    inner = np.zeros((h, w), bool)
+    inner[margin:h - margin, margin:w - margin] = True
+    for i in range(n):
+        lab, k = ndimage.label(m[i], structure=np.ones((3, 3)))
+        if k == 0:
+            continue
+        touches_inner = np.zeros(k + 1, bool)
+        touches_inner[np.unique(lab[inner & m[i]])] = True
+        edge_only = ~touches_inner[lab] & m[i]
+        out[i][torch.from_numpy(edge_only)] = 1.0
+    return out
+
+
+def midpoint_cameras(cams, frames: list, n: int = FRAMES):
+    """Cameras of ``frames`` halfway between the (given) cameras of their neighbours f-1, f+1.
+
+    ``cams`` holds the cameras of the training frames in :func:`train_frames` order."""
+    from ..kernels.cameras import make_orbit_cameras
+
+    pos = {f: i for i, f in enumerate(train_frames(n))}
+    el, az, r, fov = [], [], [], []
+    for f in frames:
+        a, b = pos[(f - 1) % n], pos[(f + 1) % n]
+        a0, a1 = float(cams.azimuth[a]), float(cams.azimuth[b])
+        el.append((float(cams.elevation[a]) + float(cams.elevation[b])) / 2)
+        az.append(a0 + (((a1 - a0 + 180.0) % 360.0) - 180.0) / 2)
+        r.append((float(cams.radius[a]) + float(cams.radius[b])) / 2)
+        fov.append((float(cams.fov[a]) + float(cams.fov[b])) / 2)
+    return make_orbit_cameras(el, az, r, fov, cams.width, cams.height)
+
+
+def _grey(mesh):
+    import trimesh
+
+    return trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.faces), process=False)
+
+
+def contact_sheet(rows, path: str) -> None:
+    """Rows of ``[N,H,W,3]`` image batches -> one PNG (written atomically)."""
+    import io
+
+    from PIL import Image
+
+    from ..kernels.atomic import atomic_write
+
+    grid = np.concatenate([np.concatenate(list(r.numpy()), 1) for r in rows], 0)
+    buf = io.BytesIO()
+    Image.fromarray((grid.clip(0, 1) * 255 + 0.5).astype(np.uint8)).save(buf, format="PNG")
+    atomic_write(path, buf.getvalue())
+
+
+def run_object(name: str, folder: str, a) -> dict:
+    from ..kernels.fit import masks_from_background
+    from ..kernels.mesh_render import render_mesh
+    from ..kernels.metrics import psnr, roughness_deg, ssim
+    from ..nodes.cameras import OrbitCameras
+    from ..nodes.gaussians import GaussianReconstruct, GaussianRender
+    from ..nodes.mesh import SDFMesh
+
+    views = load_orbit(folder)  # [21,H,W,3]
+    h, w = views.shape[1:3]
+    masks = masks_from_background(views)  # [21,H,W]
+    tr, te = train_frames(), held_out_frames()
+    cams, _ = OrbitCameras().make("sv3d_static", FRAMES, a.elevation, a.radius, 33.8, w, h, 0,
+                                  "0", "0, 0, 0")
+    times = {}
+    t_all = time.perf_counter()
+    cam_tr, cam_te = cams[tr], cams[te]
+    report = None
+    if a.calibrate:
+        from ..nodes import NODE_CLASS_MAPPINGS
+
+        t = time.perf_counter()
+        node = NODE_CLASS_MAPPINGS["OrbitForgeCalibrateOrbit"]()
+        res = getattr(node, node.FUNCTION)(views=views[tr], cameras=cam_tr, mask=masks[tr])
+        cam_tr, report = res[0], res[1] if len(res) > 1 else None
+        cam_te = midpoint_cameras(cam_tr, te)
+        times["calibrate_s"] = round(time.perf_counter() - t, 2)
+
+    t = time.perf_counter()
+    rec = GaussianReconstruct()
+    kw = {}
+    if a.fit_options:
+        kw.update(json.loads(a.fit_options))
+    g, _ = rec.reconstruct(views[tr], cam_tr, a.iters, 256, 0, a.seed, mask=masks[tr], **kw)
+    times["fit_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    mesh = SDFMesh().build(cam_tr, a.grid, "fast", 1, True, 50000, 5, "vertex", 1024,
+                           images=views[tr], masks=masks[tr])[0]
+    times["mesh_s"] = round(time.perf_counter() - t, 2)
+    wall = time.perf_counter() - t_all
+
+    splat, _, _ = GaussianRender().render(g, cam_te, "median", "1, 1, 1")
+    gt, gm = views[te], masks[te]
+    tm = mesh.to_trimesh(0)
+    mr = render_mesh(tm, cam_te, ss=2, ambient=1.0, diffuse=0.0)  # vertex colours, unlit
+    grey = render_mesh(_grey(tm), cam_te, ss=1, occlusion=False)["rgb"]
+    cover = (mr["mask"] > 0.5).float()
+    inter = (cover * gm).flatten(1).sum(1)
+    union = ((cover + gm) > 0).float().flatten(1).sum(1).clamp_min(1)
+    iou = float((inter / union).mean())
+    m_union = ((cover + gm) > 0).float()
+    out = {
+        "splat_psnr": round(float(psnr(splat, gt)), 3),
+        "splat_ssim": round(float(ssim(splat, gt)), 4),
+        "mesh_silhouette_iou": round(iou, 4),
+        "mesh_psnr": round(float(psnr(mr["rgb"], gt, mask=m_union)), 3),
+        "roughness_deg": round(roughness_deg(tm), 2),
+        "wall_s": round(wall, 2),
+        "times": times,
+        "gaussians": len(g),
+        "faces": int(mesh.faces.shape[1]),
+        "elevation": a.elevation,
+        "calibrated": bool(a.calibrate),
+    }
+    if report is not None:
+        out["calibration"] = report if isinstance(report, (dict, str)) else str(report)
+    if a.out:
+        os.makedirs(a.out, exist_ok=True)
+        sheet = os.path.join(a.out, f"{name}.png")
+        contact_sheet([gt, splat, mr["rgb"], grey], sheet)
+        out["contact_sheet"] = sheet
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m orbitforge.bench real", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", required=True, help="folder of object folders (00.png..20.png each)")
+    ap.add_argument("--objects", default="", help="comma-separated object names (default: all)")
+    ap.add_argument("--elevation", type=float, default=0.0,
+                    help="elevation of the static SV3D orbit the cameras are made at (degrees)")
+    ap.add_argument("--radius", type=float, default=2.0, help="camera distance")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="refine the training cameras with OrbitForgeCalibrateOrbit first")
+    ap.add_argument("--iters", type=int, default=600, help="Gaussian Reconstruct iterations")
+    ap.add_argument("--grid", type=int, default=128, help="SDF Mesh resolution")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fit-options", default="",
+                    help="extra Gaussian Reconstruct inputs as JSON (e.g. to compare settings)")
+    ap.add_argument("--out", default=os.path.join("/tmp", "orbitforge_bench_real"),
+                    help="folder for the contact sheets ('' = none)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true", help="print only the JSON object")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if not os.path.isdir(a.dir):
+        raise SystemExit(f"--dir {a.dir!r} is not a folder")
+    names = sorted(d for d in os.listdir(a.dir) if os.path.isdir(os.path.join(a.dir, d)))
+    if a.objects:
+        want = [s.strip() for s in a.objects.split(",") if s.strip()]
+        bad = [s for s in want if s not in names]
+        if bad:
+            raise SystemExit(f"unknown object(s) {bad} in {a.dir!r}; there are {names}")
+        names = want
+    if not names:
+        raise SystemExit(f"no object folders in {a.dir!r}")
+    if a.calibrate:
+        from ..nodes import NODE_CLASS_MAPPINGS
+
+        if "OrbitForgeCalibrateOrbit" not in NODE_CLASS_MAPPINGS:
+            raise SystemExit("--calibrate needs the OrbitForgeCalibrateOrbit node, which this "
+                             "version of the pack does not have")
+    objects = {}
+    for n in names:
+        objects[n] = run_object(n, os.path.join(a.dir, n), a)
+        if not a.json:
+            print(n, json.dumps(objects[n]), file=sys.stderr)
+    mean = {k: round(float(np.mean([o[k] for o in objects.values()])), 4) for k in KEYS}
+    mean["min_splat_psnr"] = min(o["splat_psnr"] for o in objects.values())
+    mean["min_mesh_silhouette_iou"] = min(o["mesh_silhouette_iou"] for o in objects.values())
+    out = {"bench": "real", "dir": a.dir, "elevation": a.elevation, "radius": a.radius,
+           "calibrate": a.calibrate, "iters": a.iters, "grid": a.grid,
+           "threads": torch.get_num_threads(), "objects": objects, "mean": mean}
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
