@@ -110,7 +110,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="contact sheet PNG of --zoo (ground truth | ours, two views each)")
     ap.add_argument("--seed", type=int, default=0, help="zoo shape seed (0 = canonical)")
     ap.add_argument("--views", type=int, default=21)
-    ap.add_argument("--res", type=int, default=256, help="view size in pixels")
+    ap.add_argument("--res", type=int, default=None,
+                    help="view size in pixels (default 256; 128 with --degrade)")
+    ap.add_argument("--degrade", choices=["generated"], default=None,
+                    help="also reconstruct from views degraded the way generated orbits "
+                         "disagree (bench/degrade.py) and report both side by side")
+    ap.add_argument("--degrade-seed", type=int, default=0)
     ap.add_argument("--grid", type=int, default=128, help="voxel grid resolution")
     ap.add_argument("--depth", choices=["mvs", "none"], default="mvs",
                     help="depth source with --source images")
@@ -153,10 +158,12 @@ def orbit_cameras(a):
     return el, make_orbit_cameras(el, az, a.radius, 33.8, a.res, a.res)
 
 
-def run_one(gt, a, extra: bool = True) -> tuple[dict, object]:
+def run_one(gt, a, extra: bool = True, degrade: str | None = None) -> tuple[dict, object]:
     """Render ``gt`` (normalised here) on the orbit of ``a``, reconstruct with the pack's mesh
-    path, evaluate; returns ``(result dict, our mesh)``. ``extra``: the chamfer_hi / fast /
-    open3d side results of the single-mesh run."""
+    path, evaluate; returns ``(result dict, (our mesh, gt, masks, cameras))``. ``extra``: the
+    chamfer_hi / fast / open3d side results of the single-mesh run. ``degrade``: a preset of
+    bench/degrade.py: the views are rendered degraded (and masked by thresholding), the
+    pipeline still gets the nominal cameras."""
     from ..kernels.mesh_render import normalize_mesh, render_mesh
     from ..kernels.metrics import evaluate_mesh
     from ..kernels.neural_sdf import POLISH
@@ -164,8 +171,14 @@ def run_one(gt, a, extra: bool = True) -> tuple[dict, object]:
     gt, _, _ = normalize_mesh(gt)
     el, cams = orbit_cameras(a)
     shade = a.shading == "ao"
-    views = render_mesh(gt, cams, occlusion=shade, shadows=shade)
-    images, masks = views["rgb"], views["mask"]  # ground-truth depth is NOT used
+    if degrade:
+        from .degrade import preset, render_degraded
+
+        images, masks, cams = render_degraded(gt, cams, a.degrade_seed, preset(degrade),
+                                              occlusion=shade, shadows=shade)
+    else:
+        views = render_mesh(gt, cams, occlusion=shade, shadows=shade)
+        images, masks = views["rgb"], views["mask"]  # ground-truth depth is NOT used
 
     t0 = time.time()
     c0 = _cpu_s()
@@ -248,6 +261,8 @@ def run_one(gt, a, extra: bool = True) -> tuple[dict, object]:
 
 def main(argv=None) -> int:
     a = _parser().parse_args(argv)
+    if a.res is None:
+        a.res = 128 if a.degrade else 256
     torch.set_num_threads(a.threads)
     if a.zoo is not None:
         from .mesh_zoo import run_zoo
@@ -259,6 +274,20 @@ def main(argv=None) -> int:
     from .zoo import load_or_make
 
     _, gt = load_or_make(a.mesh, a.seed)
+    if a.degrade:
+        from ..kernels.metrics import roughness_deg
+
+        both = {}
+        for name, deg in (("clean", None), ("degraded", a.degrade)):
+            r, (mesh, _, _, _) = run_one(gt, a, extra=False, degrade=deg)
+            both[name] = {k: r[k] for k in ("chamfer", "iou", "fscore_001", "wall_s", "faces")}
+            both[name]["roughness_deg"] = round(roughness_deg(mesh), 2)
+        rc, rd = both["clean"]["roughness_deg"], both["degraded"]["roughness_deg"]
+        out = {"mesh": a.mesh, "degrade": a.degrade, "degrade_seed": a.degrade_seed,
+               "res": a.res, "grid": a.grid, "orbit": a.orbit, **both,
+               "roughness_ratio": round(rd / max(rc, 1e-9), 3)}
+        print(json.dumps(out))
+        return 0
     out, _ = run_one(gt, a)
     out = {"mesh": a.mesh, **out}
     print(json.dumps(out))

@@ -199,11 +199,13 @@ def _check_manifold(mesh: trimesh.Trimesh) -> None:
 
 
 def finish_mesh(verts, faces, keep_components: int = 1, watertight: bool = True,
-                target_faces: int = 0, smooth_iterations: int = 0) -> trimesh.Trimesh:
+                target_faces: int = 0, smooth_iterations: int = 0,
+                feature_smooth: int = 0) -> trimesh.Trimesh:
     """Marching-cubes output -> the delivered mesh.
 
     Order: keep the largest ``keep_components`` components (0 = all); Taubin smoothing
-    (``smooth_iterations``, 0 = off); decimation to ``target_faces`` (0 = off); watertight repair.
+    (``smooth_iterations``, 0 = off); feature-preserving smoothing (``feature_smooth`` passes of
+    :func:`bilateral_normal_smooth`, 0 = off); decimation to ``target_faces`` (0 = off); watertight repair.
     Quadric decimation can occasionally create non-manifold edges or holes that the repair cannot
     close; then decimation is retried at 1.25x and 1.6x the target and finally skipped (the
     undecimated marching-cubes mesh is closed by construction), so ``watertight=True`` only fails
@@ -218,6 +220,8 @@ def finish_mesh(verts, faces, keep_components: int = 1, watertight: bool = True,
                          "raise the resolution or check the masks")
     mesh = keep_largest_components(mesh, int(keep_components))
     mesh = taubin_smooth(mesh, int(smooth_iterations))
+    if feature_smooth:
+        mesh = bilateral_normal_smooth(mesh, int(feature_smooth), int(feature_smooth))
     target = int(target_faces)
     tries = [target] if target <= 0 or len(mesh.faces) <= target else \
         [target, int(target * 1.25), int(target * 1.6), 0]
@@ -255,11 +259,6 @@ def field_to_mesh(field: torch.Tensor, bbox=DEFAULT_BBOX, level: float = 0.0,
 # ----------------------------------------------------------------------------------------------
 
 
-import os as _os
-CARVE_SIGMA = float(_os.environ.get("OF_CARVE_SIGMA", "0"))
-CARVE_MED = int(_os.environ.get("OF_CARVE_MED", "0"))
-
-
 def smooth_carving(hull: torch.Tensor, fused: torch.Tensor, sigma: float = 1.0,
                    median: int = 0) -> torch.Tensor:
     """The depth's carving ``fused - hull`` (>= 0), low-passed: a median filter of ``median``
@@ -275,6 +274,30 @@ def smooth_carving(hull: torch.Tensor, fused: torch.Tensor, sigma: float = 1.0,
     if sigma > 0:
         carve = ndimage.gaussian_filter(carve, float(sigma), mode="nearest")
     return hull + torch.from_numpy(carve).to(hull)
+
+
+def close_thin_gaps(field: torch.Tensor, voxels: int = 2) -> torch.Tensor:
+    """Fill free space narrower than about ``2 * voxels`` voxels that the field's inside
+    encloses on (nearly) all sides: morphological closing (dilation, then erosion, by a ball of
+    radius ``voxels``) of the inside; the voxels it adds become just inside (``-h/2``-like, the
+    field's smallest inside magnitude). Wide holes and gaps keep their shape; slivers of free
+    space a few voxels across -- carving artefacts at silhouette boundaries -- close."""
+    if voxels <= 0:
+        return field
+    from scipy import ndimage
+
+    inside = (field < 0).cpu().numpy()
+    r = int(voxels)
+    g = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1]
+    ball = (g ** 2).sum(0) <= r * r
+    pad = np.pad(inside, r + 1, mode="constant")
+    closed = ndimage.binary_erosion(ndimage.binary_dilation(pad, ball), ball)
+    closed = closed[r + 1:-(r + 1), r + 1:-(r + 1), r + 1:-(r + 1)]
+    fill = torch.from_numpy(closed & ~inside).to(field.device)
+    if not bool(fill.any()):
+        return field
+    small = float(field[field < 0].abs().min()) if bool((field < 0).any()) else 1e-3
+    return torch.where(fill, torch.full_like(field, -max(small, 1e-4)), field)
 
 
 def estimate_grid_bytes(resolution: int) -> int:
@@ -305,7 +328,8 @@ def reconstruct_fast(masks: torch.Tensor, cams, resolution: int = 128,
 def fast_field(masks: torch.Tensor, cams, resolution: int = 128, depths=None,
                min_background_views: int = 1, bbox=DEFAULT_BBOX, min_weight: float = 1.5,
                max_carve: float = 0.1, max_bytes: int | None = None, progress=None,
-               timings: dict | None = None, angle_weight: bool = True
+               timings: dict | None = None, angle_weight: bool = True,
+               close_voxels: int = 2, carve_median: int = 3, carve_sigma: float = 1.0
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Masks (+ optional depth maps) -> ``(field, hull)``, both ``[R, R, R]`` narrow-band signed
     fields (negative inside): the fused one and the visual hull alone.
@@ -321,6 +345,15 @@ def fast_field(masks: torch.Tensor, cams, resolution: int = 128, depths=None,
     that derives them from the hull (e.g. :func:`.mvs.mvs_depth`). ``timings`` (a dict) receives
     per-stage wall seconds. Raises ``ValueError`` before any work when the grid would need more
     than ``max_bytes``.
+
+    Disagreement between the views must not make the surface noisier than the hull: the hull's
+    free-space slivers a few voxels across are closed (:func:`close_thin_gaps`, ``close_voxels``;
+    seen-through holes are far wider), and the depth's carving below the hull is low-passed
+    (:func:`smooth_carving`: median of ``carve_median`` voxels, Gaussian of ``carve_sigma``), so
+    a pit that one pixel's wrong match dug does not survive while a concavity that many pixels
+    agree on does. Measured (bench mesh, 21 views, polish off): bunny roughness 27.3 -> 8.7
+    degrees (ground truth 8.3), chamfer 0.0053 -> 0.0050; zoo box with a hole 20.4 -> 7.2
+    degrees, genus 169 -> 1.
     """
     import time
 
@@ -344,6 +377,7 @@ def fast_field(masks: torch.Tensor, cams, resolution: int = 128, depths=None,
     tm = {} if timings is None else timings
     t = time.time()
     field, deep = hull_sdf_and_depth(m, cams, resolution, min_background_views, bbox)
+    field = close_thin_gaps(field, close_voxels)
     hull = field
     tm["hull_s"] = time.time() - t
     if progress is not None:
@@ -365,7 +399,7 @@ def fast_field(masks: torch.Tensor, cams, resolution: int = 128, depths=None,
         tsdf, w = tsdf_fuse(depths, cams, None, resolution, bbox, trunc=trunc, active=active,
                             angle_weight=angle_weight)
         fused = combine_hull_tsdf(field, tsdf, w, min_weight, max_carve, hull_depth=deep)
-        field = smooth_carving(field, fused, CARVE_SIGMA, CARVE_MED)
+        field = smooth_carving(field, fused, carve_sigma, carve_median)
         tm["fuse_s"] = time.time() - t
     if progress is not None:
         progress(2, 3)
