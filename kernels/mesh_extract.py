@@ -126,7 +126,7 @@ def bilateral_normal_smooth(mesh: trimesh.Trimesh, normal_iterations: int = 10,
     v = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float64)  # [V, 3]
     f = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.int64)  # [F, 3]
     nF, nV = f.shape[0], v.shape[0]
-    pairs = torch.as_tensor(np.asarray(mesh.face_adjacency), dtype=torch.int64).reshape(-1, 2)
+    pairs = torch.from_numpy(np.array(mesh.face_adjacency, dtype=np.int64)).reshape(-1, 2)
     self_ = torch.arange(nF)
     fi = torch.cat([pairs[:, 0], pairs[:, 1], self_])  # [P] receiving face
     fj = torch.cat([pairs[:, 1], pairs[:, 0], self_])  # [P] contributing face
