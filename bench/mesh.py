@@ -6,6 +6,23 @@
                                     [--mode fast|neural] [--polish N] [--neural-iters N]
                                     [--shading flat|ao] [--points N] [--json]
 
+    python -m orbitforge.bench mesh --zoo [NAMES] [--sheet PNG] [--json]
+    python -m orbitforge.bench mesh --mesh PATH --degrade generated [--json]
+
+``--zoo``: the procedural shape zoo of bench/zoo.py (box with a through-hole, L-bracket with
+fillet and chamfer, gear, torus, mug, plate with holes, sphere-cube; constructive geometry, no
+files) and the five shared meshes of ``--meshes-dir`` when present, each through the same path
+as ``--mesh``; per shape chamfer, IoU, F-score, roughness (ours and ground truth), genus (ours,
+ground truth, and what the orbit sees through), wall time, pass/fail against the targets, plus a
+contact sheet (bench/mesh_zoo.py). ``--mesh zoo:NAME`` runs one zoo shape. A zoo name that does
+not exist, or a mesh file without volume, is refused with a ``ValueError`` naming it.
+
+``--degrade generated``: the same mesh twice at ``--res`` (default 128 then): from clean renders
+and from views degraded the way generated orbits disagree (bench/degrade.py: per-view camera
+error, colour drift, warp, 512 -> 128 px, 256-colour palette, thresholded masks; the pipeline
+gets the nominal cameras), ``{"clean": {...}, "degraded": {...}}`` with chamfer, iou,
+fscore_001, roughness_deg, and ``roughness_ratio`` (degraded / clean).
+
 Orbit (``--orbit``, reported as ``orbit`` in the JSON, with the camera ``elevations``): the
 default is **SV3D's dynamic orbit** (``kernels.cameras.sv3d_dynamic_orbit(10, 21, seed=0)``:
 21 azimuths with elevations varying roughly between -40 and +60 degrees). This is the orbit
