@@ -6,6 +6,23 @@
                                     [--mode fast|neural] [--polish N] [--neural-iters N]
                                     [--shading flat|ao] [--points N] [--json]
 
+    python -m orbitforge.bench mesh --zoo [NAMES] [--sheet PNG] [--json]
+    python -m orbitforge.bench mesh --mesh PATH --degrade generated [--json]
+
+``--zoo``: the procedural shape zoo of bench/zoo.py (box with a through-hole, L-bracket with
+fillet and chamfer, gear, torus, mug, plate with holes, sphere-cube; constructive geometry, no
+files) and the five shared meshes of ``--meshes-dir`` when present, each through the same path
+as ``--mesh``; per shape chamfer, IoU, F-score, roughness (ours and ground truth), genus (ours,
+ground truth, and what the orbit sees through), wall time, pass/fail against the targets, plus a
+contact sheet (bench/mesh_zoo.py). ``--mesh zoo:NAME`` runs one zoo shape. A zoo name that does
+not exist, or a mesh file without volume, is refused with a ``ValueError`` naming it.
+
+``--degrade generated``: the same mesh twice at ``--res`` (default 128 then): from clean renders
+and from views degraded the way generated orbits disagree (bench/degrade.py: per-view camera
+error, colour drift, warp, 512 -> 128 px, 256-colour palette, thresholded masks; the pipeline
+gets the nominal cameras), ``{"clean": {...}, "degraded": {...}}`` with chamfer, iou,
+fscore_001, roughness_deg, and ``roughness_ratio`` (degraded / clean).
+
 Orbit (``--orbit``, reported as ``orbit`` in the JSON, with the camera ``elevations``): the
 default is **SV3D's dynamic orbit** (``kernels.cameras.sv3d_dynamic_orbit(10, 21, seed=0)``:
 21 azimuths with elevations varying roughly between -40 and +60 degrees). This is the orbit
@@ -59,6 +76,8 @@ import time
 
 import torch
 
+DEFAULT_MESHES_DIR = "/work/shared/meshes"
+
 
 def _cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -94,12 +113,26 @@ def _open3d_tsdf(depths, rgb, cams, res: int) -> dict:
     return {"wall_s": time.time() - t, "mesh": m}
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m orbitforge.bench mesh", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mesh", required=True, help="ground-truth mesh (OBJ/PLY/GLB)")
+    ap.add_argument("--mesh", default=None, help="ground-truth mesh (OBJ/PLY/GLB), or "
+                    "zoo:NAME for a procedural zoo shape")
+    ap.add_argument("--zoo", nargs="?", const="all", default=None,
+                    help="run the procedural shape zoo (bench/zoo.py) plus the five shared "
+                         "meshes of --meshes-dir; optionally a comma list of names")
+    ap.add_argument("--meshes-dir", default=DEFAULT_MESHES_DIR,
+                    help="folder with the shared test meshes for --zoo (skipped if absent)")
+    ap.add_argument("--sheet", default="output/bench_mesh_zoo.png",
+                    help="contact sheet PNG of --zoo (ground truth | ours, two views each)")
+    ap.add_argument("--seed", type=int, default=0, help="zoo shape seed (0 = canonical)")
     ap.add_argument("--views", type=int, default=21)
-    ap.add_argument("--res", type=int, default=256, help="view size in pixels")
+    ap.add_argument("--res", type=int, default=None,
+                    help="view size in pixels (default 256; 128 with --degrade)")
+    ap.add_argument("--degrade", choices=["generated"], default=None,
+                    help="also reconstruct from views degraded the way generated orbits "
+                         "disagree (bench/degrade.py) and report both side by side")
+    ap.add_argument("--degrade-seed", type=int, default=0)
     ap.add_argument("--grid", type=int, default=128, help="voxel grid resolution")
     ap.add_argument("--depth", choices=["mvs", "none"], default="mvs",
                     help="depth source with --source images")
@@ -128,23 +161,41 @@ def main(argv=None) -> int:
                          "ambient occlusion; flat = the same light, no shadows")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
-    a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    return ap
 
+
+def orbit_cameras(a):
+    """The benchmark's cameras for arguments ``a`` (orbit, elevation, views, radius, res)."""
     from ..kernels.cameras import make_orbit_cameras, sv3d_dynamic_orbit, sv3d_static_orbit
-    from ..kernels.mesh_render import load_mesh, normalize_mesh, render_mesh
-    from ..kernels.metrics import evaluate_mesh
-    from ..kernels.neural_sdf import POLISH
 
-    gt, _, _ = normalize_mesh(load_mesh(a.mesh))
     if a.orbit == "static":
         el, az = sv3d_static_orbit(a.elevation, a.views)
     else:
         el, az = sv3d_dynamic_orbit(a.elevation, a.views, seed=0)
-    cams = make_orbit_cameras(el, az, a.radius, 33.8, a.res, a.res)
+    return el, make_orbit_cameras(el, az, a.radius, 33.8, a.res, a.res)
+
+
+def run_one(gt, a, extra: bool = True, degrade: str | None = None) -> tuple[dict, object]:
+    """Render ``gt`` (normalised here) on the orbit of ``a``, reconstruct with the pack's mesh
+    path, evaluate; returns ``(result dict, (our mesh, gt, masks, cameras))``. ``extra``: the
+    chamfer_hi / fast / open3d side results of the single-mesh run. ``degrade``: a preset of
+    bench/degrade.py: the views are rendered degraded (and masked by thresholding), the
+    pipeline still gets the nominal cameras."""
+    from ..kernels.mesh_render import normalize_mesh, render_mesh
+    from ..kernels.metrics import evaluate_mesh
+    from ..kernels.neural_sdf import POLISH
+
+    gt, _, _ = normalize_mesh(gt)
+    el, cams = orbit_cameras(a)
     shade = a.shading == "ao"
-    views = render_mesh(gt, cams, occlusion=shade, shadows=shade)
-    images, masks = views["rgb"], views["mask"]  # ground-truth depth is NOT used
+    if degrade:
+        from .degrade import preset, render_degraded
+
+        images, masks, cams = render_degraded(gt, cams, a.degrade_seed, preset(degrade),
+                                              occlusion=shade, shadows=shade)
+    else:
+        views = render_mesh(gt, cams, occlusion=shade, shadows=shade)
+        images, masks = views["rgb"], views["mask"]  # ground-truth depth is NOT used
 
     t0 = time.time()
     c0 = _cpu_s()
@@ -178,19 +229,19 @@ def main(argv=None) -> int:
     wall = time.time() - t0
     cpu = _cpu_s() - c0
     q = evaluate_mesh(mesh, gt)
-    if a.points > 0:
+    if extra and a.points > 0:
         from ..kernels.metrics import chamfer
 
         q["chamfer_hi"] = chamfer(mesh, gt, n=a.points)
         q["chamfer_floor"] = chamfer(gt, gt, n=100_000)
         q["chamfer_floor_hi"] = chamfer(gt, gt, n=a.points)
     fast_q = None
-    if a.mode == "neural":  # the fast path's mesh from the same inputs, for comparison
+    if extra and a.mode == "neural":  # the fast path's mesh from the same inputs
         fm = reconstruct_mesh(masks, cams, a.grid, **same)
         fq = evaluate_mesh(fm, gt)
         fast_q = {k: fq[k] for k in ("chamfer", "iou", "fscore_001")}
-    out = {"mesh": a.mesh, "source": a.source, "mode": a.mode, "views": a.views, "res": a.res, "grid": a.grid, "orbit": a.orbit,
-           "shading": a.shading,
+    out = {"source": a.source, "mode": a.mode, "views": a.views, "res": a.res,
+           "grid": a.grid, "orbit": a.orbit, "shading": a.shading,
            "elevations": [round(float(e), 1) for e in el],
            "depth_source": "gaussians median" if depths is not None else a.depth,
            **{k: q[k] for k in ("chamfer_hi", "chamfer_floor", "chamfer_floor_hi") if k in q},
@@ -204,7 +255,7 @@ def main(argv=None) -> int:
     if fast_q is not None:
         out["fast"] = fast_q
         out["neural_iters"] = a.neural_iters
-    if depths is not None:
+    if extra and depths is not None:
         o3 = _open3d_tsdf(depths, images, cams, a.grid)
         if "mesh" in o3:
             import numpy as np
@@ -220,8 +271,42 @@ def main(argv=None) -> int:
                 out["open3d"] = {"wall_s": round(o3["wall_s"], 3), "error": "empty mesh"}
         else:
             out["open3d"] = o3
-    else:
+    elif extra:
         out["open3d"] = {"skipped": "no depth maps are fused with --source images"}
+    return out, (mesh, gt, masks, cams)
+
+
+def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
+    if a.res is None:
+        a.res = 128 if a.degrade else 256
+    torch.set_num_threads(a.threads)
+    if a.zoo is not None:
+        from .mesh_zoo import run_zoo
+
+        print(json.dumps(run_zoo(a)))
+        return 0
+    if a.mesh is None:
+        raise SystemExit("bench mesh: give --mesh PATH (or zoo:NAME) or --zoo")
+    from .zoo import load_or_make
+
+    _, gt = load_or_make(a.mesh, a.seed)
+    if a.degrade:
+        from ..kernels.metrics import roughness_deg
+
+        both = {}
+        for name, deg in (("clean", None), ("degraded", a.degrade)):
+            r, (mesh, _, _, _) = run_one(gt, a, extra=False, degrade=deg)
+            both[name] = {k: r[k] for k in ("chamfer", "iou", "fscore_001", "wall_s", "faces")}
+            both[name]["roughness_deg"] = round(roughness_deg(mesh), 2)
+        rc, rd = both["clean"]["roughness_deg"], both["degraded"]["roughness_deg"]
+        out = {"mesh": a.mesh, "degrade": a.degrade, "degrade_seed": a.degrade_seed,
+               "res": a.res, "grid": a.grid, "orbit": a.orbit, **both,
+               "roughness_ratio": round(rd / max(rc, 1e-9), 3)}
+        print(json.dumps(out))
+        return 0
+    out, _ = run_one(gt, a)
+    out = {"mesh": a.mesh, **out}
     print(json.dumps(out))
     return 0
 

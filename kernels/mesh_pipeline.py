@@ -54,12 +54,15 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
                      min_weight: float = 1.5, bbox=DEFAULT_BBOX, max_bytes: int | None = None,
                      progress=None, timings: dict | None = None, mvs_options: dict | None = None,
                      mode: str = "fast", neural=None, interrupt=None,
-                     polish_steps: int | None = None, **finish) -> trimesh.Trimesh:
+                     polish_steps: int | None = None, feature_smooth: int = 10,
+                     **finish) -> trimesh.Trimesh:
     """masks ``[C, H, W]`` (+ images ``[C, H, W, 3]`` for ``"mvs"``, ``gaussians`` for
     ``"gaussians"``, ``depths`` ``[C, H, W]`` for ``"depth"``) -> finished ``trimesh.Trimesh``.
 
     ``finish`` goes to :func:`.mesh_extract.finish_mesh` (keep_components, watertight,
-    target_faces, smooth_iterations). The fused field is refined with
+    target_faces, smooth_iterations), with ``feature_smooth`` passes of bilateral normal
+    filtering (:func:`.mesh_extract.bilateral_normal_smooth`: flat faces flat, edges sharp;
+    0 = off). The fused field is refined with
     :func:`.neural_sdf.refine_sdf` when there are ``images``: ``mode="fast"`` by ``polish_steps``
     steps of :data:`.neural_sdf.POLISH` (None = its default 100; 0 = no refinement),
     ``mode="neural"`` (needs ``images``) by ``neural`` (a :class:`.neural_sdf.NeuralSDFConfig`,
@@ -79,6 +82,9 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
                          "mode 'fast'")
     if polish_steps is not None and int(polish_steps) < 0:
         raise ValueError(f"polish_steps must be >= 0 (0 = off), got {polish_steps}")
+    if int(feature_smooth) < 0:
+        raise ValueError(f"feature_smooth must be >= 0 (0 = off), got {feature_smooth}")
+    finish["feature_smooth"] = int(feature_smooth)
     C = masks.shape[0]
     if depth_source == "mvs":
         if images is None:
@@ -141,7 +147,8 @@ def _reconstruct_refined(masks, images, cams, resolution, dsrc, min_background_v
     field, hull = mesh_extract.fast_field(masks, cams, resolution, dsrc, min_background_views,
                                           bbox, min_weight, max_carve, max_bytes, sub, tm)
     t = time.time()
-    first = mesh_extract.field_to_mesh(field, bbox, keep_components=1, watertight=False)
+    first = mesh_extract.field_to_mesh(field, bbox, keep_components=1, watertight=False,
+                                       feature_smooth=0)
     init_depth = render_mesh(first, cams)["depth"]  # where the sampling band goes
     tm["refine_init_s"] = time.time() - t
     t = time.time()

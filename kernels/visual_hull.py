@@ -166,11 +166,23 @@ def carve_visual_hull(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     return out.reshape(r, r, r)
 
 
-def mask_signed_distance(masks: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+# Gaussian blur (pixels) of the silhouette signed distance: the distance transform of a binary
+# mask is a pixel staircase along every slanted boundary, which the hull turns into grooves on
+# flat faces seen at grazing angles (box, zoo: hull roughness 8.7 -> 6.1 degrees, spurious
+# tunnels 20 -> 2); a blur of one pixel straightens the staircase and rounds true corners by
+# about a pixel.
+SD_SMOOTH_PX = 1.0
+
+
+def mask_signed_distance(masks: torch.Tensor, threshold: float = 0.5,
+                         smooth_px: float | None = None) -> torch.Tensor:
     """Signed distance in pixels ``[C, H, W]`` to the silhouette boundary: negative inside the
     object, positive on background, |value| ~ distance to the nearest pixel of the other class
-    (boundary at half a pixel between the two)."""
+    (boundary at half a pixel between the two), Gaussian-blurred by ``smooth_px`` pixels
+    (default :data:`SD_SMOOTH_PX`; 0 = the raw pixel staircase)."""
     from scipy import ndimage
+
+    smooth_px = SD_SMOOTH_PX if smooth_px is None else float(smooth_px)
 
     m = (masks.detach().float().cpu().numpy() >= threshold)
     out = np.empty(m.shape, dtype=np.float32)
@@ -187,6 +199,8 @@ def mask_signed_distance(masks: torch.Tensor, threshold: float = 0.5) -> torch.T
             d_out = ndimage.distance_transform_edt(~fg)  # bg pixels: distance to nearest fg
             d_in = ndimage.distance_transform_edt(fg)  # fg pixels: distance to nearest bg
         out[c] = np.where(fg, -(d_in - 0.5), d_out - 0.5)
+        if smooth_px > 0:
+            out[c] = ndimage.gaussian_filter(out[c], smooth_px, mode="nearest")
     return torch.from_numpy(out).to(masks.device)
 
 

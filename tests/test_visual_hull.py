@@ -134,9 +134,13 @@ def test_hull_sdf_is_subvoxel_accurate():
 def test_mask_signed_distance_signs():
     m = torch.zeros(1, 16, 16)
     m[0, 4:12, 4:12] = 1
-    sd = mask_signed_distance(m)
+    sd = mask_signed_distance(m, smooth_px=0)
     assert sd[0, 8, 8] < -3 and sd[0, 0, 0] > 3
     assert sd[0, 4, 8] == pytest.approx(-0.5) and sd[0, 3, 8] == pytest.approx(0.5)
+    # the default blur straightens pixel staircases but keeps a straight boundary in place
+    sm = mask_signed_distance(m)
+    assert sm[0, 4, 8] == pytest.approx(-0.5, abs=0.1) and sm[0, 3, 8] == pytest.approx(0.5, abs=0.1)
+    assert sm[0, 8, 8] < -2.5 and sm[0, 0, 0] > 2.5
 
 
 def test_bad_inputs_are_refused():
