@@ -30,29 +30,14 @@ import torch
 
 def load_host(path: str):
     """Import ComfyUI (CPU) and its splat nodes module."""
-    from . import host_stubs
+    from .host_stubs import import_comfyui
 
-    path = os.path.abspath(path)
-    if not os.path.isfile(os.path.join(path, "comfy", "model_management.py")):
-        raise ValueError(f"{path} is not a ComfyUI checkout; pass --comfyui or set COMFYUI_PATH")
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    host_stubs.install()
-    saved = sys.argv
-    sys.argv = [saved[0], "--cpu"]
+    import_comfyui(path)
     try:
-        import comfy.cli_args
-
-        comfy.cli_args.args.cpu = True
-        importlib.import_module("comfy.model_management")
-        try:
-            gs = importlib.import_module("comfy_extras.nodes_gaussian_splat")
-        except ImportError as e:
-            raise ValueError(f"ComfyUI at {path} has no splat nodes (needs v0.33 or newer): "
-                             f"{e}") from None
-    finally:
-        sys.argv = saved
-    return gs
+        return importlib.import_module("comfy_extras.nodes_gaussian_splat")
+    except ImportError as e:
+        raise ValueError(f"ComfyUI at {path} has no splat nodes (needs v0.33 or newer): "
+                         f"{e}") from None
 
 
 def log(msg: str) -> None:

@@ -91,19 +91,13 @@ def fetch_object_info(url: str) -> tuple[dict, str]:
 
 def load_comfyui(path: str, empty_dir: str):
     """Import ComfyUI (CPU) and its built-in extra nodes; returns the ``nodes`` module."""
-    path = os.path.abspath(path)
-    if not os.path.isfile(os.path.join(path, "nodes.py")):
+    if not os.path.isfile(os.path.join(os.path.abspath(path), "nodes.py")):
         raise ValueError(f"{path} is not a ComfyUI checkout (no nodes.py); pass --comfyui or set "
                          f"COMFYUI_PATH")
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    host_stubs.install()
+    host_stubs.import_comfyui(path)
     saved = sys.argv
     sys.argv = [saved[0], "--cpu"]
     try:
-        import comfy.cli_args
-
-        comfy.cli_args.args.cpu = True
         # ComfyUI's nodes.py puts comfy/ first on sys.path, where comfy/utils.py would shadow the
         # top-level ``utils`` package; main.py imports that package first, and so do we.
         importlib.import_module("utils.install_util")

@@ -13,6 +13,7 @@ import: importing, subclassing and default-argument use work; calling anything r
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import types
 
@@ -98,3 +99,25 @@ def hide():
             cached = getattr(iu, fn, None)
             if hasattr(cached, "cache_clear"):
                 cached.cache_clear()
+
+
+def import_comfyui(path: str, cpu: bool = True):
+    """Import ComfyUI from the checkout at ``path`` (its ``--cpu`` mode unless ``cpu=False``),
+    with the stand-ins installed where torchvision/torchaudio do not import; returns
+    ``comfy.model_management``. The one loader of the test host and the benchmarks."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(os.path.join(path, "comfy", "model_management.py")):
+        raise ValueError(f"{path} is not a ComfyUI checkout (no comfy/model_management.py): "
+                         "point COMFYUI_PATH (or --comfyui) at one")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    install()
+    saved = sys.argv
+    sys.argv = [saved[0]] + (["--cpu"] if cpu else [])
+    try:
+        import comfy.cli_args
+
+        comfy.cli_args.args.cpu = cpu
+        return importlib.import_module("comfy.model_management")
+    finally:
+        sys.argv = saved

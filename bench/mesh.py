@@ -284,7 +284,7 @@ def main(argv=None) -> int:
     if a.zoo is not None:
         from .mesh_zoo import run_zoo
 
-        print(json.dumps(run_zoo(a)))
+        print(json.dumps(run_zoo(a, run_one)))
         return 0
     if a.mesh is None:
         raise SystemExit("bench mesh: give --mesh PATH (or zoo:NAME) or --zoo")

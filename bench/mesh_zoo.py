@@ -81,9 +81,11 @@ def seen_genus(masks, cams, grid: int) -> int | None:
         return None
 
 
-def run_zoo(a) -> dict:
+def run_zoo(a, run_one) -> dict:
+    """The zoo run of ``bench mesh --zoo``; ``run_one(mesh, args)`` is bench mesh's own runner of
+    the mesh path on one ground-truth mesh (passed in, so the two modules do not import each
+    other)."""
     from ..kernels.metrics import genus, roughness_deg
-    from .mesh import run_one
     from .zoo import load_or_make
 
     names = _names(a)  # bad names fail here, before any work

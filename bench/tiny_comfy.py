@@ -20,31 +20,13 @@ VIDEO_ADM = {"svd": 768, "sv3d_u": 256, "sv3d_p": 1280}
 def load_comfyui():
     """Import ComfyUI from ``$COMFYUI_PATH`` (CPU mode without CUDA) and return
     ``comfy.model_management``, or None when the variable is unset. Where no torchvision can be
-    imported (CPU torch from a local wheel), the test host's minimal stand-in is installed."""
-    import sys
+    imported (CPU torch from a local wheel), the stand-ins of :mod:`.host_stubs` are used."""
+    from .host_stubs import import_comfyui
 
     path = os.environ.get("COMFYUI_PATH")
     if not path:
         return None
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    saved = sys.argv
-    sys.argv = [saved[0]] + ([] if torch.cuda.is_available() else ["--cpu"])
-    try:
-        try:
-            import torchvision  # noqa: F401
-        except Exception:  # noqa: BLE001 - CPU torch without torchvision
-            sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tests"))
-            from comfy_host import _stub_torchvision
-
-            _stub_torchvision()
-        import comfy.cli_args
-
-        comfy.cli_args.args.cpu = not torch.cuda.is_available()
-        import comfy.model_management as mm
-    finally:
-        sys.argv = saved
-    return mm
+    return import_comfyui(path, cpu=not torch.cuda.is_available())
 
 
 def init_random_(module: torch.nn.Module, std: float = 0.02, bias_std: float = 0.01,

@@ -47,18 +47,9 @@ def require_comfyui():
     path = os.path.abspath(path)
     if not os.path.isfile(os.path.join(path, "comfy", "model_management.py")):
         pytest.skip(f"COMFYUI_PATH={path} is not a ComfyUI checkout")
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    _stub_torchvision()
-    saved_argv = sys.argv
-    sys.argv = [sys.argv[0], "--cpu"]
-    try:
-        import comfy.cli_args
+    from orbitforge.bench.host_stubs import import_comfyui
 
-        comfy.cli_args.args.cpu = True
-        mm = importlib.import_module("comfy.model_management")
-    finally:
-        sys.argv = saved_argv
+    mm = import_comfyui(path)
     # import now every ComfyUI module that needs torchvision at import time, then hide the
     # stand-in again so libraries probing for torchvision later (transformers, diffusers) see
     # none instead of a fake one

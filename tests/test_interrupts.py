@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from orbitforge.nodes import host
+from scenes import sample_scene
 
 
 def _loop_caller() -> str:
@@ -106,15 +107,7 @@ def _files(folder) -> list:
 
 
 def _scene(n_views=6, size=32):
-    from orbitforge.kernels.sample import load_sample_orbit
-
-    images, masks, cams = load_sample_orbit()
-    idx = [round(k * 21 / n_views) % 21 for k in range(n_views)]
-    img = torch.nn.functional.interpolate(images[idx].movedim(-1, 1), size=(size, size),
-                                          mode="area").movedim(1, -1).contiguous()
-    msk = torch.nn.functional.interpolate(masks[idx][:, None], size=(size, size),
-                                          mode="area")[:, 0].contiguous()
-    return img, msk, cams[idx].resized(size, size)
+    return sample_scene(n_views, size)
 
 
 def _stopped_by(flag: _CancelDuring, excinfo, target: str, by: str | None = None) -> None:

@@ -19,6 +19,7 @@ import torch
 
 import orbitforge.nodes as N
 from orbitforge.nodes import host
+from scenes import sample_scene
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODE_DIR = os.path.join(REPO, "nodes")
@@ -156,16 +157,7 @@ def test_load_cameras_json(tmp_path):
 
 
 def _tiny_scene(n_views=3, size=32):
-    """A few views of the bundled sample at low resolution (fast fits)."""
-    from orbitforge.kernels.sample import load_sample_orbit
-
-    images, masks, cams = load_sample_orbit()
-    idx = [round(k * 21 / n_views) % 21 for k in range(n_views)]
-    img = torch.nn.functional.interpolate(images[idx].movedim(-1, 1), size=(size, size),
-                                          mode="area").movedim(1, -1).contiguous()
-    msk = torch.nn.functional.interpolate(masks[idx][:, None], size=(size, size),
-                                          mode="area")[:, 0].contiguous()
-    return img, msk, cams[idx].resized(size, size)
+    return sample_scene(n_views, size)
 
 
 @pytest.fixture(scope="module")
