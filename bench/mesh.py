@@ -70,13 +70,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
 
 import torch
 
-DEFAULT_MESHES_DIR = "/work/shared/meshes"
+# the test meshes beside the checkout (``../shared/meshes``), where they are
+DEFAULT_MESHES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "shared", "meshes")
 
 
 def _cpu_s() -> float:
