@@ -123,6 +123,7 @@ def random_model(kind: str, dev, dtype, tiny: bool):
     import comfy.model_detection as md
 
     from ..kernels import hi3d_checkpoint as CK
+    from .tiny_hi3d import tiny_config
     from . import fullsize as FS
     from .tiny_comfy import init_random_, tiny_video_model
 
@@ -132,7 +133,7 @@ def random_model(kind: str, dev, dtype, tiny: bool):
     if kind == "hi3d_stage2":
         from ..nodes.host import models as HM
 
-        cfg_u = CK.tiny_config() if tiny else CK.HI3D_STAGE2
+        cfg_u = tiny_config() if tiny else CK.HI3D_STAGE2
         lay = {k: torch.empty(s, device="meta") for k, s in CK.unet_layout(cfg_u).items()}
         _, Config = HM.stage2_classes()
         cfg = Config(md.detect_unet_config(lay, ""))
@@ -180,10 +181,11 @@ def part_sv3d(dev, tiny: bool) -> dict:
 
 def part_refiner(dev, tiny: bool) -> dict:
     from ..kernels import hi3d_checkpoint as CK
+    from .tiny_hi3d import tiny_config
 
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
     model = random_model("hi3d_stage2", dev, dtype, tiny)
-    cfg = CK.tiny_config() if tiny else CK.HI3D_STAGE2
+    cfg = tiny_config() if tiny else CK.HI3D_STAGE2
     frames, size = (4, 64) if tiny else (21, 1024)
     out = _unet_step(model, frames, size, dev, cfg.in_channels, cfg.adm_in_channels)
     out["model"] = "tiny Hi3D stage 2" if tiny else "Hi3D stage 2 full size, random fp16"
