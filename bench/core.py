@@ -32,7 +32,7 @@ def load_host(path: str):
     """Import ComfyUI (CPU) and its splat nodes module."""
     from .host_stubs import import_comfyui
 
-    import_comfyui(path)
+    import_comfyui(path, keep_stubs=True)
     try:
         return importlib.import_module("comfy_extras.nodes_gaussian_splat")
     except ImportError as e:

@@ -94,7 +94,7 @@ def load_comfyui(path: str, empty_dir: str):
     if not os.path.isfile(os.path.join(os.path.abspath(path), "nodes.py")):
         raise ValueError(f"{path} is not a ComfyUI checkout (no nodes.py); pass --comfyui or set "
                          f"COMFYUI_PATH")
-    host_stubs.import_comfyui(path)
+    host_stubs.import_comfyui(path, keep_stubs=True)
     saved = sys.argv
     sys.argv = [saved[0], "--cpu"]
     try:

@@ -101,10 +101,25 @@ def hide():
                 cached.cache_clear()
 
 
-def import_comfyui(path: str, cpu: bool = True):
+# ComfyUI modules that import torchvision/torchaudio at module level: imported while the
+# stand-ins are in place, so that the stand-ins can be hidden again afterwards
+_PRELOAD = ("comfy.model_base", "comfy.sd", "comfy.supported_models", "comfy.samplers",
+            "comfy.clip_vision", "comfy.ldm.cascade.stage_c_coder",
+            "comfy.ldm.cascade.controlnet", "comfy.ldm.cosmos.model",
+            "comfy.ldm.cosmos.predict2", "comfy.ldm.ace.vae.music_dcae_pipeline",
+            "comfy.ldm.sam3.detector", "comfy.ldm.lightricks.vae.audio_vae",
+            "comfy.background_removal.birefnet", "comfy.ldm.mmaudio.vae.autoencoder")
+
+
+def import_comfyui(path: str, cpu: bool = True, keep_stubs: bool = False):
     """Import ComfyUI from the checkout at ``path`` (its ``--cpu`` mode unless ``cpu=False``),
     with the stand-ins installed where torchvision/torchaudio do not import; returns
-    ``comfy.model_management``. The one loader of the test host and the benchmarks."""
+    ``comfy.model_management``. The one loader of the test host and the benchmarks.
+
+    Unless ``keep_stubs`` (a process that goes on to import every node module), the model
+    modules that need torchvision are imported now and the stand-ins hidden again, so that
+    libraries probing for torchvision later (transformers, diffusers) see none instead of a fake.
+    """
     path = os.path.abspath(path)
     if not os.path.isfile(os.path.join(path, "comfy", "model_management.py")):
         raise ValueError(f"{path} is not a ComfyUI checkout (no comfy/model_management.py): "
@@ -118,6 +133,14 @@ def import_comfyui(path: str, cpu: bool = True):
         import comfy.cli_args
 
         comfy.cli_args.args.cpu = cpu
-        return importlib.import_module("comfy.model_management")
+        mm = importlib.import_module("comfy.model_management")
     finally:
         sys.argv = saved
+    if not keep_stubs:
+        for name in _PRELOAD:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - optional model families (audio without torchaudio)
+                pass
+        hide()
+    return mm

@@ -33,9 +33,6 @@ def _hide_stub():
     host_stubs.hide()
 
 
-
-
-
 def require_comfyui():
     """Import ComfyUI from ``$COMFYUI_PATH`` in CPU mode, or skip the calling test."""
     global _LOADED
@@ -50,19 +47,5 @@ def require_comfyui():
     from orbitforge.bench.host_stubs import import_comfyui
 
     mm = import_comfyui(path)
-    # import now every ComfyUI module that needs torchvision at import time, then hide the
-    # stand-in again so libraries probing for torchvision later (transformers, diffusers) see
-    # none instead of a fake one
-    for name in ("comfy.model_base", "comfy.sd", "comfy.supported_models", "comfy.samplers",
-                 "comfy.clip_vision", "comfy.ldm.cascade.stage_c_coder",
-                 "comfy.ldm.cascade.controlnet", "comfy.ldm.cosmos.model",
-                 "comfy.ldm.cosmos.predict2", "comfy.ldm.ace.vae.music_dcae_pipeline",
-                 "comfy.ldm.sam3.detector", "comfy.ldm.lightricks.vae.audio_vae",
-                 "comfy.background_removal.birefnet", "comfy.ldm.mmaudio.vae.autoencoder"):
-        try:
-            importlib.import_module(name)
-        except Exception:  # optional model families (e.g. audio without torchaudio)
-            pass
-    _hide_stub()
     _LOADED = mm
     return mm
