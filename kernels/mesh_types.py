@@ -98,22 +98,3 @@ class ColoredMesh:
             vc = np.asarray(vis.vertex_colors)[:, :3].astype(np.float32) / 255.0
             colors = torch.as_tensor(vc, device=device)
         return ColoredMesh(v, f, colors)
-
-
-def as_mesh_list(mesh) -> list:
-    """Any MESH value (``ColoredMesh`` or core ``MESH``: ``.vertices`` [B,N,3], ``.faces``
-    [B,M,3]) -> a list of ``ColoredMesh`` with batch 1, one per item."""
-    if not hasattr(mesh, "vertices") or not hasattr(mesh, "faces"):
-        raise ValueError(f"expected a MESH (object with .vertices and .faces), got "
-                         f"{type(mesh).__name__}")
-    v, f = mesh.vertices, mesh.faces
-    if v.ndim == 2:
-        v, f = v[None], f[None]
-    out = []
-    for b in range(v.shape[0]):
-        vc = getattr(mesh, "vertex_colors", None)
-        uv = getattr(mesh, "uv", None)
-        tex = getattr(mesh, "texture", None)
-        out.append(ColoredMesh(v[b], f[b].long(), None if vc is None else vc[b],
-                               None if uv is None else uv[b], None if tex is None else tex[b]))
-    return out

@@ -27,12 +27,6 @@ def _stub_torchvision():
     host_stubs.install()
 
 
-def _hide_stub():
-    from orbitforge.bench import host_stubs
-
-    host_stubs.hide()
-
-
 def require_comfyui():
     """Import ComfyUI from ``$COMFYUI_PATH`` in CPU mode, or skip the calling test."""
     global _LOADED
