@@ -126,6 +126,7 @@ def run_object(name: str, folder: str, a) -> dict:
     from ..kernels.metrics import psnr, roughness_deg, ssim
     from ..nodes.cameras import OrbitCameras
     from ..nodes.gaussians import GaussianReconstruct, GaussianRender
+    from ..kernels.core_mesh import mesh_items
     from ..nodes.mesh import SDFMesh
 
     views = load_orbit(folder)  # [21,H,W,3]
@@ -169,7 +170,7 @@ def run_object(name: str, folder: str, a) -> dict:
 
     splat, _, _ = GaussianRender().render(g, cam_te, "median", "1, 1, 1")
     gt, gm = views[te], masks[te]
-    tm = mesh.to_trimesh(0)
+    tm = mesh_items(mesh)[0].to_trimesh(0)  # the node's MESH (core class in ComfyUI v0.33)
     mr = render_mesh(tm, cam_te, ss=2, ambient=1.0, diffuse=0.0)  # vertex colours, unlit
     grey = render_mesh(_grey(tm), cam_te, ss=1, occlusion=False)["rgb"]
     cover = (mr["mask"] > 0.5).float()

@@ -103,6 +103,7 @@ def results(ply: str, glb: str | None, pick: list):
     with torch.no_grad():
         splat, _, _, _ = render_gaussians(g, between)
     if glb is None:
+        from orbitforge.kernels.core_mesh import mesh_items
         from orbitforge.nodes.mesh import SDFMesh
 
         sys.path.insert(0, HERE)
@@ -115,7 +116,7 @@ def results(ply: str, glb: str | None, pick: list):
         (sdf,) = [n["inputs"] for n in api.values() if n["class_type"] == "OrbitForgeSDFMesh"]
         kw = {k: v for k, v in sdf.items() if not isinstance(v, list)}
         (mesh,) = SDFMesh().build(cams, images=images, masks=masks, gaussians=g, **kw)
-        tm = mesh.to_trimesh(0)
+        tm = mesh_items(mesh)[0].to_trimesh(0)  # the node's MESH (core class in ComfyUI v0.33)
     else:
         tm = trimesh.load(glb, force="mesh")
     mesh_rgb = render_mesh(tm, between)["rgb"]
