@@ -127,6 +127,7 @@ def run_object(name: str, folder: str, a) -> dict:
     from ..nodes.cameras import OrbitCameras
     from ..nodes.gaussians import GaussianReconstruct, GaussianRender
     from ..kernels.core_mesh import mesh_items
+    from ..nodes.host.geometry import read_splat
     from ..nodes.mesh import SDFMesh
 
     views = load_orbit(folder)  # [21,H,W,3]
@@ -186,7 +187,7 @@ def run_object(name: str, folder: str, a) -> dict:
         "roughness_deg": round(roughness_deg(tm), 2),
         "wall_s": round(wall, 2),
         "times": times,
-        "gaussians": len(g),
+        "gaussians": len(read_splat(g, "gaussians")),
         "faces": int(mesh.faces.shape[1]),
         "elevation": a.elevation,
         "calibrate": a.calibrate,
