@@ -110,7 +110,7 @@ def results(ply: str, glb: str | None, pick: list):
         import make_workflows as MW
 
         wf = MW.WORKFLOWS["orbitforge_sample_views_to_mesh"]().json()
-        from orbitforge.nodes.workflow_check import ui_to_api
+        from orbitforge.workflow.api import ui_to_api
 
         api = ui_to_api(wf, MW.node_classes())
         (sdf,) = [n["inputs"] for n in api.values() if n["class_type"] == "OrbitForgeSDFMesh"]

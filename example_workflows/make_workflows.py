@@ -6,9 +6,10 @@ custom node's ``example_workflows/`` (with the same-name ``.jpg`` as its thumbna
     python example_workflows/make_workflows.py            # all *.json
     python example_workflows/make_workflows.py --check    # exit 1 when a file differs
 
-The graphs are built from the node schemas (the pack's INPUT_TYPES and nodes/core_schemas.json),
+The graphs are built from the node schemas (the pack's INPUT_TYPES and orbitforge/workflow/core_schemas.json),
 so every ``widgets_values`` list is in the order the ComfyUI frontend creates widgets (see
-``orbitforge.nodes.workflow_check.widget_layout``). Edit the graphs here, not the JSON by hand;
+``orbitforge.workflow.schema.widget_layout``; the builder is
+``orbitforge.workflow.graph.WorkflowBuilder``). Edit the graphs here, not the JSON by hand;
 ``python -m orbitforge check-workflow example_workflows/*.json`` validates the result against
 every host snapshot. Thumbnails (.jpg) are made by ``example_workflows/make_thumbnails.py``.
 """
@@ -18,6 +19,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+
+from orbitforge.workflow.graph import WorkflowBuilder
+from orbitforge.workflow.schema import Schemas
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -45,139 +49,14 @@ def node_classes() -> dict:
     return classes
 
 
-def _schemas():
-    from orbitforge.nodes.workflow_check import _Schemas  # noqa: PLC0415
-
-    return _Schemas(node_classes(), None)
-
-
-class Graph:
-    """A UI-format workflow under construction."""
+class Graph(WorkflowBuilder):
+    """A shipped workflow: the pack's builder over the registered nodes plus EXTRA_MODULES."""
 
     def __init__(self, title: str):
-        self.title = title
-        self.nodes: list = []
-        self.links: list = []
-        self.groups: list = []
-        self.schemas = _schemas()
-
-    # -- nodes ---------------------------------------------------------------------------------
-    def node(self, type_: str, pos, size=(320, 160), /, title: str | None = None, **values):
-        schema, err = self.schemas.get(type_)
-        if schema is None:
-            raise ValueError(f"no schema for {type_}: {err}")
-        from orbitforge.nodes.workflow_check import FRONTEND_TRAILING_WIDGETS, widget_layout
-
-        names = {i["name"] for i in schema["inputs"]}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"{type_} has no inputs {sorted(unknown)}")
-        wv = []
-        for kind, inp in widget_layout(schema):
-            if kind == "input":
-                if inp["name"] in values:
-                    wv.append(values[inp["name"]])
-                elif "default" in inp:
-                    wv.append(inp["default"])
-                elif inp["type"] == "COMBO" and inp.get("options"):
-                    wv.append(inp["options"][0])
-                else:
-                    raise ValueError(f"{type_}.{inp['name']} needs a value")
-            elif kind == "control":
-                wv.append("fixed")
-            elif kind == "filter":
-                wv.append("")
-            elif kind == "upload":
-                wv.append("image")
-        wv.extend([""] * FRONTEND_TRAILING_WIDGETS.get(type_, 0))
-        n = {
-            "id": len(self.nodes) + 1, "type": type_, "pos": [int(pos[0]), int(pos[1])],
-            "size": [int(size[0]), int(size[1])], "flags": {}, "order": 0, "mode": 0,
-            "inputs": [{"name": i["name"], "type": i["type"], "link": None}
-                       for i in schema["inputs"] if not i["widget"]],
-            "outputs": [{"name": nm, "type": t, "links": [], "slot_index": k}
-                        for k, (nm, t) in enumerate(zip(schema["output_names"],
-                                                        schema["outputs"]))],
-            "properties": {"Node name for S&R": type_},
-            "widgets_values": wv,
-        }
-        if title:
-            n["title"] = title
-        self.nodes.append(n)
-        return n
+        super().__init__(title, Schemas(node_classes(), None))
 
     def note(self, text: str, pos, size=(420, 300), title: str = "Read me"):
-        n = {"id": len(self.nodes) + 1, "type": "MarkdownNote", "pos": [int(pos[0]), int(pos[1])],
-             "size": [int(size[0]), int(size[1])], "flags": {}, "order": 0, "mode": 0,
-             "inputs": [], "outputs": [], "properties": {}, "widgets_values": [text],
-             "title": title, "color": NOTE_COLOR, "bgcolor": NOTE_BG}
-        self.nodes.append(n)
-        return n
-
-    def group(self, title: str, nodes: list, color: str, pad: int = 40):
-        x0 = min(n["pos"][0] for n in nodes) - 10
-        y0 = min(n["pos"][1] for n in nodes) - pad - 10
-        x1 = max(n["pos"][0] + n["size"][0] for n in nodes) + 10
-        y1 = max(n["pos"][1] + n["size"][1] for n in nodes) + 10
-        self.groups.append({"id": len(self.groups) + 1, "title": title,
-                            "bounding": [x0, y0, x1 - x0, y1 - y0], "color": color,
-                            "font_size": 24, "flags": {}})
-
-    # -- links ---------------------------------------------------------------------------------
-    def link(self, src: dict, out, dst: dict, input_name: str):
-        """Connect ``src`` output (index or name) to ``dst`` input ``input_name``; a widget input
-        becomes a socket (``"widget": {"name": ...}``) as when the user drags a link onto it."""
-        if isinstance(out, str):
-            out = [o["name"] for o in src["outputs"]].index(out)
-        otype = src["outputs"][out]["type"]
-        slots = [i["name"] for i in dst["inputs"]]
-        if input_name not in slots:
-            schema, _ = self.schemas.get(dst["type"])
-            inp = next((i for i in schema["inputs"] if i["name"] == input_name), None)
-            if inp is None or not inp["widget"]:
-                raise ValueError(f"{dst['type']} has no input {input_name}")
-            dst["inputs"].append({"name": input_name, "type": inp["type"], "link": None,
-                                  "widget": {"name": input_name}})
-            slots.append(input_name)
-        k = slots.index(input_name)
-        if dst["inputs"][k]["link"] is not None:
-            raise ValueError(f"{dst['type']}.{input_name} is already linked")
-        lid = len(self.links) + 1
-        src["outputs"][out]["links"].append(lid)
-        dst["inputs"][k]["link"] = lid
-        self.links.append([lid, src["id"], out, dst["id"], k, otype])
-        return lid
-
-    # -- output --------------------------------------------------------------------------------
-    def _order(self):
-        """Execution order like the frontend's: topological, ties by id; notes last."""
-        deps = {n["id"]: {ln[1] for ln in self.links if ln[3] == n["id"]} for n in self.nodes}
-        done, order = set(), []
-        while len(order) < len(self.nodes):
-            ready = [n for n in self.nodes if n["id"] not in done and deps[n["id"]] <= done]
-            ready.sort(key=lambda n: (n["type"] == "MarkdownNote", n["id"]))
-            n = ready[0]
-            done.add(n["id"])
-            order.append(n["id"])
-        for k, nid in enumerate(order):
-            self.nodes[nid - 1]["order"] = k
-
-    def json(self) -> dict:
-        self._order()
-        return {
-            "id": _uuid(self.title), "revision": 0,
-            "last_node_id": len(self.nodes), "last_link_id": len(self.links),
-            "nodes": self.nodes, "links": self.links, "groups": self.groups,
-            "config": {}, "extra": {"ds": {"scale": 0.6, "offset": [40, 60]},
-                                    "frontendVersion": "1.28.6"},
-            "version": 0.4,
-        }
-
-
-def _uuid(title: str) -> str:
-    import uuid  # noqa: PLC0415
-
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "orbitforge/workflows/" + title))
+        return super().note(text, pos, size, title, color=NOTE_COLOR, bgcolor=NOTE_BG)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -906,7 +906,8 @@ def fuzz_workflow(folder: str) -> List[Outcome]:
     problems counts as a refusal naming the file."""
     import glob
 
-    from orbitforge.nodes.workflow_check import check_files, load_core_schemas
+    from orbitforge.workflow.check import check_files
+    from orbitforge.workflow.schema import load_core_schemas
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     docs = []
@@ -1026,7 +1027,7 @@ def summary(names: Optional[List[str]] = None) -> dict:
     for mod in ("trimesh", "safetensors.torch", "orbitforge.kernels.mesh_render",
                 "orbitforge.kernels.mesh_color", "orbitforge.kernels.fit",
                 "orbitforge.kernels.hi3d_checkpoint", "orbitforge.nodes.refiner",
-                "orbitforge.nodes.sample", "orbitforge.nodes.workflow_check"):
+                "orbitforge.nodes.sample", "orbitforge.workflow.check"):
         importlib.import_module(mod)  # imports are not the readers' memory
     res = {}
     for name in names or list(READERS):

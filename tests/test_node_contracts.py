@@ -23,7 +23,7 @@ from scenes import sample_scene
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODE_DIR = os.path.join(REPO, "nodes")
-NOT_NODE_MODULES = {"__init__", "workflow_check"}
+NOT_NODE_MODULES = {"__init__"}
 
 
 def _node_modules() -> dict:

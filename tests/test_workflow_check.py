@@ -1,4 +1,4 @@
-"""The offline workflow checker and UI -> API conversion (nodes/workflow_check.py)."""
+"""The offline workflow checker and UI -> API conversion (the orbitforge.workflow package)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ import sys
 
 import pytest
 from orbitforge.nodes import NODE_CLASS_MAPPINGS
-from orbitforge.nodes.workflow_check import (
-    check_files,
-    check_workflow,
+from orbitforge.workflow.api import ui_to_api
+from orbitforge.workflow.check import check_files, check_workflow
+from orbitforge.workflow.cli import check_workflow_main
+from orbitforge.workflow.graph import WorkflowBuilder
+from orbitforge.workflow.schema import (
+    check_value,
     core_schema_files,
-    check_workflow_main,
     load_core_schemas,
+    normalize_input,
     schema_from_class,
-    ui_to_api,
+    types_match,
     widget_layout,
 )
 
@@ -33,54 +36,26 @@ ORBIT_API = {"orbit": "sv3d_static", "frames": 21, "elevation": 10.0, "radius": 
              "keyframes": "0, 0, 0; 20, 30, 340"}
 
 
-class UI:
-    """Builds UI-format (schema 0.4) workflows the way the frontend saves them."""
-
-    def __init__(self):
-        self.nodes, self.links, self.last_link = [], [], 0
-
-    def add(self, type_, widgets=None, inputs=(), outputs=(), mode=0, **extra):
-        node = {"id": len(self.nodes) + 1, "type": type_, "pos": [0, 0], "size": [300, 100],
-                "flags": {}, "order": len(self.nodes), "mode": mode,
-                "inputs": [{"name": n, "type": t, "link": None} for n, t in inputs],
-                "outputs": [{"name": n, "type": t, "links": []} for n, t in outputs],
-                "properties": {"Node name for S&R": type_}}
-        if widgets is not None:
-            node["widgets_values"] = list(widgets)
-        node.update(extra)
-        self.nodes.append(node)
-        return node
-
-    def connect(self, src, slot, dst, input_name):
-        self.last_link += 1
-        k = [i["name"] for i in dst["inputs"]].index(input_name)
-        typ = src["outputs"][slot]["type"]
-        src["outputs"][slot]["links"].append(self.last_link)
-        dst["inputs"][k]["link"] = self.last_link
-        self.links.append([self.last_link, src["id"], slot, dst["id"], k, typ])
-        return self.last_link
-
-    def json(self):
-        return {"id": "6a2b8c1e-0000-4000-8000-000000000000", "revision": 0,
-                "last_node_id": len(self.nodes), "last_link_id": self.last_link,
-                "nodes": self.nodes, "links": self.links, "groups": [], "config": {},
-                "extra": {"ds": {"scale": 1, "offset": [0, 0]}}, "version": 0.4}
+def UI():
+    """An empty graph built the way the frontend saves it (the builder the shipped workflows use);
+    the tests add hand-made nodes with ``raw_node``."""
+    return WorkflowBuilder("checker-test")
 
 
 def orbit_node(ui, values=None):
-    return ui.add("OrbitForgeOrbitCameras", ORBIT_VALUES if values is None else values,
+    return ui.raw_node("OrbitForgeOrbitCameras", ORBIT_VALUES if values is None else values,
                   outputs=[("cameras", "CAMERAS"), ("path_plot", "IMAGE")])
 
 
 def preview_node(ui):
-    return ui.add("PreviewImage", [], inputs=[("images", "IMAGE")])
+    return ui.raw_node("PreviewImage", [], inputs=[("images", "IMAGE")])
 
 
 def orbit_to_preview(values=None):
     ui = UI()
     cams = orbit_node(ui, values)
     prev = preview_node(ui)
-    ui.connect(cams, 1, prev, "images")
+    ui.link(cams, 1, prev, "images")
     return ui, cams, prev
 
 
@@ -96,6 +71,29 @@ def test_valid_workflow_passes_and_converts_to_api():
         "1": {"class_type": "OrbitForgeOrbitCameras", "inputs": ORBIT_API},
         "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 1]}},
     }
+
+
+def test_builder_lays_widgets_out_from_the_schema():
+    """The builder the shipped workflows come from: widget values in frontend order (defaults
+    filled in, a control value after the seed), a linked widget turned into a socket."""
+    b = WorkflowBuilder("builder-test")
+    cams = b.node("OrbitForgeOrbitCameras", (0, 0), frames=12, seed=3)
+    wv = cams["widgets_values"]
+    assert len(wv) == len(ORBIT_VALUES) and wv[1] == 12 and wv[7:9] == [3, "fixed"]
+    prev = b.node("PreviewImage", (400, 0))
+    b.link(cams, "path_plot", prev, "images")
+    prim = b.raw_node("PrimitiveNode", [24, "fixed"], outputs=[("INT", "INT")])
+    b.link(prim, 0, cams, "frames")
+    assert cams["inputs"][-1] == {"name": "frames", "type": "INT", "link": 2,
+                                  "widget": {"name": "frames"}}
+    wf = b.json()
+    assert check_workflow(wf) == []
+    assert ui_to_api(wf)["1"]["inputs"]["frames"] == 24
+    assert [n["order"] for n in wf["nodes"]] == [1, 2, 0]  # the primitive runs first
+    with pytest.raises(ValueError, match="no inputs"):
+        b.node("PreviewImage", (0, 0), colour=1)
+    with pytest.raises(ValueError, match="already linked"):
+        b.link(prim, 0, cams, "frames")
 
 
 def test_defaults_are_the_pack_registry_and_bundled_core_table():
@@ -118,7 +116,7 @@ def test_seed_gets_a_control_after_generate_value():
 
 def test_unknown_node_type_is_reported():
     ui, _, _ = orbit_to_preview()
-    ui.add("OrbitForgeNoSuchNode", [1, 2])
+    ui.raw_node("OrbitForgeNoSuchNode", [1, 2])
     probs = problems_of(ui)
     assert len(probs) == 1
     assert "node 3" in probs[0] and "unknown node type 'OrbitForgeNoSuchNode'" in probs[0]
@@ -127,7 +125,7 @@ def test_unknown_node_type_is_reported():
 def test_mismatched_link_type_is_reported():
     ui = UI()
     cams, prev = orbit_node(ui), preview_node(ui)
-    ui.connect(cams, 0, prev, "images")  # CAMERAS into IMAGE
+    ui.link(cams, 0, prev, "images")  # CAMERAS into IMAGE
     (msg,) = problems_of(ui)
     assert "node 2 (PreviewImage) input 'images' (IMAGE)" in msg
     assert "type CAMERAS" in msg and "node 1 (OrbitForgeOrbitCameras)" in msg
@@ -228,16 +226,16 @@ def test_reroute_note_and_primitive_are_handled_like_the_frontend():
     ui = UI()
     cams = orbit_node(ui)
     prev = preview_node(ui)
-    rr = ui.add("Reroute", None, inputs=[("", "*")], outputs=[("", "IMAGE")])
-    ui.connect(cams, 1, rr, "")
-    ui.connect(rr, 0, prev, "images")
-    ui.add("Note", ["Orbit preview only."])
-    ui.add("MarkdownNote", ["# Orbit"])
+    rr = ui.raw_node("Reroute", None, inputs=[("", "*")], outputs=[("", "IMAGE")])
+    ui.link(cams, 1, rr, "")
+    ui.link(rr, 0, prev, "images")
+    ui.raw_node("Note", ["Orbit preview only."])
+    ui.raw_node("MarkdownNote", ["# Orbit"])
     # a primitive driving the 'frames' widget, turned into a socket
-    prim = ui.add("PrimitiveNode", [12, "fixed"], outputs=[("INT", "INT")])
+    prim = ui.raw_node("PrimitiveNode", [12, "fixed"], outputs=[("INT", "INT")])
     cams["inputs"].append({"name": "frames", "type": "INT", "widget": {"name": "frames"},
                            "link": None})
-    ui.connect(prim, 0, cams, "frames")
+    ui.link(prim, 0, cams, "frames")
     assert problems_of(ui) == []
     api = ui_to_api(ui.json(), NODE_CLASS_MAPPINGS, load_core_schemas())
     assert set(api) == {"1", "2"}
@@ -252,9 +250,9 @@ def test_reroute_note_and_primitive_are_handled_like_the_frontend():
 def test_type_mismatch_is_found_through_reroutes():
     ui = UI()
     cams, prev = orbit_node(ui), preview_node(ui)
-    rr = ui.add("Reroute", None, inputs=[("", "*")], outputs=[("", "*")])
-    ui.connect(cams, 0, rr, "")
-    ui.connect(rr, 0, prev, "images")
+    rr = ui.raw_node("Reroute", None, inputs=[("", "*")], outputs=[("", "*")])
+    ui.link(cams, 0, rr, "")
+    ui.link(rr, 0, prev, "images")
     (msg,) = problems_of(ui)
     assert "node 2 (PreviewImage) input 'images'" in msg and "CAMERAS" in msg
 
@@ -262,12 +260,12 @@ def test_type_mismatch_is_found_through_reroutes():
 def test_bypassed_and_muted_nodes():
     ui = UI()
     cams = orbit_node(ui)
-    inv = ui.add("ImageInvert", [], inputs=[("image", "IMAGE")], outputs=[("IMAGE", "IMAGE")],
+    inv = ui.raw_node("ImageInvert", [], inputs=[("image", "IMAGE")], outputs=[("IMAGE", "IMAGE")],
                  mode=4)
     prev = preview_node(ui)
-    ui.connect(cams, 1, inv, "image")
-    ui.connect(inv, 0, prev, "images")
-    muted = ui.add("SaveImage", ["x"], inputs=[("images", "IMAGE")], mode=2)  # not connected
+    ui.link(cams, 1, inv, "image")
+    ui.link(inv, 0, prev, "images")
+    muted = ui.raw_node("SaveImage", ["x"], inputs=[("images", "IMAGE")], mode=2)  # not connected
     assert problems_of(ui) == []  # a muted node's missing input is not an error
     api = ui_to_api(ui.json(), NODE_CLASS_MAPPINGS, load_core_schemas())
     assert set(api) == {"1", "3"} and api["3"]["inputs"] == {"images": ["1", 1]}
@@ -276,30 +274,30 @@ def test_bypassed_and_muted_nodes():
 
 def test_core_sv3d_style_graph_with_upload_and_sampler_widgets():
     ui = UI()
-    img = ui.add("LoadImage", ["chair.png", "image"],
+    img = ui.raw_node("LoadImage", ["chair.png", "image"],
                  outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")])
-    ckpt = ui.add("ImageOnlyCheckpointLoader", ["sv3d_u.safetensors"],
+    ckpt = ui.raw_node("ImageOnlyCheckpointLoader", ["sv3d_u.safetensors"],
                   outputs=[("MODEL", "MODEL"), ("CLIP_VISION", "CLIP_VISION"), ("VAE", "VAE")])
-    cond = ui.add("SV3D_Conditioning", [576, 576, 21, 10.0],
+    cond = ui.raw_node("SV3D_Conditioning", [576, 576, 21, 10.0],
                   inputs=[("clip_vision", "CLIP_VISION"), ("init_image", "IMAGE"), ("vae", "VAE")],
                   outputs=[("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                            ("latent", "LATENT")])
-    noise = ui.add("RandomNoise", [42, "randomize"], outputs=[("NOISE", "NOISE")])
-    guid = ui.add("VideoTriangleCFGGuidance", [1.0], inputs=[("model", "MODEL")],
+    noise = ui.raw_node("RandomNoise", [42, "randomize"], outputs=[("NOISE", "NOISE")])
+    guid = ui.raw_node("VideoTriangleCFGGuidance", [1.0], inputs=[("model", "MODEL")],
                   outputs=[("MODEL", "MODEL")])
-    cfg = ui.add("CFGGuider", [2.5], inputs=[("model", "MODEL"), ("positive", "CONDITIONING"),
+    cfg = ui.raw_node("CFGGuider", [2.5], inputs=[("model", "MODEL"), ("positive", "CONDITIONING"),
                                              ("negative", "CONDITIONING")],
                  outputs=[("GUIDER", "GUIDER")])
-    sel = ui.add("KSamplerSelect", ["euler"], outputs=[("SAMPLER", "SAMPLER")])
-    sch = ui.add("BasicScheduler", ["karras", 50, 1.0], inputs=[("model", "MODEL")],
+    sel = ui.raw_node("KSamplerSelect", ["euler"], outputs=[("SAMPLER", "SAMPLER")])
+    sch = ui.raw_node("BasicScheduler", ["karras", 50, 1.0], inputs=[("model", "MODEL")],
                  outputs=[("SIGMAS", "SIGMAS")])
-    samp = ui.add("SamplerCustomAdvanced", [],
+    samp = ui.raw_node("SamplerCustomAdvanced", [],
                   inputs=[("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"),
                           ("sigmas", "SIGMAS"), ("latent_image", "LATENT")],
                   outputs=[("output", "LATENT"), ("denoised_output", "LATENT")])
-    dec = ui.add("VAEDecode", [], inputs=[("samples", "LATENT"), ("vae", "VAE")],
+    dec = ui.raw_node("VAEDecode", [], inputs=[("samples", "LATENT"), ("vae", "VAE")],
                  outputs=[("IMAGE", "IMAGE")])
-    save = ui.add("SaveAnimatedWEBP", ["sv3d", 10.0, False, 90, "default"],
+    save = ui.raw_node("SaveAnimatedWEBP", ["sv3d", 10.0, False, 90, "default"],
                   inputs=[("images", "IMAGE")])
     for a, s, b, n in [(ckpt, 1, cond, "clip_vision"), (img, 0, cond, "init_image"),
                        (ckpt, 2, cond, "vae"), (ckpt, 0, guid, "model"), (guid, 0, cfg, "model"),
@@ -309,7 +307,7 @@ def test_core_sv3d_style_graph_with_upload_and_sampler_widgets():
                        (sch, 0, samp, "sigmas"), (cond, 2, samp, "latent_image"),
                        (samp, 1, dec, "samples"), (ckpt, 2, dec, "vae"),
                        (dec, 0, save, "images")]:
-        ui.connect(a, s, b, n)
+        ui.link(a, s, b, n)
     assert problems_of(ui) == []
     api = ui_to_api(ui.json(), NODE_CLASS_MAPPINGS, load_core_schemas())
     assert api["1"]["inputs"] == {"image": "chair.png"}  # no "upload" value
@@ -334,13 +332,13 @@ def test_core_sv3d_style_graph_with_upload_and_sampler_widgets():
 def test_modern_frontend_widget_sockets_are_accepted():
     """Frontends >= 1.16 save a socket entry for every widget (link null), upload included."""
     ui = UI()
-    img = ui.add("LoadImage", ["chair.png", "image"],
+    img = ui.raw_node("LoadImage", ["chair.png", "image"],
                  inputs=[("image", "COMBO"), ("upload", "IMAGEUPLOAD")],
                  outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")])
     for slot in img["inputs"]:
         slot["widget"] = {"name": slot["name"]}
     prev = preview_node(ui)
-    ui.connect(img, 0, prev, "images")
+    ui.link(img, 0, prev, "images")
     assert problems_of(ui) == []
     assert ui_to_api(ui.json())["1"] == {"class_type": "LoadImage", "inputs": {"image": "chair.png"}}
     img["inputs"].append({"name": "mask_file", "type": "STRING", "link": None})  # not a widget
@@ -399,15 +397,11 @@ def test_both_host_snapshots_ship():
 def test_widget_type_of_a_union_input_makes_it_a_widget():
     """v0.33's Preview3D: model_file is 'STRING,FILE_3D_GLB,...' drawn as a STRING widget; its
     value is in widgets_values and a FILE_3D link fits it too."""
-    from orbitforge.nodes.workflow_check import normalize_input
-
     spec = ("STRING,FILE_3D_GLB,FILE_3D", {"default": "", "widgetType": "STRING"})
     inp = normalize_input("model_file", "required", spec)
     assert inp["widget"] and inp["widget_type"] == "STRING"
     schema = {"inputs": [inp], "outputs": [], "output_names": [], "output_node": True}
     assert [(k, i["name"]) for k, i in widget_layout(schema)] == [("input", "model_file")]
-    from orbitforge.nodes.workflow_check import check_value, types_match
-
     assert check_value(inp, 3) == "value 3 is not a string"
     assert types_match("FILE_3D", inp["type"]) and types_match("STRING", inp["type"])
 
@@ -426,7 +420,7 @@ def test_old_graph_with_gaussians_links_still_checks_and_converts():
 def test_a_problem_with_one_host_names_it(tmp_path):
     """A core node only v0.33 has (SplatToFile3D) is unknown to the v0.3.64 snapshot."""
     ui = UI()
-    ui.add("SplatToFile3D", ["ply"], inputs=[("splat", "SPLAT")],
+    ui.raw_node("SplatToFile3D", ["ply"], inputs=[("splat", "SPLAT")],
            outputs=[("FILE_3D_SPLAT_ANY", "model_3d")])
     f = tmp_path / "new.json"
     f.write_text(json.dumps(ui.json()))
@@ -462,17 +456,17 @@ def test_converted_prompts_pass_comfyui_validation(monkeypatch):
     # reroute + primitive + bypassed node
     ui = UI()
     cams = orbit_node(ui)
-    inv = ui.add("ImageInvert", [], inputs=[("image", "IMAGE")], outputs=[("IMAGE", "IMAGE")],
+    inv = ui.raw_node("ImageInvert", [], inputs=[("image", "IMAGE")], outputs=[("IMAGE", "IMAGE")],
                  mode=4)
-    rr = ui.add("Reroute", None, inputs=[("", "*")], outputs=[("", "IMAGE")])
+    rr = ui.raw_node("Reroute", None, inputs=[("", "*")], outputs=[("", "IMAGE")])
     prev = preview_node(ui)
-    prim = ui.add("PrimitiveNode", [12, "fixed"], outputs=[("INT", "INT")])
+    prim = ui.raw_node("PrimitiveNode", [12, "fixed"], outputs=[("INT", "INT")])
     cams["inputs"].append({"name": "frames", "type": "INT", "widget": {"name": "frames"},
                            "link": None})
-    ui.connect(cams, 1, inv, "image")
-    ui.connect(inv, 0, rr, "")
-    ui.connect(rr, 0, prev, "images")
-    ui.connect(prim, 0, cams, "frames")
+    ui.link(cams, 1, inv, "image")
+    ui.link(inv, 0, rr, "")
+    ui.link(rr, 0, prev, "images")
+    ui.link(prim, 0, cams, "frames")
     assert problems_of(ui) == []
     ok, err, outputs, _ = _backend_validate(monkeypatch, ui_to_api(ui.json()))
     assert ok and outputs == ["4"], err

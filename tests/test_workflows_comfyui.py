@@ -37,7 +37,8 @@ import urllib.request
 
 import pytest
 
-from orbitforge.nodes.workflow_check import FRONTEND_ONLY, ui_to_api
+from orbitforge.workflow.api import ui_to_api
+from orbitforge.workflow.schema import FRONTEND_ONLY
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
