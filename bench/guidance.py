@@ -3,7 +3,7 @@
 
 Cost per sampling step of HarmonyView (3 branches: full, no_input, no_views, in ONE batched
 forward) against plain CFG (2 branches: no_input, full) on tiny random-weight SVD-family UNets at
-21 frames. Issue's must: HarmonyView <= 1.6x CFG per step (3/2 = 1.5 is the ideal when the
+21 frames. Target: HarmonyView <= 1.6x CFG per step (3/2 = 1.5 is the ideal when the
 forward is compute-bound).
 
 Backends

@@ -26,9 +26,11 @@ Frame-by-frame 3D Gaussian Splatting (:func:`.fit.fit_gaussians`) with warm star
 
   (Δ against the previous frame's fitted values, ``s`` the half-size of the scene box the
   cameras see, so the term is scale-free);
-* optional per-image confidence weights (Diffusion² §4D reconstruction, SPEC §6): the paper's
-  loss is ``λ_lpips·C_lpips·L_lpips + λ_ssim·C_ssim·L_dssim`` with ``C_ssim = SSIM(gt, render)``
-  and ``C_lpips = 1 - LPIPS`` per image. ``confidence="ssim"`` computes ``C_ssim`` per view from a
+* optional per-image confidence weights (the 4D reconstruction of Diffusion², "Dynamic 3D
+  Content Generation via Score Composition of Orthogonal Diffusion Models"; not in the released
+  code fudan-zvg/diffusion-square): the paper's loss is
+  ``λ_lpips·C_lpips·L_lpips + λ_ssim·C_ssim·L_dssim`` with ``C_ssim = SSIM(gt, render)`` and
+  ``C_lpips = 1 - LPIPS`` per image. ``confidence="ssim"`` computes ``C_ssim`` per view from a
   first-pass render of the warm-start scene (time f-1's fit for f > 0; for time 0 its own
   unweighted fit, then refined with the weights for ``warm_iterations`` steps) and scales each
   view's loss by it (normalised to mean 1 over the views of the time step). Note the warm-start

@@ -1,4 +1,5 @@
-"""IPSM geometry regularisers for sparse-view 3DGS fits (host-free; SPEC §7, seed 002).
+"""IPSM geometry regularisers for sparse-view 3DGS fits (host-free; IPSM, NeurIPS 2024, "How to
+Use Diffusion Priors under Sparse Views?"; ideas only from the official code GeorgeNum7/IPSM).
 
 The pieces a fit loop calls each iteration (all pure functions of tensors, no diffusion model):
 
@@ -40,7 +41,8 @@ import torch
 
 from .cameras import Cameras, camera_centers
 
-# IPSM defaults (SPEC §7)
+# IPSM's defaults (paper and GeorgeNum7/IPSM): pseudo-pose noise 0.01 -> 0.05, depth masks on
+# min-max normalised depths: consistent |Δ| < 0.3, strict |Δ| < 0.1
 SIGMA_START = 0.01
 SIGMA_END = 0.05
 DEPTH_THRESHOLD = 0.3

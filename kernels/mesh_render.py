@@ -203,7 +203,8 @@ def load_mesh(path: str, texture: Optional[str] = None) -> trimesh.Trimesh:
 
 
 def normalize_mesh(mesh: trimesh.Trimesh):
-    """Centre the bounding box at the origin and scale its largest extent to 1 (SPEC §8).
+    """Centre the bounding box at the origin and scale its largest extent to 1 (the
+    evaluation frame of SyncDreamer's ``eval_mesh.py``).
 
     Returns ``(normalised copy, center [3], scale)`` with ``normalised = (v - center) * scale``;
     apply the same ``center``/``scale`` to a prediction to put it in this mesh's frame.
@@ -408,7 +409,8 @@ def render_mesh(mesh: trimesh.Trimesh, cams: Cameras, background: Sequence[float
     """Render ``mesh`` from every camera (CPU ray casting).
 
     Args:
-        mesh: the mesh, in world units of ``cams`` (normalise it first for the SPEC §8 protocol).
+        mesh: the mesh, in world units of ``cams`` (normalise it first for the SyncDreamer
+            ``eval_mesh.py`` protocol).
         cams: N cameras; ``cams.width`` x ``cams.height`` output images.
         background: RGB (0..1) the colour is composited on.
         ss: supersampling factor per axis (anti-aliasing; ss=2 costs 4x).

@@ -1,6 +1,7 @@
 """Reconstruction metrics: image PSNR / SSIM and mesh Chamfer / F-score / volume IoU.
 
-Mesh metrics follow the SyncDreamer / EscherNet protocol (SPEC §8): both meshes in the ground
+Mesh metrics follow the protocol of SyncDreamer's ``eval_mesh.py`` (liuyuan-pal/SyncDreamer), also
+used by EscherNet: both meshes in the ground
 truth's normalised frame (largest bounding-box extent 1, centred); Chamfer distance = (mean
 nearest-neighbour distance pred->gt + gt->pred) / 2, unsquared L2, on >= 100k surface samples;
 volume IoU of inside/outside at a 64³ grid; F-score at tau = 0.01.
@@ -269,7 +270,8 @@ def volume_iou(pred: trimesh.Trimesh, gt: trimesh.Trimesh, res: int = 64) -> flo
 
 def evaluate_mesh(pred: trimesh.Trimesh, gt: trimesh.Trimesh, n: int = 100_000, res: int = 64,
                   tau: float = 0.01, normalize: bool = True) -> dict:
-    """Chamfer, volume IoU and F-score@tau of ``pred`` against ``gt`` (SPEC §8 protocol).
+    """Chamfer, volume IoU and F-score@tau of ``pred`` against ``gt`` (the protocol of
+    SyncDreamer's ``eval_mesh.py``).
 
     ``pred`` must already be in the same frame as ``gt`` (no alignment is done). With
     ``normalize`` both are mapped by **the GT's** normalisation (GT bbox centred at the origin,

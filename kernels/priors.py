@@ -1,17 +1,18 @@
 """Regularisers plugged into the 3DGS fit (:func:`.fit.fit_gaussians`'s ``regularizer`` hook).
 
-:class:`IPSMGeometryRegularizer`: IPSM's host-free geometry terms (SPEC §7): each step, pseudo
+:class:`IPSMGeometryRegularizer`: the host-free geometry terms of IPSM ("How to Use Diffusion Priors
+under Sparse Views?", NeurIPS 2024; official code GeorgeNum7/IPSM): each step, pseudo
 cameras perturbed around the training cameras (σ annealed 0.01 -> 0.05) are rendered, the closest
 training view is inverse-warped into them with the rendered pseudo depth, and the pseudo render
 is pulled towards the warped view inside the strict depth-consistency mask; optionally a Pearson
 correlation loss ties the rendered depth of the training views to a monocular depth.
 
-:class:`IPSMDiffusionRegularizer` (issue 7 item 2): IPSM's two score terms (:func:`.sds.ipsm_prior_loss`,
+:class:`IPSMDiffusionRegularizer`: IPSM's two score terms (:func:`.sds.ipsm_prior_loss`,
 weights 0.2 / 2.0, t ~ U[250, 750), ramp-in) on the VAE latents of pseudo renders, the
 inpainting model conditioned on the warped closest training view and its inpaint mask.
-:class:`SV3DSDSRegularizer` (item 3): masked SDS with a video (SV3D) denoiser on a whole orbit of
-renders, weighted by the visibility mask (:func:`.sds.visibility_mask_from_depth`) so only what no
-training camera sees is repainted; switched on in the last part of the fit.
+:class:`SV3DSDSRegularizer`: SV3D's masked SDS (the paper's 3D stage; no code released) with the
+video (SV3D) denoiser on a whole orbit of renders, weighted by the visibility mask
+(:func:`.sds.visibility_mask_from_depth`) so only what no training camera sees is repainted; switched on in the last part of the fit.
 
 Both take the models as callables (built by the host layer, ``nodes/host/priors.py``), so this
 module stays free of ComfyUI; both only act every ``every`` steps to bound their cost.
@@ -240,7 +241,7 @@ class SV3DSDSConfig:
     sigma_max: float = 5.0
     weighting: str = "one_minus_alpha"
     random_azimuth: bool = True  # rotate the whole orbit by a random offset each application
-    f0: float = 0.0  # visibility smoothstep range (SPEC section 3)
+    f0: float = 0.0  # visibility smoothstep range: SV3D's mask 1 - smoothstep(v.n; 0, 0.5)
     f1: float = 0.5
     seed: int = 0
 

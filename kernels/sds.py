@@ -2,8 +2,9 @@
 
 Two priors a 3DGS fit can add (the models themselves are callables given by the host layer):
 
-**SV3D masked SDS** (SPEC §3, paper's 3D stage; no official code). For each pixel of a random
-render with world point ``p`` and unit normal ``n``, the reference camera ``c`` maximising
+**SV3D masked SDS** ("SV3D: Novel Multi-view Synthesis and 3D Generation from a Single Image
+using Latent Video Diffusion", ECCV 2024, the 3D stage; no official code). For each pixel of a
+random render with world point ``p`` and unit normal ``n``, the reference camera ``c`` maximising
 ``v_c . n`` (``v_c`` = unit vector from ``p`` to camera c) decides how well the input views
 already see it; the SDS gradient is multiplied by ``M = 1 - smoothstep(max_c v_c . n; 0, 0.5)``,
 ``smoothstep(x) = x^2 (3 - 2x)`` on ``x = clamp((x - f0)/(f1 - f0), 0, 1)``, so only what no
@@ -15,7 +16,8 @@ the gradient on the latents is ``g = w(sigma) (eps_hat - eps) = w(sigma) (z - D)
 default ``w = sigma^2/(1+sigma^2)`` is DreamFusion's ``1 - alpha_bar`` in EDM terms.
 :func:`edm_sds_loss`.
 
-**IPSM** (SPEC §7; follows the official code's choices): with an SD-1.5-inpainting epsilon
+**IPSM** ("How to Use Diffusion Priors under Sparse Views?", NeurIPS 2024; follows the choices
+of the official code GeorgeNum7/IPSM): with an SD-1.5-inpainting epsilon
 ``eps_inp`` on ``[z_t | mask | VAE(masked warped image)]`` and plain SD-1.5 ``eps_sd`` on ``z_t``
 (both with CFG 7.5, t ~ U[250, 750)):
 ``g1 = alpha_bar_t (eps_inp - eps)``, ``g2 = alpha_bar_t (eps_inp - eps_sd)``, each term

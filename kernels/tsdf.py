@@ -1,4 +1,5 @@
-"""TSDF fusion of depth maps and its combination with the visual hull (SPEC §8).
+"""TSDF fusion of depth maps and its combination with the visual hull (projective TSDF, as in
+KinectFusion; voxels no view observes default to inside and are carved by the masks).
 
 ``tsdf_fuse`` is projective TSDF fusion on the voxel centres of :func:`.visual_hull.voxel_grid`:
 for each view the signed distance along the ray ``d(uv) - z`` (positive in front of the observed

@@ -5,7 +5,8 @@ pixels, pixel ``(i, j)`` centred at ``(j + 0.5, i + 0.5)``). Voxel grids are ``[
 indexed ``'ij'`` over ``(x, y, z)``: ``grid[i, j, k]`` is the voxel at
 ``(x_i, y_j, z_k)``.
 
-Carving rule (SPEC §8, "generated views have imperfect masks, so carve by soft voting"): a voxel
+Carving rule (generated views have imperfect masks, so carve by soft voting; a hard "any view
+says background" rule eats the object wherever one generated mask is wrong): a voxel
 is empty when at least ``min_background_views`` cameras see it *inside their image* and on
 background (mask < threshold). A camera whose image the voxel projects outside of (or that has
 the voxel behind it) does not vote, so a voxel no camera observes stays *inside*.

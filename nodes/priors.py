@@ -105,12 +105,13 @@ class IPSMGeometryPriors:
 
 class IPSMDiffusionPriors:
     DESCRIPTION = (
-        "IPSM's diffusion prior for sparse views (SPEC section 7): random pseudo views of the "
-        "Gaussians are VAE-encoded and pushed by two score terms, an SD-1.5 inpainting model "
-        "conditioned on the closest training view warped into the pseudo view (regions the warp "
-        "cannot trust are inpainted) minus the noise (weight 0.2) and minus plain SD-1.5 (weight "
-        "2.0); t ~ U[250, 750), CFG 7.5, ramped in over 500 steps. Costs 4 UNet passes per "
-        "application, so it runs every k steps. Connect to Gaussian Reconstruct's 'priors'.")
+        "IPSM's diffusion prior for sparse views ('How to Use Diffusion Priors under Sparse "
+        "Views?', NeurIPS 2024): random pseudo views of the Gaussians are VAE-encoded and pushed "
+        "by two score terms, an SD-1.5 inpainting model conditioned on the closest training view "
+        "warped into the pseudo view (regions the warp cannot trust are inpainted) minus the "
+        "noise (weight 0.2) and minus plain SD-1.5 (weight 2.0); t ~ U[250, 750), CFG 7.5, "
+        "ramped in over 500 steps. Costs 4 UNet passes per application, so it runs every k "
+        "steps. Connect to Gaussian Reconstruct's 'priors'.")
     CATEGORY = "OrbitForge/3d"
     FUNCTION = "make"
     RETURN_TYPES = ("RECON_PRIORS",)
@@ -168,12 +169,12 @@ class IPSMDiffusionPriors:
 
 class SV3DSDSPriors:
     DESCRIPTION = (
-        "SV3D masked score distillation (SPEC section 3): late in the fit, a whole SV3D orbit of "
-        "the Gaussians is rendered (randomly rotated for SV3D_p), VAE-encoded and pushed towards "
-        "what SV3D, conditioned on the input image, denoises it to; the push is masked by the "
-        "visibility mask so only surfaces no training camera faces are repainted. Use the "
-        "positive/negative of OrbitForge SV3D Orbit (its orbit and size set the rendered views). "
-        "Connect to Gaussian Reconstruct's 'priors'.")
+        "SV3D masked score distillation (the SV3D paper's 3D stage, ECCV 2024): late in the fit, "
+        "a whole SV3D orbit of the Gaussians is rendered (randomly rotated for SV3D_p), "
+        "VAE-encoded and pushed towards what SV3D, conditioned on the input image, denoises it "
+        "to; the push is masked by the visibility mask so only surfaces no training camera faces "
+        "are repainted. Use the positive/negative of OrbitForge SV3D Orbit (its orbit and size "
+        "set the rendered views). Connect to Gaussian Reconstruct's 'priors'.")
     CATEGORY = "OrbitForge/3d"
     FUNCTION = "make"
     RETURN_TYPES = ("RECON_PRIORS",)

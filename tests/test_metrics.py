@@ -1,4 +1,4 @@
-"""Image and mesh reconstruction metrics (SPEC §8 protocol)."""
+"""Image and mesh reconstruction metrics (the mesh protocol of SyncDreamer's ``eval_mesh.py``)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Diffusion priors of the 3DGS fit (issue 7 items 2/3): the IPSM diffusion and SV3D masked-SDS
+"""Diffusion priors of the 3DGS fit: the IPSM diffusion and SV3D masked-SDS
 companion nodes (validation before the fit), and short fits with tiny random-weight ComfyUI models
 (ComfyUI's own classes) where the prior's loss is finite and its gradient reaches the Gaussians."""
 

@@ -1,4 +1,5 @@
-"""Host side of the reconstruction priors (issue 7 items 2/3): checks and model callables.
+"""Host side of the reconstruction priors (IPSM diffusion, SV3D masked SDS): checks and model
+callables.
 
 Everything imports ComfyUI lazily. The maths lives in ``kernels/sds.py`` / ``kernels/ipsm.py``;
 this module turns core objects into what those kernels call:
