@@ -3,8 +3,8 @@ voxel SDF, started from the fast path's field and fitted to the views.
 
 Hi3D extracts its mesh with NeuS on the dense orbit ("Hi3D: Pursuing High-Resolution Image-to-3D
 Generation with Video Diffusion Models", reconstruction section; no code released). An MLP SDF
-takes hours on a CPU; this is the same rendering model on an explicit grid (as Voxurf / DVGO do), which a CPU fits in
-minutes:
+takes hours on a CPU; this is the same rendering model on an explicit grid (as Voxurf / DVGO
+do), which a CPU fits in minutes:
 
 * parameters: an SDF grid ``[R, R, R]`` (world units, negative inside, initialised from the fast
   path's fused hull + depth field) and a colour grid ``[3, R, R, R]`` (view-independent colour);

@@ -12,7 +12,8 @@ weights 0.2 / 2.0, t ~ U[250, 750), ramp-in) on the VAE latents of pseudo render
 inpainting model conditioned on the warped closest training view and its inpaint mask.
 :class:`SV3DSDSRegularizer`: SV3D's masked SDS (the paper's 3D stage; no code released) with the
 video (SV3D) denoiser on a whole orbit of renders, weighted by the visibility mask
-(:func:`.sds.visibility_mask_from_depth`) so only what no training camera sees is repainted; switched on in the last part of the fit.
+(:func:`.sds.visibility_mask_from_depth`) so only what no training camera sees is repainted;
+switched on in the last part of the fit.
 
 Both take the models as callables (built by the host layer, ``nodes/host/priors.py``), so this
 module stays free of ComfyUI; both only act every ``every`` steps to bound their cost.
