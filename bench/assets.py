@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from ..kernels import cameras as C
+from ..kernels.cameras import make_orbit_cameras, sv3d_static_orbit
 from ..kernels.atomic import atomic_write
 from ..kernels import sample as S
 from ..kernels.mesh_render import render_mesh
@@ -53,8 +53,8 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     mesh = S.load_sample_mesh()
-    el, az = C.sv3d_static_orbit(S.SAMPLE_ELEVATION)
-    cams = C.make_orbit_cameras(el, az, S.SAMPLE_RADIUS, S.SAMPLE_FOV, S.SAMPLE_SIZE, S.SAMPLE_SIZE)
+    el, az = sv3d_static_orbit(S.SAMPLE_ELEVATION)
+    cams = make_orbit_cameras(el, az, S.SAMPLE_RADIUS, S.SAMPLE_FOV, S.SAMPLE_SIZE, S.SAMPLE_SIZE)
     t1 = time.time()
     out = render_mesh(mesh, cams, ss=S.SAMPLE_SS)
     t_render = time.time() - t1

@@ -179,15 +179,16 @@ def stage_recon4d(args, _ctx):
 
     img, msk, cams = _sample(128)
     keep = list(range(0, 21, 3))  # 7 views
-    F = 3
-    views = img[keep].repeat_interleave(F, 0)  # [V*F, H, W, 3] view-major
-    masks = msk[keep].repeat_interleave(F, 0)
+    n_times = 3
+    views = img[keep].repeat_interleave(n_times, 0)  # [V*F, H, W, 3] view-major
+    masks = msk[keep].repeat_interleave(n_times, 0)
     c = cams[keep]
     it, wit = args.fit_iters, max(args.fit_iters // 3, 1)
-    return (f"Gaussian 4D Reconstruct, 7 views x {F} times at 128², {it} + 2 x {wit} iterations, "
-            "SSIM confidence, PLY sequence written",
-            lambda: Gaussian4DReconstruct().reconstruct(views, c, F, it, wit, 0.02, "ssim", 128, 0,
-                                                        0, "orbitforge/4d/seq", mask=masks))
+    return (f"Gaussian 4D Reconstruct, 7 views x {n_times} times at 128², {it} + 2 x {wit} "
+            "iterations, SSIM confidence, PLY sequence written",
+            lambda: Gaussian4DReconstruct().reconstruct(views, c, n_times, it, wit, 0.02, "ssim",
+                                                        128, 0, 0, "orbitforge/4d/seq",
+                                                        mask=masks))
 
 
 class _StandIn(torch.nn.Module):
@@ -274,22 +275,23 @@ def stage_diffusion2(args, ctx):
     from ..kernels import diffusion2 as D, edm
 
     net = _StandIn()
-    V, F = 8, 8
+    n_views, n_frames = 8, 8
 
     def fn(x, sigma, idx):  # [n, L, 4, h, w]
         return net(x, sigma)
 
     def run():
         sig = edm.edm_sigmas(steps, 0.002, 700.0)
-        x = edm.initial_noise((V, F, 4, 72, 72), float(sig[0]), torch.Generator().manual_seed(0))
+        x = edm.initial_noise((n_views, n_frames, 4, 72, 72), float(sig[0]),
+                              torch.Generator().manual_seed(0))
         lams = D.lambda_schedule(steps)
         prog = host.Progress(steps + 1)
-        return D.sample_matrix(x, sig, fn, fn, D.view_weights(V), lams, vrs_steps=1,
+        return D.sample_matrix(x, sig, fn, fn, D.view_weights(n_views), lams, vrs_steps=1,
                                column_chunk=2, row_chunk=2,
                                generator=torch.Generator().manual_seed(1),
                                callback=lambda k, *_: prog.update(k))
-    return (f"kernels.diffusion2.sample_matrix (stand-in denoiser, no ComfyUI), {V} x {F} x 4 x "
-            f"72², {steps} steps", run)
+    return (f"kernels.diffusion2.sample_matrix (stand-in denoiser, no ComfyUI), "
+            f"{n_views} x {n_frames} x 4 x 72², {steps} steps", run)
 
 
 BUILDERS = {"fit": stage_fit, "sdf_mesh_fast": stage_sdf_mesh("fast"),

@@ -26,7 +26,8 @@ from typing import Optional
 
 import torch
 
-from . import cameras as K, ipsm, sds
+from . import ipsm, sds
+from .cameras import SV3D_FOV_DEG, make_orbit_cameras
 from .mvs import neighbor_views
 
 
@@ -260,7 +261,7 @@ class SV3DSDSRegularizer:
     """
 
     def __init__(self, encode, denoiser_for, elevations, azimuths, height: int, width: int,
-                 config: Optional[SV3DSDSConfig] = None, fov: float = K.SV3D_FOV_DEG,
+                 config: Optional[SV3DSDSConfig] = None, fov: float = SV3D_FOV_DEG,
                  prepare=None):
         self.cfg = config or SV3DSDSConfig()
         if self.cfg.every < 1 or not (0.0 <= self.cfg.start < 1.0):
@@ -283,7 +284,7 @@ class SV3DSDSRegularizer:
 
     def orbit(self, offset: float, radius: float):
         az = [(a + offset) % 360.0 for a in self.az]
-        return az, K.make_orbit_cameras(self.el, az, radius, self.fov, self.w, self.h)
+        return az, make_orbit_cameras(self.el, az, radius, self.fov, self.w, self.h)
 
     def __call__(self, step: int, params: dict, ctx) -> torch.Tensor:
         zero = params["means"].sum() * 0

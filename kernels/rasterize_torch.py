@@ -272,17 +272,17 @@ class _Composite(torch.autograd.Function):
     @staticmethod
     def forward(ctx, coef, feat, pair_hi, layout):
         buckets, starts, n_tiles, basis, depth_col, save_elems, chunk = layout
-        P, F = feat.shape
+        P, n_ch = feat.shape
         px = basis.shape[1]
         basis_t = basis.T.contiguous()
         dev, dt = coef.device, coef.dtype
         floor = _alpha_floor(dt)
-        out = torch.zeros(n_tiles, px, F, device=dev, dtype=dt)
+        out = torch.zeros(n_tiles, px, n_ch, device=dev, dtype=dt)
         acc = torch.zeros(n_tiles, px, device=dev, dtype=dt)
         med = torch.zeros(n_tiles, px, device=dev, dtype=dt)
         ncoef = torch.cat([-coef, coef.new_zeros(1, 6)], 0)
         ncoef[P, 0] = -1e30  # padding pair: alpha = 0
-        pad_feat = torch.cat([feat, feat.new_zeros(1, F)], 0)
+        pad_feat = torch.cat([feat, feat.new_zeros(1, n_ch)], 0)
         pad_hi = torch.cat([pair_hi, pair_hi.new_zeros(1)], 0)
         total = sum(int(t.numel()) * L * px for t, L in buckets)  # (slot, pixel) elements
         save = total <= save_elems
@@ -298,7 +298,7 @@ class _Composite(torch.autograd.Function):
             carry = torch.ones(nt, px, device=dev, dtype=dt)  # T before the current chunk
             done = torch.zeros(nt, px, device=dev, dtype=torch.bool)
             any_done = False
-            out_b = torch.zeros(nt, px, F, device=dev, dtype=dt)
+            out_b = torch.zeros(nt, px, n_ch, device=dev, dtype=dt)
             med_b = torch.zeros(nt, px, device=dev, dtype=dt)
             act = None  # active tiles (None = all)
             chunks = []
@@ -352,15 +352,15 @@ class _Composite(torch.autograd.Function):
     def backward(ctx, g_out, g_acc, g_med):
         coef, feat, out, acc = ctx.saved_tensors
         buckets, starts, n_tiles, basis, depth_col, save_elems, chunk = ctx.layout
-        P, F = feat.shape
+        P, n_ch = feat.shape
         px = basis.shape[1]
         basis_t = basis.T.contiguous()
         floor = _alpha_floor(coef.dtype)
         ncoef = torch.cat([-coef, coef.new_zeros(1, 6)], 0)
         ncoef[P, 0] = -1e30
-        pad_feat = torch.cat([feat, feat.new_zeros(1, F)], 0)
+        pad_feat = torch.cat([feat, feat.new_zeros(1, n_ch)], 0)
         g_coef = coef.new_zeros(P + 1, 6)
-        g_feat = feat.new_zeros(P + 1, F)
+        g_feat = feat.new_zeros(P + 1, n_ch)
         if g_out is None:
             g_out = torch.zeros_like(out)
         if g_acc is None:
@@ -394,7 +394,7 @@ class _Composite(torch.autograd.Function):
                     B.masked_fill_(a >= ALPHA_MAX, 0.0)
                 flat = sl.reshape(-1)
                 g_coef.index_add_(0, flat, torch.matmul(basis, B).transpose(1, 2).reshape(-1, 6))
-                g_feat.index_add_(0, flat, torch.bmm(go.transpose(1, 2), w).transpose(1, 2).reshape(-1, F))
+                g_feat.index_add_(0, flat, torch.bmm(go.transpose(1, 2), w).transpose(1, 2).reshape(-1, n_ch))
         ctx.per_bucket = None
         return g_coef[:P], g_feat[:P], None, None
 

@@ -13,7 +13,13 @@ import logging
 import torch
 
 from ..kernels import calibrate as C
-from ..kernels import cameras as K
+from ..kernels.cameras import (
+    Cameras,
+    DEFAULT_RADIUS,
+    SV3D_FOV_DEG,
+    make_orbit_cameras,
+    sv3d_static_orbit,
+)
 from ..kernels.fit import masks_from_background
 from . import host
 from .cameras import parse_color
@@ -47,8 +53,8 @@ def _views_masks(views, mask, background) -> torch.Tensor:
     return masks_from_background(views[..., :3].float().cpu(), background)
 
 
-def calibrate_for_reconstruction(views, mask, cams: K.Cameras, calibrate: str,
-                                 background=(1.0, 1.0, 1.0)) -> K.Cameras:
+def calibrate_for_reconstruction(views, mask, cams: Cameras, calibrate: str,
+                                 background=(1.0, 1.0, 1.0)) -> Cameras:
     """The ``calibrate`` option of the reconstruction nodes: ``cams`` or calibrated cameras
     (at the cameras' own image size); logs the report. ``views`` IMAGE or None (then ``mask``
     gives the silhouettes)."""
@@ -83,7 +89,7 @@ def calibrate_for_reconstruction(views, mask, cams: K.Cameras, calibrate: str,
 _CACHE: dict = {}
 
 
-def _cache_key(masks: torch.Tensor, cams: K.Cameras, mode: str) -> str:
+def _cache_key(masks: torch.Tensor, cams: Cameras, mode: str) -> str:
     h = hashlib.sha1()
     for t in (masks, cams.viewmats, cams.Ks):
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
@@ -137,7 +143,7 @@ class CalibrateOrbit:
                          "every pixel that differs from the background colour."}),
                 "background": ("STRING", {"default": "1, 1, 1", "tooltip": "Background colour "
                                "'r, g, b' in 0..1 of the views (for masks when none is given)."}),
-                "fov": ("FLOAT", {"default": K.SV3D_FOV_DEG, "min": 1.0, "max": 170.0,
+                "fov": ("FLOAT", {"default": SV3D_FOV_DEG, "min": 1.0, "max": 170.0,
                         "step": 0.1, "tooltip": "SV3D modes: the vertical field of view "
                         "(SV3D: 33.8 degrees)."}),
                 "search_fov": ("BOOLEAN", {"default": False, "tooltip": "Also search the field "
@@ -150,7 +156,7 @@ class CalibrateOrbit:
         }
 
     def calibrate(self, views, orbit, per_view, cameras=None, mask=None, background="1, 1, 1",
-                  fov=K.SV3D_FOV_DEG, search_fov=False, normalize_distance=True):
+                  fov=SV3D_FOV_DEG, search_fov=False, normalize_distance=True):
 
         if orbit not in ORBIT_MODES:
             raise ValueError(f"orbit must be one of {ORBIT_MODES}, got {orbit!r}")
@@ -160,13 +166,13 @@ class CalibrateOrbit:
         masks = _views_masks(views, mask, bg)
         n, h, w = masks.shape
         if orbit == "given cameras":
-            if not isinstance(cameras, K.Cameras):
+            if not isinstance(cameras, Cameras):
                 raise ValueError("orbit 'given cameras' needs the cameras input (CAMERAS); "
                                  "connect them or pick an SV3D mode")
             cams = cameras.to(device="cpu")
         else:
-            el, az = K.sv3d_static_orbit(0.0, n)
-            cams = K.make_orbit_cameras(el, az, K.DEFAULT_RADIUS, fov, w, h)
+            el, az = sv3d_static_orbit(0.0, n)
+            cams = make_orbit_cameras(el, az, DEFAULT_RADIUS, fov, w, h)
         pv = {"auto": "auto", "on": True, "off": False}[per_view]
         if orbit == "SV3D dynamic orbit, unknown":
             pv = True

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from ..kernels import cameras as K
+from ..kernels.cameras import (
+    DEFAULT_RADIUS,
+    SV3D_FOV_DEG,
+    interpolate_orbit,
+    keyframed_orbit,
+    make_orbit_cameras,
+    sv3d_dynamic_orbit,
+    sv3d_static_orbit,
+    uniform_orbit,
+)
 from ..kernels.camera_plot import plot_camera_path
 from . import host
 
@@ -66,10 +75,10 @@ class OrbitCameras:
                        "(per ring for 'uniform'). SV3D was trained on 21."}),
             "elevation": ("FLOAT", {"default": 10.0, "min": -90.0, "max": 90.0, "step": 0.5,
                           "tooltip": "Elevation in degrees (SV3D orbits; base of the dynamic one)."}),
-            "radius": ("FLOAT", {"default": K.DEFAULT_RADIUS, "min": 0.1, "max": 100.0, "step": 0.05,
+            "radius": ("FLOAT", {"default": DEFAULT_RADIUS, "min": 0.1, "max": 100.0, "step": 0.05,
                        "tooltip": "Camera distance from the origin, for an object scaled to a unit "
                        "bounding box."}),
-            "fov": ("FLOAT", {"default": K.SV3D_FOV_DEG, "min": 1.0, "max": 170.0, "step": 0.1,
+            "fov": ("FLOAT", {"default": SV3D_FOV_DEG, "min": 1.0, "max": 170.0, "step": 0.1,
                     "tooltip": "Vertical field of view in degrees (SV3D: 33.8)."}),
             "width": ("INT", {"default": 576, "min": 8, "max": 8192, "step": 8,
                       "tooltip": "Image width in pixels."}),
@@ -86,16 +95,16 @@ class OrbitCameras:
     def make(self, orbit, frames, elevation, radius, fov, width, height, seed, elevations,
              keyframes):
         if orbit == "sv3d_static":
-            el, az = K.sv3d_static_orbit(elevation, frames)
+            el, az = sv3d_static_orbit(elevation, frames)
         elif orbit == "sv3d_dynamic":
-            el, az = K.sv3d_dynamic_orbit(elevation, frames, seed)
+            el, az = sv3d_dynamic_orbit(elevation, frames, seed)
         elif orbit == "uniform":
-            el, az = K.uniform_orbit(frames, parse_floats(elevations, "elevations"))
+            el, az = uniform_orbit(frames, parse_floats(elevations, "elevations"))
         elif orbit == "keyframed":
-            el, az = K.keyframed_orbit(parse_keyframes(keyframes), frames)
+            el, az = keyframed_orbit(parse_keyframes(keyframes), frames)
         else:
             raise ValueError(f"orbit must be one of {ORBITS}, got {orbit!r}")
-        cams = K.make_orbit_cameras(el, az, radius, fov, width, height)
+        cams = make_orbit_cameras(el, az, radius, fov, width, height)
         return (cams, plot_camera_path(cams).to(host.intermediate_device()))
 
 
@@ -119,7 +128,7 @@ class InterpolateCameras:
         }}
 
     def interpolate(self, cameras, per_gap, closed):
-        cams = K.interpolate_orbit(cameras, per_gap, closed)
+        cams = interpolate_orbit(cameras, per_gap, closed)
         return (cams, plot_camera_path(cams).to(host.intermediate_device()))
 
 

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from ..kernels import cameras as K
+from ..kernels.cameras import DEFAULT_RADIUS, SV3D_FOV_DEG, make_orbit_cameras, sv3d_static_orbit
 from ..kernels import diffusion2 as D
 from ..kernels import edm
 from ..kernels import sv3d as S
@@ -57,9 +57,9 @@ def _orbit(cameras, elevation, V, size, view_weight_min):
         az = [float(a) for a in cameras.azimuth.tolist()]
         return el, az, cameras.resized(size, size), D.view_weights_from_azimuths(
             az, az[-1], float(view_weight_min))
-    el, az = K.sv3d_static_orbit(float(elevation), V)
+    el, az = sv3d_static_orbit(float(elevation), V)
     el, az = [float(e) for e in el], [float(a) for a in az]
-    cams = K.make_orbit_cameras(el, az, K.DEFAULT_RADIUS, K.SV3D_FOV_DEG, size, size)
+    cams = make_orbit_cameras(el, az, DEFAULT_RADIUS, SV3D_FOV_DEG, size, size)
     return el, az, cams, D.view_weights(V, float(view_weight_min))
 
 class Diffusion2Sampler:

@@ -13,7 +13,13 @@ import re
 
 import torch
 
-from ..kernels import cameras as K
+from ..kernels.cameras import (
+    DEFAULT_RADIUS,
+    SV3D_FOV_DEG,
+    check_cameras_see_object,
+    make_orbit_cameras,
+    uniform_orbit,
+)
 from ..kernels.atomic import atomic_write_all
 from ..kernels.mesh_types import ColoredMesh
 from . import host
@@ -187,7 +193,7 @@ class SDFMesh:
                                  f"but the views {ref.shape[2]}x{ref.shape[1]}; resize to match")
             if ref is None:
                 cams = cams.resized(depth_maps.shape[2], depth_maps.shape[1])
-        K.check_cameras_see_object(cams)
+        check_cameras_see_object(cams)
         if masks is not None:
             cams = calibrate_for_reconstruction(images, masks, cams, calibrate)
         cams = cams.to(device="cpu")
@@ -347,9 +353,9 @@ class MeshTurntable:
                           "Camera elevation in degrees."}),
             "size": ("INT", {"default": 384, "min": 32, "max": 4096, "step": 8, "tooltip":
                      "Frame width and height in pixels."}),
-            "radius": ("FLOAT", {"default": K.DEFAULT_RADIUS, "min": 0.1, "max": 100.0,
+            "radius": ("FLOAT", {"default": DEFAULT_RADIUS, "min": 0.1, "max": 100.0,
                        "tooltip": "Camera distance (the mesh lives in the unit box)."}),
-            "fov": ("FLOAT", {"default": K.SV3D_FOV_DEG, "min": 1.0, "max": 170.0, "tooltip":
+            "fov": ("FLOAT", {"default": SV3D_FOV_DEG, "min": 1.0, "max": 170.0, "tooltip":
                     "Vertical field of view in degrees."}),
         }, "optional": {
             "occlusion_and_shadows": ("BOOLEAN", {"default": False, "tooltip": "Shade with "
@@ -363,8 +369,8 @@ class MeshTurntable:
         items = geometry.read_mesh(mesh, "mesh", single=True)
         if items[0].faces.shape[1] == 0:
             raise ValueError("the mesh is empty (no faces); nothing to render")
-        el, az = K.uniform_orbit(int(frames), (float(elevation),))
-        cams = K.make_orbit_cameras(el, az, radius, fov, size, size)
+        el, az = uniform_orbit(int(frames), (float(elevation),))
+        cams = make_orbit_cameras(el, az, radius, fov, size, size)
         prog = host.Progress(int(frames))
         shade = bool(occlusion_and_shadows)
         out = render_mesh(items[0].to_trimesh(0), cams, occlusion=shade, shadows=shade,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..kernels import cameras as K
+from ..kernels.cameras import make_orbit_cameras, sv3d_static_orbit
 from ..kernels import depth_condition as DC
 from ..kernels import edm
 from ..kernels.inputs import check_image, check_mask
@@ -180,8 +180,8 @@ class DepthRefiner:
             lat0 = HM.vae_encode_chunked(vae, cond_frames[ref:ref + 1], 1)
             el = az = None
             if kind == "sv3d_p":
-                cams = cameras if cameras is not None else K.make_orbit_cameras(
-                    *K.sv3d_static_orbit(elevation, n), width=s, height=s)
+                cams = cameras if cameras is not None else make_orbit_cameras(
+                    *sv3d_static_orbit(elevation, n), width=s, height=s)
                 el, az = cams.elevation.float().tolist(), cams.azimuth.float().tolist()
             pos, neg = sv3d_conditioning(clip, lat0, cond_aug, elevations=el, azimuths=az)
 
@@ -197,7 +197,7 @@ class DepthRefiner:
         if cameras is not None:
             out_cams = cameras.resized(s, s)
         else:
-            out_cams = K.make_orbit_cameras(elevs.double(), torch.arange(n, dtype=torch.float64) * 360.0 / n,
+            out_cams = make_orbit_cameras(elevs.double(), torch.arange(n, dtype=torch.float64) * 360.0 / n,
                                             width=s, height=s)
         return (images, out_cams, MODES[kind])
 

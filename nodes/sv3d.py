@@ -6,7 +6,14 @@ import logging
 
 import torch
 
-from ..kernels import cameras as K, guidance as G, sv3d as S
+from ..kernels import guidance as G, sv3d as S
+from ..kernels.cameras import (
+    DEFAULT_RADIUS,
+    SV3D_FOV_DEG,
+    make_orbit_cameras,
+    sv3d_dynamic_orbit,
+    sv3d_static_orbit,
+)
 from . import host
 
 log = logging.getLogger("orbitforge")
@@ -40,9 +47,9 @@ def resolve_orbit(orbit, frames, elevation, orbit_seed, cameras=None):
     if not (-90.0 <= float(elevation) <= 90.0):
         raise ValueError(f"elevation={elevation} is outside [-90, 90] degrees")
     if orbit == "static":
-        el, az = K.sv3d_static_orbit(elevation, frames)
+        el, az = sv3d_static_orbit(elevation, frames)
     elif orbit == "dynamic":
-        el, az = K.sv3d_dynamic_orbit(elevation, frames, orbit_seed)
+        el, az = sv3d_dynamic_orbit(elevation, frames, orbit_seed)
     elif orbit == "cameras":
         if cameras is None:
             raise ValueError("orbit='cameras' needs the CAMERAS input connected (e.g. OrbitForge Orbit Cameras)")
@@ -59,7 +66,7 @@ def resolve_orbit(orbit, frames, elevation, orbit_seed, cameras=None):
 def orbit_cameras(el, az, width, height, cameras=None):
     if cameras is not None:
         return cameras.resized(width, height)
-    return K.make_orbit_cameras(el, az, K.DEFAULT_RADIUS, K.SV3D_FOV_DEG, width, height)
+    return make_orbit_cameras(el, az, DEFAULT_RADIUS, SV3D_FOV_DEG, width, height)
 
 
 def prepare(image, mask, width, height, object_scale):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from orbitforge.bench.refiner import condition_disagreement
-from orbitforge.kernels import cameras as K
+from orbitforge.kernels.cameras import intrinsics_from_fov, make_orbit_cameras
 from orbitforge.kernels import depth_condition as DC
 
 SIZE = 48
@@ -54,13 +54,13 @@ def _sphere_depth(cams):
 
 @pytest.fixture(scope="module")
 def plane():
-    cams = K.make_orbit_cameras(10.0, [-20.0, -10.0, 0.0, 10.0, 20.0], 2.0, 33.8, SIZE, SIZE)
+    cams = make_orbit_cameras(10.0, [-20.0, -10.0, 0.0, 10.0, 20.0], 2.0, 33.8, SIZE, SIZE)
     return cams, _plane_depth(cams)
 
 
 @pytest.fixture(scope="module")
 def scene():
-    cams = K.make_orbit_cameras(10.0, [0.0, 30.0, 60.0, 90.0, 120.0], 2.0, 33.8, SIZE, SIZE)
+    cams = make_orbit_cameras(10.0, [0.0, 30.0, 60.0, 90.0, 120.0], 2.0, 33.8, SIZE, SIZE)
     return cams, _sphere_depth(cams)
 
 
@@ -87,7 +87,7 @@ def test_error_grows_with_per_frame_scale_error(plane):
 
 def test_exact_zero_for_fronto_parallel_plane():
     # two cameras translated along x looking at a plane z = 2: constant depth, exact sampling
-    Kk = K.intrinsics_from_fov(40.0, SIZE, SIZE, 2)
+    Kk = intrinsics_from_fov(40.0, SIZE, SIZE, 2)
     V = torch.eye(4).repeat(2, 1, 1)
     V[1, 0, 3] = -0.1
     depth = torch.full((2, SIZE, SIZE), 2.0)

@@ -11,7 +11,13 @@ import torch
 import trimesh
 
 from orbitforge.kernels import calibrate as C
-from orbitforge.kernels import cameras as K
+from orbitforge.kernels.cameras import (
+    Cameras,
+    DEFAULT_RADIUS,
+    SV3D_FOV_DEG,
+    make_orbit_cameras,
+    sv3d_static_orbit,
+)
 from orbitforge.kernels.mesh_render import render_mesh
 from orbitforge.kernels.sample import load_sample_mesh
 
@@ -25,19 +31,19 @@ def spot():
 
 
 def _render(mesh, el, az, size=SIZE):
-    cams = K.make_orbit_cameras(el, az, RADIUS, K.SV3D_FOV_DEG, size, size)
+    cams = make_orbit_cameras(el, az, RADIUS, SV3D_FOV_DEG, size, size)
     return render_mesh(mesh, cams), cams
 
 
-def _nominal(n=21, size=SIZE, elevation=0.0, radius=K.DEFAULT_RADIUS):
-    return K.make_orbit_cameras(*K.sv3d_static_orbit(elevation, n), radius, K.SV3D_FOV_DEG,
+def _nominal(n=21, size=SIZE, elevation=0.0, radius=DEFAULT_RADIUS):
+    return make_orbit_cameras(*sv3d_static_orbit(elevation, n), radius, SV3D_FOV_DEG,
                                 size, size)
 
 
 @pytest.fixture(scope="module")
 def static20(spot):
     """Spot on SV3D's static orbit at elevation 20 (the truth), 21 views."""
-    el, az = K.sv3d_static_orbit(20.0)
+    el, az = sv3d_static_orbit(20.0)
     out, cams = _render(spot, el, az)
     return out, cams
 
@@ -80,7 +86,7 @@ def test_apply_calibration_moves_held_out_cameras_of_the_orbit(static20):
 
 
 def test_dynamic_orbit_is_recovered_per_view(spot):
-    el0, az = K.sv3d_static_orbit(0.0)
+    el0, az = sv3d_static_orbit(0.0)
     true_el = 10.0 + 15.0 * np.sin(np.deg2rad(az) + 0.7)  # SV3D_p-like wave, +-15 degrees
     out, truth = _render(spot, true_el, az)
     given = _nominal()
@@ -113,8 +119,8 @@ def _unrelated_masks(n=21, size=SIZE, seed=0):
              trimesh.creation.torus(0.3, 0.1 + 0.1 * rng.rand()),
              load_sample_mesh()][f % 4]
         g.apply_transform(trimesh.transformations.random_rotation_matrix(rng.rand(3)))
-        cam = K.make_orbit_cameras(rng.uniform(-30, 60), rng.uniform(0, 360), RADIUS,
-                                   K.SV3D_FOV_DEG, size, size)
+        cam = make_orbit_cameras(rng.uniform(-30, 60), rng.uniform(0, 360), RADIUS,
+                                   SV3D_FOV_DEG, size, size)
         masks.append(render_mesh(g, cam)["mask"][0])
     return torch.stack(masks)
 
@@ -141,10 +147,10 @@ def test_bad_input_is_refused_before_work(static20):
         C.calibrate_orbit(torch.ones_like(out["mask"]), truth)
     with pytest.raises(ValueError, match="21 views but 20 cameras"):
         C.calibrate_orbit(out["mask"], truth[list(range(20))])
-    off = K.Cameras(truth.viewmats.clone(), truth.Ks, SIZE, SIZE)
+    off = Cameras(truth.viewmats.clone(), truth.Ks, SIZE, SIZE)
     off.viewmats[:, 0, 3] += 0.5  # shifted sideways: no longer looking at the origin
     with pytest.raises(ValueError, match="do not look at the origin"):
-        C.calibrate_orbit(out["mask"], K.Cameras(off.viewmats, off.Ks, SIZE, SIZE))
+        C.calibrate_orbit(out["mask"], Cameras(off.viewmats, off.Ks, SIZE, SIZE))
 
 
 def test_exact_cameras_are_kept(static20):
@@ -171,7 +177,7 @@ def test_calibrate_orbit_node_sv3d_static_mode(static20):
                                                   "unknown", "off")  # masks from white
     d = json.loads(js)
     assert d["status"] == "calibrated" and abs(d["elevation_deg"] - 20.0) <= 2.0
-    assert isinstance(cams, K.Cameras) and len(cams) == 21
+    assert isinstance(cams, Cameras) and len(cams) == 21
     assert (cams.elevation - 20.0).abs().max() <= 2.0
     assert report.startswith("calibrated") and "before" in report
 

@@ -65,12 +65,12 @@ def test_orbit_node_conditioning(host):
 
 
 def test_bad_inputs_fail_before_sampling(host):
-    from orbitforge.kernels import cameras as K
+    from orbitforge.kernels.cameras import make_orbit_cameras
     from orbitforge.nodes.sv3d import SV3DOrbit, SV3DSampler
 
     with pytest.raises(ValueError, match="CAMERAS has 3"):
         SV3DOrbit().run(host["clip_vision"], host["vae"], _image(), SIZE, SIZE, FRAMES, "cameras", 10.0, 1e-5, 0.85, 0,
-                        cameras=K.make_orbit_cameras(0.0, [0.0, 90.0, 180.0]))
+                        cameras=make_orbit_cameras(0.0, [0.0, 90.0, 180.0]))
     img = _image()
     img[..., 3] = 0
     with pytest.raises(ValueError, match="empty"):
