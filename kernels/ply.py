@@ -21,7 +21,12 @@ _MAX_HEADER = 64 * 1024
 _END_HEADER = re.compile(rb"\nend_header[ \t\r]*\n")
 
 
-def _property_names(k: int) -> list[str]:
+def property_names(k: int) -> list[str]:
+    """The float32 ``vertex`` properties of a standard 3DGS PLY, in file order, for ``k`` SH
+    coefficients per colour channel (1 for degree 0 ... 16 for degree 3): position, zero normals,
+    ``f_dc_0..2``, ``f_rest_*`` (channel-major), opacity (a logit), log scales, quaternion wxyz
+    (graphdeco-inria/gaussian-splatting, ``scene/gaussian_model.py``:
+    ``GaussianModel.construct_list_of_attributes``)."""
     names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
     names += [f"f_rest_{i}" for i in range(3 * (k - 1))]
     names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
@@ -36,7 +41,7 @@ def gaussians_to_array(g: Gaussians) -> np.ndarray:
     cols = [g.means, torch.zeros(n, 3), g.sh[:, 0, :], rest, g.opacity_logits[:, None],
             g.log_scales, g.quats]
     arr = torch.cat(cols, 1).numpy().astype("<f4")
-    assert arr.shape[1] == len(_property_names(k))
+    assert arr.shape[1] == len(property_names(k))
     return arr
 
 
@@ -47,7 +52,7 @@ def ply_bytes(g: Gaussians) -> bytes:
     arr = gaussians_to_array(g)
     if not np.isfinite(arr).all():
         raise ValueError("refusing to write a PLY with NaN/inf parameters")
-    names = _property_names(g.sh.shape[1])
+    names = property_names(g.sh.shape[1])
     header = "ply\nformat binary_little_endian 1.0\n"
     header += f"element vertex {arr.shape[0]}\n"
     header += "".join(f"property float {p}\n" for p in names)

@@ -3,7 +3,7 @@
 from importlib import import_module
 
 # One module per topic; each exports NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS.
-_MODULES = [
+NODE_MODULES = [
     "cameras",
     "calibrate",
     "sample",
@@ -19,7 +19,7 @@ _MODULES = [
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
-for _name in _MODULES:
+for _name in NODE_MODULES:
     _mod = import_module(f".{_name}", __name__)
     NODE_CLASS_MAPPINGS.update(_mod.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_mod.NODE_DISPLAY_NAME_MAPPINGS)

@@ -285,9 +285,9 @@ def ply_scene(rng: random.Random, n: int, k: int):
     """``(props, values)``: the 3DGS property list and float32 columns of a random scene."""
     import numpy as np
 
-    from orbitforge.kernels.ply import _property_names
+    from orbitforge.kernels.ply import property_names
 
-    names = _property_names(k)
+    names = property_names(k)
     gen = np.random.default_rng(rng.randrange(2**32))
     values = {nm: gen.standard_normal(n).astype(np.float32) for nm in names}
     return [("float", nm) for nm in names], values

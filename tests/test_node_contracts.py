@@ -49,8 +49,8 @@ IDS = sorted(ALL_NODES)
 
 
 def test_every_node_module_is_registered():
-    missing = sorted(set(MODULES) - set(N._MODULES))
-    assert not missing, (f"node modules {missing} are not in nodes/__init__.py _MODULES: their "
+    missing = sorted(set(MODULES) - set(N.NODE_MODULES))
+    assert not missing, (f"node modules {missing} are not in nodes/__init__.py NODE_MODULES: their "
                          "nodes would be red in every workflow that uses them")
 
 
