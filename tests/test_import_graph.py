@@ -103,3 +103,58 @@ def test_every_module_imports():
         if name.endswith("__main__"):
             continue  # runs the CLI
         importlib.import_module(name)
+
+
+# The layers (ARCHITECTURE.md): who may import whom inside the pack, and who may import ComfyUI.
+ALLOWED = {
+    "kernels": {"kernels"},
+    "host": {"host", "kernels"},
+    "nodes": {"nodes", "host", "kernels"},
+    "workflow": {"workflow", "nodes"},  # the pack's node registry, read lazily for its schemas
+    "bench": {"bench", "nodes", "host", "kernels", "workflow"},
+    "root": {"root", "nodes", "kernels", "workflow"},
+}
+COMFYUI_MODULES = {"comfy", "comfy_api", "comfy_execution", "comfy_extras", "folder_paths",
+                   "server", "execution", "latent_preview", "node_helpers", "nodes"}
+MAY_IMPORT_COMFYUI = {"host", "bench"}
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")[1:]
+    if parts[:2] == ["nodes", "host"]:
+        return "host"
+    if parts and parts[0] in ("kernels", "nodes", "workflow", "bench"):
+        return parts[0]
+    return "root"  # the package __init__, __main__, demo
+
+
+def comfyui_imports(path: pathlib.Path) -> set:
+    """Top-level ComfyUI modules a file imports (absolute imports, anywhere in the file)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found & COMFYUI_MODULES
+
+
+def test_layers_import_only_what_they_may():
+    mods = package_modules()
+    graph = import_graph(mods)
+    wrong = sorted(f"{a} -> {b}" for a, deps in graph.items() for b in deps
+                   if layer(b) not in ALLOWED[layer(a)])
+    assert not wrong, "imports across layers: " + ", ".join(wrong)
+    host_users = sorted(f"{name}: {sorted(comfyui_imports(path))}" for name, path in mods.items()
+                        if layer(name) not in MAY_IMPORT_COMFYUI and comfyui_imports(path))
+    assert not host_users, "ComfyUI imported outside nodes/host and bench: " + ", ".join(host_users)
+
+
+def test_layer_rules_catch_a_kernel_importing_a_node(tmp_path):
+    (tmp_path / "k.py").write_text("from ..nodes import host\nimport folder_paths\n")
+    (tmp_path / "n.py").write_text("")
+    mods = {"orbitforge.kernels.k": tmp_path / "k.py", "orbitforge.nodes": tmp_path / "n.py"}
+    graph = import_graph(mods)
+    assert "orbitforge.nodes" in graph["orbitforge.kernels.k"]
+    assert layer("orbitforge.nodes") not in ALLOWED[layer("orbitforge.kernels.k")]
+    assert comfyui_imports(tmp_path / "k.py") == {"folder_paths"}
