@@ -6,21 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from orbitforge.kernels.cameras import (
-    Cameras,
-    check_cameras_see_object,
-    interpolate_orbit,
-    keyframed_orbit,
-    make_orbit_cameras,
-    sv3d_dynamic_orbit,
-    sv3d_static_orbit,
-    uniform_orbit,
-    viewmats_to_orbit,
-)
+from orbitforge.kernels import cameras
 
 
 def test_convention_azimuth0_on_plus_z_azimuth90_on_plus_x_elevation_up():
-    c = make_orbit_cameras([0, 0, 30], [0, 90, 0], 2.0, 40, 64, 64)
+    c = cameras.make_orbit_cameras([0, 0, 30], [0, 90, 0], 2.0, 40, 64, 64)
     centers = c.centers
     assert torch.allclose(centers[0], torch.tensor([0.0, 0.0, 2.0]), atol=1e-5)
     assert torch.allclose(centers[1], torch.tensor([2.0, 0.0, 0.0]), atol=1e-5)
@@ -39,8 +29,8 @@ def test_convention_azimuth0_on_plus_z_azimuth90_on_plus_x_elevation_up():
 
 def test_orbit_roundtrip_from_viewmats():
     el, az = [5.0, -20.0, 60.0], [10.0, 200.0, 359.0]
-    c = make_orbit_cameras(el, az, [1.5, 2.0, 3.0], 33.8, 32, 32)
-    e2, a2, r2 = viewmats_to_orbit(c.viewmats)
+    c = cameras.make_orbit_cameras(el, az, [1.5, 2.0, 3.0], 33.8, 32, 32)
+    e2, a2, r2 = cameras.viewmats_to_orbit(c.viewmats)
     assert torch.allclose(e2, torch.tensor(el), atol=1e-4)
     assert torch.allclose(a2, torch.tensor(az), atol=1e-3)
     assert torch.allclose(r2, torch.tensor([1.5, 2.0, 3.0]), atol=1e-5)
@@ -51,7 +41,7 @@ def test_orbit_roundtrip_from_viewmats():
 
 
 def test_sv3d_static_orbit_matches_official_numbers():
-    el, az = sv3d_static_orbit(10.0)
+    el, az = cameras.sv3d_static_orbit(10.0)
     assert len(az) == 21 and np.all(el == 10.0)
     # frame f sits at (f+1)*360/21; the conditioning view is last, at 0
     assert az[-1] == 0.0
@@ -62,9 +52,9 @@ def test_sv3d_static_orbit_matches_official_numbers():
 
 
 def test_sv3d_dynamic_orbit_is_seeded_and_shaped_like_official():
-    el1, az1 = sv3d_dynamic_orbit(5.0, seed=3)
-    el2, az2 = sv3d_dynamic_orbit(5.0, seed=3)
-    el3, _ = sv3d_dynamic_orbit(5.0, seed=4)
+    el1, az1 = cameras.sv3d_dynamic_orbit(5.0, seed=3)
+    el2, az2 = cameras.sv3d_dynamic_orbit(5.0, seed=3)
+    el3, _ = cameras.sv3d_dynamic_orbit(5.0, seed=4)
     np.testing.assert_array_equal(el1, el2)
     np.testing.assert_array_equal(az1, az2)
     assert not np.allclose(el1, el3)
@@ -75,19 +65,19 @@ def test_sv3d_dynamic_orbit_is_seeded_and_shaped_like_official():
 
 
 def test_uniform_and_keyframed():
-    el, az = uniform_orbit(4, [0, 30])
+    el, az = cameras.uniform_orbit(4, [0, 30])
     assert el.tolist() == [0, 0, 0, 0, 30, 30, 30, 30]
     assert az.tolist() == [0, 90, 180, 270] * 2
-    el, az = keyframed_orbit([(0, 0, 0), (4, 40, 360)], 5)
+    el, az = cameras.keyframed_orbit([(0, 0, 0), (4, 40, 360)], 5)
     np.testing.assert_allclose(el, [0, 10, 20, 30, 40])
     np.testing.assert_allclose(az, [0, 90, 180, 270, 0])
     with pytest.raises(ValueError, match="keyframe"):
-        keyframed_orbit([], 5)
+        cameras.keyframed_orbit([], 5)
 
 
 def test_hi3d_interpolation_cameras_lie_between_neighbours():
-    c = make_orbit_cameras(*sv3d_static_orbit(10.0), 2.0, 33.8, 64, 64)
-    mid = interpolate_orbit(c, 3)
+    c = cameras.make_orbit_cameras(*cameras.sv3d_static_orbit(10.0), 2.0, 33.8, 64, 64)
+    mid = cameras.interpolate_orbit(c, 3)
     assert len(mid) == 21 * 3
     # first gap: 17.14 -> 34.29 in quarters; the closing gap 0 -> 17.14 comes from the last camera
     np.testing.assert_allclose(mid.azimuth[:3].numpy(), 17.142857 + 17.142857 * np.array([1, 2, 3]) / 4,
@@ -95,16 +85,16 @@ def test_hi3d_interpolation_cameras_lie_between_neighbours():
     np.testing.assert_allclose(mid.azimuth[-3:].numpy(), 17.142857 * np.array([1, 2, 3]) / 4, atol=1e-3)
     assert torch.allclose(mid.elevation, torch.tensor(10.0))
     # wrap-around the short way: 350 -> 10 passes through 0, not 180
-    c2 = make_orbit_cameras([0, 0], [350, 10], 2.0, 30, 8, 8)
-    m2 = interpolate_orbit(c2, 1, closed=False)
+    c2 = cameras.make_orbit_cameras([0, 0], [350, 10], 2.0, 30, 8, 8)
+    m2 = cameras.interpolate_orbit(c2, 1, closed=False)
     assert float(m2.azimuth[0]) == pytest.approx(0.0, abs=1e-3) or float(m2.azimuth[0]) == pytest.approx(360.0, abs=1e-3)
 
 
 def test_cameras_json_roundtrip_and_subset(tmp_path):
-    c = make_orbit_cameras([0, 10], [0, 45], 2.0, 33.8, 48, 32)
+    c = cameras.make_orbit_cameras([0, 10], [0, 45], 2.0, 33.8, 48, 32)
     p = tmp_path / "c.json"
     c.save_json(str(p))
-    d = Cameras.load_json(str(p))
+    d = cameras.Cameras.load_json(str(p))
     assert torch.allclose(d.viewmats, c.viewmats) and (d.width, d.height) == (48, 32)
     s = c[[1]]
     assert len(s) == 1 and float(s.azimuth[0]) == pytest.approx(45)
@@ -114,14 +104,14 @@ def test_cameras_json_roundtrip_and_subset(tmp_path):
 
 def test_bad_cameras_are_refused():
     with pytest.raises(ValueError, match="elevation"):
-        make_orbit_cameras([100], [0], 2.0, 30, 8, 8)
+        cameras.make_orbit_cameras([100], [0], 2.0, 30, 8, 8)
     with pytest.raises(ValueError, match="radius"):
-        make_orbit_cameras([0], [0], -1.0, 30, 8, 8)
-    inside = make_orbit_cameras([0], [0], 0.2, 30, 8, 8)
+        cameras.make_orbit_cameras([0], [0], -1.0, 30, 8, 8)
+    inside = cameras.make_orbit_cameras([0], [0], 0.2, 30, 8, 8)
     with pytest.raises(ValueError, match="inside the object"):
-        check_cameras_see_object(inside)
-    away = make_orbit_cameras([0], [0], 2.0, 30, 8, 8)
+        cameras.check_cameras_see_object(inside)
+    away = cameras.make_orbit_cameras([0], [0], 2.0, 30, 8, 8)
     away.viewmats[0, :3, :3] = away.viewmats[0, :3, :3] @ torch.diag(torch.tensor([-1.0, 1.0, -1.0]))
     away.viewmats[0, :3, 3] = -(away.viewmats[0, :3, :3] @ torch.tensor([0.0, 0.0, 2.0]))
     with pytest.raises(ValueError, match="look away"):
-        check_cameras_see_object(away)
+        cameras.check_cameras_see_object(away)

@@ -74,25 +74,10 @@ def check_workflow(ui_json: dict, node_classes: dict | None = None,
                             f"link {ins[tslot].get('link')}, not {lid}")
     for node in g.nodes.values():
         for k, inp in enumerate(node.get("inputs") or []):
-            lid = inp.get("link")
-            if lid is None:
-                continue
-            rec = g.links.get(lid)
-            if rec is None:
-                problems.append(f"{node_label(node)} input '{inp.get('name')}': link {lid} is not in "
-                                f"the links table")
-            elif rec[2] != node["id"] or rec[3] != k:
-                problems.append(f"{node_label(node)} input '{inp.get('name')}': link {lid} targets "
-                                f"node {rec[2]} slot {rec[3]}, not this input (slot {k})")
+            if inp.get("link") is not None:
+                problems.extend(_slot_link_problems(g, node, k, inp, [inp["link"]], "input"))
         for k, out in enumerate(node.get("outputs") or []):
-            for lid in out.get("links") or []:
-                rec = g.links.get(lid)
-                if rec is None:
-                    problems.append(f"{node_label(node)} output '{out.get('name')}': link {lid} is "
-                                    f"not in the links table")
-                elif rec[0] != node["id"] or rec[1] != k:
-                    problems.append(f"{node_label(node)} output '{out.get('name')}': link {lid} "
-                                    f"starts at node {rec[0]} slot {rec[1]}, not here")
+            problems.extend(_slot_link_problems(g, node, k, out, out.get("links") or [], "output"))
 
     # Nodes.
     for node in g.nodes.values():
@@ -109,6 +94,22 @@ def check_workflow(ui_json: dict, node_classes: dict | None = None,
             continue
         problems.extend(_check_node(g, node, schema, schemas))
     return problems
+
+
+def _slot_link_problems(g: LinkGraph, node: dict, k: int, slot: dict, lids: list,
+                        side: str) -> list[str]:
+    """A slot's links against the links table: each must exist and end at this slot."""
+    out = []
+    for lid in lids:
+        rec = g.links.get(lid)
+        where = f"{node_label(node)} {side} '{slot.get('name')}': link {lid}"
+        if rec is None:
+            out.append(f"{where} is not in the links table")
+        elif side == "input" and (rec[2] != node["id"] or rec[3] != k):
+            out.append(f"{where} targets node {rec[2]} slot {rec[3]}, not this input (slot {k})")
+        elif side == "output" and (rec[0] != node["id"] or rec[1] != k):
+            out.append(f"{where} starts at node {rec[0]} slot {rec[1]}, not here")
+    return out
 
 
 def _check_node(g: LinkGraph, node: dict, schema: dict, schemas: Schemas) -> list[str]:
