@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Iterable
 
-from .graph import LinkGraph, is_id, node_label, structure_problems, widget_values
+from .graph import LinkGraph, node_label, structure_problems, widget_values
 from .schema import (COMBO_CONTROL_VALUES, CONTROL_VALUES, FRONTEND_ONLY, MODE_BYPASS, MODE_NEVER,
                      PRIMITIVE, Schemas, check_value, core_schema_files, load_core_schemas,
                      match_layout, types_match)
