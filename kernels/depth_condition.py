@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from . import edm
+from .cameras import backproject, project
 
 SHUFFLE = 3  # Hi3D DepthEmbedder shuffle_size
 DEPTH_CHANNELS = SHUFFLE * SHUFFLE  # 9
@@ -257,9 +258,7 @@ def reprojection_error(depth: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Te
     appended to the list ``occluded`` when one is given (report it beside the error).
     """
     n, h, w = depth.shape
-    dev = depth.device
-    ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64) + 0.5,
-                            torch.arange(w, device=dev, dtype=torch.float64) + 0.5, indexing="ij")
+    vm, K = viewmats.double(), Ks.double()
     pairs = [(i, i + 1) for i in range(n - 1)] + ([(n - 1, 0)] if closed and n > 2 else [])
     out = []
     for i, j in pairs:
@@ -268,15 +267,10 @@ def reprojection_error(depth: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Te
         if m.sum() == 0:
             out.append(torch.tensor(float("nan"), dtype=torch.float64))
             continue
-        Ki, Kj = Ks[i].double(), Ks[j].double()
-        pc = torch.stack([(xs[m] - Ki[0, 2]) / Ki[0, 0] * d[m], (ys[m] - Ki[1, 2]) / Ki[1, 1] * d[m],
-                          d[m], torch.ones_like(d[m])], 0)  # [4, P] camera i
-        pw = torch.linalg.inv(viewmats[i].double()) @ pc
-        pj = viewmats[j].double() @ pw
-        z = pj[2]
-        u = Kj[0, 0] * pj[0] / z + Kj[0, 2]
-        v = Kj[1, 1] * pj[1] / z + Kj[1, 2]
-        ui, vi = u.floor().long(), v.floor().long()
+        pw = backproject(d[None, ..., None], vm[i:i + 1], K[i:i + 1])[0][m]  # [P, 3] world
+        uv, z = project(pw, vm[j:j + 1], K[j:j + 1])  # [1, P, 2], [1, P] in camera j
+        z = z[0]
+        ui, vi = uv[0, :, 0].floor().long(), uv[0, :, 1].floor().long()
         inside = (z > 0) & (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
         dj = torch.zeros_like(z)
         dj[inside] = depth[j].double()[vi[inside], ui[inside]]

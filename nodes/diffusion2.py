@@ -57,7 +57,7 @@ def _orbit(cameras, elevation, V, size, view_weight_min):
         az = [float(a) for a in cameras.azimuth.tolist()]
         return el, az, cameras.resized(size, size), D.view_weights_from_azimuths(
             az, az[-1], float(view_weight_min))
-    el, az = K.sv3d_static_orbit(float(elevation), V)
+    el, az = K.orbit_angles("sv3d_static", V, float(elevation))
     el, az = [float(e) for e in el], [float(a) for a in az]
     cams = K.make_orbit_cameras(el, az, K.DEFAULT_RADIUS, K.SV3D_FOV_DEG, size, size)
     return el, az, cams, D.view_weights(V, float(view_weight_min))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from orbitforge.kernels import ipsm
-from orbitforge.kernels.cameras import Cameras, camera_centers, make_orbit_cameras
+from orbitforge.kernels.cameras import Cameras, camera_centers, look_at, make_orbit_cameras, project
 
 # ----------------------------------------------------------------------------------------------
 # An exact synthetic scene: two textured spheres, ray cast analytically (camera-space z depth)
@@ -80,7 +80,7 @@ def test_warp_reproduces_ground_truth_inside_mask(compare):
     assert torch.quantile(err.max(-1).values, 0.99) < 0.12
     # pixels where the pseudo camera sees the big sphere *behind* the occluder in the source
     # view (disoccluded) must be rejected by the depth test
-    uv, _ = ipsm.project(p_pts.double(), src.viewmats.double(), src.Ks.double())
+    uv, _ = project(p_pts.double(), src.viewmats.double(), src.Ks.double())
     _, _, _, s_sid = raycast(src)
     jj = uv[..., 0].floor().clamp(0, 63).long()
     ii = uv[..., 1].floor().clamp(0, 63).long()
@@ -114,7 +114,7 @@ def test_warp_out_of_bounds_and_alpha():
     cam = cams_at(0.0, 0.0, 32)
     rgb, dep, _, _ = raycast(cam)
     # pseudo camera turned far to the side: the sphere projects outside the training image
-    far = Cameras(ipsm.look_at_up(camera_centers(cam.viewmats).double(),
+    far = Cameras(look_at(camera_centers(cam.viewmats).double(),
                                   torch.tensor([[2.0, 0.0, 0.0]], dtype=torch.float64),
                                   torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64)).float(),
                   cam.Ks, 32, 32)
