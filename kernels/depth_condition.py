@@ -235,6 +235,51 @@ def roll_back(x: torch.Tensor, index: int) -> torch.Tensor:
     return torch.roll(x, shifts=int(index), dims=0)
 
 
+def check_refine_inputs(kind: str, views: torch.Tensor, depth, cameras, target_size: int,
+                        cfg_min: float, cfg_max: float) -> None:
+    """``ValueError`` naming the input and the fix for views / depth / cameras / settings the
+    refiner cannot use (``kind``: the model family, ``"hi3d_stage2"`` needs depth), before any
+    model work."""
+    from .inputs import check_image, check_mask
+
+    check_image(views, "views")
+    if views.shape[1] != views.shape[2]:
+        raise ValueError(f"views are {views.shape[2]}x{views.shape[1]}; the refiner needs square "
+                         "views (crop or pad them first)")
+    if target_size % 64 != 0:
+        raise ValueError(f"target_size {target_size} is not a multiple of 64; use e.g. "
+                         f"{max(64, round(target_size / 64) * 64)}")
+    if cfg_min < 0 or cfg_max < 0:
+        raise ValueError("cfg_min and cfg_max must be >= 0")
+    if cameras is not None and len(cameras) != views.shape[0]:
+        raise ValueError(f"{len(cameras)} cameras for {views.shape[0]} views; connect the cameras "
+                         "of these views")
+    if kind == "hi3d_stage2":
+        if depth is None:
+            raise ValueError("the Hi3D stage-2 refiner needs a depth IMAGE (rendered from the "
+                             "Gaussians or from a depth node); without depth use an SVD/SV3D MODEL "
+                             "(anchored mode)")
+        if isinstance(depth, torch.Tensor) and depth.ndim == 3:  # [B,H,W] depth maps
+            check_mask(depth, "depth")
+        else:
+            check_image(depth, "depth", channels=(1, 3, 4))
+        if depth.shape[0] != views.shape[0]:
+            raise ValueError(f"depth has {depth.shape[0]} images but views has "
+                             f"{views.shape[0]}; give one depth map per view")
+
+
+def square_resize(img: torch.Tensor, size: int) -> torch.Tensor:
+    """IMAGE [B,H,W,C] -> [B,size,size,3] (alpha composited on white; bilinear like cv2.resize)."""
+    if img.shape[-1] == 4:
+        a = img[..., 3:4]
+        img = img[..., :3] * a + (1.0 - a)
+    x = img[..., :3].movedim(-1, 1).float()
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=x.shape[-1] > size)
+    return x.movedim(1, -1).clamp(0, 1)
+
+
 # ----------------------------------------------------------------------------------------------
 # Multi-view consistency of a depth condition (benchmark metric)
 # ----------------------------------------------------------------------------------------------

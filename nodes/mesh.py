@@ -99,13 +99,6 @@ class SDFMesh:
               polish_steps=100, calibrate="auto"):
         if gaussians is not None:
             gaussians = geometry.read_splat(gaussians, "gaussians")
-        bar = []
-
-        def progress(i, total):
-            if not bar:
-                bar.append(host.Progress(total))
-            bar[0].update(i)
-
         out = views_to_mesh(
             cameras, resolution, mode, depth_source, images=images, masks=masks,
             gaussians=gaussians, depth_maps=depth_maps, neural_iterations=neural_iterations,
@@ -113,7 +106,7 @@ class SDFMesh:
             watertight=watertight, target_faces=target_faces,
             smooth_iterations=smooth_iterations, color=color, texture_size=texture_size,
             calibrate=lambda i, m, c: calibrate_for_reconstruction(i, m, c, calibrate),
-            progress=progress, interrupt=host.check_interrupt)
+            progress=host.kernel_progress(), interrupt=host.check_interrupt)
         return (geometry.make_mesh(_to_device(out, host.intermediate_device())),)
 
 

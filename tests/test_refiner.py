@@ -13,7 +13,6 @@ from orbitforge.kernels import depth_condition as DC
 from orbitforge.kernels import edm
 from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
 from orbitforge.kernels import hi3d_checkpoint as CK
-from orbitforge.nodes.refiner import DepthRefiner
 
 # ------------------------------------------------------------------------------ depth packing
 
@@ -288,13 +287,13 @@ def test_node_bad_inputs():
     v = torch.rand(4, 32, 32, 3)
     d = torch.rand(4, 32, 32, 3)
     ok = dict(kind="hi3d_stage2", views=v, depth=d, cameras=None, target_size=64, cfg_min=1.0, cfg_max=2.0)
-    DepthRefiner.check(**ok)
+    DC.check_refine_inputs(**ok)
     with pytest.raises(ValueError, match="square"):
-        DepthRefiner.check(**dict(ok, views=torch.rand(4, 32, 48, 3), depth=d))
+        DC.check_refine_inputs(**dict(ok, views=torch.rand(4, 32, 48, 3), depth=d))
     with pytest.raises(ValueError, match="multiple of 64"):
-        DepthRefiner.check(**dict(ok, target_size=1000))
+        DC.check_refine_inputs(**dict(ok, target_size=1000))
     with pytest.raises(ValueError, match="depth has 3 images but views has 4"):
-        DepthRefiner.check(**dict(ok, depth=d[:3]))
+        DC.check_refine_inputs(**dict(ok, depth=d[:3]))
     with pytest.raises(ValueError, match="needs a depth IMAGE"):
-        DepthRefiner.check(**dict(ok, depth=None))
-    DepthRefiner.check(**dict(ok, kind="sv3d_u", depth=None))  # anchored mode: no depth needed
+        DC.check_refine_inputs(**dict(ok, depth=None))
+    DC.check_refine_inputs(**dict(ok, kind="sv3d_u", depth=None))  # anchored mode: no depth needed
