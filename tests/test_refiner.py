@@ -131,18 +131,14 @@ def test_reference_index_and_roll():
 
 
 def test_reprojection_error_zero_for_true_depth_of_plane():
-    from orbitforge.kernels.cameras import make_orbit_cameras
+    from orbitforge.kernels.cameras import camera_rays, make_orbit_cameras
 
     cams = make_orbit_cameras([0.0, 0.0], [0.0, 10.0], 2.0, 40.0, 32, 32)
     # depth of the plane z_world = 0 seen from each camera (exact, analytic)
     depths = []
     for i in range(2):
-        K, V = cams.Ks[i].double(), cams.viewmats[i].double()
-        ys, xs = torch.meshgrid(torch.arange(32.0, dtype=torch.float64) + 0.5,
-                                torch.arange(32.0, dtype=torch.float64) + 0.5, indexing="ij")
-        ray = torch.stack([(xs - K[0, 2]) / K[0, 0], (ys - K[1, 2]) / K[1, 1], torch.ones_like(xs)], -1)
-        Rinv, c = V[:3, :3].T, -V[:3, :3].T @ V[:3, 3]
-        dw = ray @ Rinv.T  # world direction per unit camera z
+        c, dw = camera_rays(cams.viewmats[i:i + 1].double(), cams.Ks[i:i + 1].double(), 32, 32)
+        c, dw = c[0], dw[0]  # world direction per unit camera z
         t = -c[2] / dw[..., 2]
         depths.append(t)
     d = torch.stack(depths).float()

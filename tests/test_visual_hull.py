@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from orbitforge.kernels.cameras import make_orbit_cameras, project, uniform_orbit
+from orbitforge.kernels.cameras import camera_rays, make_orbit_cameras, project, uniform_orbit
 from orbitforge.kernels.visual_hull import (
     carve_visual_hull,
     hull_sdf,
@@ -18,16 +18,13 @@ def sphere_views(cams, center=(0.0, 0.0, 0.0), radius=0.3, colors=None):
 
     ``colors``: optional (color for x >= cx, color for x < cx) of the sphere's surface."""
     H, W = cams.height, cams.width
-    i, j = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
     c = torch.tensor(center, dtype=torch.float32)
+    origins, dirs = camera_rays(cams.viewmats, cams.Ks, H, W)  # [C, 3], [C, H, W, 3]
     masks, depths, rgbs = [], [], []
     for n in range(len(cams)):
-        K = cams.Ks[n]
         R = cams.viewmats[n, :3, :3]
-        o = cams.centers[n]
-        d_cam = torch.stack([(j - K[0, 2]) / K[0, 0], (i - K[1, 2]) / K[1, 1], torch.ones_like(i)], -1)
-        d = d_cam @ R  # world directions (R^T d)
-        d = d / d.norm(dim=-1, keepdim=True)
+        o = origins[n]
+        d = dirs[n] / dirs[n].norm(dim=-1, keepdim=True)
         oc = o - c
         b = (d * oc).sum(-1)
         disc = b * b - (oc @ oc - radius ** 2)
