@@ -165,8 +165,7 @@ class CalibrateOrbit:
                                  "connect them or pick an SV3D mode")
             cams = cameras.to(device="cpu")
         else:
-            el, az = K.sv3d_static_orbit(0.0, n)
-            cams = K.make_orbit_cameras(el, az, K.DEFAULT_RADIUS, fov, w, h)
+            cams = K.orbit_cameras("sv3d_static", n, 0.0, K.DEFAULT_RADIUS, fov, w, h)
         pv = {"auto": "auto", "on": True, "off": False}[per_view]
         if orbit == "SV3D dynamic orbit, unknown":
             pv = True

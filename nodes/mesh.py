@@ -20,7 +20,6 @@ from .calibrate import CALIBRATE_CHOICES, CALIBRATE_TOOLTIP, calibrate_for_recon
 from .host import geometry
 
 
-
 class SDFMesh:
     DESCRIPTION = (
         "Reconstructs a watertight, coloured mesh from orbit views: visual hull carved from the "

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import torch
-
 from ..kernels import depth_condition as DC
-from . import host
 from .host import models as HM
 from .host.family import require
 
