@@ -224,21 +224,13 @@ def condition_disagreement(corr_depth, cond, viewmats, Ks, valid=None, closed=Tr
     restricts both ends. Returns ``[pairs]`` (float64, nan where no overlap)."""
     import torch
 
-    from ..kernels.cameras import backproject, project
+    from ..kernels.depth_condition import reproject_pixels, view_pairs
 
-    n, h, w = corr_depth.shape
-    vm, K = viewmats.double(), Ks.double()
     ok_all = corr_depth > 0 if valid is None else (valid & (corr_depth > 0))
-    pairs = [(i, i + 1) for i in range(n - 1)] + ([(n - 1, 0)] if closed and n > 2 else [])
     out = []
-    for i, j in pairs:
-        d = corr_depth[i].double()
+    for i, j in view_pairs(corr_depth.shape[0], closed):
         m = ok_all[i]
-        pw = backproject(d[None, ..., None], vm[i:i + 1], K[i:i + 1])[0][m]  # [P, 3] world
-        uv, z = project(pw, vm[j:j + 1], K[j:j + 1])  # [1, P, 2], [1, P] in view j
-        z = z[0]
-        u, v = uv[0, :, 0].floor().long(), uv[0, :, 1].floor().long()
-        inside = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        u, v, z, inside = reproject_pixels(corr_depth[i], m, viewmats, Ks, i, j)
         dj = torch.zeros_like(z)
         okj = torch.zeros_like(inside)
         dj[inside] = corr_depth[j].double()[v[inside], u[inside]]

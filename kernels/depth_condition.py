@@ -285,6 +285,25 @@ def square_resize(img: torch.Tensor, size: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
+def view_pairs(n: int, closed: bool = True) -> list:
+    """Adjacent view pairs ``(i, i+1)`` of an orbit of ``n`` views (+ ``(n-1, 0)`` if closed)."""
+    return [(i, i + 1) for i in range(n - 1)] + ([(n - 1, 0)] if closed and n > 2 else [])
+
+
+def reproject_pixels(depth_i: torch.Tensor, m: torch.Tensor, viewmats: torch.Tensor,
+                     Ks: torch.Tensor, i: int, j: int):
+    """Pixels ``m`` ``[H, W]`` (bool) of view ``i`` at camera z ``depth_i`` ``[H, W]``, seen
+    from view ``j``: nearest pixel ``(u [P], v [P])`` (long), camera-``j`` z ``[P]``, and
+    ``inside`` ``[P]`` (in front of camera ``j`` and within its ``H x W`` image). float64."""
+    h, w = depth_i.shape
+    vm, K = viewmats.double(), Ks.double()
+    pw = backproject(depth_i.double()[None, ..., None], vm[i:i + 1], K[i:i + 1])[0][m]  # [P, 3]
+    uv, z = project(pw, vm[j:j + 1], K[j:j + 1])  # [1, P, 2], [1, P] in camera j
+    z = z[0]
+    u, v = uv[0, :, 0].floor().long(), uv[0, :, 1].floor().long()
+    return u, v, z, (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+
+
 def reprojection_error(depth: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor,
                        valid: Optional[torch.Tensor] = None, closed: bool = True,
                        occlusion_tol: Optional[float] = None,
@@ -302,21 +321,14 @@ def reprojection_error(depth: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Te
     that is too far would hide its own errors that way, the fraction left out per pair is
     appended to the list ``occluded`` when one is given (report it beside the error).
     """
-    n, h, w = depth.shape
-    vm, K = viewmats.double(), Ks.double()
-    pairs = [(i, i + 1) for i in range(n - 1)] + ([(n - 1, 0)] if closed and n > 2 else [])
     out = []
-    for i, j in pairs:
+    for i, j in view_pairs(depth.shape[0], closed):
         d = depth[i].double()
         m = d > 0 if valid is None else (valid[i] & (d > 0))
         if m.sum() == 0:
             out.append(torch.tensor(float("nan"), dtype=torch.float64))
             continue
-        pw = backproject(d[None, ..., None], vm[i:i + 1], K[i:i + 1])[0][m]  # [P, 3] world
-        uv, z = project(pw, vm[j:j + 1], K[j:j + 1])  # [1, P, 2], [1, P] in camera j
-        z = z[0]
-        ui, vi = uv[0, :, 0].floor().long(), uv[0, :, 1].floor().long()
-        inside = (z > 0) & (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
+        ui, vi, z, inside = reproject_pixels(d, m, viewmats, Ks, i, j)
         dj = torch.zeros_like(z)
         dj[inside] = depth[j].double()[vi[inside], ui[inside]]
         ok = inside & (dj > 0)
