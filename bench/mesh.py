@@ -207,13 +207,13 @@ def run_one(gt, a, extra: bool = True, degrade: str | None = None) -> tuple[dict
     depths = None
     if a.source == "gaussians":
         from ..kernels.fit import FitConfig, fit_gaussians
-        from ..nodes.mesh import _render_gaussians
+        from ..kernels.mesh_pipeline import gaussians_depth
 
         cfg = FitConfig(iterations=a.fit_iters)
         res = fit_gaussians(images, cams, masks, cfg)
         stages["fit_s"] = time.time() - t0
         t1 = time.time()
-        depths, _, _ = _render_gaussians(res.gaussians, cams)
+        depths, _, _ = gaussians_depth(res.gaussians, cams)
         stages["depth_render_s"] = time.time() - t1
     t1 = time.time()
     from ..kernels.mesh_pipeline import reconstruct_mesh

@@ -224,23 +224,13 @@ def condition_disagreement(corr_depth, cond, viewmats, Ks, valid=None, closed=Tr
     restricts both ends. Returns ``[pairs]`` (float64, nan where no overlap)."""
     import torch
 
-    n, h, w = corr_depth.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5,
-                            torch.arange(w, dtype=torch.float64) + 0.5, indexing="ij")
+    from ..kernels.depth_condition import reproject_pixels, view_pairs
+
     ok_all = corr_depth > 0 if valid is None else (valid & (corr_depth > 0))
-    pairs = [(i, i + 1) for i in range(n - 1)] + ([(n - 1, 0)] if closed and n > 2 else [])
     out = []
-    for i, j in pairs:
-        d = corr_depth[i].double()
+    for i, j in view_pairs(corr_depth.shape[0], closed):
         m = ok_all[i]
-        Ki, Kj = Ks[i].double(), Ks[j].double()
-        pc = torch.stack([(xs[m] - Ki[0, 2]) / Ki[0, 0] * d[m], (ys[m] - Ki[1, 2]) / Ki[1, 1] * d[m],
-                          d[m], torch.ones_like(d[m])])  # [4, P]
-        pj = viewmats[j].double() @ torch.linalg.inv(viewmats[i].double()) @ pc
-        z = pj[2]
-        u = (Kj[0, 0] * pj[0] / z + Kj[0, 2]).floor().long()
-        v = (Kj[1, 1] * pj[1] / z + Kj[1, 2]).floor().long()
-        inside = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        u, v, z, inside = reproject_pixels(corr_depth[i], m, viewmats, Ks, i, j)
         dj = torch.zeros_like(z)
         okj = torch.zeros_like(inside)
         dj[inside] = corr_depth[j].double()[v[inside], u[inside]]

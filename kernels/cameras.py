@@ -26,7 +26,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -243,24 +243,35 @@ def orbit_positions(elevation, azimuth, radius) -> torch.Tensor:
 
 
 def look_at(eye: torch.Tensor, target: Optional[torch.Tensor] = None,
-            up: Sequence[float] = (0.0, 1.0, 0.0)) -> torch.Tensor:
-    """World -> camera (OpenCV) matrices ``[N, 4, 4]`` for cameras at ``eye`` ``[N, 3]``."""
-    eye = eye.to(torch.float64)
+            up=(0.0, 1.0, 0.0)) -> torch.Tensor:
+    """World -> camera (OpenCV) matrices ``[N, 4, 4]`` for cameras at ``eye`` ``[N, 3]`` looking
+    at ``target`` (``[N, 3]`` or ``[3]``; default the origin).
+
+    ``up`` is the world direction that appears up in the image (``-y`` of the camera): one
+    direction for all (default +y) or one per camera ``[N, 3]``. Where it is parallel to the view
+    direction (a camera at the pole) any perpendicular right axis is taken: world +x, or +z where
+    +x is parallel too. Floating ``eye`` keeps its dtype and device (other dtypes become float64).
+    """
+    if not eye.is_floating_point():
+        eye = eye.to(torch.float64)
     target = torch.zeros_like(eye) if target is None else target.to(eye).expand_as(eye)
-    fwd = torch.nn.functional.normalize(target - eye, dim=-1)  # camera +z
-    upv = torch.tensor(up, dtype=eye.dtype).expand_as(fwd)
-    right = torch.linalg.cross(fwd, upv)  # camera +x
-    # at the poles the up vector is parallel to the view direction: pick a stable right
+    fwd = torch.nn.functional.normalize(target - eye, dim=-1)  # [N, 3] camera +z
+    upv = torch.as_tensor(up, dtype=eye.dtype, device=eye.device).expand_as(fwd)
+    right = torch.linalg.cross(fwd, upv)  # [N, 3] camera +x
     bad = right.norm(dim=-1) < 1e-8
-    if bad.any():
-        right[bad] = torch.tensor([1.0, 0.0, 0.0], dtype=eye.dtype)
+    if bad.any():  # up parallel to the view direction
+        x = torch.tensor([1.0, 0.0, 0.0], dtype=eye.dtype, device=eye.device)
+        z = torch.tensor([0.0, 0.0, 1.0], dtype=eye.dtype, device=eye.device)
+        alt = x - (fwd * x).sum(-1, keepdim=True) * fwd  # +x made perpendicular to fwd
+        alt = torch.where(alt.norm(dim=-1, keepdim=True) < 1e-8,
+                          z - (fwd * z).sum(-1, keepdim=True) * fwd, alt)
+        right = torch.where(bad[:, None], alt, right)
     right = torch.nn.functional.normalize(right, dim=-1)
     down = torch.linalg.cross(fwd, right)  # camera +y (down in the image)
-    R = torch.stack([right, down, fwd], dim=-2)  # rows: camera axes in world coords
-    t = -(R @ eye.unsqueeze(-1)).squeeze(-1)
-    M = torch.zeros(eye.shape[0], 4, 4, dtype=eye.dtype)
+    R = torch.stack([right, down, fwd], dim=-2)  # [N, 3, 3] rows: camera axes in world coords
+    M = torch.zeros(eye.shape[0], 4, 4, dtype=eye.dtype, device=eye.device)
     M[:, :3, :3] = R
-    M[:, :3, 3] = t
+    M[:, :3, 3] = -(R @ eye.unsqueeze(-1)).squeeze(-1)
     M[:, 3, 3] = 1
     return M
 
@@ -278,6 +289,74 @@ def viewmats_to_orbit(viewmats: torch.Tensor):
     e = torch.rad2deg(torch.asin((c[:, 1] / r).clamp(-1, 1)))
     a = torch.rad2deg(torch.atan2(c[:, 0], c[:, 2])) % 360.0
     return e.float(), a.float(), r.float()
+
+
+# ----------------------------------------------------------------------------------------------
+# Rays, projection, back-projection (pinhole, pixel (i, j) centred at (j + 0.5, i + 0.5))
+# ----------------------------------------------------------------------------------------------
+
+
+def pixel_rays(Ks: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Camera-space directions with z = 1 through every pixel centre ``[C, H, W, 3]``."""
+    dev, dt = Ks.device, Ks.dtype
+    i = torch.arange(height, device=dev, dtype=dt) + 0.5
+    j = torch.arange(width, device=dev, dtype=dt) + 0.5
+    v, u = torch.meshgrid(i, j, indexing="ij")  # [H, W]
+    fx, fy = Ks[:, 0, 0, None, None], Ks[:, 1, 1, None, None]
+    cx, cy = Ks[:, 0, 2, None, None], Ks[:, 1, 2, None, None]
+    x = (u - cx) / fx
+    y = (v - cy) / fy
+    return torch.stack([x, y, torch.ones_like(x)], -1)  # [C, H, W, 3]
+
+
+def camera_rays(viewmats: torch.Tensor, Ks: torch.Tensor, height: int, width: int):
+    """World rays through every pixel centre: ``(origins [C, 3], dirs [C, H, W, 3])``, the
+    directions scaled so that the ray parameter t is the camera-space depth z (normalise them
+    for unit rays; their norm is then the ray length per unit of z)."""
+    d_cam = pixel_rays(Ks, height, width)  # [C, H, W, 3], z = 1
+    R = viewmats[:, :3, :3].to(d_cam)  # world -> camera
+    return camera_centers(viewmats).to(d_cam), torch.einsum("cji,chwj->chwi", R, d_cam)  # R^T d
+
+
+def project(points: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor):
+    """Project world points into C cameras: ``points`` ``[P, 3]`` (the same points seen by
+    every camera) or ``[C, ..., 3]`` (points per camera).
+
+    Returns ``(uv [C, P | ..., 2], z [C, P | ...])``: ``uv`` in pixels, continuous (pixel
+    ``(i, j)`` covers ``[j, j+1] x [i, i+1]``); ``z`` the camera-frame depth (positive in front
+    of the camera). Points with ``z <= 1e-8`` get ``uv`` from a clamped depth (far off the image,
+    finite); callers mask them by ``z``.
+    """
+    if points.shape[-1] != 3 or points.ndim < 2:
+        raise ValueError(f"points must be [P, 3] or [C, ..., 3], got {tuple(points.shape)}")
+    vm = viewmats.to(points)  # [C, 4, 4]
+    K = Ks.to(points)  # [C, 3, 3]
+    if points.ndim == 2:  # shared points
+        pc = torch.einsum("cij,pj->cpi", vm[:, :3, :3], points) + vm[:, None, :3, 3]  # [C, P, 3]
+    else:
+        if points.shape[0] != vm.shape[0]:
+            raise ValueError(f"points per camera {tuple(points.shape)} for {vm.shape[0]} cameras")
+        flat = points.reshape(points.shape[0], -1, 3)  # [C, M, 3]
+        pc = torch.einsum("cij,cmj->cmi", vm[:, :3, :3], flat) + vm[:, None, :3, 3]
+        pc = pc.reshape(points.shape)
+    z = pc[..., 2]
+    zs = z.clamp_min(1e-8)
+    shape = (-1,) + (1,) * (pc.ndim - 2)
+    u = K[:, 0, 0].reshape(shape) * pc[..., 0] / zs + K[:, 0, 2].reshape(shape)
+    v = K[:, 1, 1].reshape(shape) * pc[..., 1] / zs + K[:, 1, 2].reshape(shape)
+    return torch.stack([u, v], -1), z
+
+
+def backproject(depth: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor) -> torch.Tensor:
+    """World points ``[C, H, W, 3]`` of every pixel from camera-space z ``depth`` ``[C, H, W, 1]``
+    (differentiable in ``depth``)."""
+    _, H, W, _ = depth.shape
+    rays = pixel_rays(Ks.to(depth.dtype), H, W)  # [C, H, W, 3]
+    pc = rays * depth  # camera space
+    R = viewmats[:, :3, :3].to(depth.dtype)  # world -> camera
+    t = viewmats[:, :3, 3].to(depth.dtype)
+    # x_w = R^T (x_c - t)
+    return torch.einsum("cji,chwj->chwi", R, pc - t[:, None, None, :])
 
 
 def intrinsics_from_fov(fov_deg, width: int, height: int, n: int = 1) -> torch.Tensor:
@@ -395,6 +474,60 @@ def keyframed_orbit(keyframes: Sequence[Sequence[float]], frames: int):
     el = np.interp(f, t, [k[1] for k in kf])
     az = np.interp(f, t, [k[2] for k in kf]) % 360
     return el, az
+
+
+# ----------------------------------------------------------------------------------------------
+# The orbit registry (every node that offers an orbit type reads it from here)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrbitType:
+    """A named orbit: ``angles(frames, elevation, seed, elevations, keyframes)`` gives
+    ``(elevations_deg [F], azimuths_deg [F])``; ``sv3d`` is the name the SV3D nodes use for the
+    orbits of SV3D's official scripts (None: not an SV3D orbit)."""
+
+    name: str
+    angles: Callable[..., tuple]
+    help: str
+    sv3d: Optional[str] = None
+
+
+ORBITS = {o.name: o for o in (
+    OrbitType("sv3d_static", lambda frames, elevation, seed, elevations, keyframes:
+              sv3d_static_orbit(elevation, frames),
+              "SV3D's official orbit: frame f at (f+1)*360/frames, the input view last at "
+              "azimuth 0", sv3d="static"),
+    OrbitType("sv3d_dynamic", lambda frames, elevation, seed, elevations, keyframes:
+              sv3d_dynamic_orbit(elevation, frames, seed),
+              "SV3D's seeded wavy orbit (official gen_dynamic_loop)", sv3d="dynamic"),
+    OrbitType("uniform", lambda frames, elevation, seed, elevations, keyframes:
+              uniform_orbit(frames, elevations), "rings of frames cameras at the listed "
+              "elevations"),
+    OrbitType("keyframed", lambda frames, elevation, seed, elevations, keyframes:
+              keyframed_orbit(keyframes, frames), "linear between (frame, elevation, azimuth) "
+              "keyframes"),
+)}
+SV3D_ORBITS = {o.sv3d: o.name for o in ORBITS.values() if o.sv3d}  # SV3D node name -> registry
+
+
+def orbit_angles(orbit: str, frames: int, elevation: float = 10.0, seed: int = 0,
+                 elevations: Sequence[float] = (0.0, 20.0),
+                 keyframes: Sequence[Sequence[float]] = ((0, 0, 0), (20, 30, 340))):
+    """``(elevations_deg [F], azimuths_deg [F])`` (float64 numpy) of a registered orbit;
+    ``ValueError`` naming the choices for an unknown one."""
+    if orbit not in ORBITS:
+        raise ValueError(f"orbit must be one of {list(ORBITS)}, got {orbit!r}")
+    return ORBITS[orbit].angles(int(frames), float(elevation), int(seed), elevations, keyframes)
+
+
+def orbit_cameras(orbit: str, frames: int, elevation: float = 10.0, radius=DEFAULT_RADIUS,
+                  fov=SV3D_FOV_DEG, width: int = 576, height: int = 576, seed: int = 0,
+                  elevations: Sequence[float] = (0.0, 20.0),
+                  keyframes: Sequence[Sequence[float]] = ((0, 0, 0), (20, 30, 340))) -> Cameras:
+    """The :class:`Cameras` of a registered orbit (see :func:`orbit_angles`)."""
+    el, az = orbit_angles(orbit, frames, elevation, seed, elevations, keyframes)
+    return make_orbit_cameras(el, az, radius, fov, width, height)
 
 
 def interpolate_orbit(cams: Cameras, m: int, closed: bool = True) -> Cameras:

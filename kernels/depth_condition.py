@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from . import edm
+from .cameras import backproject, project
 
 SHUFFLE = 3  # Hi3D DepthEmbedder shuffle_size
 DEPTH_CHANNELS = SHUFFLE * SHUFFLE  # 9
@@ -234,9 +235,73 @@ def roll_back(x: torch.Tensor, index: int) -> torch.Tensor:
     return torch.roll(x, shifts=int(index), dims=0)
 
 
+def check_refine_inputs(kind: str, views: torch.Tensor, depth, cameras, target_size: int,
+                        cfg_min: float, cfg_max: float) -> None:
+    """``ValueError`` naming the input and the fix for views / depth / cameras / settings the
+    refiner cannot use (``kind``: the model family, ``"hi3d_stage2"`` needs depth), before any
+    model work."""
+    from .inputs import check_image, check_mask
+
+    check_image(views, "views")
+    if views.shape[1] != views.shape[2]:
+        raise ValueError(f"views are {views.shape[2]}x{views.shape[1]}; the refiner needs square "
+                         "views (crop or pad them first)")
+    if target_size % 64 != 0:
+        raise ValueError(f"target_size {target_size} is not a multiple of 64; use e.g. "
+                         f"{max(64, round(target_size / 64) * 64)}")
+    if cfg_min < 0 or cfg_max < 0:
+        raise ValueError("cfg_min and cfg_max must be >= 0")
+    if cameras is not None and len(cameras) != views.shape[0]:
+        raise ValueError(f"{len(cameras)} cameras for {views.shape[0]} views; connect the cameras "
+                         "of these views")
+    if kind == "hi3d_stage2":
+        if depth is None:
+            raise ValueError("the Hi3D stage-2 refiner needs a depth IMAGE (rendered from the "
+                             "Gaussians or from a depth node); without depth use an SVD/SV3D MODEL "
+                             "(anchored mode)")
+        if isinstance(depth, torch.Tensor) and depth.ndim == 3:  # [B,H,W] depth maps
+            check_mask(depth, "depth")
+        else:
+            check_image(depth, "depth", channels=(1, 3, 4))
+        if depth.shape[0] != views.shape[0]:
+            raise ValueError(f"depth has {depth.shape[0]} images but views has "
+                             f"{views.shape[0]}; give one depth map per view")
+
+
+def square_resize(img: torch.Tensor, size: int) -> torch.Tensor:
+    """IMAGE [B,H,W,C] -> [B,size,size,3] (alpha composited on white; bilinear like cv2.resize)."""
+    if img.shape[-1] == 4:
+        a = img[..., 3:4]
+        img = img[..., :3] * a + (1.0 - a)
+    x = img[..., :3].movedim(-1, 1).float()
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=x.shape[-1] > size)
+    return x.movedim(1, -1).clamp(0, 1)
+
+
 # ----------------------------------------------------------------------------------------------
 # Multi-view consistency of a depth condition (benchmark metric)
 # ----------------------------------------------------------------------------------------------
+
+
+def view_pairs(n: int, closed: bool = True) -> list:
+    """Adjacent view pairs ``(i, i+1)`` of an orbit of ``n`` views (+ ``(n-1, 0)`` if closed)."""
+    return [(i, i + 1) for i in range(n - 1)] + ([(n - 1, 0)] if closed and n > 2 else [])
+
+
+def reproject_pixels(depth_i: torch.Tensor, m: torch.Tensor, viewmats: torch.Tensor,
+                     Ks: torch.Tensor, i: int, j: int):
+    """Pixels ``m`` ``[H, W]`` (bool) of view ``i`` at camera z ``depth_i`` ``[H, W]``, seen
+    from view ``j``: nearest pixel ``(u [P], v [P])`` (long), camera-``j`` z ``[P]``, and
+    ``inside`` ``[P]`` (in front of camera ``j`` and within its ``H x W`` image). float64."""
+    h, w = depth_i.shape
+    vm, K = viewmats.double(), Ks.double()
+    pw = backproject(depth_i.double()[None, ..., None], vm[i:i + 1], K[i:i + 1])[0][m]  # [P, 3]
+    uv, z = project(pw, vm[j:j + 1], K[j:j + 1])  # [1, P, 2], [1, P] in camera j
+    z = z[0]
+    u, v = uv[0, :, 0].floor().long(), uv[0, :, 1].floor().long()
+    return u, v, z, (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
 
 
 def reprojection_error(depth: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor,
@@ -256,28 +321,14 @@ def reprojection_error(depth: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Te
     that is too far would hide its own errors that way, the fraction left out per pair is
     appended to the list ``occluded`` when one is given (report it beside the error).
     """
-    n, h, w = depth.shape
-    dev = depth.device
-    ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64) + 0.5,
-                            torch.arange(w, device=dev, dtype=torch.float64) + 0.5, indexing="ij")
-    pairs = [(i, i + 1) for i in range(n - 1)] + ([(n - 1, 0)] if closed and n > 2 else [])
     out = []
-    for i, j in pairs:
+    for i, j in view_pairs(depth.shape[0], closed):
         d = depth[i].double()
         m = d > 0 if valid is None else (valid[i] & (d > 0))
         if m.sum() == 0:
             out.append(torch.tensor(float("nan"), dtype=torch.float64))
             continue
-        Ki, Kj = Ks[i].double(), Ks[j].double()
-        pc = torch.stack([(xs[m] - Ki[0, 2]) / Ki[0, 0] * d[m], (ys[m] - Ki[1, 2]) / Ki[1, 1] * d[m],
-                          d[m], torch.ones_like(d[m])], 0)  # [4, P] camera i
-        pw = torch.linalg.inv(viewmats[i].double()) @ pc
-        pj = viewmats[j].double() @ pw
-        z = pj[2]
-        u = Kj[0, 0] * pj[0] / z + Kj[0, 2]
-        v = Kj[1, 1] * pj[1] / z + Kj[1, 2]
-        ui, vi = u.floor().long(), v.floor().long()
-        inside = (z > 0) & (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
+        ui, vi, z, inside = reproject_pixels(d, m, viewmats, Ks, i, j)
         dj = torch.zeros_like(z)
         dj[inside] = depth[j].double()[vi[inside], ui[inside]]
         ok = inside & (dj > 0)

@@ -58,6 +58,67 @@ SequenceDenoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Te
 # ----------------------------------------------------------------------------------------------
 
 
+PROMPTS = ("image", "video", "orbit")
+
+
+@dataclass
+class MatrixSettings:
+    """The numbers of one Diffusion² run (the sampler and guider nodes' widgets): V views x F
+    frames at ``size``; CFG per model (SV3D constant, SVD linear over the frames); SVD's fps /
+    motion bucket; the noise augmentation of each model's reference images; Euler steps, VRS
+    steps, seed; most sequences per model call (0 = by free memory) and frames per decode."""
+
+    views: int
+    frames: int
+    size: int
+    multiview_cfg: float = 2.5
+    video_cfg_min: float = 1.5
+    video_cfg_max: float = 3.0
+    motion_bucket_id: int = 127
+    fps: int = 25
+    video_cond_aug: float = 0.02
+    multiview_cond_aug: float = 1e-5
+    steps: int = 50
+    vrs_steps: int = OFFICIAL_VRS_STEPS
+    seed: int = 0
+    max_chunk: int = 0
+    decode_chunk: int = 8
+
+    def __post_init__(self):
+        for k in ("views", "frames", "size", "motion_bucket_id", "fps", "steps", "vrs_steps",
+                  "seed", "max_chunk", "decode_chunk"):
+            setattr(self, k, int(getattr(self, k)))
+        for k in ("multiview_cfg", "video_cfg_min", "video_cfg_max", "video_cond_aug",
+                  "multiview_cond_aug"):
+            setattr(self, k, float(getattr(self, k)))
+        if self.frames > MAX_VIDEO_FRAMES or self.frames < 2:
+            raise ValueError(f"frames={self.frames}: SVD-XT samples 2..{MAX_VIDEO_FRAMES} frames")
+        if self.size % 8:
+            raise ValueError(f"size={self.size} must be a multiple of 8")
+        if self.video_cfg_max < self.video_cfg_min:
+            raise ValueError(f"video_cfg_max={self.video_cfg_max} < "
+                             f"video_cfg_min={self.video_cfg_min}")
+
+
+def check_prompt(prompt: torch.Tensor, prompt_type: str, s: MatrixSettings, cameras=None) -> None:
+    """``ValueError`` naming the problem for a prompt (IMAGE ``[B, H, W, 3|4]``: one image, a
+    video of at least F frames, or an orbit of V views) or CAMERAS that do not fit ``s``."""
+    V, F = s.views, s.frames
+    if prompt_type not in PROMPTS:
+        raise ValueError(f"prompt_type={prompt_type!r}: use one of {list(PROMPTS)}")
+    if prompt.ndim != 4 or prompt.shape[-1] not in (3, 4):
+        raise ValueError(f"prompt must be an IMAGE [B,H,W,3|4], got {tuple(prompt.shape)}")
+    if cameras is not None and len(cameras) != V:
+        raise ValueError(f"CAMERAS has {len(cameras)} cameras but views={V}: make them equal")
+    if prompt_type == "image" and prompt.shape[0] != 1:
+        raise ValueError(f"prompt_type 'image' takes one image, got a batch of {prompt.shape[0]}")
+    if prompt_type == "video" and prompt.shape[0] < F:
+        raise ValueError(f"the prompt video has {prompt.shape[0]} frames, shorter than frames={F}; "
+                         f"lower frames or give a longer video")
+    if prompt_type == "orbit" and prompt.shape[0] != V:
+        raise ValueError(f"the prompt orbit has {prompt.shape[0]} views but views={V}; they must match")
+
+
 def view_weights(views: int, min_weight: float = OFFICIAL_MIN_VIEW_WEIGHT, periods: float = 2.0,
                  dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """Per-view weight of the video model ``w_v`` ``[V]`` (official formula).

@@ -16,13 +16,13 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .cameras import Cameras
+from .cameras import Cameras, project
 from .densify import DensifyConfig, DensifyState, refine
 from .gaussians import Gaussians, rgb_to_sh0, sh_coeffs
 from .inputs import check_image, check_mask
 from .interrupt import check_interrupt
 from .rasterize import rasterize
-from .visual_hull import carve_visual_hull, project_points, voxel_grid
+from .visual_hull import carve_visual_hull, voxel_grid
 
 
 @dataclass
@@ -257,7 +257,7 @@ def project_colors(pts: torch.Tensor, nrm: torch.Tensor, images: torch.Tensor,
                    masks: torch.Tensor, cams: Cameras) -> torch.Tensor:
     """Colour of each point ``[P,3]``: views weighted by how squarely they face the normal."""
     c, h, w = images.shape[:3]
-    uv, z = project_points(pts, cams)  # [C,P,2], [C,P]
+    uv, z = project(pts, cams.viewmats, cams.Ks)  # [C,P,2], [C,P]
     grid = torch.stack([uv[..., 0] / w * 2 - 1, uv[..., 1] / h * 2 - 1], -1)  # [C,P,2]
     img = images[..., :3].permute(0, 3, 1, 2).float()
     col = F.grid_sample(img, grid[:, :, None], align_corners=False).squeeze(-1)  # [C,3,P]

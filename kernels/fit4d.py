@@ -108,6 +108,17 @@ class Fit4DConfig:
     warm_densify: bool = False  # densify later frames too (breaks the one-to-one alignment)
     warm_lr_scale: float = 5.0  # learning-rate multiplier (means, colours, opacities) of later frames
 
+    def __post_init__(self):
+        if self.temporal_weight < 0 or not math.isfinite(self.temporal_weight):
+            raise ValueError(f"temporal_weight must be >= 0, got {self.temporal_weight}")
+        if self.confidence not in ("none", "ssim"):
+            raise ValueError(f"confidence must be 'none' or 'ssim', got {self.confidence!r}")
+        if self.warm_densify and self.temporal_weight > 0:
+            raise ValueError("warm_densify changes the number of Gaussians, so the temporal term has "
+                             "no previous parameters to compare with; set temporal_weight to 0")
+        if not self.warm_lr_scale > 0:
+            raise ValueError(f"warm_lr_scale must be > 0, got {self.warm_lr_scale}")
+
 
 @dataclass
 class Fit4DResult:
@@ -250,15 +261,6 @@ def fit_sequence(images: torch.Tensor, cams: Cameras, times: int,
         raise ValueError(f"warm_iterations must be >= 1, got {cfg.warm_iterations}")
     if base.iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {base.iterations}")
-    if cfg.temporal_weight < 0 or not math.isfinite(cfg.temporal_weight):
-        raise ValueError(f"temporal_weight must be >= 0, got {cfg.temporal_weight}")
-    if cfg.confidence not in ("none", "ssim"):
-        raise ValueError(f"confidence must be 'none' or 'ssim', got {cfg.confidence!r}")
-    if cfg.warm_densify and cfg.temporal_weight > 0:
-        raise ValueError("warm_densify changes the number of Gaussians, so the temporal term has "
-                         "no previous parameters to compare with; set temporal_weight to 0")
-    if not cfg.warm_lr_scale > 0:
-        raise ValueError(f"warm_lr_scale must be > 0, got {cfg.warm_lr_scale}")
     images = images[..., :3]
     check_sequence(images, cams, times, masks, weights, base.background)
     v = len(cams)

@@ -39,7 +39,7 @@ from typing import Optional
 
 import torch
 
-from .cameras import Cameras, camera_centers
+from .cameras import Cameras, backproject, camera_centers, look_at, project
 
 # IPSM's defaults (paper and GeorgeNum7/IPSM): pseudo-pose noise 0.01 -> 0.05, depth masks on
 # min-max normalised depths: consistent |Δ| < 0.3, strict |Δ| < 0.1
@@ -69,26 +69,6 @@ def pseudo_sigma(step: int, total: int, start: float = SIGMA_START, end: float =
     frac = min(max((step + 1) / total, 0.0), 1.0)
     lo = start / end if end > 0 else hold
     return float(end * max(lo, frac))
-
-
-def look_at_up(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """World -> camera (OpenCV) ``[N, 4, 4]`` for cameras at ``eye`` looking at ``target``, with a
-    per-camera world ``up`` ``[N, 3]`` (image "up" is ``-y``). Same maths as :func:`.cameras.look_at`."""
-    fwd = torch.nn.functional.normalize(target - eye, dim=-1)
-    right = torch.linalg.cross(fwd, up)
-    bad = right.norm(dim=-1) < 1e-8
-    if bad.any():  # up parallel to the view direction: any perpendicular right will do
-        alt = torch.linalg.cross(fwd, torch.tensor([1.0, 0.0, 0.0], dtype=eye.dtype,
-                                                    device=eye.device).expand_as(fwd))
-        right = torch.where(bad[:, None], alt, right)
-    right = torch.nn.functional.normalize(right, dim=-1)
-    down = torch.linalg.cross(fwd, right)
-    R = torch.stack([right, down, fwd], dim=-2)  # [N, 3, 3]
-    M = torch.zeros(eye.shape[0], 4, 4, dtype=eye.dtype, device=eye.device)
-    M[:, :3, :3] = R
-    M[:, :3, 3] = -(R @ eye.unsqueeze(-1)).squeeze(-1)
-    M[:, 3, 3] = 1
-    return M
 
 
 def look_at_points(viewmats: torch.Tensor, distance: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -139,7 +119,7 @@ def perturb_cameras(cams: Cameras, sigma: float, count: Optional[int] = None,
     noise = noise.to(dev)
     eye_p = eye + noise[0] * sigma * dist
     target_p = target + noise[1] * sigma * dist
-    vm_p = look_at_up(eye_p, target_p, up).to(vm.dtype)
+    vm_p = look_at(eye_p, target_p, up).to(vm.dtype)
     pseudo = Cameras(vm_p, cams.Ks[source].clone(), cams.width, cams.height)
     return pseudo, source
 
@@ -159,45 +139,6 @@ def closest_views(pseudo_viewmats: torch.Tensor, train_viewmats: torch.Tensor,
 # ----------------------------------------------------------------------------------------------
 # Back-projection and the inverse warp
 # ----------------------------------------------------------------------------------------------
-
-
-def pixel_rays(Ks: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Camera-space directions with z = 1 through every pixel centre ``[C, H, W, 3]``."""
-    dev, dt = Ks.device, Ks.dtype
-    i = torch.arange(height, device=dev, dtype=dt) + 0.5
-    j = torch.arange(width, device=dev, dtype=dt) + 0.5
-    v, u = torch.meshgrid(i, j, indexing="ij")  # [H, W]
-    fx, fy = Ks[:, 0, 0, None, None], Ks[:, 1, 1, None, None]
-    cx, cy = Ks[:, 0, 2, None, None], Ks[:, 1, 2, None, None]
-    x = (u - cx) / fx
-    y = (v - cy) / fy
-    return torch.stack([x, y, torch.ones_like(x)], -1)  # [C, H, W, 3]
-
-
-def backproject(depth: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor) -> torch.Tensor:
-    """World points ``[C, H, W, 3]`` of every pixel from camera-space z ``depth`` ``[C, H, W, 1]``
-    (differentiable in ``depth``)."""
-    _, H, W, _ = depth.shape
-    rays = pixel_rays(Ks.to(depth.dtype), H, W)  # [C, H, W, 3]
-    pc = rays * depth  # camera space
-    R = viewmats[:, :3, :3].to(depth.dtype)  # world -> camera
-    t = viewmats[:, :3, 3].to(depth.dtype)
-    # x_w = R^T (x_c - t)
-    return torch.einsum("cji,chwj->chwi", R, pc - t[:, None, None, :])
-
-
-def project(points: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor):
-    """Project world points ``[C, H, W, 3]``: returns (pixel coords ``[C, H, W, 2]`` (u, v in
-    pixels, continuous), camera z ``[C, H, W, 1]``)."""
-    R = viewmats[:, :3, :3].to(points.dtype)
-    t = viewmats[:, :3, 3].to(points.dtype)
-    pc = torch.einsum("cij,chwj->chwi", R, points) + t[:, None, None, :]
-    z = pc[..., 2:3]
-    zs = torch.where(z.abs() < 1e-9, torch.full_like(z, 1e-9), z)
-    K = Ks.to(points.dtype)
-    u = K[:, 0, 0, None, None] * pc[..., 0] / zs[..., 0] + K[:, 0, 2, None, None]
-    v = K[:, 1, 1, None, None] * pc[..., 1] / zs[..., 0] + K[:, 1, 2, None, None]
-    return torch.stack([u, v], -1), z
 
 
 @dataclass
@@ -250,7 +191,8 @@ def inverse_warp(src_image: torch.Tensor, src_depth: torch.Tensor, pseudo_depth:
         if pseudo_alpha is not None:
             valid = valid & (pseudo_alpha.detach() >= alpha_threshold)
         pts = backproject(pd, pseudo_viewmats, pseudo_Ks)  # [P, H, W, 3]
-        uv, z = project(pts, src_viewmats, src_Ks)  # [P, H, W, 2], [P, H, W, 1]
+        uv, z = project(pts, src_viewmats, src_Ks)  # [P, H, W, 2], [P, H, W]
+        z = z.unsqueeze(-1)  # [P, H, W, 1]
         # nearest pixel = the one whose cell [j, j+1) x [i, i+1) contains (u, v)
         inb = (uv[..., 0] >= 0) & (uv[..., 0] < Ws) & (uv[..., 1] >= 0) & (uv[..., 1] < Hs)
         mask_warp = inb.unsqueeze(-1) & (z > 1e-6) & valid  # [P, H, W, 1]
@@ -517,7 +459,8 @@ def cross_view_loss(depth: torch.Tensor, alpha: torch.Tensor, image: torch.Tenso
         return zero
     valid = (alpha.detach() > alpha_threshold) & (mask[..., None] > 0.5) & (depth.detach() > 0)
     X = backproject(depth[None], viewmat[None], K[None]).expand(B, -1, -1, -1)  # [B, H, W, 3]
-    uv, z = project(X, nb_viewmats, nb_Ks)  # [B, H, W, 2], [B, H, W, 1]
+    uv, z = project(X, nb_viewmats, nb_Ks)  # [B, H, W, 2], [B, H, W]
+    z = z.unsqueeze(-1)  # [B, H, W, 1]
     grid = torch.stack([uv[..., 0] / W * 2 - 1, uv[..., 1] / H * 2 - 1], -1).to(nb_images.dtype)
     src = torch.cat([nb_images[..., :3], nb_masks[..., None], nb_depths.detach()], -1)
     s = torch.nn.functional.grid_sample(src.permute(0, 3, 1, 2), grid, mode="bilinear",

@@ -14,9 +14,8 @@ import numpy as np
 import torch
 import trimesh
 
-from .cameras import Cameras
+from .cameras import Cameras, project
 from .inputs import check_image, check_mask
-from .visual_hull import project_points
 from .interrupt import check_interrupt
 
 
@@ -56,7 +55,7 @@ def color_points(points: torch.Tensor, normals: torch.Tensor, images: torch.Tens
         check_interrupt()
         p = points[s:s + chunk].float()
         n = torch.nn.functional.normalize(normals[s:s + chunk].float(), dim=-1)
-        uv, z = project_points(p, cams)  # [C, P, 2], [C, P]
+        uv, z = project(p, cams.viewmats, cams.Ks)  # [C, P, 2], [C, P]
         inside = (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & \
             (uv[..., 1] < H)
         # nearest-pixel depth for visibility (bilinear would blend across silhouettes)

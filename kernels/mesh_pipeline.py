@@ -30,8 +30,8 @@ import os
 import torch
 import trimesh
 
-from .atomic import atomic_write
 from .cameras import Cameras
+from .mesh_export import check_mesh_format, write_mesh
 from .visual_hull import DEFAULT_BBOX
 
 DEPTH_SOURCES = ("mvs", "gaussians", "depth", "none")
@@ -196,25 +196,20 @@ def gaussians_to_mesh_file(g, images: torch.Tensor | None, masks: torch.Tensor |
     default; ``"gaussians"`` = the Gaussians' median depth) + vertex colours from ``images``.
     Missing images/masks are rendered from the Gaussians (rgb / alpha).
     """
-    ext = os.path.splitext(path)[1].lower().lstrip(".")
-    if ext not in ("glb", "obj", "ply"):
-        raise ValueError(f"mesh path must end in .glb, .obj or .ply, got {path!r}")
+    check_mesh_format(os.path.splitext(path)[1], f"the extension of mesh path {path!r}")
     cams = cams.to(device="cpu", dtype=torch.float32)
-    if images is None or masks is None:
-        _, alpha, rgb = gaussians_depth(g, cams)
+    depths = None
+    if images is None or masks is None or (g is not None and depth_source == "gaussians"):
+        dmed, alpha, rgb = gaussians_depth(g, cams)  # the one render of the Gaussians
         images = rgb if images is None else images
         masks = alpha if masks is None else masks
+        if depth_source == "gaussians":
+            depth_source, depths = "depth", dmed
     images = images[..., :3].float().cpu()
     masks = masks.float().cpu()
     if images.shape[1:3] != (cams.height, cams.width):
         cams = cams.resized(images.shape[2], images.shape[1])
     mesh = reconstruct_mesh(masks, cams, resolution, images=images, depth_source=depth_source,
-                            gaussians=g, keep_components=1, watertight=True,
+                            depths=depths, keep_components=1, watertight=True,
                             target_faces=target_faces, smooth_iterations=5)
-    cm = color_mesh(mesh, images, cams, masks, "vertex")
-    data = cm.to_trimesh(0).export(file_type=ext)
-    if isinstance(data, str):
-        data = data.encode()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    return atomic_write(path, data)
+    return write_mesh(color_mesh(mesh, images, cams, masks, "vertex"), path)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import trimesh
 
-from .cameras import Cameras
+from .cameras import Cameras, camera_rays
 from .interrupt import check_interrupt
 
 try:  # optional fast path
@@ -266,19 +266,6 @@ class _Caster:
         return hit, face, bary, t
 
 
-def camera_rays(viewmat: np.ndarray, K: np.ndarray, width: int, height: int):
-    """World-space rays through pixel centres. Returns ``origins [H*W,3]`` and ``dirs [H*W,3]``,
-    the directions scaled so that ray parameter t equals camera-space depth z."""
-    R = viewmat[:3, :3]
-    t = viewmat[:3, 3]
-    center = -R.T @ t
-    j, i = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    pix = np.stack([j.ravel(), i.ravel(), np.ones(width * height)], -1)  # [HW, 3]
-    d_cam = pix @ np.linalg.inv(K).T  # z == 1
-    dirs = d_cam @ R  # rows: R^T d
-    return np.broadcast_to(center, dirs.shape).copy(), dirs
-
-
 # ----------------------------------------------------------------------------------------------
 # Shading helpers
 # ----------------------------------------------------------------------------------------------
@@ -456,11 +443,13 @@ def render_mesh(mesh: trimesh.Trimesh, cams: Cameras, background: Sequence[float
     out_mask = np.empty((n_views, H, W), np.float32)
     out_depth = np.empty((n_views, H, W), np.float32)
     out_nrm = np.empty((n_views, H, W, 3), np.float32)
-    vms = sc.viewmats.detach().double().cpu().numpy()
-    Ks = sc.Ks.detach().double().cpu().numpy()
+    vms = sc.viewmats.detach().double().cpu()
+    Ks = sc.Ks.detach().double().cpu()
     for k in range(n_views):
         check_interrupt()
-        origins, dirs = camera_rays(vms[k], Ks[k], Ws, Hs)
+        o, d = camera_rays(vms[k:k + 1], Ks[k:k + 1], Hs, Ws)  # [1, 3], [1, Hs, Ws, 3]
+        dirs = d.reshape(-1, 3).numpy()  # [Hs*Ws, 3], t = camera z
+        origins = np.broadcast_to(o[0].numpy(), dirs.shape).copy()
         hit, face, bary, t = caster.cast(origins, dirs)
         hit &= t > 0
         idx = np.nonzero(hit)[0]

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cameras import Cameras
+from .cameras import Cameras, camera_rays, project
 from .interrupt import check_interrupt
 
 
@@ -49,13 +49,18 @@ def hull_depth_maps(field: torch.Tensor, cams: Cameras, bbox) -> torch.Tensor:
     (negative inside, e.g. :func:`.visual_hull.hull_sdf`), by marching cubes + Embree ray casting.
     """
     from .mesh_extract import marching_cubes
-    from .mesh_render import camera_rays, HAVE_EMBREE
+    from .mesh_render import HAVE_EMBREE
 
     v, f = marching_cubes(field, bbox)
     C, H, W = len(cams), cams.height, cams.width
     out = np.zeros((C, H * W), np.float32)
-    vm = cams.viewmats.double().cpu().numpy()
-    Ks = cams.Ks.double().cpu().numpy()
+    vm, Ks = cams.viewmats.double().cpu(), cams.Ks.double().cpu()
+
+    def rays(c):  # numpy [H*W, 3] origins and z-scaled directions of camera c
+        o, d = camera_rays(vm[c:c + 1], Ks[c:c + 1], H, W)
+        d = d.reshape(-1, 3).numpy()
+        return np.broadcast_to(o[0].numpy(), d.shape).copy(), d
+
     if HAVE_EMBREE:
         from embreex import rtcore_scene as rtcs
         from embreex.mesh_construction import TriangleMesh
@@ -64,7 +69,7 @@ def hull_depth_maps(field: torch.Tensor, cams: Cameras, bbox) -> torch.Tensor:
         TriangleMesh(scene=scene, vertices=v.astype(np.float32), indices=f.astype(np.int32))
         for c in range(C):
             check_interrupt()
-            o, d = camera_rays(vm[c], Ks[c], W, H)
+            o, d = rays(c)
             res = scene.run(o.astype(np.float32), d.astype(np.float32), output=1)
             hit = np.asarray(res["primID"]) >= 0
             out[c, hit] = np.asarray(res["tfar"])[hit]
@@ -74,7 +79,7 @@ def hull_depth_maps(field: torch.Tensor, cams: Cameras, bbox) -> torch.Tensor:
         mesh = trimesh.Trimesh(v, f, process=False)
         for c in range(C):
             check_interrupt()
-            o, d = camera_rays(vm[c], Ks[c], W, H)
+            o, d = rays(c)
             loc, ray, _ = mesh.ray.intersects_location(o, d, multiple_hits=False)
             t = ((loc - o[ray]) * d[ray]).sum(-1) / (d[ray] * d[ray]).sum(-1)
             out[c, ray] = t
@@ -142,8 +147,6 @@ def plane_sweep_depth(images: torch.Tensor, masks: torch.Tensor, cams: Cameras,
     K = int(n_planes)
     step = float(depth_range) / (K - 1)
     offs = torch.arange(K, device=dev, dtype=torch.float32) * step  # [K]
-    jj, ii = torch.meshgrid(torch.arange(W, device=dev) + 0.5, torch.arange(H, device=dev) + 0.5,
-                            indexing="xy")  # [H, W]
     depth_out = torch.zeros(C, H, W, device=dev)
     score_out = torch.zeros(C, H, W, device=dev)
     refs = range(C) if views is None else list(views)
@@ -161,24 +164,14 @@ def plane_sweep_depth(images: torch.Tensor, masks: torch.Tensor, cams: Cameras,
         Hc, Wc = y1 - y0, x1 - x0
         hd = hull_depth[r, y0:y1, x0:x1].to(dev).float()  # [Hc, Wc]
         valid = valid_full[y0:y1, x0:x1]
-        Kr = cams.Ks[r]
-        R = cams.viewmats[r, :3, :3]
-        t = cams.viewmats[r, :3, 3]
-        center = -R.T @ t
-        jc, ic = jj[y0:y1, x0:x1], ii[y0:y1, x0:x1]
-        dcam = torch.stack([(jc - Kr[0, 2]) / Kr[0, 0], (ic - Kr[1, 2]) / Kr[1, 1],
-                            torch.ones_like(jc)], -1)  # [Hc, Wc, 3], z = 1
-        dirs = dcam @ R  # world, t = camera z
+        center, dirs = camera_rays(cams.viewmats[r:r + 1], cams.Ks[r:r + 1], H, W)
+        center, dirs = center[0], dirs[0, y0:y1, x0:x1]  # [3], [Hc, Wc, 3] world, t = camera z
         D = hd[None] + offs[:, None, None]  # [K, H, W]
         X = center + D[..., None] * dirs[None]  # [K, H, W, 3]
         nbr = nb[r]  # [N]
         N = nbr.shape[0]
-        vm = cams.viewmats[nbr]  # [N, 4, 4]
-        Kn = cams.Ks[nbr]
-        pc = torch.einsum("nij,khwj->nkhwi", vm[:, :3, :3], X) + vm[:, None, None, None, :3, 3]
-        z = pc[..., 2].clamp_min(1e-6)
-        u = Kn[:, None, None, None, 0, 0] * pc[..., 0] / z + Kn[:, None, None, None, 0, 2]
-        v = Kn[:, None, None, None, 1, 1] * pc[..., 1] / z + Kn[:, None, None, None, 1, 2]
+        uv, _ = project(X.reshape(-1, 3), cams.viewmats[nbr], cams.Ks[nbr])  # [N, K*Hc*Wc, 2]
+        u, v = uv[..., 0], uv[..., 1]
         grid = torch.stack([u / W * 2 - 1, v / H * 2 - 1], -1).reshape(N, K * Hc, Wc, 2)
         src = torch.cat([imgs[nbr], msk[nbr]], 1)  # [N, 4, H, W]
         warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros",

@@ -38,7 +38,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .cameras import Cameras
+from .cameras import Cameras, camera_rays, pixel_rays
 from .interrupt import check_interrupt
 from .visual_hull import DEFAULT_BBOX
 
@@ -170,14 +170,10 @@ def band_regularisers(sdf: torch.Tensor, band: torch.Tensor, resolution: int, h:
 
 def unit_rays(cams: Cameras) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """World ray origins ``[C, 3]``, unit directions ``[C, H, W, 3]`` through pixel centres, and
-    the distance along each per unit of camera z ``[C, H, W]`` (depth z -> ray distance).
-    (:func:`.mesh_render.camera_rays` is the numpy, per-camera, z-scaled form for ray casting.)"""
-    from .ipsm import pixel_rays
-
-    d_cam = pixel_rays(cams.Ks, cams.height, cams.width)  # [C, H, W, 3], z = 1
-    zlen = d_cam.norm(dim=-1)  # [C, H, W]
-    d = torch.einsum("cji,chwj->chwi", cams.viewmats[:, :3, :3], d_cam)  # R^T d
-    return cams.centers, torch.nn.functional.normalize(d, dim=-1), zlen
+    the distance along each per unit of camera z ``[C, H, W]`` (depth z -> ray distance)."""
+    o, d = camera_rays(cams.viewmats, cams.Ks, cams.height, cams.width)  # d: z = 1 per ray
+    zlen = pixel_rays(cams.Ks, cams.height, cams.width).norm(dim=-1)  # [C, H, W]
+    return o, torch.nn.functional.normalize(d, dim=-1), zlen
 
 
 def box_intersect(o: torch.Tensor, d: torch.Tensor, bbox=DEFAULT_BBOX):

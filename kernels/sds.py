@@ -35,7 +35,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .ipsm import backproject
+from .cameras import backproject, camera_centers
 
 # ----------------------------------------------------------------------------------------------
 # SV3D visibility mask
@@ -128,7 +128,7 @@ def visibility_mask_from_depth(depth: torch.Tensor, viewmats: torch.Tensor, Ks: 
             valid = valid & (alpha.detach() >= alpha_threshold)
         pts = backproject(d, viewmats, Ks)
         if normals is None:
-            centers = -(viewmats[:, :3, :3].transpose(1, 2) @ viewmats[:, :3, 3:]).squeeze(-1)
+            centers = camera_centers(viewmats)
             normals = normals_from_points(pts, valid, centers)
             valid = valid & (normals.norm(dim=-1, keepdim=True) > 0.5)
         m = visibility_mask(pts, normals.to(pts), ref_centers, f0, f1, valid, background)

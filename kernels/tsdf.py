@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from .cameras import Cameras
-from .visual_hull import DEFAULT_BBOX, project_points, voxel_grid
+from .cameras import Cameras, pixel_rays, project
+from .visual_hull import DEFAULT_BBOX, voxel_grid
 from .interrupt import check_interrupt
 
 
@@ -74,7 +74,7 @@ def tsdf_fuse(depths: torch.Tensor, cams: Cameras, masks: torch.Tensor | None = 
     for s in range(0, pts.shape[0], max(int(chunk), 1)):
         check_interrupt()
         p = pts[s:s + chunk]
-        uv, z = project_points(p, cams)  # [C, P, 2], [C, P]
+        uv, z = project(p, cams.viewmats, cams.Ks)  # [C, P, 2], [C, P]
         j = uv[..., 0].floor()
         i = uv[..., 1].floor()
         inside = (z > 0) & (j >= 0) & (j < W) & (i >= 0) & (i < H)
@@ -114,11 +114,7 @@ def depth_normal_weight(depths: torch.Tensor, cams: Cameras, min_cos: float = 0.
     C, H, W = depths.shape
     d = depths.float()
     K = cams.Ks.to(d)  # [C, 3, 3]
-    jj, ii = torch.meshgrid(torch.arange(W, device=d.device) + 0.5,
-                            torch.arange(H, device=d.device) + 0.5, indexing="xy")  # [H, W]
-    x = (jj[None] - K[:, 0, 2, None, None]) / K[:, 0, 0, None, None]  # [C, H, W]
-    y = (ii[None] - K[:, 1, 2, None, None]) / K[:, 1, 1, None, None]
-    ray = torch.stack([x, y, torch.ones_like(x)], -1)  # [C, H, W, 3]
+    ray = pixel_rays(K, H, W)  # [C, H, W, 3], z = 1
     P = ray * d[..., None]
     ok = d > 0
     # depth step allowed between neighbours: 4 pixels' footprint at that depth

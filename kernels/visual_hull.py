@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .cameras import Cameras
+from .cameras import Cameras, project
 from .inputs import check_mask
 from .interrupt import check_interrupt
 
@@ -53,25 +53,6 @@ def voxel_grid(resolution: int, bbox_min=(-0.5, -0.5, -0.5), bbox_max=(0.5, 0.5,
             for a in range(3)]
     g = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)  # [R, R, R, 3]
     return g.to(device=device, dtype=dtype)
-
-
-def project_points(points: torch.Tensor, cams: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
-    """Project world points ``[P, 3]`` into every camera.
-
-    Returns ``(uv [C, P, 2], z [C, P])``: ``uv`` in pixels (continuous; pixel ``(i, j)`` covers
-    ``[j, j+1] x [i, i+1]``), ``z`` the camera-frame depth (positive in front of the camera).
-    Points with ``z <= 0`` get ``uv`` computed with a clamped depth; callers must mask them.
-    """
-    if points.ndim != 2 or points.shape[-1] != 3:
-        raise ValueError(f"points must be [P, 3], got {tuple(points.shape)}")
-    vm = cams.viewmats.to(points)  # [C, 4, 4]
-    K = cams.Ks.to(points)  # [C, 3, 3]
-    pc = torch.einsum("cij,pj->cpi", vm[:, :3, :3], points) + vm[:, None, :3, 3]  # [C, P, 3]
-    z = pc[..., 2]  # [C, P]
-    zs = z.clamp_min(1e-8)
-    u = K[:, None, 0, 0] * pc[..., 0] / zs + K[:, None, 0, 2]
-    v = K[:, None, 1, 1] * pc[..., 1] / zs + K[:, None, 1, 2]
-    return torch.stack([u, v], -1), z
 
 
 def _check_masks_cams(masks: torch.Tensor, cams: Cameras) -> torch.Tensor:
@@ -142,19 +123,14 @@ def carve_visual_hull(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     votes = torch.zeros(pts.shape[0], dtype=torch.int16, device=device)
     C, H, W = bg.shape
     bg_flat = bg.reshape(C, H * W)
-    R_all = cams.viewmats[:, :3, :3]
-    t_all = cams.viewmats[:, :3, 3]
     for c in range(C):
         keep_parts = []
         for s in range(0, alive.shape[0], chunk):
             check_interrupt()
             idx = alive[s:s + chunk]
             p = pts[idx]
-            pc = p @ R_all[c].T + t_all[c]  # [P, 3]
-            z = pc[:, 2]
-            zs = z.clamp_min(1e-8)
-            j = torch.floor(cams.Ks[c, 0, 0] * pc[:, 0] / zs + cams.Ks[c, 0, 2])
-            i = torch.floor(cams.Ks[c, 1, 1] * pc[:, 1] / zs + cams.Ks[c, 1, 2])
+            uv, z = project(p, cams.viewmats[c:c + 1], cams.Ks[c:c + 1])  # [1, P, 2], [1, P]
+            j, i, z = uv[0, :, 0].floor(), uv[0, :, 1].floor(), z[0]
             inside = (z > 0) & (j >= 0) & (j < W) & (i >= 0) & (i < H)
             lin = (i.clamp(0, H - 1) * W + j.clamp(0, W - 1)).long()
             vote = inside & (bg_flat[c][lin] > 0)
@@ -262,7 +238,7 @@ def _hull_sdf_points(sd: torch.Tensor, cams: Cameras, pts: torch.Tensor, k: int,
     for s in range(0, pts.shape[0], chunk):
         check_interrupt()
         p = pts[s:s + chunk]
-        uv, z = project_points(p, cams)
+        uv, z = project(p, cams.viewmats, cams.Ks)
         d = _sample_bilinear(sd, uv) * (z.clamp_min(1e-6) / f[:, None])  # [C, P] world units
         seen = (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] <= W) & (uv[..., 1] >= 0) & \
             (uv[..., 1] <= H)

@@ -13,13 +13,7 @@ import logging
 import torch
 
 from ..kernels import calibrate as C
-from ..kernels.cameras import (
-    Cameras,
-    DEFAULT_RADIUS,
-    SV3D_FOV_DEG,
-    make_orbit_cameras,
-    sv3d_static_orbit,
-)
+from ..kernels.cameras import Cameras, DEFAULT_RADIUS, SV3D_FOV_DEG, orbit_cameras
 from ..kernels.fit import masks_from_background
 from . import host
 from .cameras import parse_color
@@ -171,8 +165,7 @@ class CalibrateOrbit:
                                  "connect them or pick an SV3D mode")
             cams = cameras.to(device="cpu")
         else:
-            el, az = sv3d_static_orbit(0.0, n)
-            cams = make_orbit_cameras(el, az, DEFAULT_RADIUS, fov, w, h)
+            cams = orbit_cameras("sv3d_static", n, 0.0, DEFAULT_RADIUS, fov, w, h)
         pv = {"auto": "auto", "on": True, "off": False}[per_view]
         if orbit == "SV3D dynamic orbit, unknown":
             pv = True

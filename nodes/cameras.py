@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from ..kernels.cameras import (
     DEFAULT_RADIUS,
+    ORBITS as ORBIT_TYPES,
     SV3D_FOV_DEG,
     interpolate_orbit,
-    keyframed_orbit,
-    make_orbit_cameras,
-    sv3d_dynamic_orbit,
-    sv3d_static_orbit,
-    uniform_orbit,
+    orbit_cameras,
 )
 from ..kernels.camera_plot import plot_camera_path
 from . import host
 
-ORBITS = ["sv3d_static", "sv3d_dynamic", "uniform", "keyframed"]
+ORBITS = list(ORBIT_TYPES)
 
 
 def parse_floats(text: str, what: str) -> list[float]:
@@ -68,9 +65,8 @@ class OrbitCameras:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "orbit": (ORBITS, {"default": "sv3d_static", "tooltip": "sv3d_static: SV3D's official "
-                      "orbit; sv3d_dynamic: SV3D's seeded wavy orbit; uniform: rings at the listed "
-                      "elevations; keyframed: linear between keyframes."}),
+            "orbit": (ORBITS, {"default": "sv3d_static", "tooltip": "; ".join(
+                f"{o.name}: {o.help}" for o in ORBIT_TYPES.values()) + "."}),
             "frames": ("INT", {"default": 21, "min": 1, "max": 1024, "tooltip": "Number of cameras "
                        "(per ring for 'uniform'). SV3D was trained on 21."}),
             "elevation": ("FLOAT", {"default": 10.0, "min": -90.0, "max": 90.0, "step": 0.5,
@@ -94,17 +90,9 @@ class OrbitCameras:
 
     def make(self, orbit, frames, elevation, radius, fov, width, height, seed, elevations,
              keyframes):
-        if orbit == "sv3d_static":
-            el, az = sv3d_static_orbit(elevation, frames)
-        elif orbit == "sv3d_dynamic":
-            el, az = sv3d_dynamic_orbit(elevation, frames, seed)
-        elif orbit == "uniform":
-            el, az = uniform_orbit(frames, parse_floats(elevations, "elevations"))
-        elif orbit == "keyframed":
-            el, az = keyframed_orbit(parse_keyframes(keyframes), frames)
-        else:
-            raise ValueError(f"orbit must be one of {ORBITS}, got {orbit!r}")
-        cams = make_orbit_cameras(el, az, radius, fov, width, height)
+        kf = parse_keyframes(keyframes) if orbit == "keyframed" else ()
+        rings = parse_floats(elevations, "elevations") if orbit == "uniform" else ()
+        cams = orbit_cameras(orbit, frames, elevation, radius, fov, width, height, seed, rings, kf)
         return (cams, plot_camera_path(cams).to(host.intermediate_device()))
 
 

@@ -6,16 +6,14 @@ import logging
 
 import torch
 
-from ..kernels.cameras import DEFAULT_RADIUS, SV3D_FOV_DEG, make_orbit_cameras, sv3d_static_orbit
+from ..kernels.cameras import DEFAULT_RADIUS, SV3D_FOV_DEG, make_orbit_cameras, orbit_angles
 from ..kernels import diffusion2 as D
-from ..kernels import edm
 from ..kernels import sv3d as S
-from ..kernels.guidance import make_scales
 from . import host
 
 log = logging.getLogger("orbitforge")
 
-PROMPTS = ["image", "video", "orbit"]
+PROMPTS = list(D.PROMPTS)
 LAMBDA_CHOICES = ["constant", "logistic_code", "logistic_paper", "logistic", "linear", "cosine"]
 
 
@@ -57,7 +55,7 @@ def _orbit(cameras, elevation, V, size, view_weight_min):
         az = [float(a) for a in cameras.azimuth.tolist()]
         return el, az, cameras.resized(size, size), D.view_weights_from_azimuths(
             az, az[-1], float(view_weight_min))
-    el, az = sv3d_static_orbit(float(elevation), V)
+    el, az = orbit_angles("sv3d_static", V, float(elevation))
     el, az = [float(e) for e in el], [float(a) for a in az]
     cams = make_orbit_cameras(el, az, DEFAULT_RADIUS, SV3D_FOV_DEG, size, size)
     return el, az, cams, D.view_weights(V, float(view_weight_min))
@@ -155,95 +153,23 @@ class Diffusion2Sampler:
             seed, cameras=None, max_chunk=0, decode_chunk=8, object_scale=0.85, progress_callback=None):
         from .host import diffusion2 as H
 
-        # ---------------- validation (before any work) ----------------
-        V, F = int(views), int(frames)
-        if F > D.MAX_VIDEO_FRAMES or F < 2:
-            raise ValueError(f"frames={F}: SVD-XT samples 2..{D.MAX_VIDEO_FRAMES} frames")
-        if prompt_type not in PROMPTS:
-            raise ValueError(f"prompt_type={prompt_type!r}: use one of {PROMPTS}")
-        if prompt.ndim != 4 or prompt.shape[-1] not in (3, 4):
-            raise ValueError(f"prompt must be an IMAGE [B,H,W,3|4], got {tuple(prompt.shape)}")
-        if size % 8:
-            raise ValueError(f"size={size} must be a multiple of 8")
-        if cameras is not None and len(cameras) != V:
-            raise ValueError(f"CAMERAS has {len(cameras)} cameras but views={V}: make them equal")
-        if prompt_type == "image" and prompt.shape[0] != 1:
-            raise ValueError(f"prompt_type 'image' takes one image, got a batch of {prompt.shape[0]}")
-        if prompt_type == "video" and prompt.shape[0] < F:
-            raise ValueError(f"the prompt video has {prompt.shape[0]} frames, shorter than frames={F}; "
-                             f"lower frames or give a longer video")
-        if prompt_type == "orbit" and prompt.shape[0] != V:
-            raise ValueError(f"the prompt orbit has {prompt.shape[0]} views but views={V}; they must match")
-        if video_cfg_max < video_cfg_min:
-            raise ValueError(f"video_cfg_max={video_cfg_max} < video_cfg_min={video_cfg_min}")
+        s = D.MatrixSettings(views, frames, size, multiview_cfg, video_cfg_min, video_cfg_max,
+                             motion_bucket_id, fps, video_cond_aug, multiview_cond_aug, steps, vrs_steps,
+                             seed, max_chunk, decode_chunk)
+        D.check_prompt(prompt, prompt_type, s, cameras)
         H.check_models(video_model, multiview_model)
-        lams = lambda_for(lambda_schedule, int(steps), float(lambda_value), float(logistic_k))
-        el, az, cams, w = _orbit(cameras, elevation, V, size, view_weight_min)
-        images = _prepare_batch(prompt[..., :4] if prompt.shape[-1] == 4 else prompt, size, object_scale)
+        lams = lambda_for(lambda_schedule, s.steps, float(lambda_value), float(logistic_k))
+        el, az, cams, w = _orbit(cameras, elevation, s.views, s.size, view_weight_min)
+        images = _prepare_batch(prompt[..., :4] if prompt.shape[-1] == 4 else prompt, s.size, object_scale)
         if prompt_type == "video":
-            images = images[:F]
-
-        # ---------------- models and references ----------------
-        h = size // 8
-        frame_shape = (H.latent_channels(video_model), h, h)
-        H.load_both(video_model, multiview_model, frame_shape, max(V, F))
-        dev = host.torch_device()
-        n_ref = 2 if prompt_type == "image" else 1  # reference sequences sampled first
-        total = n_ref * int(steps) + int(steps) + min(int(vrs_steps), int(steps))
-        prog = host.Progress(total, progress_callback)
-        done = 0
-        mv_scales = make_scales("constant", V, max_scale=float(multiview_cfg))
-        vid_scales = make_scales("linear", F, float(video_cfg_min), float(video_cfg_max))
-        mv_vec = H.sv3d_vector(multiview_model, el, az, float(multiview_cond_aug))
-        vid_vec = H.svd_vector(video_model, int(fps), int(motion_bucket_id), float(video_cond_aug))
-        with torch.inference_mode():
-            if prompt_type in ("image", "video"):
-                front = images[-1:]  # image, or the last video frame (official)
-                emb, lat = H.encode_references(clip_vision, vae, front, multiview_cond_aug, seed)
-                mv1 = H.HostSequenceModel(multiview_model, emb, lat, mv_vec, mv_scales)
-                z = H.sample_sequence(mv1, V, (h, h), int(steps), int(seed) + 11, prog, done)
-                done += int(steps)
-                ref_orbit = H.decode(vae, multiview_model.model.process_latent_out(z), decode_chunk)
-                ref_orbit[-1:] = front  # official: the last (input) view replaced by the input
-            else:
-                ref_orbit = images
-            if prompt_type in ("image", "orbit"):
-                front = ref_orbit[-1:] if prompt_type == "orbit" else images[-1:]
-                emb, lat = H.encode_references(clip_vision, vae, front, video_cond_aug, seed + 1)
-                vid1 = H.HostSequenceModel(video_model, emb, lat, vid_vec, vid_scales)
-                z = H.sample_sequence(vid1, F, (h, h), int(steps), int(seed) + 12, prog, done)
-                done += int(steps)
-                ref_video = H.decode(vae, video_model.model.process_latent_out(z), decode_chunk)
-            else:
-                ref_video = images
-
-            # ---------------- the matrix ----------------
-            col_emb, col_lat = H.encode_references(clip_vision, vae, ref_video, multiview_cond_aug, seed + 2)
-            row_emb, row_lat = H.encode_references(clip_vision, vae, ref_orbit, video_cond_aug, seed + 3)
-            col_fn = H.HostSequenceModel(multiview_model, col_emb, col_lat, mv_vec, mv_scales)
-            row_fn = H.HostSequenceModel(video_model, row_emb, row_lat, vid_vec, vid_scales)
-            cchunk = H.auto_chunk(multiview_model, frame_shape, V, F, int(max_chunk))
-            rchunk = H.auto_chunk(video_model, frame_shape, F, V, int(max_chunk))
-            sig = H.model_sigmas(video_model, int(steps))
-            x = edm.initial_noise((V, F) + frame_shape, float(sig[0]),
-                                    torch.Generator().manual_seed(int(seed)), device=dev)
-
-            def cb(k, tot, i, xx, dd):
-                prog.update(done + k)
-
-            stats = D.MatrixStats()
-            out = D.sample_matrix(x, sig, col_fn, row_fn, w, lams, vrs_steps=int(vrs_steps),
-                                  column_chunk=cchunk, row_chunk=rchunk,
-                                  generator=torch.Generator().manual_seed(int(seed) + 1), callback=cb,
-                                  oom_exceptions=H.oom(), stats=stats)
-            lat = video_model.model.process_latent_out(D.flatten_matrix(out))
-            imgs = H.decode(vae, lat, decode_chunk)  # [V*F, H, W, 3] view-major
+            images = images[:s.frames]
+        imgs, ref_orbit, ref_video, stats = H.sample_4d(video_model, multiview_model, clip_vision, vae, images,
+                                                        prompt_type, el, az, w, lams, s, progress_callback)
         log.info("OrbitForge Diffusion2: %d passes, %d column + %d row model calls (chunks %d/%d)",
                  stats.passes, stats.column_calls, stats.row_calls, stats.column_chunk, stats.row_chunk)
         idev = host.intermediate_device()
-        times = D.frame_times(F, float(fps))
-        return (imgs.to(idev), cams, times, grid_preview(imgs, V, F).to(idev), ref_orbit.to(idev),
-                ref_video.to(idev))
+        return (imgs.to(idev), cams, D.frame_times(s.frames, float(fps)),
+                grid_preview(imgs, s.views, s.frames).to(idev), ref_orbit.to(idev), ref_video.to(idev))
 
 
 class Diffusion2Guider:
@@ -287,26 +213,19 @@ class Diffusion2Guider:
             raise ValueError("reference_orbit needs at least 2 views")
         if cameras is not None and len(cameras) != V:
             raise ValueError(f"CAMERAS has {len(cameras)} cameras but reference_orbit has {V} views")
-        if size % 8:
-            raise ValueError(f"size={size} must be a multiple of 8")
+        s = D.MatrixSettings(V, F, size, multiview_cfg, video_cfg_min, video_cfg_max, motion_bucket_id, fps,
+                             video_cond_aug, multiview_cond_aug, seed=seed, max_chunk=max_chunk)
         H.check_models(video_model, multiview_model)
         lambda_for(lambda_schedule, 2, float(lambda_value), float(logistic_k))  # validate
-        el, az, cams, w = _orbit(cameras, elevation, V, size, view_weight_min)
-        orbit = _resize(reference_orbit, size)
-        video = _resize(reference_video, size)
-        col_emb, col_lat = H.encode_references(clip_vision, vae, video, multiview_cond_aug, seed + 2)
-        row_emb, row_lat = H.encode_references(clip_vision, vae, orbit, video_cond_aug, seed + 3)
-        col_fn = H.HostSequenceModel(multiview_model, col_emb, col_lat,
-                                     H.sv3d_vector(multiview_model, el, az, float(multiview_cond_aug)),
-                                     make_scales("constant", V, max_scale=float(multiview_cfg)))
-        row_fn = H.HostSequenceModel(video_model, row_emb, row_lat,
-                                     H.svd_vector(video_model, int(fps), int(motion_bucket_id), float(video_cond_aug)),
-                                     make_scales("linear", F, float(video_cfg_min), float(video_cfg_max)))
+        el, az, cams, w = _orbit(cameras, elevation, V, s.size, view_weight_min)
+        col_fn, row_fn = H.matrix_denoisers(video_model, multiview_model, clip_vision, vae,
+                                            _resize(reference_orbit, s.size), _resize(reference_video, s.size),
+                                            el, az, s)
         g = H.guider_class()(video_model)
         g.setup(multiview_model, col_fn, row_fn, V, F, w,
-                lambda n: lambda_for(lambda_schedule, n, float(lambda_value), float(logistic_k)), max_chunk)
+                lambda n: lambda_for(lambda_schedule, n, float(lambda_value), float(logistic_k)), s.max_chunk)
         g.set_conds()
-        latent = {"samples": torch.zeros(V * F, H.latent_channels(video_model), size // 8, size // 8)}
+        latent = {"samples": torch.zeros(V * F, H.latent_channels(video_model), s.size // 8, s.size // 8)}
         return (g, latent, cams)
 
 

@@ -134,30 +134,16 @@ class Gaussian4DReconstruct:
         check_sequence(views, cams, times, mask, None, bg)
         check_cameras_see_object(cams)
         weights = _parse_weights(image_weights, len(cams), times)
-        if not warm_lr_scale > 0:
-            raise ValueError(f"warm_lr_scale must be > 0, got {warm_lr_scale}")
-        if confidence not in ("none", "ssim"):
-            raise ValueError(f"confidence must be 'none' or 'ssim', got {confidence!r}")
-        folder, sub, base = sequence_output_paths(filename_prefix, times)
-        cfg = Fit4DConfig(
+        cfg = Fit4DConfig(  # validates itself
             base=FitConfig(iterations=iterations, resolution=resolution, sh_degree=sh_degree,
                            seed=seed, background=bg, lambda_mask=mask_weight),
             warm_iterations=warm_iterations, temporal_weight=temporal_weight,
             confidence=confidence, warm_lr_scale=warm_lr_scale)
-        total = iterations + (times - 1) * warm_iterations
-        total += warm_iterations if confidence == "ssim" else 0
+        folder, sub, base = sequence_output_paths(filename_prefix, times)
         device = host.torch_device()
-        bar = host.Progress(total)
-
-        def progress(step, tot, preview_fn):
-            if step % 50 == 0 or step == tot:
-                bar.update(step, preview_fn())
-            else:
-                bar.update(step)
-
         res = fit_sequence(views.to(device), cams.to(device),
                            times, None if mask is None else mask.to(device), cfg,
-                           weights=weights, progress=progress)
+                           weights=weights, progress=host.kernel_progress(preview_every=50))
         h, w = views.shape[1:3]
         turntable = render_turntable(res.sequence, cams.resized(w, h).to(device), bg)
         host.check_interrupt()

@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
-from ..kernels.cameras import make_orbit_cameras, sv3d_static_orbit
 from ..kernels import depth_condition as DC
-from ..kernels import edm
-from ..kernels.inputs import check_image, check_mask
-from ..kernels.sv3d import noisy_cond_pixels
-from . import host
 from .host import models as HM
-from .host.conditioning import sv3d_conditioning
 from .host.family import require
 
 MODES = {
@@ -43,18 +34,6 @@ class LoadRefiner:
 
     def load(self, ckpt_name):
         return (HM.load_refiner(ckpt_name),)
-
-
-def _square_resize(img: torch.Tensor, size: int) -> torch.Tensor:
-    """IMAGE [B,H,W,C] -> [B,size,size,3] (alpha composited on white; bilinear like cv2.resize)."""
-    if img.shape[-1] == 4:
-        a = img[..., 3:4]
-        img = img[..., :3] * a + (1.0 - a)
-    x = img[..., :3].movedim(-1, 1).float()
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                          antialias=x.shape[-1] > size)
-    return x.movedim(1, -1).clamp(0, 1)
 
 
 class DepthRefiner:
@@ -115,90 +94,16 @@ class DepthRefiner:
             },
         }
 
-    # ------------------------------------------------------------------ validation
-    @staticmethod
-    def check(kind, views, depth, cameras, target_size, cfg_min, cfg_max):
-        check_image(views, "views")
-        if views.shape[1] != views.shape[2]:
-            raise ValueError(f"views are {views.shape[2]}x{views.shape[1]}; the refiner needs square "
-                             "views (crop or pad them first)")
-        if target_size % 64 != 0:
-            raise ValueError(f"target_size {target_size} is not a multiple of 64; use e.g. "
-                             f"{max(64, round(target_size / 64) * 64)}")
-        if cfg_min < 0 or cfg_max < 0:
-            raise ValueError("cfg_min and cfg_max must be >= 0")
-        if cameras is not None and len(cameras) != views.shape[0]:
-            raise ValueError(f"{len(cameras)} cameras for {views.shape[0]} views; connect the cameras "
-                             "of these views")
-        if kind == "hi3d_stage2":
-            if depth is None:
-                raise ValueError("the Hi3D stage-2 refiner needs a depth IMAGE (rendered from the "
-                                 "Gaussians or from a depth node); without depth use an SVD/SV3D MODEL "
-                                 "(anchored mode)")
-            if isinstance(depth, torch.Tensor) and depth.ndim == 3:  # [B,H,W] depth maps
-                check_mask(depth, "depth")
-            else:
-                check_image(depth, "depth", channels=(1, 3, 4))
-            if depth.shape[0] != views.shape[0]:
-                raise ValueError(f"depth has {depth.shape[0]} images but views has "
-                                 f"{views.shape[0]}; give one depth map per view")
-
     def refine(self, model, clip_vision, vae, views, input_image, target_size, steps, cfg_min,
                cfg_max, anchor_strength, cond_aug, seed, elevation, depth_kind, vae_chunk,
                cameras=None, depth=None):
+        from .host.refine import refine_views
+
         kind = require(model, "video")
-        self.check(kind, views, depth, cameras, target_size, cfg_min, cfg_max)
-        n, s = views.shape[0], int(target_size)
-        h = w = s // 8
-        gen = torch.Generator().manual_seed(int(seed) % (2**63))
-
-        ref = DC.reference_index(cameras.azimuth if cameras is not None else None, n)
-        if kind == "hi3d_stage2":
-            order_shift = ref  # the refiner was trained with the input view first
-        else:
-            order_shift = 0
-        frames = _square_resize(views, s)  # [F,S,S,3]
-        frames[ref] = _square_resize(input_image[:1], s)[0]
-        frames = DC.roll_to_front(frames, order_shift)
-
-        cond_frames = noisy_cond_pixels(frames, cond_aug, gen)  # + cond_aug N(0,1) in [-1,1] units
-        z_anchor = HM.latent_scale_in(model, HM.vae_encode_chunked(vae, frames, vae_chunk))
-        eps = torch.randn((n, 4, h, w), generator=gen)
-        clip = HM.clip_image_embed(clip_vision, frames[:1])
-        if cameras is not None:
-            elevs = DC.roll_to_front(cameras.elevation.float(), order_shift)
-        else:
-            elevs = torch.full((n,), float(elevation))
-
-        if kind == "hi3d_stage2":
-            lat = HM.vae_encode_chunked(vae, cond_frames, vae_chunk)
-            d = DC.roll_to_front(DC.depth_from_image(depth.float()), order_shift)
-            d9 = DC.pack_depth(d, h, w, depth_kind)
-            elev_int = [float(round(float(elevs[0])))] * n  # official: int degrees
-            pos, neg = sv3d_conditioning(clip, lat, cond_aug, elevations=elev_int, concat_depth=d9)
-        else:
-            lat0 = HM.vae_encode_chunked(vae, cond_frames[ref:ref + 1], 1)
-            el = az = None
-            if kind == "sv3d_p":
-                cams = cameras if cameras is not None else make_orbit_cameras(
-                    *sv3d_static_orbit(elevation, n), width=s, height=s)
-                el, az = cams.elevation.float().tolist(), cams.azimuth.float().tolist()
-            pos, neg = sv3d_conditioning(clip, lat0, cond_aug, elevations=el, azimuths=az)
-
-        sigmas = edm.edm_sigmas(steps)
-        alphas = DC.anchor_alphas(steps, anchor_strength).tolist()
-        progress = host.Progress(steps)
-        m = HM.per_frame_cfg_model(model, cfg_min, cfg_max)
-        sampler = HM.anchored_sampler(z_anchor, eps, alphas)
-        out = HM.run_guided(m, pos, neg, cfg_max, eps, sigmas, sampler,
-                            callback=lambda step, x0, x, total: progress.update(step + 1), seed=seed)
-        images = HM.vae_decode_chunked(vae, out, vae_chunk)  # [F,S,S,3]
-        images = DC.roll_back(images, order_shift).to(host.intermediate_device())
-        if cameras is not None:
-            out_cams = cameras.resized(s, s)
-        else:
-            out_cams = make_orbit_cameras(elevs.double(), torch.arange(n, dtype=torch.float64) * 360.0 / n,
-                                            width=s, height=s)
+        DC.check_refine_inputs(kind, views, depth, cameras, target_size, cfg_min, cfg_max)
+        images, out_cams = refine_views(model, kind, clip_vision, vae, views, input_image, target_size,
+                                        steps, cfg_min, cfg_max, anchor_strength, cond_aug, seed,
+                                        elevation, depth_kind, vae_chunk, cameras, depth)
         return (images, out_cams, MODES[kind])
 
 

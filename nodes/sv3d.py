@@ -6,19 +6,19 @@ import logging
 
 import torch
 
-from ..kernels import guidance as G, sv3d as S
 from ..kernels.cameras import (
     DEFAULT_RADIUS,
     SV3D_FOV_DEG,
+    SV3D_ORBITS,
     make_orbit_cameras,
-    sv3d_dynamic_orbit,
-    sv3d_static_orbit,
+    orbit_angles,
 )
+from ..kernels import guidance as G, sv3d as S
 from . import host
 
 log = logging.getLogger("orbitforge")
 
-ORBITS = ["static", "dynamic", "cameras"]
+ORBITS = [*SV3D_ORBITS, "cameras"]  # static, dynamic (the registry's SV3D orbits), cameras
 GUIDANCE = ["triangle", "harmonyview", "constant", "linear"]
 
 
@@ -42,31 +42,28 @@ ORBIT_INPUTS = {
 }
 
 
-def resolve_orbit(orbit, frames, elevation, orbit_seed, cameras=None):
-    """(elevations [F], azimuths [F]) in degrees, validated before any work."""
+def resolve_orbit(orbit, frames, elevation, orbit_seed, width, height, cameras=None):
+    """``(CAMERAS of the views at width x height, elevations [F], azimuths [F])`` in degrees,
+    validated before any work: the registry's SV3D orbit, or the CAMERAS input itself (resized;
+    its own orbit angles condition SV3D)."""
     if not (-90.0 <= float(elevation) <= 90.0):
         raise ValueError(f"elevation={elevation} is outside [-90, 90] degrees")
-    if orbit == "static":
-        el, az = sv3d_static_orbit(elevation, frames)
-    elif orbit == "dynamic":
-        el, az = sv3d_dynamic_orbit(elevation, frames, orbit_seed)
-    elif orbit == "cameras":
+    if orbit == "cameras":
         if cameras is None:
             raise ValueError("orbit='cameras' needs the CAMERAS input connected (e.g. OrbitForge Orbit Cameras)")
         if len(cameras) != frames:
             raise ValueError(f"CAMERAS has {len(cameras)} cameras but frames={frames}: make them equal")
         el, az = cameras.elevation.double().numpy(), cameras.azimuth.double().numpy()
+    elif orbit in SV3D_ORBITS:
+        el, az = orbit_angles(SV3D_ORBITS[orbit], frames, elevation, orbit_seed)
     else:
         raise ValueError(f"orbit must be one of {ORBITS}, got {orbit!r}")
     for w in S.check_frames_and_orbit(frames, list(el), list(az)):
         log.warning("OrbitForge SV3D: %s", w)
-    return [float(e) for e in el], [float(a) for a in az]
-
-
-def orbit_cameras(el, az, width, height, cameras=None):
-    if cameras is not None:
-        return cameras.resized(width, height)
-    return make_orbit_cameras(el, az, DEFAULT_RADIUS, SV3D_FOV_DEG, width, height)
+    el, az = [float(e) for e in el], [float(a) for a in az]
+    cams = (cameras.resized(width, height) if orbit == "cameras" else
+            make_orbit_cameras(el, az, DEFAULT_RADIUS, SV3D_FOV_DEG, width, height))
+    return cams, el, az
 
 
 def prepare(image, mask, width, height, object_scale):
@@ -115,10 +112,9 @@ class SV3DOrbit:
             orbit_seed, mask=None, cameras=None):
         from .host import guiders as HG  # noqa: PLC0415
 
-        el, az = resolve_orbit(orbit, frames, elevation, orbit_seed, cameras)
+        cams, el, az = resolve_orbit(orbit, frames, elevation, orbit_seed, width, height, cameras)
         rgb = prepare(image, mask, width, height, object_scale)
         pos, neg, lat = HG.make_conditioning(clip_vision, vae, rgb, el, az, width, height, cond_aug, seed=orbit_seed)
-        cams = orbit_cameras(el, az, width, height, cameras)
         return (pos, neg, lat, cams, rgb.to(host.intermediate_device()))
 
 
@@ -164,7 +160,7 @@ class SV3DSampler:
         if variant == "u" and orbit != "static":
             log.warning("OrbitForge SV3D: sv3d_u has no camera input; orbit=%s is ignored (static orbit used)", orbit)
             orbit = "static"
-        el, az = resolve_orbit(orbit, frames, elevation, orbit_seed, cameras)
+        cams, el, az = resolve_orbit(orbit, frames, elevation, orbit_seed, width, height, cameras)
         G.make_guidance(guidance, frames, min_cfg, max_cfg, s1, s2)  # validate before work
         rgb = prepare(image, mask, width, height, object_scale)
         pos, _neg, lat = HG.make_conditioning(clip_vision, vae, rgb, el, az, width, height, cond_aug, seed=seed,
@@ -175,7 +171,6 @@ class SV3DSampler:
         views = views.reshape(-1, *views.shape[-3:])[..., :3]
         if restore_input_view:
             views[-1] = rgb[0].to(views)
-        cams = orbit_cameras(el, az, width, height, cameras)
         return (views, cams, {"samples": samples})
 
 

@@ -974,7 +974,7 @@ def fuzz_images(folder: str = "") -> List[Outcome]:
     from orbitforge.kernels import mesh_color, visual_hull
     from orbitforge.kernels.cameras import make_orbit_cameras
     from orbitforge.kernels.fit import check_views
-    from orbitforge.nodes.refiner import DepthRefiner
+    from orbitforge.kernels.depth_condition import check_refine_inputs
 
     rng = random.Random(1807)
     n, h, w = 3, 24, 32
@@ -986,7 +986,7 @@ def fuzz_images(folder: str = "") -> List[Outcome]:
     for c in masks:  # masks that are valid in shape but hold no object: the fit refuses them
         if c.name in ("mask-empty", "mask-all-0.4", "mask-one-view-empty"):
             c.expect = "error"
-    refine = lambda v, d: DepthRefiner.check("hi3d_stage2", v, d, None, 64, 1.0, 2.0)  # noqa
+    refine = lambda v, d: check_refine_inputs("hi3d_stage2", v, d, None, 64, 1.0, 2.0)  # noqa
     out = run_inputs(lambda v: check_views(v, cams, good_mask), imgs, ["views"])
     out += run_inputs(lambda m: check_views(good_img, cams, m), masks, ["mask"])
     out += run_inputs(lambda v: mesh_color._check_views(v, cams, good_mask), imgs, ["images"])

@@ -23,26 +23,16 @@ def _plane_depth(cams):
 
 
 def _rays(cams, k):
-    ys, xs = torch.meshgrid(torch.arange(SIZE, dtype=torch.float64) + 0.5,
-                            torch.arange(SIZE, dtype=torch.float64) + 0.5, indexing="ij")
-    Kk, V = cams.Ks[k].double(), cams.viewmats[k].double()
-    dc = torch.stack([(xs - Kk[0, 2]) / Kk[0, 0], (ys - Kk[1, 2]) / Kk[1, 1], torch.ones_like(xs)], -1)
-    R, t = V[:3, :3], V[:3, 3]
-    return -R.T @ t, dc @ R  # camera centre, world directions with camera z = 1 (t = z)
+    o, d = K.camera_rays(cams.viewmats[k:k + 1].double(), cams.Ks[k:k + 1].double(), SIZE, SIZE)
+    return o[0], d[0]  # camera centre, world directions with camera z = 1 (t = z)
 
 
 def _sphere_depth(cams):
     """Exact camera-z depth of the sphere |x| = RADIUS for every pixel centre, 0 on a miss."""
     n = len(cams)
-    ys, xs = torch.meshgrid(torch.arange(SIZE, dtype=torch.float64) + 0.5,
-                            torch.arange(SIZE, dtype=torch.float64) + 0.5, indexing="ij")
     out = torch.zeros(n, SIZE, SIZE, dtype=torch.float64)
     for k in range(n):
-        Kk, V = cams.Ks[k].double(), cams.viewmats[k].double()
-        dc = torch.stack([(xs - Kk[0, 2]) / Kk[0, 0], (ys - Kk[1, 2]) / Kk[1, 1], torch.ones_like(xs)], -1)
-        R, t = V[:3, :3], V[:3, 3]
-        o = -R.T @ t  # camera centre in world
-        dw = dc @ R  # world direction with camera z component 1 (so ray parameter = z)
+        o, dw = _rays(cams, k)  # world direction with camera z component 1 (ray parameter = z)
         a = (dw * dw).sum(-1)
         b = 2 * (dw @ o)
         c = o @ o - RADIUS ** 2

@@ -115,3 +115,61 @@ def test_bad_cameras_are_refused():
     away.viewmats[0, :3, 3] = -(away.viewmats[0, :3, :3] @ torch.tensor([0.0, 0.0, 2.0]))
     with pytest.raises(ValueError, match="look away"):
         cameras.check_cameras_see_object(away)
+
+
+# ---------------------------------------------------------------------------- rays and projection
+def test_project_follows_camera_convention():
+    from orbitforge.kernels.cameras import make_orbit_cameras, project
+
+    cams = make_orbit_cameras([0.0], [0.0], 2.0, 33.8, 64, 48)  # on +z looking at -z
+    pts = torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.0, 0.0], [0.0, 0.2, 0.0], [0.0, 0.0, 3.0]])
+    uv, z = project(pts, cams.viewmats, cams.Ks)
+    assert uv.shape == (1, 4, 2) and z.shape == (1, 4)
+    assert torch.allclose(uv[0, 0], torch.tensor([32.0, 24.0]), atol=1e-4)
+    assert uv[0, 1, 0] > 32  # +x is image right seen from the front
+    assert uv[0, 2, 1] < 24  # +y (up) is towards image row 0
+    assert z[0, 0] == pytest.approx(2.0, abs=1e-5)
+    assert z[0, 3] < 0  # behind the camera
+    assert torch.isfinite(uv).all()  # behind the camera: finite, callers mask by z
+
+
+def test_backproject_project_and_rays_agree():
+    """A pixel's depth back-projected, then projected again, lands on that pixel centre in its own
+    camera and on the same point in the others (per-camera and shared points); the world rays
+    reach the same points at t = depth."""
+    from orbitforge.kernels.cameras import (backproject, camera_rays, make_orbit_cameras,
+                                            pixel_rays, project)
+
+    cams = make_orbit_cameras([10.0, -20.0, 35.0], [0.0, 120.0, 250.0], 2.5, 40.0, 12, 8)
+    vm, Ks = cams.viewmats.double(), cams.Ks.double()
+    depth = 1.5 + torch.rand(3, 8, 12, 1, dtype=torch.float64)
+    X = backproject(depth, vm, Ks)  # [3, 8, 12, 3]
+    uv, z = project(X, vm, Ks)
+    j, i = torch.meshgrid(torch.arange(12.0) + 0.5, torch.arange(8.0) + 0.5, indexing="xy")
+    assert torch.allclose(uv[..., 0], j.double().expand(3, -1, -1), atol=1e-9)
+    assert torch.allclose(uv[..., 1], i.double().expand(3, -1, -1), atol=1e-9)
+    assert torch.allclose(z, depth[..., 0], atol=1e-12)
+    uv_all, z_all = project(X[0].reshape(-1, 3), vm, Ks)  # view 0's points in every camera
+    uv_1, z_1 = project(X[0:1].expand(3, -1, -1, -1), vm, Ks)
+    assert torch.allclose(uv_all, uv_1.reshape(3, -1, 2)) and torch.allclose(z_all, z_1.reshape(3, -1))
+    o, d = camera_rays(vm, Ks, 8, 12)
+    assert torch.allclose(o[:, None, None] + d * depth, X, atol=1e-12)
+    assert torch.allclose(pixel_rays(Ks, 8, 12)[..., 2], torch.ones(3, 8, 12, dtype=torch.float64))
+    with pytest.raises(ValueError, match="points"):
+        project(torch.zeros(5, 2), vm, Ks)
+
+
+def test_look_at_with_per_camera_up_and_at_the_pole():
+    from orbitforge.kernels.cameras import camera_centers, look_at
+
+    eye = torch.tensor([[0.0, 0.0, 2.0], [2.0, 0.0, 0.0], [0.0, 2.0, 0.0]], dtype=torch.float64)
+    up = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    M = look_at(eye, torch.zeros(3, dtype=torch.float64), up)
+    assert M.dtype == torch.float64
+    R = M[:, :3, :3]
+    assert torch.allclose(R @ R.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(3, -1, -1))
+    assert torch.allclose(torch.det(R), torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(camera_centers(M), eye)
+    assert torch.allclose(-R[0, 1], up[0])  # image up (-y) is the given up
+    assert torch.allclose(R[:, 2], -eye / 2)  # forward looks at the target
+    assert torch.allclose(look_at(eye[:2]), look_at(eye[:2], None, up[1]))  # default: +y up

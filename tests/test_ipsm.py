@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from orbitforge.kernels import ipsm
-from orbitforge.kernels.cameras import Cameras, camera_centers, make_orbit_cameras
+from orbitforge.kernels.cameras import (Cameras, camera_centers, camera_rays, look_at,
+                                        make_orbit_cameras, project)
 
 # ----------------------------------------------------------------------------------------------
 # An exact synthetic scene: two textured spheres, ray cast analytically (camera-space z depth)
@@ -23,17 +24,8 @@ def texture(p):  # smooth, view-independent colour of a world point [..., 3]
 
 def raycast(cams: Cameras, spheres=SPHERES):
     """rgb [C,H,W,3] (white background), z depth [C,H,W,1] (0 empty), world points, sphere id."""
-    vm = cams.viewmats.double()
-    K = cams.Ks.double()
-    v, u = torch.meshgrid(torch.arange(cams.height, dtype=torch.float64) + 0.5,
-                          torch.arange(cams.width, dtype=torch.float64) + 0.5, indexing="ij")
-    rays_c = torch.stack([(u - K[:, 0, 2, None, None]) / K[:, 0, 0, None, None],
-                          (v - K[:, 1, 2, None, None]) / K[:, 1, 1, None, None],
-                          torch.ones(len(cams), cams.height, cams.width, dtype=torch.float64)],
-                         -1)  # [C,H,W,3], camera z = 1 (pixel centres at +0.5)
-    R = vm[:, :3, :3]
-    d_w = torch.einsum("cji,chwj->chwi", R, rays_c)  # world direction with camera z = 1
-    o = camera_centers(vm)[:, None, None, :].expand_as(d_w)
+    o, d_w = camera_rays(cams.viewmats.double(), cams.Ks.double(), cams.height, cams.width)
+    o = o[:, None, None, :].expand_as(d_w)  # d_w: world direction with camera z = 1
     best = torch.full(d_w.shape[:-1], float("inf"), dtype=torch.float64)
     sid = torch.full(d_w.shape[:-1], -1, dtype=torch.long)
     for k, (c, r) in enumerate(spheres):
@@ -80,7 +72,7 @@ def test_warp_reproduces_ground_truth_inside_mask(compare):
     assert torch.quantile(err.max(-1).values, 0.99) < 0.12
     # pixels where the pseudo camera sees the big sphere *behind* the occluder in the source
     # view (disoccluded) must be rejected by the depth test
-    uv, _ = ipsm.project(p_pts.double(), src.viewmats.double(), src.Ks.double())
+    uv, _ = project(p_pts.double(), src.viewmats.double(), src.Ks.double())
     _, _, _, s_sid = raycast(src)
     jj = uv[..., 0].floor().clamp(0, 63).long()
     ii = uv[..., 1].floor().clamp(0, 63).long()
@@ -114,7 +106,7 @@ def test_warp_out_of_bounds_and_alpha():
     cam = cams_at(0.0, 0.0, 32)
     rgb, dep, _, _ = raycast(cam)
     # pseudo camera turned far to the side: the sphere projects outside the training image
-    far = Cameras(ipsm.look_at_up(camera_centers(cam.viewmats).double(),
+    far = Cameras(look_at(camera_centers(cam.viewmats).double(),
                                   torch.tensor([[2.0, 0.0, 0.0]], dtype=torch.float64),
                                   torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64)).float(),
                   cam.Ks, 32, 32)

@@ -1,5 +1,6 @@
 """Mesh nodes: SDF mesh from views, save GLB/OBJ/PLY atomically with the ui entry, turntable."""
 
+import math
 import os
 
 import numpy as np
@@ -178,3 +179,36 @@ def test_sdf_mesh_node_neural_mode(views):
         build(views, mode="neural", resolution=512)
     with pytest.raises(ValueError, match="polish_steps to 0"):  # the same for the polish
         build(views, resolution=512)
+
+
+def sphere_gaussians(radius=0.3, n=3000):
+    """Small opaque red Gaussians on a sphere (a stand-in for a fitted scene)."""
+    from orbitforge.kernels.gaussians import Gaussians
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1) * radius
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).expand(n, 4).clone()
+    sh = torch.zeros(n, 1, 3)
+    sh[:, 0, 0] = 1.5  # red through the SH DC term
+    return Gaussians(p, quats, torch.full((n, 3), math.log(0.02)), torch.full((n,), 4.0), sh)
+
+
+def test_sdf_mesh_renders_gaussians_once(views, monkeypatch):
+    """depth_source gaussians with no images/masks: masks, colours and depth all come from one
+    render of the scene, and the mesh is the sphere the Gaussians sit on."""
+    from orbitforge.kernels import fit
+
+    calls = []
+    real = fit.render_gaussians
+
+    def counting(g, cams, *a, **kw):
+        calls.append(len(cams))
+        return real(g, cams, *a, **kw)
+
+    monkeypatch.setattr(fit, "render_gaussians", counting)
+    cams, _, _ = views
+    mesh = build(views, images=None, masks=None, gaussians=sphere_gaussians(),
+                 depth_source="gaussians", polish_steps=0, resolution=32)
+    assert calls == [len(cams)]
+    v = mesh_items(mesh)[0].vertices[0]
+    assert abs(float(v.norm(dim=-1).mean()) - 0.3) < 0.04

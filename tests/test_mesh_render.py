@@ -272,10 +272,10 @@ def test_cast_shadow_and_default_unchanged():
     shad = mr.render_mesh(scene, cams, shadows=True, **kw)
     assert torch.equal(plain["mask"], shad["mask"]) and torch.equal(plain["depth"], shad["depth"])
     # project the floor point under the ball and one far from it
-    from orbitforge.kernels.visual_hull import project_points
+    from orbitforge.kernels.cameras import project
 
     pts = torch.tensor([[0.0, -0.29, 0.0], [0.7, -0.29, 0.6]])
-    uv, _ = project_points(pts, cams)
+    uv, _ = project(pts, cams.viewmats, cams.Ks)
     (u0, v0), (u1, v1) = uv[0].long().tolist()
     under, far = shad["rgb"][0, v0, u0, 0].item(), shad["rgb"][0, v1, u1, 0].item()
     grey = mr.DEFAULT_GREY[0]

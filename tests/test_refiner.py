@@ -13,7 +13,6 @@ from orbitforge.kernels import depth_condition as DC
 from orbitforge.kernels import edm
 from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
 from orbitforge.kernels import hi3d_checkpoint as CK
-from orbitforge.nodes.refiner import DepthRefiner
 
 # ------------------------------------------------------------------------------ depth packing
 
@@ -132,18 +131,14 @@ def test_reference_index_and_roll():
 
 
 def test_reprojection_error_zero_for_true_depth_of_plane():
-    from orbitforge.kernels.cameras import make_orbit_cameras
+    from orbitforge.kernels.cameras import camera_rays, make_orbit_cameras
 
     cams = make_orbit_cameras([0.0, 0.0], [0.0, 10.0], 2.0, 40.0, 32, 32)
     # depth of the plane z_world = 0 seen from each camera (exact, analytic)
     depths = []
     for i in range(2):
-        K, V = cams.Ks[i].double(), cams.viewmats[i].double()
-        ys, xs = torch.meshgrid(torch.arange(32.0, dtype=torch.float64) + 0.5,
-                                torch.arange(32.0, dtype=torch.float64) + 0.5, indexing="ij")
-        ray = torch.stack([(xs - K[0, 2]) / K[0, 0], (ys - K[1, 2]) / K[1, 1], torch.ones_like(xs)], -1)
-        Rinv, c = V[:3, :3].T, -V[:3, :3].T @ V[:3, 3]
-        dw = ray @ Rinv.T  # world direction per unit camera z
+        c, dw = camera_rays(cams.viewmats[i:i + 1].double(), cams.Ks[i:i + 1].double(), 32, 32)
+        c, dw = c[0], dw[0]  # world direction per unit camera z
         t = -c[2] / dw[..., 2]
         depths.append(t)
     d = torch.stack(depths).float()
@@ -288,13 +283,13 @@ def test_node_bad_inputs():
     v = torch.rand(4, 32, 32, 3)
     d = torch.rand(4, 32, 32, 3)
     ok = dict(kind="hi3d_stage2", views=v, depth=d, cameras=None, target_size=64, cfg_min=1.0, cfg_max=2.0)
-    DepthRefiner.check(**ok)
+    DC.check_refine_inputs(**ok)
     with pytest.raises(ValueError, match="square"):
-        DepthRefiner.check(**dict(ok, views=torch.rand(4, 32, 48, 3), depth=d))
+        DC.check_refine_inputs(**dict(ok, views=torch.rand(4, 32, 48, 3), depth=d))
     with pytest.raises(ValueError, match="multiple of 64"):
-        DepthRefiner.check(**dict(ok, target_size=1000))
+        DC.check_refine_inputs(**dict(ok, target_size=1000))
     with pytest.raises(ValueError, match="depth has 3 images but views has 4"):
-        DepthRefiner.check(**dict(ok, depth=d[:3]))
+        DC.check_refine_inputs(**dict(ok, depth=d[:3]))
     with pytest.raises(ValueError, match="needs a depth IMAGE"):
-        DepthRefiner.check(**dict(ok, depth=None))
-    DepthRefiner.check(**dict(ok, kind="sv3d_u", depth=None))  # anchored mode: no depth needed
+        DC.check_refine_inputs(**dict(ok, depth=None))
+    DC.check_refine_inputs(**dict(ok, kind="sv3d_u", depth=None))  # anchored mode: no depth needed

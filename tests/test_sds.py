@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from orbitforge.kernels import edm, sds
-from orbitforge.kernels.cameras import camera_centers, make_orbit_cameras
+from orbitforge.kernels.cameras import camera_centers, camera_rays, make_orbit_cameras
 
 # ----------------------------------------------------------------------------------------------
 # A unit-diameter sphere ray cast analytically
@@ -15,15 +15,8 @@ R_SPHERE = 0.5
 
 def raycast_sphere(cams):
     """depth [C,H,W,1] (camera z, 0 empty), points [C,H,W,3], analytic normals [C,H,W,3]."""
-    K = cams.Ks.double()
-    vm = cams.viewmats.double()
-    v, u = torch.meshgrid(torch.arange(cams.height, dtype=torch.float64) + 0.5,
-                          torch.arange(cams.width, dtype=torch.float64) + 0.5, indexing="ij")
-    rc = torch.stack([(u - K[:, 0, 2, None, None]) / K[:, 0, 0, None, None],
-                      (v - K[:, 1, 2, None, None]) / K[:, 1, 1, None, None],
-                      torch.ones(len(cams), cams.height, cams.width, dtype=torch.float64)], -1)
-    d = torch.einsum("cji,chwj->chwi", vm[:, :3, :3], rc)
-    o = camera_centers(vm)[:, None, None, :].expand_as(d)
+    o, d = camera_rays(cams.viewmats.double(), cams.Ks.double(), cams.height, cams.width)
+    o = o[:, None, None, :].expand_as(d)  # d: world direction with camera z = 1
     a = (d * d).sum(-1)
     b = 2 * (o * d).sum(-1)
     c = (o * o).sum(-1) - R_SPHERE**2

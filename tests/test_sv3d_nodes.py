@@ -40,9 +40,42 @@ def test_mask_overrides_alpha_and_errors():
 
 
 def test_orbit_validation():
-    el, az = resolve_orbit("static", 21, 10.0, 0)
-    assert az[-1] == 0.0 and len(el) == 21
+    cams, el, az = resolve_orbit("static", 21, 10.0, 0, 64, 48)
+    assert az[-1] == 0.0 and len(el) == 21 and len(cams) == 21
+    assert (cams.width, cams.height) == (64, 48)
+    assert torch.allclose(cams.azimuth.double(), torch.tensor(az, dtype=torch.float64), atol=1e-4)
     with pytest.raises(ValueError, match="elevation"):
-        resolve_orbit("static", 21, 91.0, 0)
+        resolve_orbit("static", 21, 91.0, 0, 64, 64)
     with pytest.raises(ValueError, match="CAMERAS"):
-        resolve_orbit("cameras", 21, 10.0, 0)
+        resolve_orbit("cameras", 21, 10.0, 0, 64, 64)
+    with pytest.raises(ValueError, match="orbit must be one of"):
+        resolve_orbit("uniform", 21, 10.0, 0, 64, 64)
+
+
+def test_cameras_flow_through_the_sv3d_orbit_unchanged():
+    """orbit='cameras': the CAMERAS out are the CAMERAS in (poses untouched, only resized), and
+    their own angles condition SV3D -- no rebuild from angles."""
+    from orbitforge.kernels.cameras import make_orbit_cameras
+
+    given = make_orbit_cameras([5.0, 12.5, -3.0], [40.0, 160.0, 0.0], 2.7, 45.0, 32, 32)
+    given.viewmats[0, :3, 3] += 0.01  # a pose no orbit rebuild would give back
+    cams, el, az = resolve_orbit("cameras", 3, 10.0, 0, 64, 64, given)
+    assert torch.equal(cams.viewmats, given.viewmats)
+    assert torch.allclose(cams.Ks, given.Ks * torch.tensor([2.0, 2.0, 1.0])[:, None])
+    assert el == [float(e) for e in given.elevation] and az == [float(a) for a in given.azimuth]
+
+
+def test_one_orbit_registry_for_the_camera_and_sv3d_nodes():
+    from orbitforge.kernels import cameras
+    from orbitforge.nodes.cameras import OrbitCameras
+    from orbitforge.nodes.sv3d import SV3DOrbit
+
+    assert OrbitCameras.INPUT_TYPES()["required"]["orbit"][0] == list(cameras.ORBITS)
+    sv3d = SV3DOrbit.INPUT_TYPES()["required"]["orbit"][0]
+    assert sv3d == ["static", "dynamic", "cameras"]  # saved workflows use these names
+    for name in sv3d[:2]:  # the same angles as the camera node's sv3d_* orbits
+        _, el, az = resolve_orbit(name, 21, 10.0, 3, 32, 32)
+        ref = OrbitCameras().make(cameras.SV3D_ORBITS[name], 21, 10.0, 2.0, 33.8, 32, 32, 3,
+                                  "0", "0, 0, 0")[0]
+        assert torch.allclose(ref.azimuth.double(), torch.tensor(az, dtype=torch.float64), atol=1e-4)
+        assert torch.allclose(ref.elevation.double(), torch.tensor(el, dtype=torch.float64), atol=1e-4)

@@ -232,7 +232,8 @@ def test_killed_save_mesh_glb(tmp_path, monkeypatch, hook, delay):
     """Save Mesh (GLB): the earlier GLB intact, the new one absent or complete, and it loads."""
     import trimesh
 
-    from orbitforge.nodes.mesh import SaveMesh, export_mesh_bytes
+    from orbitforge.kernels.mesh_export import export_mesh_bytes
+    from orbitforge.nodes.mesh import SaveMesh
 
     monkeypatch.setenv("ORBITFORGE_OUTPUT", str(tmp_path))
     m1, m2 = _mesh(1), _mesh(2)

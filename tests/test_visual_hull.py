@@ -4,12 +4,11 @@ import math
 
 import pytest
 import torch
-from orbitforge.kernels.cameras import make_orbit_cameras, uniform_orbit
+from orbitforge.kernels.cameras import camera_rays, make_orbit_cameras, project, uniform_orbit
 from orbitforge.kernels.visual_hull import (
     carve_visual_hull,
     hull_sdf,
     mask_signed_distance,
-    project_points,
     voxel_grid,
 )
 
@@ -19,16 +18,13 @@ def sphere_views(cams, center=(0.0, 0.0, 0.0), radius=0.3, colors=None):
 
     ``colors``: optional (color for x >= cx, color for x < cx) of the sphere's surface."""
     H, W = cams.height, cams.width
-    i, j = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
     c = torch.tensor(center, dtype=torch.float32)
+    origins, dirs = camera_rays(cams.viewmats, cams.Ks, H, W)  # [C, 3], [C, H, W, 3]
     masks, depths, rgbs = [], [], []
     for n in range(len(cams)):
-        K = cams.Ks[n]
         R = cams.viewmats[n, :3, :3]
-        o = cams.centers[n]
-        d_cam = torch.stack([(j - K[0, 2]) / K[0, 0], (i - K[1, 2]) / K[1, 1], torch.ones_like(i)], -1)
-        d = d_cam @ R  # world directions (R^T d)
-        d = d / d.norm(dim=-1, keepdim=True)
+        o = origins[n]
+        d = dirs[n] / dirs[n].norm(dim=-1, keepdim=True)
         oc = o - c
         b = (d * oc).sum(-1)
         disc = b * b - (oc @ oc - radius ** 2)
@@ -62,18 +58,6 @@ def test_voxel_grid_centres_and_ij_order():
         voxel_grid(1)
     with pytest.raises(ValueError):
         voxel_grid(8, (0, 0, 0), (0, 1, 1))
-
-
-def test_project_points_follows_camera_convention():
-    cams = make_orbit_cameras([0.0], [0.0], 2.0, 33.8, 64, 48)  # on +z looking at -z
-    pts = torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.0, 0.0], [0.0, 0.2, 0.0], [0.0, 0.0, 3.0]])
-    uv, z = project_points(pts, cams)
-    assert uv.shape == (1, 4, 2) and z.shape == (1, 4)
-    assert torch.allclose(uv[0, 0], torch.tensor([32.0, 24.0]), atol=1e-4)
-    assert uv[0, 1, 0] > 32  # +x is image right seen from the front
-    assert uv[0, 2, 1] < 24  # +y (up) is towards image row 0
-    assert z[0, 0] == pytest.approx(2.0, abs=1e-5)
-    assert z[0, 3] < 0  # behind the camera
 
 
 def test_carving_recovers_sphere_volume():
@@ -111,7 +95,7 @@ def test_voxels_outside_an_image_do_not_vote():
     masks = torch.zeros(1, 32, 32)
     occ = carve_visual_hull(masks, cams, 32)
     g = voxel_grid(32)
-    uv, z = project_points(g.reshape(-1, 3), cams)
+    uv, z = project(g.reshape(-1, 3), cams.viewmats, cams.Ks)
     seen = ((uv[0, :, 0] >= 0) & (uv[0, :, 0] < 32) & (uv[0, :, 1] >= 0) & (uv[0, :, 1] < 32))
     assert not occ.reshape(-1)[seen].any()
     assert occ.reshape(-1)[~seen].all()

@@ -211,6 +211,22 @@ class Progress:
             self.callback(value, self.total)
 
 
+def kernel_progress(preview_every: int = 0) -> Callable:
+    """A ``progress(step, total[, preview_fn])`` callback for a kernel that reports its own
+    total: a :class:`Progress` made on the first call; with ``preview_every`` every that many
+    steps (and the last) ``preview_fn()`` gives the preview IMAGE."""
+    bar = []
+
+    def update(step: int, total: int, preview_fn: Optional[Callable] = None) -> None:
+        if not bar:
+            bar.append(Progress(total))
+        show = preview_fn is not None and preview_every > 0 and (
+            step % preview_every == 0 or step == total)
+        bar[0].update(step, preview_fn() if show else None)
+
+    return update
+
+
 def _to_pil(image: torch.Tensor):
     from PIL import Image  # noqa: PLC0415
 

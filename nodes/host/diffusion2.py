@@ -20,6 +20,7 @@ import torch
 
 from ...kernels import diffusion2 as D
 from ...kernels import edm
+from ...kernels.guidance import make_scales
 from ...kernels.sv3d import noisy_cond_pixels
 from . import check_interrupt, intermediate_device, oom_exceptions, torch_device
 from .family import require
@@ -199,12 +200,104 @@ __all__ = [
     "encode_references",
     "intermediate_device",
     "load_both",
+    "matrix_denoisers",
     "model_sigmas",
+    "multiview_denoiser",
     "oom",
+    "sample_4d",
     "sample_sequence",
     "sv3d_vector",
     "svd_vector",
+    "video_denoiser",
 ]
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole run
+# ----------------------------------------------------------------------------------------------
+
+
+def multiview_denoiser(multiview_model, clip_vision, vae, refs: torch.Tensor, elevations, azimuths,
+                       s: D.MatrixSettings, seed: int) -> HostSequenceModel:
+    """SV3D as a sequence denoiser over the V views, conditioned per sequence on ``refs``
+    (constant CFG ``s.multiview_cfg``; the cameras in the vector)."""
+    emb, lat = encode_references(clip_vision, vae, refs, s.multiview_cond_aug, seed)
+    return HostSequenceModel(multiview_model, emb, lat,
+                             sv3d_vector(multiview_model, elevations, azimuths, s.multiview_cond_aug),
+                             make_scales("constant", s.views, max_scale=s.multiview_cfg))
+
+
+def video_denoiser(video_model, clip_vision, vae, refs: torch.Tensor, s: D.MatrixSettings,
+                   seed: int) -> HostSequenceModel:
+    """SVD as a sequence denoiser over the F frames, conditioned per sequence on ``refs``
+    (CFG linear from ``s.video_cfg_min`` to ``s.video_cfg_max``)."""
+    emb, lat = encode_references(clip_vision, vae, refs, s.video_cond_aug, seed)
+    return HostSequenceModel(video_model, emb, lat,
+                             svd_vector(video_model, s.fps, s.motion_bucket_id, s.video_cond_aug),
+                             make_scales("linear", s.frames, s.video_cfg_min, s.video_cfg_max))
+
+
+def matrix_denoisers(video_model, multiview_model, clip_vision, vae, ref_orbit: torch.Tensor,
+                     ref_video: torch.Tensor, elevations, azimuths, s: D.MatrixSettings):
+    """``(column_fn, row_fn)`` of the matrix: SV3D on the F columns (column t conditioned on
+    video frame t) and SVD on the V rows (row v conditioned on orbit view v)."""
+    return (multiview_denoiser(multiview_model, clip_vision, vae, ref_video, elevations, azimuths, s,
+                               s.seed + 2),
+            video_denoiser(video_model, clip_vision, vae, ref_orbit, s, s.seed + 3))
+
+
+def sample_4d(video_model, multiview_model, clip_vision, vae, images: torch.Tensor, prompt_type: str,
+              elevations, azimuths, view_weight: torch.Tensor, lambdas: torch.Tensor,
+              s: D.MatrixSettings, progress_callback=None):
+    """The all-in-one Diffusion² run on prepared prompt ``images`` ``[N, S, S, 3]``: the
+    reference orbit (SV3D on the front view) and reference video (SVD) sampled first where the
+    prompt does not give them, then the V x F matrix with VRS, decoded.
+
+    Returns ``(frames [V*F, S, S, 3] view-major, reference orbit [V, ...], reference video
+    [F, ...], MatrixStats)``."""
+    from . import Progress  # noqa: PLC0415
+
+    V, F, steps, seed = s.views, s.frames, s.steps, s.seed
+    h = s.size // 8
+    frame_shape = (latent_channels(video_model), h, h)
+    load_both(video_model, multiview_model, frame_shape, max(V, F))
+    n_ref = 2 if prompt_type == "image" else 1  # reference sequences sampled first
+    prog = Progress(n_ref * steps + steps + min(s.vrs_steps, steps), progress_callback)
+    done = 0
+    with torch.inference_mode():
+        if prompt_type in ("image", "video"):
+            front = images[-1:]  # image, or the last video frame (official)
+            mv1 = multiview_denoiser(multiview_model, clip_vision, vae, front, elevations, azimuths, s,
+                                     seed)
+            z = sample_sequence(mv1, V, (h, h), steps, seed + 11, prog, done)
+            done += steps
+            ref_orbit = decode(vae, multiview_model.model.process_latent_out(z), s.decode_chunk)
+            ref_orbit[-1:] = front  # official: the last (input) view replaced by the input
+        else:
+            ref_orbit = images
+        if prompt_type in ("image", "orbit"):
+            front = ref_orbit[-1:] if prompt_type == "orbit" else images[-1:]
+            vid1 = video_denoiser(video_model, clip_vision, vae, front, s, seed + 1)
+            z = sample_sequence(vid1, F, (h, h), steps, seed + 12, prog, done)
+            done += steps
+            ref_video = decode(vae, video_model.model.process_latent_out(z), s.decode_chunk)
+        else:
+            ref_video = images
+        col_fn, row_fn = matrix_denoisers(video_model, multiview_model, clip_vision, vae, ref_orbit,
+                                          ref_video, elevations, azimuths, s)
+        sig = model_sigmas(video_model, steps)
+        x = edm.initial_noise((V, F) + frame_shape, float(sig[0]),
+                              torch.Generator().manual_seed(seed), device=torch_device())
+        stats = D.MatrixStats()
+        out = D.sample_matrix(x, sig, col_fn, row_fn, view_weight, lambdas, vrs_steps=s.vrs_steps,
+                              column_chunk=auto_chunk(multiview_model, frame_shape, V, F, s.max_chunk),
+                              row_chunk=auto_chunk(video_model, frame_shape, F, V, s.max_chunk),
+                              generator=torch.Generator().manual_seed(seed + 1),
+                              callback=lambda k, tot, i, xx, dd: prog.update(done + k),
+                              oom_exceptions=oom(), stats=stats)
+        lat = video_model.model.process_latent_out(D.flatten_matrix(out))
+        frames = decode(vae, lat, s.decode_chunk)  # [V*F, H, W, 3] view-major
+    return frames, ref_orbit, ref_video, stats
 
 
 # ----------------------------------------------------------------------------------------------
