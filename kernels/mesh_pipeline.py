@@ -212,7 +212,12 @@ def gaussians_to_mesh_file(g, images: torch.Tensor | None, masks: torch.Tensor |
                             gaussians=g, keep_components=1, watertight=True,
                             target_faces=target_faces, smooth_iterations=5)
     cm = color_mesh(mesh, images, cams, masks, "vertex")
-    data = cm.to_trimesh(0).export(file_type=ext)
+    if ext == "glb":  # vertex colours as linear COLOR_0, as glTF defines them
+        from .core_mesh import glb_bytes
+
+        data = glb_bytes(cm)
+    else:
+        data = cm.to_trimesh(0).export(file_type=ext)
     if isinstance(data, str):
         data = data.encode()
     folder = os.path.dirname(os.path.abspath(path))

@@ -15,6 +15,7 @@ import torch
 
 from ..kernels import cameras as K
 from ..kernels.atomic import atomic_write_all
+from ..kernels.core_mesh import glb_bytes
 from ..kernels.mesh_types import ColoredMesh
 from . import host
 from .calibrate import CALIBRATE_CHOICES, CALIBRATE_TOOLTIP, calibrate_for_reconstruction
@@ -260,10 +261,11 @@ def _attach_pbr(tm, pbr) -> None:
 def export_mesh_bytes(mesh: ColoredMesh, fmt: str, stem: str) -> dict:
     """``{filename: bytes}`` for one batch item: the mesh file first (OBJ textures add an MTL
     and a PNG next to it)."""
+    pbr = getattr(mesh, "pbr", None)
+    if fmt == "glb":  # vertex colours as linear COLOR_0, as glTF defines them (and core writes)
+        return {f"{stem}.glb": glb_bytes(mesh, 0, prepare=lambda t: _attach_pbr(t, pbr))}
     tm = mesh.to_trimesh(0)
-    _attach_pbr(tm, getattr(mesh, "pbr", None))
-    if fmt == "glb":
-        return {f"{stem}.glb": tm.export(file_type="glb")}
+    _attach_pbr(tm, pbr)
     if fmt == "ply":
         if mesh.texture is not None:  # PLY has no texture: bake the texture to vertex colours
             tm.visual = tm.visual.to_color()
