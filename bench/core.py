@@ -71,7 +71,7 @@ def like_with_like(g, view, core_img: torch.Tensor) -> dict:
     """
     import torch.nn.functional as F
 
-    from ..kernels.core_mesh import linear_to_srgb, srgb_to_linear
+    from ..kernels.gltf import linear_to_srgb, srgb_to_linear
     from ..kernels.gaussians import sh0_to_rgb
     from ..kernels.metrics import psnr
     from ..kernels.rasterize import rasterize

@@ -152,7 +152,7 @@ def _gltf_colors_to_srgb(path: str, ext: str, mesh: trimesh.Trimesh) -> None:
     """glTF ``COLOR_0`` is linear (trimesh keeps it as stored): make the vertex colours sRGB
     like every other colour here. A GLB's single primitive is read at full precision (trimesh
     rounds to 8-bit linear, which loses dark shades); otherwise trimesh's 8-bit values."""
-    from .core_mesh import glb_vertex_colors, linear_to_srgb
+    from .gltf import glb_vertex_colors, linear_to_srgb
 
     _gltf_color_visual(mesh)
     if getattr(mesh.visual, "kind", None) != "vertex":

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from orbitforge.kernels.cameras import Cameras, make_orbit_cameras
-from orbitforge.kernels.core_mesh import (core_mesh_fields, linear_to_srgb, mesh_items,
-                                          srgb_to_linear)
+from orbitforge.kernels.core_mesh import core_mesh_fields, mesh_items
+from orbitforge.kernels.gltf import linear_to_srgb, srgb_to_linear
 from orbitforge.kernels.fit import render_gaussians
 from orbitforge.kernels.gaussians import Gaussians, quat_to_rotmat
 from orbitforge.kernels.mesh_types import ColoredMesh
@@ -360,7 +360,7 @@ def test_ply_matches_core_ply_layout_for_the_same_splat(out_dir):
 
 def _glb_colour_accessor(data: bytes) -> tuple[dict, np.ndarray]:
     """The COLOR_0 accessor of a one-primitive GLB and its values as stored."""
-    from orbitforge.kernels.core_mesh import glb_chunks
+    from orbitforge.kernels.gltf import glb_chunks
 
     js, binary = glb_chunks(data)
     (prim,) = js["meshes"][0]["primitives"]
@@ -403,7 +403,7 @@ def test_load_mesh_reads_byte_colours_of_other_writers_as_linear(tmp_path):
     values, so the loader's sRGB colours are brighter than the bytes."""
     import trimesh
 
-    from orbitforge.kernels.core_mesh import glb_vertex_colors
+    from orbitforge.kernels.gltf import glb_vertex_colors
     from orbitforge.kernels.mesh_render import load_mesh
 
     tm = trimesh.creation.box()
@@ -419,7 +419,7 @@ def test_load_mesh_reads_byte_colours_of_other_writers_as_linear(tmp_path):
 
 
 def test_textured_glb_keeps_the_texture_and_writes_no_colours(out_dir):
-    from orbitforge.kernels.core_mesh import glb_chunks
+    from orbitforge.kernels.gltf import glb_chunks
     from orbitforge.kernels.mesh_render import load_mesh
     from orbitforge.nodes.mesh import SaveMesh
 
