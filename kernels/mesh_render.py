@@ -175,7 +175,8 @@ def load_mesh(path: str, texture: Optional[str] = None) -> trimesh.Trimesh:
     """Load an OBJ / PLY / GLB / GLTF file as one ``trimesh.Trimesh``.
 
     Scenes are flattened with their node transforms. Texture + UVs (``TextureVisuals``) or vertex
-    colours are kept. Vertices are not merged or reordered (``process=False``), so UV seams stay
+    colours are kept; vertex colours are sRGB whatever the format (a GLB/GLTF stores linear
+    ``COLOR_0``, converted here). Vertices are not merged or reordered (``process=False``), so UV seams stay
     split. For an OBJ with UVs but no material image, ``texture`` (or, when None, an image found
     next to it: ``<stem>.png``, ``<stem>_texture.png``, ``<prefix>_texture.png`` or the only image
     in the folder) becomes its texture.
