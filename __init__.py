@@ -6,6 +6,6 @@ ComfyUI imports this folder as a package (any folder name under ``custom_nodes/`
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-WEB_DIRECTORY = None
+WEB_DIRECTORY = "web"  # web/preview3d.js: core's inline 3D viewer on Save Mesh / Save Gaussians
 __version__ = "0.2.0"
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

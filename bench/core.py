@@ -6,7 +6,9 @@ torchvision/torchaudio stand-ins of :mod:`.host_stubs` are used where those do n
 1. Fit 3D Gaussians to an orbit of the bundled spot mesh (ground-truth renders and masks).
 2. (a) Render the fitted splat at ``--render-size``² from one held-out camera with our rasteriser
    and with core ``RenderSplat`` (same camera as a ``camera_info``, white background,
-   ``sharpen`` 1 = physically blended): time of each, PSNR between them.
+   ``sharpen`` 1 = physically blended): time of each, PSNR between them. The gap is split by
+   cause: ours re-rendered with core's choices one at a time (:func:`like_with_like`), and core
+   with 256 depth slabs (:func:`finer_core_slabs`); plus each image's mean coverage.
 3. (b) A mesh from the same splat: our SDF Mesh (gaussians + the views) vs core ``SplatToMesh``:
    chamfer, volume IoU and F-score against the ground-truth mesh, and time.
 4. (c) Our Save Gaussians PLY -> core ``File3DToSplat`` -> ``RenderSplat`` against core's render
@@ -18,12 +20,14 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import sys
 import tempfile
 import time
+import types
 
 import torch
 
@@ -47,6 +51,69 @@ def log(msg: str) -> None:
 def run_node(node_cls, **kwargs):
     out = node_cls.PREPARE_CLASS_CLONE({"hidden_inputs": {}}).execute(**kwargs)
     return out.args
+
+
+def like_with_like(g, view, core_img: torch.Tensor) -> dict:
+    """PSNR of core's render against ours as we adopt core ``RenderSplat``'s choices one by one
+    (cumulative), so the gap splits into its causes. Ours follows the 3DGS reference rasteriser
+    (Kerbl et al. 2023, graphdeco-inria/diff-gaussian-rasterization; gsplat): full SH, pixel
+    centres at ``j + 0.5`` around a principal point at the image centre, colours blended as
+    given (the space the splat was fitted in), EWA footprint + 0.3 px^2 dilation. Core's
+    choices (``comfy_extras/nodes_gaussian_splat.py``, v0.33):
+
+    * ``sh0``: base colour only (``_gaussian_item`` reads the SH DC term);
+    * ``pixel_grid``: pixel ``j`` samples the ray through ``j - W/2`` (half a pixel off ours);
+    * ``linear_light``: colours and background blended in linear light, re-encoded to sRGB.
+
+    What stays is core's own kernel (each splat weighted by its 3D Gaussian's peak along the
+    pixel ray, no dilation, alpha up to 0.999, no 1/255 cut-off) and its depth-slab compositing
+    (alpha-weighted mean inside each slab).
+    """
+    import torch.nn.functional as F
+
+    from ..kernels.gltf import linear_to_srgb, srgb_to_linear
+    from ..kernels.gaussians import sh0_to_rgb
+    from ..kernels.metrics import psnr
+    from ..kernels.rasterize import rasterize
+
+    rgb = sh0_to_rgb(g.sh[:, 0]).clamp(0, 1)  # [N, 3]
+    Ks = view.Ks.clone()
+    shifted = Ks.clone()
+    shifted[:, 0, 2] += 0.5
+    shifted[:, 1, 2] += 0.5
+    white = torch.ones(1, 3, dtype=rgb.dtype)
+
+    def render(colors, ks, linear=False):
+        with torch.no_grad():
+            out = rasterize(g.means, F.normalize(g.quats, dim=-1), g.scales, g.opacities,
+                            srgb_to_linear(colors) if linear else colors, view.viewmats, ks,
+                            view.width, view.height, backgrounds=white, backend="torch")
+        img = out.rgb.clamp(0, 1)
+        return linear_to_srgb(img) if linear else img
+
+    steps = {"sh0": render(rgb, Ks), "sh0+pixel_grid": render(rgb, shifted),
+             "sh0+pixel_grid+linear_light": render(rgb, shifted, linear=True)}
+    return {k: float(psnr(core_img, v)) for k, v in steps.items()}
+
+
+@contextlib.contextmanager
+def finer_core_slabs(gs):
+    """Diagnostic: core's ``_render_gaussian`` with 256 depth slabs instead of one per ~1000
+    splats, i.e. close to per-splat depth order (its slab count is ``min(256, n // 1000)``; the
+    1000 is swapped for 1 in a copy of the function, core's files are untouched). Yields False
+    when this core's renderer does not have that constant."""
+    f = getattr(gs, "_render_gaussian", None)
+    code = getattr(f, "__code__", None)
+    if code is None or 1000 not in code.co_consts or 256 not in code.co_consts:
+        yield False
+        return
+    consts = tuple(1 if c == 1000 else c for c in code.co_consts)
+    gs._render_gaussian = types.FunctionType(code.replace(co_consts=consts), f.__globals__,
+                                             f.__name__, f.__defaults__, f.__closure__)
+    try:
+        yield True
+    finally:
+        gs._render_gaussian = f
 
 
 def main(argv=None) -> int:
@@ -98,16 +165,29 @@ def main(argv=None) -> int:
                                       torch.device("cpu"))
     render_gaussians(g, view, backend="torch")  # warm-up
     t = time.perf_counter()
-    ours, _, _, _ = render_gaussians(g, view, backend="torch")
+    ours, ours_alpha, _, _ = render_gaussians(g, view, backend="torch")
     ours_s = time.perf_counter() - t
     core_kw = dict(width=s, height=s, frames=1, splat_scale=1.0, sharpen=1.0,
                    headlight_shading=0.0, opacity_threshold=0.0, background="#ffffff",
                    render_style="color", camera_info=cam_info)
     t = time.perf_counter()
-    core_img, _ = run_node(gs.RenderSplat, splat=splat, **core_kw)
+    core_img, core_mask = run_node(gs.RenderSplat, splat=splat, **core_kw)
     core_s = time.perf_counter() - t
     psnr_a = float(psnr(core_img.float(), ours))
     log(f"render: ours {ours_s:.2f} s, core {core_s:.2f} s, PSNR {psnr_a:.2f}")
+    steps = like_with_like(g, view, core_img.float())
+    log("ours with core's choices, cumulative: "
+        + ", ".join(f"{k} {v:.2f} dB" for k, v in steps.items()))
+    fine = None
+    with finer_core_slabs(gs) as patched:
+        if patched:
+            fine_img, _ = run_node(gs.RenderSplat, splat=splat, **core_kw)
+            fine_img = fine_img.float()
+            fine = {"psnr_vs_core": round(float(psnr(fine_img, core_img.float())), 2),
+                    "psnr_vs_ours": round(float(psnr(fine_img, ours)), 2),
+                    "psnr_vs_ours_with_core_choices": {
+                        k: round(v, 2) for k, v in like_with_like(g, view, fine_img).items()}}
+            log(f"core with 256 depth slabs: {fine}")
 
     # (c) our PLY through core's file reader
     with tempfile.TemporaryDirectory() as out_dir:
@@ -150,7 +230,12 @@ def main(argv=None) -> int:
         "fit": {"views": args.views, "res": args.res, "iters": args.iters,
                 "gaussians": len(g), "wall_s": round(fit_s, 1)},
         "render": {"size": s, "ours_s": round(ours_s, 3), "core_s": round(core_s, 3),
-                   "psnr_core_vs_ours": round(psnr_a, 2)},
+                   "psnr_core_vs_ours": round(psnr_a, 2),
+                   "psnr_core_vs_ours_with_core_choices": {k: round(v, 2)
+                                                           for k, v in steps.items()},
+                   "core_256_slabs": fine,
+                   "coverage": {"ours": round(float(ours_alpha.mean()), 4),
+                                "core": round(float(core_mask.float().mean()), 4)}},
         "mesh": {"ours": {**pick(q_ours), "resolution": args.mesh_res,
                           "wall_s": round(our_mesh_s, 1)},
                  "core": {**pick(q_core), "resolution": args.core_mesh_res,

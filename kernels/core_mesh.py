@@ -12,7 +12,9 @@ Colours: core ``SaveGLB`` writes ``vertex_colors`` as glTF ``COLOR_0``, which gl
 linear, and core producers (e.g. ``SplatToMesh``) store linear values; OrbitForge's
 :class:`.mesh_types.ColoredMesh` keeps display (sRGB) values like the views they come from. The
 conversion applies the sRGB transfer function (IEC 61966-2-1) each way. Textures are images and
-stay sRGB in both (glTF baseColorTexture is sRGB).
+stay sRGB in both (glTF baseColorTexture is sRGB). The same holds for GLB files:
+:func:`.gltf.glb_add_vertex_colors` writes linear ``COLOR_0`` (as core ``SaveGLB`` does: float32
+VEC3) and :func:`.gltf.glb_vertex_colors` reads it back for the loader, which returns sRGB.
 """
 
 from __future__ import annotations
@@ -20,20 +22,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .gltf import glb_add_vertex_colors, linear_to_srgb, srgb_to_linear
 from .mesh_types import ColoredMesh
 
 PBR_FIELDS = ("metallic_roughness", "normal_map", "emissive", "tangents", "material", "unlit",
               "occlusion_in_mr")
-
-
-def srgb_to_linear(c: torch.Tensor) -> torch.Tensor:
-    c = c.clamp(0, 1)
-    return torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(c: torch.Tensor) -> torch.Tensor:
-    c = c.clamp(0, 1)
-    return torch.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
 
 
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -62,6 +55,24 @@ def core_mesh_fields(mesh: ColoredMesh) -> dict:
         if k in extras:
             fields[k] = extras[k]
     return fields
+
+
+def glb_bytes(mesh: ColoredMesh, index: int = 0, prepare=None) -> bytes:
+    """One item of an OrbitForge mesh as GLB bytes, with the vertex normals of
+    :func:`vertex_normals` (the ones its ``MESH`` carries): a texture goes in as the sRGB
+    ``baseColorTexture``, vertex colours as linear ``COLOR_0``
+    (:func:`.gltf.glb_add_vertex_colors`).
+    ``prepare(trimesh)`` may edit the mesh (e.g. add PBR maps) before it is written."""
+    colored = mesh.texture is None and mesh.vertex_colors is not None
+    src = ColoredMesh(mesh.vertices[index:index + 1], mesh.faces[index:index + 1]) if colored \
+        else mesh
+    tm = src.to_trimesh(0 if colored else index)
+    tm.vertex_normals = vertex_normals(mesh.vertices[index].float(),
+                                       mesh.faces[index].long()).double().numpy()
+    if prepare is not None:
+        prepare(tm)
+    data = tm.export(file_type="glb", include_normals=True)
+    return glb_add_vertex_colors(data, mesh.vertex_colors[index]) if colored else data
 
 
 def mesh_items(value, name: str = "mesh") -> list:

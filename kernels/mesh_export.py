@@ -1,6 +1,7 @@
 """Mesh files: the one place that writes a :class:`.mesh_types.ColoredMesh` as GLB, OBJ or PLY.
 
-* GLB -- one file, vertex colours or the baked texture embedded, PBR maps of a core MESH kept
+* GLB -- one file, vertex colours (linear ``COLOR_0``, as glTF 2.0 defines vertex colours) or
+  the baked texture embedded, PBR maps of a core MESH kept
   (metallic-roughness, normal, emissive on the glTF material);
 * OBJ -- ``.obj`` + ``.mtl`` + ``.png`` when textured (``trimesh.exchange.obj.export_obj``), vertex
   colours as the common ``v x y z r g b`` extension otherwise;
@@ -54,10 +55,13 @@ def export_mesh_bytes(mesh: ColoredMesh, fmt: str, stem: str) -> dict:
     """``{filename: bytes}`` for batch item 0 of ``mesh`` in ``fmt``: the mesh file first (a
     textured OBJ adds its MTL and PNG)."""
     fmt = check_mesh_format(fmt)
+    pbr = getattr(mesh, "pbr", None)
+    if fmt == "glb":  # vertex colours as linear COLOR_0, as glTF defines them (and core writes)
+        from .core_mesh import glb_bytes
+
+        return {f"{stem}.glb": glb_bytes(mesh, 0, prepare=lambda t: _attach_pbr(t, pbr))}
     tm = mesh.to_trimesh(0)
-    _attach_pbr(tm, getattr(mesh, "pbr", None))
-    if fmt == "glb":
-        return {f"{stem}.glb": tm.export(file_type="glb")}
+    _attach_pbr(tm, pbr)
     if fmt == "ply":
         if mesh.texture is not None:  # PLY has no texture: bake the texture to vertex colours
             tm.visual = tm.visual.to_color()

@@ -138,11 +138,45 @@ def _check_geometry(path: str, g: trimesh.Trimesh) -> None:
         raise ValueError(f"{path!r} has NaN/inf vertex coordinates")
 
 
+def _gltf_color_visual(mesh: trimesh.Trimesh) -> None:
+    """``COLOR_0`` beside a material without a texture (as core SaveGLB and Save Mesh write):
+    trimesh files it as a vertex attribute of a texture visual; make it the vertex colours."""
+    vis = mesh.visual
+    if isinstance(vis, trimesh.visual.TextureVisuals) and vis.uv is None and \
+            "color" in vis.vertex_attributes:
+        mesh.visual = trimesh.visual.ColorVisuals(
+            mesh, vertex_colors=np.asarray(vis.vertex_attributes["color"]))
+
+
+def _gltf_colors_to_srgb(path: str, ext: str, mesh: trimesh.Trimesh) -> None:
+    """glTF ``COLOR_0`` is linear (trimesh keeps it as stored): make the vertex colours sRGB
+    like every other colour here. A GLB's single primitive is read at full precision (trimesh
+    rounds to 8-bit linear, which loses dark shades); otherwise trimesh's 8-bit values."""
+    from .gltf import glb_vertex_colors, linear_to_srgb
+
+    _gltf_color_visual(mesh)
+    if getattr(mesh.visual, "kind", None) != "vertex":
+        return
+    lin = None
+    if ext == ".glb":
+        with open(path, "rb") as f:
+            lin = glb_vertex_colors(f.read())
+        if lin is not None and len(lin) != len(mesh.vertices):
+            lin = None
+    vc = np.asarray(mesh.visual.vertex_colors)  # [N, 4] uint8
+    rgb = lin[:, :3] if lin is not None else vc[:, :3] / 255.0
+    srgb = linear_to_srgb(torch.as_tensor(rgb, dtype=torch.float64)).numpy()
+    out = vc.copy()
+    out[:, :3] = np.round(srgb * 255.0).astype(np.uint8)
+    mesh.visual.vertex_colors = out
+
+
 def load_mesh(path: str, texture: Optional[str] = None) -> trimesh.Trimesh:
     """Load an OBJ / PLY / GLB / GLTF file as one ``trimesh.Trimesh``.
 
     Scenes are flattened with their node transforms. Texture + UVs (``TextureVisuals``) or vertex
-    colours are kept. Vertices are not merged or reordered (``process=False``), so UV seams stay
+    colours are kept; vertex colours are sRGB whatever the format (a GLB/GLTF stores linear
+    ``COLOR_0``, converted here). Vertices are not merged or reordered (``process=False``), so UV seams stay
     split. For an OBJ with UVs but no material image, ``texture`` (or, when None, an image found
     next to it: ``<stem>.png``, ``<stem>_texture.png``, ``<prefix>_texture.png`` or the only image
     in the folder) becomes its texture.
@@ -168,6 +202,7 @@ def load_mesh(path: str, texture: Optional[str] = None) -> trimesh.Trimesh:
             g = loaded.geometry[geom_name]
             if isinstance(g, trimesh.Trimesh) and len(g.faces):
                 _check_geometry(path, g)
+                _gltf_color_visual(g)  # before copy(), which drops vertex attributes
                 g = g.copy()
                 g.apply_transform(transform)
                 meshes.append(g)
@@ -182,6 +217,8 @@ def load_mesh(path: str, texture: Optional[str] = None) -> trimesh.Trimesh:
     if len(mesh.faces) == 0:
         raise ValueError(f"{path!r} has no faces")
     _check_geometry(path, mesh)
+    if ext in (".glb", ".gltf"):
+        _gltf_colors_to_srgb(path, ext, mesh)
     vis = mesh.visual
     if isinstance(vis, trimesh.visual.TextureVisuals) and vis.uv is not None:
         img, _ = _material_image(vis.material)

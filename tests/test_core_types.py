@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from orbitforge.kernels.cameras import Cameras, make_orbit_cameras
-from orbitforge.kernels.core_mesh import (core_mesh_fields, linear_to_srgb, mesh_items,
-                                          srgb_to_linear)
+from orbitforge.kernels.core_mesh import core_mesh_fields, mesh_items
+from orbitforge.kernels.gltf import linear_to_srgb, srgb_to_linear
 from orbitforge.kernels.fit import render_gaussians
 from orbitforge.kernels.gaussians import Gaussians, quat_to_rotmat
 from orbitforge.kernels.mesh_types import ColoredMesh
@@ -354,3 +354,155 @@ def test_ply_matches_core_ply_layout_for_the_same_splat(out_dir):
     arr = np.frombuffer(body, "<f4").reshape(5, -1)
     np.testing.assert_allclose(arr[:, :3], s.positions[0].numpy(), atol=0)
     np.testing.assert_allclose(arr[:, 6:9], s.sh[0, :, 0].numpy(), atol=0)
+
+
+# -- GLB colours (glTF COLOR_0 is linear) ---------------------------------------------------------
+
+def _glb_colour_accessor(data: bytes) -> tuple[dict, np.ndarray]:
+    """The COLOR_0 accessor of a one-primitive GLB and its values as stored."""
+    from orbitforge.kernels.gltf import glb_chunks
+
+    js, binary = glb_chunks(data)
+    (prim,) = js["meshes"][0]["primitives"]
+    acc = js["accessors"][prim["attributes"]["COLOR_0"]]
+    view = js["bufferViews"][acc["bufferView"]]
+    assert acc["componentType"] == 5126 and acc["type"] == "VEC3"
+    vals = np.frombuffer(binary, "<f4", acc["count"] * 3,
+                         view.get("byteOffset", 0) + acc.get("byteOffset", 0))
+    return js, vals.reshape(-1, 3)
+
+
+def test_save_mesh_glb_writes_linear_colours_and_load_mesh_reads_srgb(out_dir):
+    from orbitforge.kernels.mesh_render import load_mesh
+    from orbitforge.nodes.mesh import SaveMesh
+
+    box = _box()
+    # 8-bit sRGB colours incl. the darkest shades, where 8-bit linear would lose them
+    c = torch.randint(0, 256, (8, 3), generator=torch.Generator().manual_seed(2)).float() / 255
+    c[0], c[1] = torch.tensor([0.0, 1 / 255, 2 / 255]), torch.tensor([3 / 255, 5 / 255, 1.0])
+    box.vertex_colors = c[None]
+    rel, _ = SaveMesh().save(geometry.make_mesh(box), "t/lin", "glb")["result"]
+    data = open(os.path.join(out_dir, rel), "rb").read()
+    js, stored = _glb_colour_accessor(data)
+    np.testing.assert_allclose(stored, srgb_to_linear(c).numpy(), atol=1e-6)
+    # a matte material: glTF's default one is fully metallic
+    (mat,) = js["materials"]
+    assert mat["pbrMetallicRoughness"]["metallicFactor"] == 0.0
+    assert "NORMAL" in js["meshes"][0]["primitives"][0]["attributes"]
+    # our loader gives back the same 8-bit sRGB colours, darks included
+    tm = load_mesh(os.path.join(out_dir, rel))
+    assert tm.visual.kind == "vertex"
+    got = np.asarray(tm.visual.vertex_colors)[:, :3].astype(int)
+    assert np.array_equal(got, np.round(c.numpy() * 255).astype(int))
+    (back,) = geometry.read_mesh(geometry.make_mesh(ColoredMesh.from_trimesh(tm)), "mesh")
+    torch.testing.assert_close(back.vertex_colors[0], c, atol=1e-5, rtol=0)
+
+
+def test_load_mesh_reads_byte_colours_of_other_writers_as_linear(tmp_path):
+    """A GLB with normalised unsigned-byte COLOR_0 (as trimesh writes): the bytes mean linear
+    values, so the loader's sRGB colours are brighter than the bytes."""
+    import trimesh
+
+    from orbitforge.kernels.gltf import glb_vertex_colors
+    from orbitforge.kernels.mesh_render import load_mesh
+
+    tm = trimesh.creation.box()
+    byte = np.tile(np.array([[64, 128, 255, 255]], np.uint8), (len(tm.vertices), 1))
+    tm.visual = trimesh.visual.ColorVisuals(tm, vertex_colors=byte)
+    p = tmp_path / "u8.glb"
+    p.write_bytes(tm.export(file_type="glb"))
+    lin = glb_vertex_colors(p.read_bytes())
+    np.testing.assert_allclose(lin[:, :3], np.tile([64 / 255, 128 / 255, 1.0], (len(lin), 1)))
+    got = np.asarray(load_mesh(str(p)).visual.vertex_colors)[0, :3]
+    want = np.round(linear_to_srgb(torch.tensor([64 / 255, 128 / 255, 1.0])).numpy() * 255)
+    assert np.array_equal(got, want)
+
+
+def test_textured_glb_keeps_the_texture_and_writes_no_colours(out_dir):
+    from orbitforge.kernels.gltf import glb_chunks
+    from orbitforge.kernels.mesh_render import load_mesh
+    from orbitforge.nodes.mesh import SaveMesh
+
+    box = _box(colors=False)
+    m = geometry.Mesh(box.vertices, box.faces, uvs=torch.rand(1, 8, 2),
+                      texture=torch.rand(1, 16, 16, 3))
+    rel, _ = SaveMesh().save(m, "t/tex", "glb")["result"]
+    data = open(os.path.join(out_dir, rel), "rb").read()
+    js, _ = glb_chunks(data)
+    attrs = js["meshes"][0]["primitives"][0]["attributes"]
+    assert "COLOR_0" not in attrs and "TEXCOORD_0" in attrs
+    assert load_mesh(os.path.join(out_dir, rel)).visual.kind == "texture"
+
+
+# -- bad input at the nodes ----------------------------------------------------------------------
+
+def _bad_splat(kind: str):
+    f = gaussians_to_splat_fields(_scene(n=8, degree=0))
+    f.pop("counts")
+    if kind == "nan":
+        f["positions"][0, 3, 1] = float("nan")
+    elif kind == "zero_scale":
+        f["scales"][0, 2, 0] = 0.0
+    elif kind == "neg_scale":
+        f["scales"][0, 5, 2] = -0.01
+    elif kind == "batch":
+        f = {k: torch.cat([v, v]) for k, v in f.items()}
+    return geometry.Splat(**f)
+
+
+def _bad_mesh(kind: str):
+    box = _box()
+    if kind == "batch":
+        return _padded_batch()
+    v, f, kw = box.vertices.clone(), box.faces.clone(), {}
+    if kind == "counts":
+        kw = {"vertex_counts": torch.tensor([8]), "face_counts": torch.tensor([13])}
+    elif kind == "faces":
+        f[0, 5, 2] = 11
+    return geometry.Mesh(v, f, vertex_colors=srgb_to_linear(box.vertex_colors), **kw)
+
+
+def _run_splat_node(node: str, s):
+    from orbitforge.nodes.gaussians import GaussianRender, SaveGaussians
+    from orbitforge.nodes.mesh import SDFMesh
+
+    cams = make_orbit_cameras([0.0], [0.0], 2.0, 40.0, 16, 16)
+    if node == "GaussianRender":
+        return GaussianRender().render(s, cams, "median", "1, 1, 1")
+    if node == "SaveGaussians":
+        return SaveGaussians().save(s, "bad/splat")
+    return SDFMesh().build(cams, 16, "fast", 1, True, 100, 0, "vertex", 64,
+                           depth_source="gaussians", gaussians=s, polish_steps=0)
+
+
+def _run_mesh_node(node: str, m):
+    from orbitforge.nodes.mesh import MeshTurntable, SaveMesh
+
+    if node == "SaveMesh":
+        return SaveMesh().save(m, "bad/mesh", "glb")
+    return MeshTurntable().render(m, 1, 15.0, 16, 2.0, 40.0)
+
+
+@pytest.mark.parametrize("node", ["GaussianRender", "SaveGaussians", "SDFMesh"])
+@pytest.mark.parametrize("kind, message", [
+    ("nan", "NaN"), ("zero_scale", "must be positive"), ("neg_scale", "must be positive"),
+    ("batch", "holds a batch of 2"),
+])
+def test_bad_splat_input_is_refused_by_each_node_before_work(node, kind, message, out_dir):
+    with pytest.raises(ValueError, match=message) as e:
+        _run_splat_node(node, _bad_splat(kind))
+    assert str(e.value).startswith("gaussians")
+    assert not any(out_dir.rglob("*.*"))  # nothing written
+
+
+@pytest.mark.parametrize("node, kind, message", [
+    (node, kind, message) for node in ("SaveMesh", "MeshTurntable")
+    for kind, message in (("counts", "exceed the padded size"),
+                          ("faces", "faces indexing vertex 11"), ("batch", "holds a batch of 2"))
+    if not (node == "SaveMesh" and kind == "batch")  # Save Mesh takes batches: a file per item
+])
+def test_bad_mesh_input_is_refused_by_each_node_before_work(node, kind, message, out_dir):
+    with pytest.raises(ValueError, match=message) as e:
+        _run_mesh_node(node, _bad_mesh(kind))
+    assert str(e.value).startswith("mesh")
+    assert not any(out_dir.rglob("*.*"))

@@ -143,6 +143,81 @@ def test_save_glb_writes_our_vertex_colours(sdf_meshes, out_dir):
     assert _glb_attribute(path, "NORMAL").shape == (len(want), 3)
 
 
+def _save_glb():
+    """Core SaveGLB (``comfy_extras.nodes_save_3d`` since v0.33, ``nodes_hunyuan3d`` before) and
+    whether it is a V3 node."""
+    try:
+        mod = importlib.import_module("comfy_extras.nodes_save_3d")
+    except ImportError:
+        mod = importlib.import_module("comfy_extras.nodes_hunyuan3d")
+    return mod.SaveGLB, hasattr(mod.SaveGLB, "PREPARE_CLASS_CLONE")
+
+
+def _ui(res) -> dict:
+    """The ui part of a node's result as the executor sends it to the frontend."""
+    ui = res["ui"] if isinstance(res, dict) else res.ui
+    return ui.as_dict() if hasattr(ui, "as_dict") else dict(ui)
+
+
+def _shape(ui: dict) -> dict:
+    return {k: [sorted(item) for item in v] for k, v in ui.items()}
+
+
+def test_save_nodes_ui_matches_core_save_glb(sdf_meshes, out_dir):
+    """The frontend's SaveGLB viewer reads ui["3d"][0] = {filename, subfolder, type}: Save Mesh
+    (from a MESH) and Save Gaussians (its PLY through SaveGLB's File3D path) return the same."""
+    require_comfyui()
+    from orbitforge.nodes.gaussians import SaveGaussians
+    from orbitforge.nodes.host import geometry
+    from orbitforge.nodes.mesh import SaveMesh
+
+    node, v3 = _save_glb()
+    save = (lambda m, p: run(node, mesh=m, filename_prefix=p)) if v3 else \
+        (lambda m, p: node().save(m, p))
+    vertex, _ = sdf_meshes
+    core_mesh = _ui(save(vertex, "ui/core"))
+    ours_mesh = _ui(SaveMesh().save(vertex, "ui/ours", "glb"))
+    assert list(core_mesh) == list(ours_mesh) == ["3d"]
+    assert _shape(ours_mesh) == _shape(core_mesh)
+    uis = [core_mesh, ours_mesh]
+    ours_splat_res = SaveGaussians().save(geometry.make_splat(_two_colour_scene()), "ui/splat")
+    uis.append(_ui(ours_splat_res))
+    assert _shape(uis[-1]) == _shape(core_mesh)
+    if geometry._host_class("File3D") is not None:  # v0.33: SaveGLB also saves 3D files
+        uis.append(_ui(save(ours_splat_res["result"][1], "ui/core_splat")))
+        assert _shape(uis[-1]) == _shape(uis[-2])
+    for ui in uis:
+        (item,) = ui["3d"]
+        assert item["type"] == "output"
+        assert os.path.isfile(os.path.join(out_dir, item["subfolder"], item["filename"]))
+    assert ours_mesh["3d"][0]["subfolder"] == core_mesh["3d"][0]["subfolder"] == "ui"
+    # all are output nodes (the frontend shows the results of output nodes)
+    assert (node.GET_NODE_INFO_V1()["output_node"] if v3 else node.OUTPUT_NODE)
+    assert SaveMesh.OUTPUT_NODE and SaveGaussians.OUTPUT_NODE
+
+
+def test_core_save_glb_and_save_mesh_agree_on_colour_bytes(sdf_meshes, out_dir):
+    """Same MESH through core SaveGLB and our Save Mesh: the same linear COLOR_0 values, the same
+    positions; and our loader reads either file back to the mesh's sRGB colours."""
+    from orbitforge.kernels.gltf import linear_to_srgb
+    from orbitforge.kernels.mesh_render import load_mesh
+    from orbitforge.nodes.mesh import SaveMesh
+
+    mod = _core("comfy_extras.nodes_save_3d")
+    vertex, _ = sdf_meshes
+    (core_item,) = _ui(run(mod.SaveGLB, mesh=vertex, filename_prefix="agree/core"))["3d"]
+    (ours_item,) = _ui(SaveMesh().save(vertex, "agree/ours", "glb"))["3d"]
+    paths = [os.path.join(out_dir, i["subfolder"], i["filename"]) for i in (core_item, ours_item)]
+    core_c, ours_c = (_glb_attribute(p, "COLOR_0")[:, :3] for p in paths)
+    np.testing.assert_allclose(ours_c, core_c, atol=1e-6)
+    np.testing.assert_allclose(_glb_attribute(paths[1], "POSITION"),
+                               _glb_attribute(paths[0], "POSITION"), atol=1e-6)
+    srgb = np.round(linear_to_srgb(vertex.vertex_colors[0]).numpy() * 255)
+    for p in paths:
+        got = np.asarray(load_mesh(p).visual.vertex_colors)[:, :3].astype(float)
+        assert np.abs(got - srgb).max() <= 1.0, p
+
+
 _MESH_NODES = [  # (node, extra kwargs) over our vertex-coloured mesh
     ("GetMeshInfo", {}), ("RotateMesh", {}), ("MeshToFile3D", {}),
     ("DecimateMesh", {"target_face_count": 500}), ("RemeshMesh", {"resolution": 48}),

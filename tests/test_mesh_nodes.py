@@ -8,6 +8,7 @@ import pytest
 import torch
 import trimesh
 from orbitforge.kernels.core_mesh import mesh_items
+from orbitforge.kernels.mesh_render import load_mesh
 from orbitforge.kernels.mesh_types import ColoredMesh
 from orbitforge.nodes.mesh import MeshTurntable, SaveMesh, SDFMesh
 from test_visual_hull import ring_cams, sphere_views
@@ -80,7 +81,7 @@ def test_save_mesh_formats(vmesh, tmp_path, monkeypatch, fmt):
     assert out["result"][1].format == fmt  # FILE_3D for Preview3D by link
     assert out["result"][1].get_bytes() == (tmp_path / "meshes" / entry["filename"]).read_bytes()
     path = tmp_path / "meshes" / entry["filename"]
-    loaded = trimesh.load(str(path), force="mesh", process=False)
+    loaded = load_mesh(str(path))  # our loader: GLB colours are linear, it returns sRGB
     assert len(loaded.faces) == mesh.faces.shape[1]
     vis = loaded.visual
     vis = vis.to_color() if hasattr(vis, "to_color") else vis

@@ -123,7 +123,11 @@ def test_mesh_file_written_atomically_with_colours(scene, tmp_path):
                                   resolution=48)
     assert path.endswith("out.glb")
     assert sorted(os.listdir(tmp_path)) == ["out.glb"]  # no temp file left behind
-    m = trimesh.load(path, force="mesh")
+    from orbitforge.kernels.mesh_render import load_mesh
+
+    # read by our loader: COLOR_0 beside a matte material is what trimesh files as a texture
+    # visual's vertex attribute
+    m = load_mesh(path)
     assert len(m.faces) > 100 and m.visual.kind == "vertex"
     with pytest.raises(ValueError, match="glb"):
         gaussians_to_mesh_file(None, rgb, masks, cams, str(tmp_path / "out.stl"))

@@ -290,7 +290,11 @@ def test_sample_workflow_runs_headless_and_writes_glb_and_ply(comfyui):
     assert glb_path.endswith(".glb")
     mesh = trimesh.load(glb_path, force="mesh")
     assert len(mesh.faces) > 100 and mesh.is_watertight
-    assert mesh.visual.kind == "vertex"
+    # vertex colours as linear COLOR_0 beside a matte material: our loader returns them as
+    # vertex colours (trimesh alone files them under a texture visual)
+    from orbitforge.kernels.mesh_render import load_mesh
+
+    assert load_mesh(glb_path).visual.kind == "vertex"
     # Preview3D got the saved file's path (relative to the output folder)
     (p3d,) = [k for k, t in by_type.items() if t == "Preview3D"]
     rel = f"{glb_item['subfolder']}/{glb_item['filename']}".lstrip("/")
@@ -312,3 +316,16 @@ def test_sample_workflow_runs_headless_and_writes_glb_and_ply(comfyui):
     (render_prev,) = [k for k, n in api.items() if n["class_type"] == "PreviewImage"
                       and by_type.get(n["inputs"]["images"][0]) == "OrbitForgeGaussianRender"]
     assert len(outputs[render_prev]["images"]) == views
+
+
+@pytest.mark.comfyui
+@pytest.mark.slow
+def test_host_serves_the_web_extension(comfyui):
+    """WEB_DIRECTORY is picked up: /extensions lists web/preview3d.js and serves it as shipped."""
+    listed = comfyui.get("/extensions")
+    ours = [p for p in listed if p.endswith("/preview3d.js") and "orbitforge" in p.lower()]
+    assert ours, f"web/preview3d.js not among the host's extensions: {listed}"
+    with urllib.request.urlopen(comfyui.url(ours[0]), timeout=60) as r:
+        served = r.read()
+    with open(os.path.join(REPO, "web", "preview3d.js"), "rb") as f:
+        assert served == f.read()

@@ -60,8 +60,10 @@ COMBO_CONTROL_VALUES = CONTROL_VALUES + ("increment-wrap",)
 MODE_NEVER, MODE_BYPASS = 2, 4  # LGraphEventMode: muted, bypassed
 
 # Frontend extensions that append widgets of their own after the node's inputs (never sent to
-# the API): Preview3D gets the 3D viewer widget, whose saved value is "".
-FRONTEND_TRAILING_WIDGETS = {"Preview3D": 1, "Preview3DAnimation": 1}
+# the API): Preview3D and SaveGLB get the 3D viewer widget, whose saved value is "" or the
+# last file shown; web/preview3d.js gives our Save Mesh / Save Gaussians the same widget.
+FRONTEND_TRAILING_WIDGETS = {"Preview3D": 1, "Preview3DAnimation": 1, "SaveGLB": 1,
+                             "OrbitForgeSaveMesh": 1, "OrbitForgeSaveGaussians": 1}
 
 # Options copied from an input definition into a schema entry.
 _KEEP_OPTIONS = ("default", "min", "max", "step", "round", "multiline", "control_after_generate",
