@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from orbitforge.bench.refiner import condition_disagreement
-from orbitforge.kernels.cameras import intrinsics_from_fov, make_orbit_cameras
+from orbitforge.kernels.cameras import camera_rays, intrinsics_from_fov, make_orbit_cameras
 from orbitforge.kernels import depth_condition as DC
 
 SIZE = 48
@@ -23,7 +23,7 @@ def _plane_depth(cams):
 
 
 def _rays(cams, k):
-    o, d = K.camera_rays(cams.viewmats[k:k + 1].double(), cams.Ks[k:k + 1].double(), SIZE, SIZE)
+    o, d = camera_rays(cams.viewmats[k:k + 1].double(), cams.Ks[k:k + 1].double(), SIZE, SIZE)
     return o[0], d[0]  # camera centre, world directions with camera z = 1 (t = z)
 
 
