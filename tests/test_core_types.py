@@ -139,24 +139,32 @@ def test_padded_splat_batch_is_sliced_by_counts():
         geometry.read_splat(s, "gaussians")
 
 
+def _broken_splat_fields(kind: str) -> dict:
+    """Core SPLAT fields of a small scene (no counts) with one thing wrong: ``kind``."""
+    f = gaussians_to_splat_fields(_scene(n=8, degree=0))
+    f.pop("counts")
+    if kind == "nan":
+        f["positions"][0, 3, 1] = float("nan")
+    elif kind == "zero_scale":
+        f["scales"][0, 2, 0] = 0.0
+    elif kind == "neg_scale":
+        f["scales"][0, 5, 2] = -0.01
+    elif kind == "opacity":
+        f["opacities"][0, 1, 0] = 1.5
+    elif kind == "sh":
+        f["sh"] = torch.zeros(1, 8, 5, 3)
+    elif kind == "batch":
+        f = {k: torch.cat([v, v]) for k, v in f.items()}
+    return f
+
+
 @pytest.mark.parametrize("breakage, message", [
     ("nan", "NaN"), ("zero_scale", "scales of item 0 must be positive"),
     ("neg_scale", "must be positive"), ("counts", "exceed the padded size"),
     ("opacity", r"opacities of item 0 must lie in \[0, 1\]"), ("sh", "SH degree 0-3"),
 ])
 def test_bad_splat_is_refused_naming_the_input(breakage, message):
-    f = gaussians_to_splat_fields(_scene(n=8, degree=0))
-    f.pop("counts")
-    if breakage == "nan":
-        f["positions"][0, 3, 1] = float("nan")
-    elif breakage == "zero_scale":
-        f["scales"][0, 2, 0] = 0.0
-    elif breakage == "neg_scale":
-        f["scales"][0, 2, 0] = -0.1
-    elif breakage == "opacity":
-        f["opacities"][0, 1, 0] = 1.5
-    elif breakage == "sh":
-        f["sh"] = torch.zeros(1, 8, 5, 3)
+    f = _broken_splat_fields(breakage)
     counts = torch.tensor([9]) if breakage == "counts" else None
     s = geometry.Splat(**f, counts=counts)
     with pytest.raises(ValueError, match=message) as e:
@@ -437,17 +445,7 @@ def test_textured_glb_keeps_the_texture_and_writes_no_colours(out_dir):
 # -- bad input at the nodes ----------------------------------------------------------------------
 
 def _bad_splat(kind: str):
-    f = gaussians_to_splat_fields(_scene(n=8, degree=0))
-    f.pop("counts")
-    if kind == "nan":
-        f["positions"][0, 3, 1] = float("nan")
-    elif kind == "zero_scale":
-        f["scales"][0, 2, 0] = 0.0
-    elif kind == "neg_scale":
-        f["scales"][0, 5, 2] = -0.01
-    elif kind == "batch":
-        f = {k: torch.cat([v, v]) for k, v in f.items()}
-    return geometry.Splat(**f)
+    return geometry.Splat(**_broken_splat_fields(kind))
 
 
 def _bad_mesh(kind: str):
