@@ -29,6 +29,8 @@ import time
 
 import torch
 
+from . import pick
+
 PARTS = ("raster", "sv3d_p", "refiner", "diffusion2", "fit")
 
 
@@ -275,10 +277,7 @@ def main(argv=None) -> int:
                     help="skip the remaining parts once this many seconds have passed")
     ap.add_argument("--json", action="store_true", help="(output is always one JSON object)")
     args = ap.parse_args(argv)
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    bad = [p for p in parts if p not in FUNCS]
-    if bad:
-        raise SystemExit(f"unknown part(s) {bad}; choose from {PARTS}")
+    parts = pick(args.parts, PARTS, "part")
     res = {"bench": "gpu", "device": args.device, "tiny": bool(args.tiny)}
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         res["skipped"] = ("no CUDA device (torch.cuda.is_available() is False); "

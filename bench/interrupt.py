@@ -35,6 +35,8 @@ import time
 
 import torch
 
+from . import pick
+
 STAGES = ("fit", "sdf_mesh_fast", "sdf_mesh_neural", "recon4d", "sv3d_sampler", "diffusion2")
 TARGET_S = 1.0
 
@@ -415,10 +417,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=8, help="sampler steps")
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args(argv)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    bad = [s for s in stages if s not in BUILDERS]
-    if bad:
-        raise SystemExit(f"unknown stage(s) {bad}; choose from {STAGES}")
+    stages = pick(args.stages, STAGES, "stage")
     if args.threads:
         torch.set_num_threads(args.threads)
     # one-time imports a first run would otherwise time (torch.optim imports torch._dynamo on

@@ -43,6 +43,8 @@ import time
 import numpy as np
 import torch
 
+from . import pick
+
 FRAMES = 21
 KEYS = ("splat_psnr", "splat_ssim", "mesh_silhouette_iou", "mesh_psnr", "roughness_deg", "wall_s")
 
@@ -229,11 +231,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--dir {a.dir!r} is not a folder")
     names = sorted(d for d in os.listdir(a.dir) if os.path.isdir(os.path.join(a.dir, d)))
     if a.objects:
-        want = [s.strip() for s in a.objects.split(",") if s.strip()]
-        bad = [s for s in want if s not in names]
-        if bad:
-            raise SystemExit(f"unknown object(s) {bad} in {a.dir!r}; there are {names}")
-        names = want
+        names = pick(a.objects, names, "object", f" in {a.dir!r}")
     if not names:
         raise SystemExit(f"no object folders in {a.dir!r}")
     from ..kernels.fit import FitConfig

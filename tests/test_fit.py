@@ -12,15 +12,21 @@ from orbitforge.kernels.metrics import psnr
 from orbitforge.kernels.sample import load_sample_orbit
 
 
+def _sample_views(every: int, size: int = 48):
+    """Every ``every``-th view of the bundled sample orbit, area-downsampled to ``size``:
+    (images, masks, cameras)."""
+    images, masks, cams = load_sample_orbit()
+    idx = list(range(0, 21, every))
+    im = torch.nn.functional.interpolate(images[idx].permute(0, 3, 1, 2), size=(size, size),
+                                         mode="area").permute(0, 2, 3, 1)
+    mk = torch.nn.functional.interpolate(masks[idx][:, None], size=(size, size),
+                                         mode="area")[:, 0]
+    return im, mk, cams[idx].resized(size, size)
+
+
 @pytest.fixture(scope="module")
 def small_sample():
-    images, masks, cams = load_sample_orbit()
-    idx = list(range(0, 21, 3))  # 7 views
-    small = cams[idx].resized(48, 48)
-    im = torch.nn.functional.interpolate(images[idx].permute(0, 3, 1, 2), size=(48, 48),
-                                         mode="area").permute(0, 2, 3, 1)
-    mk = torch.nn.functional.interpolate(masks[idx][:, None], size=(48, 48), mode="area")[:, 0]
-    return im, mk, small
+    return _sample_views(3)  # 7 views
 
 
 def test_hull_init_sits_on_the_object_with_its_colours(small_sample):
@@ -137,12 +143,7 @@ def test_appearance_compensation_removes_a_known_per_view_gain():
     """Views whose object colours carry a known per-view, per-channel gain (geometric mean 1):
     with appearance compensation the fit's colours match the un-gained truth, and the gains it
     estimates are the known ones."""
-    images, masks, cams = load_sample_orbit()
-    idx = list(range(0, 21, 2))  # 11 views
-    small = cams[idx].resized(48, 48)
-    im = torch.nn.functional.interpolate(images[idx].permute(0, 3, 1, 2), size=(48, 48),
-                                         mode="area").permute(0, 2, 3, 1)
-    mk = torch.nn.functional.interpolate(masks[idx][:, None], size=(48, 48), mode="area")[:, 0]
+    im, mk, small = _sample_views(2)  # 11 views
     gain = torch.tensor([[0.8, 1.0, 1.2], [1.2, 0.85, 1.0], [1.0, 1.2, 0.8]]).repeat(4, 1)[:11]
     gain = gain / gain.log().mean(0).exp()
     m = mk[..., None]
