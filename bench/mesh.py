@@ -130,6 +130,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--sheet", default="output/bench_mesh_zoo.png",
                     help="contact sheet PNG of --zoo (ground truth | ours, two views each)")
     ap.add_argument("--seed", type=int, default=0, help="zoo shape seed (0 = canonical)")
+    ap.add_argument("--texture", choices=["none", "noise"], default="none",
+                    help="--zoo: paint every shape with a seeded procedural albedo (noise) "
+                         "before rendering, as generated views have texture; none = the "
+                         "plain grey material (the shared meshes keep their own texture)")
     ap.add_argument("--views", type=int, default=21)
     ap.add_argument("--res", type=int, default=None,
                     help="view size in pixels (default 256; 128 with --degrade)")
