@@ -29,9 +29,9 @@ import time
 
 import torch
 
-from ..kernels import diffusion2 as D
-from ..kernels import edm
-from ..kernels.guidance import make_scales
+from ..kernels.dynamic import diffusion2 as D
+from ..kernels.diffusion import edm
+from ..kernels.diffusion.guidance import make_scales
 
 
 def tiny_video_unet(seed: int = 0, channels=(32, 64), cross_dim: int = 32, time_dim: int = 8):

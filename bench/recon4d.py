@@ -2,7 +2,7 @@
 
 The bundled spot mesh turns about +y (0..``--degrees`` over ``--times`` time steps) while V orbit
 cameras film it; the V·F renders (view-major) are fitted frame by frame with warm start
-(:func:`orbitforge.kernels.fit4d.fit_sequence`), then every time step is rendered from held-out
+(:func:`orbitforge.kernels.dynamic.fit4d.fit_sequence`), then every time step is rendered from held-out
 cameras (Hi3D interpolation cameras between the training ones, never trained on) and compared
 with the mesh's renders at that time. Prints one JSON object: held-out PSNR/SSIM per time step,
 wall time, Gaussians per step, peak RSS. ``--compare-cold`` also fits each later time step from
@@ -48,10 +48,10 @@ def main(argv=None) -> int:
 
     import trimesh
 
-    from ..kernels.cameras import interpolate_orbit, make_orbit_cameras, uniform_orbit
-    from ..kernels.fit import FitConfig, fit_gaussians, render_gaussians
-    from ..kernels.fit4d import Fit4DConfig, fit_sequence, merge_times
-    from ..kernels.mesh_render import render_mesh
+    from ..kernels.geometry.cameras import interpolate_orbit, make_orbit_cameras, uniform_orbit
+    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
+    from ..kernels.dynamic.fit4d import Fit4DConfig, fit_sequence, merge_times
+    from ..kernels.mesh.render import render_mesh
     from ..kernels.metrics import psnr, ssim
     from ..kernels.sample import load_sample_mesh
 

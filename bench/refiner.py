@@ -224,7 +224,7 @@ def condition_disagreement(corr_depth, cond, viewmats, Ks, valid=None, closed=Tr
     restricts both ends. Returns ``[pairs]`` (float64, nan where no overlap)."""
     import torch
 
-    from ..kernels.depth_condition import reproject_pixels, view_pairs
+    from ..kernels.diffusion.depth_condition import reproject_pixels, view_pairs
 
     ok_all = corr_depth > 0 if valid is None else (valid & (corr_depth > 0))
     out = []
@@ -285,9 +285,9 @@ def bench_consistency(size=128, iterations=300, mono_dir=None):
     condition (per-frame min-max normalised disparity) each source produces."""
     import torch
 
-    from ..kernels import depth_condition as DC
-    from ..kernels.fit import FitConfig, fit_gaussians, render_gaussians
-    from ..kernels.mesh_render import render_mesh
+    from ..kernels.diffusion import depth_condition as DC
+    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
+    from ..kernels.mesh.render import render_mesh
     from ..kernels.sample import load_sample_mesh, load_sample_orbit
 
     images, masks, cams = load_sample_orbit()

@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-from orbitforge.kernels import diffusion2 as D
-from orbitforge.kernels.edm import edm_sigmas, sample_euler
+from orbitforge.kernels.dynamic import diffusion2 as D
+from orbitforge.kernels.diffusion.edm import edm_sigmas, sample_euler
 from gaussian_matrix import GaussianMatrix, gaussian_denoise  # tests/gaussian_matrix.py
 
 # The official code's table of 0.5 * (1 + cos(2 pi (v + 1) / 10.5)) for v = 0..20

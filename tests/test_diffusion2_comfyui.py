@@ -122,7 +122,7 @@ def test_orbit_prompt_and_bad_input(host):
         _run(host, _image(3), "video", F=4)
     with pytest.raises(ValueError, match="views=3"):
         _run(host, _image(4), "orbit", V=3)
-    from orbitforge.kernels.cameras import make_orbit_cameras, sv3d_static_orbit
+    from orbitforge.kernels.geometry.cameras import make_orbit_cameras, sv3d_static_orbit
 
     el, az = sv3d_static_orbit(10.0, 5)
     with pytest.raises(ValueError, match="CAMERAS has 5"):

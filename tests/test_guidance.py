@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
-from orbitforge.kernels import edm, sv3d
-from orbitforge.kernels import guidance as G
-from orbitforge.kernels.cameras import sv3d_static_orbit
+from orbitforge.kernels.diffusion import edm, sv3d
+from orbitforge.kernels.diffusion import guidance as G
+from orbitforge.kernels.geometry.cameras import sv3d_static_orbit
 
 # official TrianglePredictionGuider(max_scale=2.5, num_frames=21).scale, printed from the
 # official class (float32)

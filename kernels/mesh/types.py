@@ -1,6 +1,6 @@
 """``ColoredMesh``: OrbitForge's mesh inside its kernels and nodes.
 
-Between nodes meshes travel as ComfyUI's ``MESH`` (``kernels/core_mesh.py`` converts both ways;
+Between nodes meshes travel as ComfyUI's ``MESH`` (``kernels/mesh/core_mesh.py`` converts both ways;
 ``nodes/host/geometry.py`` picks the host's class). ``ColoredMesh`` has ``.vertices`` ``[B, N, 3]``
 and ``.faces`` ``[B, M, 3]`` like it (B = 1 for everything OrbitForge makes), plus optional extras:
 

@@ -31,7 +31,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 
 SV3D_FRAMES = 21
 SV3D_FOV_DEG = 33.8  # SV3D paper appendix

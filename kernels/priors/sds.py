@@ -11,7 +11,7 @@ already see it; the SDS gradient is multiplied by ``M = 1 - smoothstep(max_c v_c
 reference camera faces is repainted. :func:`visibility_mask` / :func:`visibility_mask_from_depth`.
 
 SDS in SV3D's EDM parameterisation (``x = z + sigma * eps``, x0-predicting denoiser ``D``, e.g.
-:func:`.edm.vpred_denoise` around the SV3D UNet): ``eps_hat = (x - D(x, sigma)) / sigma`` and
+:func:`.diffusion.edm.vpred_denoise` around the SV3D UNet): ``eps_hat = (x - D(x, sigma)) / sigma`` and
 the gradient on the latents is ``g = w(sigma) (eps_hat - eps) = w(sigma) (z - D) / sigma``; the
 default ``w = sigma^2/(1+sigma^2)`` is DreamFusion's ``1 - alpha_bar`` in EDM terms.
 :func:`edm_sds_loss`.
@@ -35,7 +35,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .cameras import backproject, camera_centers
+from ..geometry.cameras import backproject, camera_centers
 
 # ----------------------------------------------------------------------------------------------
 # SV3D visibility mask
@@ -235,8 +235,8 @@ def edm_sds_loss(z: torch.Tensor, denoiser: Callable, sigma, mask: Optional[torc
 
 def vpred_x0_denoiser(network: Callable, *args, **kwargs) -> Callable:
     """Wrap a raw v-prediction UNet ``network(x_in, c_noise, *args, **kwargs)`` (SV3D) into an
-    x0 denoiser ``D(x, sigma)`` with SV3D's ``VScalingWithEDMcNoise`` (:mod:`.edm`)."""
-    from .edm import vpred_denoise  # noqa: PLC0415 - keep sds importable on its own
+    x0 denoiser ``D(x, sigma)`` with SV3D's ``VScalingWithEDMcNoise`` (:mod:`.diffusion.edm`)."""
+    from ..diffusion.edm import vpred_denoise  # noqa: PLC0415 - keep sds importable on its own
 
     def D(x, sigma):
         return vpred_denoise(network, x, sigma, *args, **kwargs)

@@ -16,13 +16,13 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .cameras import Cameras, project
+from ..geometry.cameras import Cameras, project
 from .densify import DensifyConfig, DensifyState, refine
 from .gaussians import Gaussians, rgb_to_sh0, sh_coeffs
-from .inputs import check_image, check_mask
-from .interrupt import check_interrupt
+from ..inputs import check_image, check_mask
+from ..interrupt import check_interrupt
 from .rasterize import rasterize
-from .visual_hull import carve_visual_hull, voxel_grid
+from ..geometry.visual_hull import carve_visual_hull, voxel_grid
 
 
 @dataclass

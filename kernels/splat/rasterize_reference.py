@@ -2,7 +2,7 @@
 
 Written for clarity, not speed: plain matrix maths, per camera, ``[H*W, N]`` tensors, autograd
 only. Use it on small scenes (tests) to check :mod:`.rasterize_torch` and gsplat. The conventions
-are the ones documented in :func:`orbitforge.kernels.rasterize.rasterize` (gsplat's): EWA
+are the ones documented in :func:`orbitforge.kernels.splat.rasterize.rasterize` (gsplat's): EWA
 projection with the Jacobian clamped at 1.3x the field of view, +0.3 px dilation,
 alpha = min(0.99, o exp(-sigma)) skipped below 1/255, front-to-back compositing stopping before
 transmittance would drop to 1e-4 or less.
@@ -19,7 +19,7 @@ from .sh import sh_to_color
 
 def rasterize_reference(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *,
                         sh_degree=None, backgrounds=None, near_plane=0.01, far_plane=1e10):
-    """Same arguments and output as :func:`orbitforge.kernels.rasterize.rasterize`."""
+    """Same arguments and output as :func:`orbitforge.kernels.splat.rasterize.rasterize`."""
     C = viewmats.shape[0]
     dev, dt = means.device, means.dtype
     rot = quat_to_rotmat(quats)  # [N, 3, 3]

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import trimesh
 
-from .cameras import Cameras, project
-from .inputs import check_image, check_mask
-from .interrupt import check_interrupt
+from ..geometry.cameras import Cameras, project
+from ..inputs import check_image, check_mask
+from ..interrupt import check_interrupt
 
 
 def _bilinear(img: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
@@ -30,7 +30,7 @@ def _bilinear(img: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 
 def mesh_depth_maps(mesh: trimesh.Trimesh, cams: Cameras) -> torch.Tensor:
     """Depth maps ``[C, H, W]`` (camera z, 0 = empty) of ``mesh`` from ``cams`` (ray casting)."""
-    from .mesh_render import render_mesh
+    from .render import render_mesh
 
     return render_mesh(mesh, cams)["depth"]
 

@@ -23,7 +23,7 @@ The pieces a fit loop calls each iteration (all pure functions of tensors, no di
 
 Depth convention everywhere: camera-space z (the OpenCV camera's forward axis), 0 (or anything
 <= 0) where no surface was rendered -- what ``rasterize(...).depth`` and ``render_mesh`` return.
-Pixel ``(i, j)`` is centred at ``(j + 0.5, i + 0.5)`` (:mod:`.cameras`).
+Pixel ``(i, j)`` is centred at ``(j + 0.5, i + 0.5)`` (:mod:`.geometry.cameras`).
 
 The ideas follow the IPSM paper and its public code (non-commercial licence: nothing copied).
 Two deliberate, documented choices: the depth masks compare, by default, the rendered pseudo
@@ -39,7 +39,7 @@ from typing import Optional
 
 import torch
 
-from .cameras import Cameras, backproject, camera_centers, look_at, project
+from ..geometry.cameras import Cameras, backproject, camera_centers, look_at, project
 
 # IPSM's defaults (paper and GeorgeNum7/IPSM): pseudo-pose noise 0.01 -> 0.05, depth masks on
 # min-max normalised depths: consistent |Δ| < 0.3, strict |Δ| < 0.1
@@ -74,7 +74,7 @@ def pseudo_sigma(step: int, total: int, start: float = SIGMA_START, end: float =
 def look_at_points(viewmats: torch.Tensor, distance: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The point each camera looks at ``[N, 3]``: along its forward axis, at ``distance`` (default:
     the distance at which the axis passes closest to the world origin, i.e. the orbit centre for
-    cameras made by :func:`.cameras.make_orbit_cameras`; at least 1e-3)."""
+    cameras made by :func:`.geometry.cameras.make_orbit_cameras`; at least 1e-3)."""
     c = camera_centers(viewmats)
     fwd = viewmats[:, 2, :3]  # camera +z in world
     if distance is None:

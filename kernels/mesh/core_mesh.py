@@ -10,7 +10,7 @@ vertices ``[B, N, 3]``, faces ``[B, M, 3]``, optional ``uvs [B, N, 2]``, ``verte
 
 Colours: core ``SaveGLB`` writes ``vertex_colors`` as glTF ``COLOR_0``, which glTF defines as
 linear, and core producers (e.g. ``SplatToMesh``) store linear values; OrbitForge's
-:class:`.mesh_types.ColoredMesh` keeps display (sRGB) values like the views they come from. The
+:class:`.types.ColoredMesh` keeps display (sRGB) values like the views they come from. The
 conversion applies the sRGB transfer function (IEC 61966-2-1) each way. Textures are images and
 stay sRGB in both (glTF baseColorTexture is sRGB). The same holds for GLB files:
 :func:`.gltf.glb_add_vertex_colors` writes linear ``COLOR_0`` (as core ``SaveGLB`` does: float32
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .gltf import glb_add_vertex_colors, linear_to_srgb, srgb_to_linear
-from .mesh_types import ColoredMesh
+from .types import ColoredMesh
 
 PBR_FIELDS = ("metallic_roughness", "normal_map", "emissive", "tangents", "material", "unlit",
               "occlusion_in_mr")
@@ -33,7 +33,7 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Area-weighted unit vertex normals ``[N, 3]`` (UV-seam copies of a vertex share one)."""
     import trimesh
 
-    from .mesh_render import smooth_vertex_normals
+    from .render import smooth_vertex_normals
 
     tm = trimesh.Trimesh(vertices.detach().cpu().double().numpy(),
                          faces.detach().cpu().long().numpy(), process=False)

@@ -14,7 +14,7 @@ import re
 import numpy as np
 import torch
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .gaussians import Gaussians
 
 _MAX_HEADER = 64 * 1024

@@ -11,9 +11,9 @@ every time step (the object moves, the cameras do not).
 
 Method
 ------
-Frame-by-frame 3D Gaussian Splatting (:func:`.fit.fit_gaussians`) with warm start:
+Frame-by-frame 3D Gaussian Splatting (:func:`.splat.fit.fit_gaussians`) with warm start:
 
-* time 0: the full :class:`.fit.FitConfig` (visual-hull initialisation, densification);
+* time 0: the full :class:`.splat.fit.FitConfig` (visual-hull initialisation, densification);
 * time f > 0: start from time f-1's Gaussians and run ``warm_iterations`` steps **without
   densification and without the final prune**, at ``warm_lr_scale`` times the means', colours'
   and opacities' learning rates (a short fit must move and recolour Gaussians as far as the
@@ -52,9 +52,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .atomic import atomic_write_all
-from .cameras import Cameras, make_orbit_cameras
-from .fit import (
+from ..atomic import atomic_write_all
+from ..geometry.cameras import Cameras, make_orbit_cameras
+from ..splat.fit import (
     FitConfig,
     check_views,
     fit_gaussians,
@@ -62,8 +62,8 @@ from .fit import (
     render_gaussians,
     scene_bbox,
 )
-from .gaussians import SH_C0, Gaussians
-from .ply import ply_bytes
+from ..splat.gaussians import SH_C0, Gaussians
+from ..splat.ply import ply_bytes
 
 FRAME_ORDER = "view-major"  # image index = v * F + f
 

@@ -1,12 +1,12 @@
 """Marching cubes on voxel fields and mesh finishing (components, watertight, decimation, Taubin).
 
 Fields are ``[R, R, R]`` indexed ``'ij'`` over ``(x, y, z)`` on the voxel centres of
-:func:`.visual_hull.voxel_grid` over ``bbox``; signed fields are **negative inside**. Before
+:func:`.geometry.visual_hull.voxel_grid` over ``bbox``; signed fields are **negative inside**. Before
 marching cubes the field is padded by one voxel of "outside", so the surface is always closed
 where the object touches the box.
 
 Meshes here are ``(vertices [N, 3] float64 numpy, faces [M, 3] int64 numpy)`` pairs, or
-``trimesh.Trimesh``; :class:`.mesh_types.ColoredMesh` wraps the result for nodes.
+``trimesh.Trimesh``; :class:`.types.ColoredMesh` wraps the result for nodes.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import trimesh
 
-from .visual_hull import DEFAULT_BBOX
-from .interrupt import check_interrupt
+from ..geometry.visual_hull import DEFAULT_BBOX
+from ..interrupt import check_interrupt
 
 
 def occupancy_to_field(occ: torch.Tensor, smooth_sigma: float = 1.0) -> torch.Tensor:
@@ -339,7 +339,7 @@ def fast_field(masks: torch.Tensor, cams, resolution: int = 128, depths=None,
     """Masks (+ optional depth maps) -> ``(field, hull)``, both ``[R, R, R]`` narrow-band signed
     fields (negative inside): the fused one and the visual hull alone.
 
-    The hull is :func:`.visual_hull.hull_sdf` (sub-voxel silhouette distance, soft voting with
+    The hull is :func:`.geometry.visual_hull.hull_sdf` (sub-voxel silhouette distance, soft voting with
     ``min_background_views``, narrow band); with ``depths`` it is further carved by
     :func:`.tsdf.combine_hull_tsdf` (voxels no depth observes stay inside; never deeper than
     ``max_carve`` below the hull; only where the observations' weights sum to ``min_weight``:
@@ -363,7 +363,7 @@ def fast_field(masks: torch.Tensor, cams, resolution: int = 128, depths=None,
     import time
 
     from .tsdf import combine_hull_tsdf, tsdf_fuse
-    from .visual_hull import hull_sdf_and_depth
+    from ..geometry.visual_hull import hull_sdf_and_depth
 
     need = estimate_grid_bytes(resolution)
     if max_bytes is not None and need > max_bytes:

@@ -3,7 +3,7 @@
 One function, :func:`reconstruct_mesh`, shared by the ``OrbitForgeSDFMesh`` node, ``python -m
 orbitforge demo`` (:func:`gaussians_to_mesh_file`) and ``bench mesh``:
 
-1. visual hull field from the masks (:func:`.visual_hull.hull_sdf`, narrow band);
+1. visual hull field from the masks (:func:`.geometry.visual_hull.hull_sdf`, narrow band);
 2. depth that carves concavities the silhouettes cannot see, from ``depth_source``:
 
    * ``"mvs"`` -- hull-bounded plane-sweep stereo on the views themselves (:mod:`.mvs`). The
@@ -20,7 +20,7 @@ orbitforge demo`` (:func:`gaussians_to_mesh_file`) and ``bench mesh``:
    :data:`.neural_sdf.POLISH` schedule (``polish_steps``, default 100, ~12 s at 128^3 on two CPU
    cores; 0 = off: the fused field as is), ``mode="neural"`` the full one (minutes);
 5. marching cubes, largest component, smoothing, decimation, watertight repair;
-6. colours from the views (:mod:`.mesh_color`).
+6. colours from the views (:mod:`.color`).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import os
 import torch
 import trimesh
 
-from .cameras import Cameras
-from .mesh_export import check_mesh_format, write_mesh
-from .visual_hull import DEFAULT_BBOX
+from ..geometry.cameras import Cameras
+from .export import check_mesh_format, write_mesh
+from ..geometry.visual_hull import DEFAULT_BBOX
 
 DEPTH_SOURCES = ("mvs", "gaussians", "depth", "none")
 MODES = ("fast", "neural")
@@ -40,7 +40,7 @@ MODES = ("fast", "neural")
 
 def gaussians_depth(gaussians, cams: Cameras) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Median depth ``[C, H, W]``, alpha ``[C, H, W]``, rgb ``[C, H, W, 3]`` of Gaussians."""
-    from .fit import render_gaussians
+    from ..splat.fit import render_gaussians
 
     rgb, alpha, _, dmed = render_gaussians(gaussians, cams)
     return (dmed[..., 0].float().cpu(), alpha[..., 0].float().cpu(),
@@ -59,9 +59,9 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     """masks ``[C, H, W]`` (+ images ``[C, H, W, 3]`` for ``"mvs"``, ``gaussians`` for
     ``"gaussians"``, ``depths`` ``[C, H, W]`` for ``"depth"``) -> finished ``trimesh.Trimesh``.
 
-    ``finish`` goes to :func:`.mesh_extract.finish_mesh` (keep_components, watertight,
+    ``finish`` goes to :func:`.extract.finish_mesh` (keep_components, watertight,
     target_faces, smooth_iterations), with ``feature_smooth`` passes of bilateral normal
-    filtering (:func:`.mesh_extract.bilateral_normal_smooth`: flat faces flat, edges sharp;
+    filtering (:func:`.extract.bilateral_normal_smooth`: flat faces flat, edges sharp;
     0 = off). The fused field is refined with
     :func:`.neural_sdf.refine_sdf` when there are ``images``: ``mode="fast"`` by ``polish_steps``
     steps of :data:`.neural_sdf.POLISH` (None = its default 100; 0 = no refinement),
@@ -71,7 +71,7 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     """
     import dataclasses
 
-    from . import mesh_extract, mvs, neural_sdf
+    from . import extract as mesh_extract, mvs, neural_sdf
 
     if depth_source not in DEPTH_SOURCES:
         raise ValueError(f"depth_source must be one of {DEPTH_SOURCES}, got {depth_source!r}")
@@ -138,8 +138,8 @@ def _reconstruct_refined(masks, images, cams, resolution, dsrc, min_background_v
     the refinement's time goes to ``timings[stage]``."""
     import time
 
-    from . import mesh_extract, neural_sdf
-    from .mesh_render import render_mesh
+    from . import extract as mesh_extract, neural_sdf
+    from .render import render_mesh
 
     tm = {} if timings is None else timings
     total = 3 + cfg.iterations
@@ -167,10 +167,10 @@ def _reconstruct_refined(masks, images, cams, resolution, dsrc, min_background_v
 def color_mesh(mesh: trimesh.Trimesh, images: torch.Tensor | None, cams: Cameras,
                masks: torch.Tensor | None = None, color: str = "vertex",
                texture_size: int = 1024):
-    """``trimesh`` -> :class:`.mesh_types.ColoredMesh` with vertex colours (``"vertex"``), a
+    """``trimesh`` -> :class:`.types.ColoredMesh` with vertex colours (``"vertex"``), a
     baked UV texture (``"texture"``) or none (``"none"`` or no images)."""
-    from . import mesh_color
-    from .mesh_types import ColoredMesh
+    from . import color as mesh_color
+    from .types import ColoredMesh
 
     if color not in ("vertex", "texture", "none"):
         raise ValueError(f"color must be 'vertex', 'texture' or 'none', got {color!r}")

@@ -1,6 +1,6 @@
 """Gaussian scenes between OrbitForge's world frame and the 3DGS splat frame (host-free maths).
 
-OrbitForge's world (:mod:`.cameras`) is y-up, right-handed, the object at the origin: the frame
+OrbitForge's world (:mod:`.geometry.cameras`) is y-up, right-handed, the object at the origin: the frame
 of glTF and three.js. Splat files (the 3DGS PLY of Kerbl et al. 2023, .splat, .spz, .ksplat) and
 ComfyUI's ``SPLAT`` type use the 3DGS capture frame, which is y-down / z-forward (the OpenCV camera
 convention of COLMAP). The two differ by a rotation of 180 degrees about x::

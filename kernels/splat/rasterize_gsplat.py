@@ -1,7 +1,7 @@
-"""gsplat (CUDA) back end of :func:`orbitforge.kernels.rasterize.rasterize`.
+"""gsplat (CUDA) back end of :func:`orbitforge.kernels.splat.rasterize.rasterize`.
 
 Calls ``gsplat.rasterization(..., render_mode="RGB+ED", packed=False)`` and converts its output
-to :class:`~orbitforge.kernels.rasterize_types.RenderOutput`:
+to :class:`~orbitforge.kernels.splat.rasterize_types.RenderOutput`:
 
 * ``rgb``/``alpha`` as gsplat renders them (its kernel clamps alpha at 0.999, the torch path at
   0.99: they agree wherever ``opacity * exp(-sigma) < 0.99``);

@@ -1,4 +1,4 @@
-"""Mesh files: the one place that writes a :class:`.mesh_types.ColoredMesh` as GLB, OBJ or PLY.
+"""Mesh files: the one place that writes a :class:`.types.ColoredMesh` as GLB, OBJ or PLY.
 
 * GLB -- one file, vertex colours (linear ``COLOR_0``, as glTF 2.0 defines vertex colours) or
   the baked texture embedded, PBR maps of a core MESH kept
@@ -14,8 +14,8 @@ import os
 
 import torch
 
-from .atomic import atomic_write_all
-from .mesh_types import ColoredMesh
+from ..atomic import atomic_write_all
+from .types import ColoredMesh
 
 MESH_FORMATS = ("glb", "obj", "ply")
 

@@ -1,4 +1,4 @@
-"""Regularisers plugged into the 3DGS fit (:func:`.fit.fit_gaussians`'s ``regularizer`` hook).
+"""Regularisers plugged into the 3DGS fit (:func:`.splat.fit.fit_gaussians`'s ``regularizer`` hook).
 
 :class:`IPSMGeometryRegularizer`: the host-free geometry terms of IPSM ("How to Use Diffusion Priors
 under Sparse Views?", NeurIPS 2024; official code GeorgeNum7/IPSM): each step, pseudo
@@ -27,8 +27,8 @@ from typing import Optional
 import torch
 
 from . import ipsm, sds
-from .cameras import SV3D_FOV_DEG, make_orbit_cameras
-from .mvs import neighbor_views
+from ..geometry.cameras import SV3D_FOV_DEG, make_orbit_cameras
+from ..mesh.mvs import neighbor_views
 
 
 @dataclass
@@ -65,7 +65,7 @@ def pseudo_cameras(ctx, sigma: float, count: int, gen: torch.Generator):
 
 
 class IPSMGeometryRegularizer:
-    """Callable ``(step, params, ctx) -> loss`` for :func:`.fit.fit_gaussians`.
+    """Callable ``(step, params, ctx) -> loss`` for :func:`.splat.fit.fit_gaussians`.
 
     ``mono_depth`` [N, H, W] (any resolution; resized to the training size): a monocular depth or
     disparity per training view; the Pearson loss is invariant to its scale and shift.

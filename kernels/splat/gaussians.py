@@ -25,7 +25,7 @@ def sh0_to_rgb(sh0: torch.Tensor) -> torch.Tensor:
 class Gaussians:
     """Raw (optimisable) parameters, exactly the fields of the standard 3DGS PLY.
 
-    means      [N, 3]  world positions (y-up world of :mod:`.cameras`)
+    means      [N, 3]  world positions (y-up world of :mod:`.geometry.cameras`)
     quats      [N, 4]  rotation quaternion wxyz, unnormalised
     log_scales [N, 3]  log of the per-axis standard deviations
     opacity_logits [N] logit of the opacity

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from .cameras import Cameras, project
-from .inputs import check_mask
-from .interrupt import check_interrupt
+from ..inputs import check_mask
+from ..interrupt import check_interrupt
 
 BBox = tuple[Sequence[float], Sequence[float]]
 DEFAULT_BBOX = ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
@@ -283,7 +283,7 @@ def hull_sdf_and_depth(masks: torch.Tensor, cams: Cameras, resolution: int = 128
     """``(field, deep)``: :func:`hull_sdf` (narrow band, truncated) and an untruncated but
     coarse (4x coarser, trilinearly upsampled) version of the same field, ``[R, R, R]`` each;
     ``-deep`` is how far below the hull surface a voxel lies (for
-    :func:`.tsdf.combine_hull_tsdf`'s ``max_carve``)."""
+    :func:`.mesh.tsdf.combine_hull_tsdf`'s ``max_carve``)."""
     masks = _check_masks_cams(masks, cams)
     _check_common(resolution, min_background_views, masks.shape[0], bbox)
     r = max(int(resolution), 16)

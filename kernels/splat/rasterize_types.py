@@ -1,6 +1,6 @@
 """Types, constants and input validation shared by the rasteriser's back ends.
 
-:func:`orbitforge.kernels.rasterize.rasterize` dispatches to the tiled torch path
+:func:`orbitforge.kernels.splat.rasterize.rasterize` dispatches to the tiled torch path
 (:mod:`.rasterize_torch`), the brute-force reference (:mod:`.rasterize_reference`) or gsplat
 (:mod:`.rasterize_gsplat`); all of them return :class:`RenderOutput` and share these constants
 (the 3DGS / gsplat values: alpha skipped below 1/255, clamped at 0.99, compositing stops before

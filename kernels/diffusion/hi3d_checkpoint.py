@@ -33,7 +33,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 
 UNET_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 FORMAT_TAG = "orbitforge-hi3d-stage2-unet"

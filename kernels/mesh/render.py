@@ -1,7 +1,7 @@
 """CPU reference rendering of triangle meshes (trimesh + Embree ray casting).
 
 Used to make reference views (the bundled sample orbit, benchmarks, evaluation) in the ONE
-camera convention of :mod:`.cameras`: pixel ``(i, j)`` is centred at ``(j + 0.5, i + 0.5)``,
+camera convention of :mod:`.geometry.cameras`: pixel ``(i, j)`` is centred at ``(j + 0.5, i + 0.5)``,
 ``viewmats`` are world -> camera (OpenCV: x right, y down, z forward).
 
 Shading is deliberately **view independent** -- ``albedo * (ambient + diffuse * max(0, n.l))``
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import trimesh
 
-from .cameras import Cameras, camera_rays
-from .interrupt import check_interrupt
+from ..geometry.cameras import Cameras, camera_rays
+from ..interrupt import check_interrupt
 
 try:  # optional fast path
     from embreex import rtcore_scene as _rtcs
@@ -95,7 +95,7 @@ def _check_mesh_sizes(path: str, ext: str) -> None:
     with open(path, "rb") as f:
         head = f.read(64 * 1024)
     if ext == ".ply":
-        from .ply import _parse_header, min_data_bytes
+        from ..splat.ply import _parse_header, min_data_bytes
 
         fmt, elements, offset = _parse_header(path, head, lists=True)
         if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):

@@ -38,9 +38,9 @@ from typing import Callable, Optional
 
 import torch
 
-from .cameras import Cameras, camera_rays, pixel_rays
-from .interrupt import check_interrupt
-from .visual_hull import DEFAULT_BBOX
+from ..geometry.cameras import Cameras, camera_rays, pixel_rays
+from ..interrupt import check_interrupt
+from ..geometry.visual_hull import DEFAULT_BBOX
 
 
 @dataclass
@@ -80,7 +80,7 @@ def estimate_bytes(resolution: int) -> int:
 
 def sample_grid(grid: torch.Tensor, pts: torch.Tensor, bbox=DEFAULT_BBOX) -> torch.Tensor:
     """Trilinear lookup of a voxel grid ``[Ch, R, R, R]`` (``'ij'`` over x, y, z on the voxel
-    centres of :func:`.visual_hull.voxel_grid`) at world points ``[N, 3]`` -> ``[N, Ch]``
+    centres of :func:`.geometry.visual_hull.voxel_grid`) at world points ``[N, 3]`` -> ``[N, Ch]``
     (differentiable in both; values clamp to the border outside the box)."""
     lo = torch.as_tensor(bbox[0], dtype=pts.dtype, device=pts.device)
     hi = torch.as_tensor(bbox[1], dtype=pts.dtype, device=pts.device)

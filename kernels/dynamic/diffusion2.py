@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .edm import euler_step
-from .interrupt import check_interrupt
+from ..diffusion.edm import euler_step
+from ..interrupt import check_interrupt
 
 # Official defaults (fudan-zvg/diffusion-square main.py)
 OFFICIAL_LAMBDA = 0.6  # sv3d_scale, constant schedule

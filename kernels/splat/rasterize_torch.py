@@ -1,5 +1,5 @@
 """Tiled pure-torch 3D Gaussian rasteriser (any device), the default back end of
-:func:`orbitforge.kernels.rasterize.rasterize` (conventions documented there).
+:func:`orbitforge.kernels.splat.rasterize.rasterize` (conventions documented there).
 
 The pixel stage is a custom autograd Function with a hand-written backward. Layout: (tile,
 Gaussian) pairs sorted by tile then depth (one stable sort); tiles are bucketed by pair count and
@@ -408,7 +408,7 @@ def rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width
                     sh_degree=None, backgrounds=None, near_plane=0.01, far_plane=1e10, tile_size=8,
                     retain_means2d_grad=False, block_elems=1 << 21, save_elems=48 << 20,
                     chunk_slots=48) -> RenderOutput:
-    """Same arguments and output as :func:`orbitforge.kernels.rasterize.rasterize`, which validates
+    """Same arguments and output as :func:`orbitforge.kernels.splat.rasterize.rasterize`, which validates
     them first (``width``, ``height`` and ``tile_size`` are ints here)."""
     dt, dev = means.dtype, means.device
     viewmats = viewmats.to(dtype=dt, device=dev)

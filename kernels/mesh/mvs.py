@@ -1,6 +1,6 @@
 """Hull-bounded multi-view stereo: depth maps from the views themselves (no fitted model).
 
-Why: the visual hull (:mod:`.visual_hull`) cannot see concavities; depth can. Fitting 3D
+Why: the visual hull (:mod:`.geometry.visual_hull`) cannot see concavities; depth can. Fitting 3D
 Gaussians for their median depth costs minutes on a CPU, while a plane sweep over the views
 takes seconds, so this is the fast path's depth source (measured on 2 CPU cores: a 500-iteration
 fit of 21 views at 128² took 489 s; ``bench mesh`` reports which source it used).
@@ -40,16 +40,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cameras import Cameras, camera_rays, project
-from .interrupt import check_interrupt
+from ..geometry.cameras import Cameras, camera_rays, project
+from ..interrupt import check_interrupt
 
 
 def hull_depth_maps(field: torch.Tensor, cams: Cameras, bbox) -> torch.Tensor:
     """Depth maps ``[C, H, W]`` (camera z, 0 = ray misses) of the zero level set of a voxel field
-    (negative inside, e.g. :func:`.visual_hull.hull_sdf`), by marching cubes + Embree ray casting.
+    (negative inside, e.g. :func:`.geometry.visual_hull.hull_sdf`), by marching cubes + Embree ray casting.
     """
-    from .mesh_extract import marching_cubes
-    from .mesh_render import HAVE_EMBREE
+    from .extract import marching_cubes
+    from .render import HAVE_EMBREE
 
     v, f = marching_cubes(field, bbox)
     C, H, W = len(cams), cams.height, cams.width

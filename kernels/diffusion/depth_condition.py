@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from . import edm
-from .cameras import backproject, project
+from ..geometry.cameras import backproject, project
 
 SHUFFLE = 3  # Hi3D DepthEmbedder shuffle_size
 DEPTH_CHANNELS = SHUFFLE * SHUFFLE  # 9
@@ -240,7 +240,7 @@ def check_refine_inputs(kind: str, views: torch.Tensor, depth, cameras, target_s
     """``ValueError`` naming the input and the fix for views / depth / cameras / settings the
     refiner cannot use (``kind``: the model family, ``"hi3d_stage2"`` needs depth), before any
     model work."""
-    from .inputs import check_image, check_mask
+    from ..inputs import check_image, check_mask
 
     check_image(views, "views")
     if views.shape[1] != views.shape[2]:

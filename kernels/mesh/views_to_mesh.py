@@ -4,8 +4,8 @@ one entry point, :func:`views_to_mesh`.
 It validates everything before any work (view and camera counts and sizes, grid memory, mode,
 the depth source), resolves ``depth_source="auto"``, renders connected Gaussians **once** for
 whatever they stand in for (missing masks -> alpha, missing images -> rgb, depth source
-``gaussians`` -> median depth), then runs :func:`.mesh_pipeline.reconstruct_mesh` and
-:func:`.mesh_pipeline.color_mesh`.
+``gaussians`` -> median depth), then runs :func:`.pipeline.reconstruct_mesh` and
+:func:`.pipeline.color_mesh`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .cameras import Cameras, check_cameras_see_object
-from .mesh_types import ColoredMesh
+from ..geometry.cameras import Cameras, check_cameras_see_object
+from .types import ColoredMesh
 
 COLOR_MODES = ("vertex", "texture", "none")
 DEPTH_CHOICES = ("auto", "mvs", "gaussians", "depth", "none")
@@ -28,7 +28,7 @@ def check_views_to_mesh(cams: Cameras, resolution: int, mode: str, depth_source:
                         max_bytes: int = MAX_GRID_BYTES) -> tuple[Cameras, str]:
     """``ValueError`` naming the input and the fix for anything :func:`views_to_mesh` cannot
     use; else ``(cameras at the views' size, the depth source with "auto" resolved)``."""
-    from . import mesh_extract, mesh_pipeline
+    from . import extract as mesh_extract, pipeline as mesh_pipeline
     from .neural_sdf import estimate_bytes
 
     if images is None and masks is None and gaussians is None:
@@ -107,12 +107,12 @@ def views_to_mesh(cams: Cameras, resolution: int = 128, mode: str = "fast",
     """Watertight coloured mesh from orbit views (see the module doc).
 
     ``images`` ``[C, H, W, 3|4]``, ``masks`` ``[C, H, W]`` (1 = object), ``gaussians`` a
-    :class:`.gaussians.Gaussians` (renders stand in for missing images/masks; median depth for
+    :class:`.splat.gaussians.Gaussians` (renders stand in for missing images/masks; median depth for
     ``depth_source="gaussians"``), ``depth_maps`` ``[C, H, W]`` camera z (``"depth"``).
     ``calibrate(images, masks, cams) -> cams`` runs after validation when masks are given;
     ``progress(step, total)``; ``interrupt()`` may raise to stop.
     """
-    from . import mesh_pipeline
+    from . import pipeline as mesh_pipeline
     from .neural_sdf import NeuralSDFConfig
 
     if color not in COLOR_MODES:
