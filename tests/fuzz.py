@@ -721,7 +721,7 @@ def stage2_layout_cases(rng: random.Random) -> List[Case]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Mesh files (kernels/mesh_render.load_mesh)
+# Mesh files (kernels/mesh/render.py: load_mesh)
 # ----------------------------------------------------------------------------------------------
 
 
