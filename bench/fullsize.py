@@ -41,12 +41,13 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 import torch
+
+from . import run_child
 
 VIDEO_ADM = {"svd_xt": 768, "sv3d_u": 256, "sv3d_p": 1280}
 KINDS = ("sv3d_u", "sv3d_p", "svd_xt", "hi3d_stage2")
@@ -398,15 +399,8 @@ def main(argv=None) -> int:
             for what in [s.strip() for s in args.steps.split(",") if s.strip()]:
                 spec = {"dir": folder, "what": what, "size": args.size, "threads": args.threads,
                         "frames": args.frames}
-                cmd = [sys.executable, "-m", "orbitforge.bench", "fullsize", "--worker",
-                       json.dumps(spec)]
-                p = subprocess.run(cmd, capture_output=True, text=True)
-                lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-                result["steps"][what] = (json.loads(lines[-1]) if p.returncode == 0 and lines
-                                         else {"error": f"exit {p.returncode}"
-                                               + (" (killed: out of memory?)"
-                                                  if p.returncode == -9 else "")
-                                               + ": " + p.stderr[-1500:]})
+                result["steps"][what] = run_child("orbitforge.bench", "fullsize", "--worker",
+                                                  json.dumps(spec))
     finally:
         if args.dir is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -42,6 +41,7 @@ import torch
 from ..kernels.diffusion import edm
 from ..kernels.diffusion import guidance as G
 from ..kernels.diffusion import sv3d as S
+from . import print_result
 
 
 # ------------------------------------------------------------------------------ host-free denoiser
@@ -333,7 +333,7 @@ def main(argv=None) -> int:
                           "one_forward_per_step": v["modes"]["harmonyview"]["forwards_per_step"] == 1.0,
                           "pass_wall": v["ratio_wall_median"] <= 1.6, "pass_cpu": v["ratio_cpu_median"] <= 1.6}
     res["verdict"] = verdict
-    print(json.dumps(res, indent=None if a.json else 2, default=float))
+    print_result(res, a.json, default=float)
     return 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import shutil
 import sys
@@ -35,7 +34,7 @@ import time
 
 import torch
 
-from . import pick
+from . import pick, print_result
 
 STAGES = ("fit", "sdf_mesh_fast", "sdf_mesh_neural", "recon4d", "sv3d_sampler", "diffusion2")
 TARGET_S = 1.0
@@ -459,7 +458,7 @@ def main(argv=None) -> int:
             shutil.rmtree(p, ignore_errors=True)
     result["ok"] = all(r["ok"] for r in result["stages"].values())
     result["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
-    print(json.dumps(result, indent=None if args.json else 2))
+    print_result(result, args.json)
     return 0
 
 

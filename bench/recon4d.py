@@ -12,13 +12,13 @@ scratch with the same iteration count (what the warm start saves).
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 
 import numpy as np
 import torch
 
+from . import print_result
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -123,10 +123,7 @@ def main(argv=None) -> int:
             cold.append(round(float(psnr(render_gaussians(g, test_cams)[0], test[f])), 3))
         out["cold_held_out_psnr"] = [None] + cold
         out["cold_wall_s"] = round(cold_s, 2)
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(json.dumps(out, indent=1))
+    print_result(out, args.json, indent=1)
     return 0
 
 
