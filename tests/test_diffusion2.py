@@ -15,16 +15,6 @@ OFFICIAL_COS_TABLE = [0.91311939, 0.68267051, 0.38873953, 0.13347406, 0.00558459
                       0.04951557, 0.00558459, 0.13347406, 0.38873953, 0.68267051, 0.91311939, 1.0]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many tiny ops: one intra-op thread is much faster (no spin-waiting on a
-    loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------------------------------------
 # Weights, schedules, composition
 # ---------------------------------------------------------------------------------------------

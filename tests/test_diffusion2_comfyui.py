@@ -24,15 +24,6 @@ def _tiny_vae():
     return tiny_vae(SIZE)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models, many small ops: one intra-op thread avoids spin-waiting on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     require_comfyui()

@@ -37,15 +37,6 @@ def base_cfg(iterations):
     return FitConfig(iterations=iterations, init_resolution=16, seed=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny fits: 2 threads only add contention (10x slower on a loaded 2-core machine)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def scene():
     cams = ring_cams(4, SIZE, elevations=(0.0, 35.0))
