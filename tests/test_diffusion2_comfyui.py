@@ -4,31 +4,15 @@ SVD and SV3D_p built with ComfyUI's own classes, a tiny CLIP vision model and VA
 
 import pytest
 import torch
-from comfy_host import require_comfyui
-
-from orbitforge.bench.tiny_comfy import tiny_clip_vision, tiny_vae, tiny_video_model
+from comfy_host import tiny_host
 
 SIZE = 64
 CTX = 1024
 
 
-def _tiny(kind: str, seed: int):
-    return tiny_video_model(kind, seed=seed, context_dim=CTX)
-
-
-def _tiny_clip_vision(tmp_path):
-    return tiny_clip_vision(str(tmp_path), projection_dim=CTX)
-
-
-def _tiny_vae():
-    return tiny_vae(SIZE)
-
-
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    require_comfyui()
-    return {"video": _tiny("svd", 0), "mv": _tiny("sv3d_p", 5),
-            "clip_vision": _tiny_clip_vision(tmp_path_factory.mktemp("cv")), "vae": _tiny_vae()}
+    return tiny_host(tmp_path_factory.mktemp("cv"), SIZE, CTX, video=("svd", 0), mv=("sv3d_p", 5))
 
 
 def _image(n=1):

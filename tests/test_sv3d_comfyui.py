@@ -7,31 +7,16 @@ import math
 import pytest
 import torch
 
-from comfy_host import require_comfyui
-
-from orbitforge.bench.tiny_comfy import tiny_clip_vision, tiny_vae, tiny_video_model
+from comfy_host import tiny_host
 
 FRAMES = 5
 SIZE = 64
 CTX = 1024
 
 
-def _tiny_model():
-    return tiny_video_model("sv3d_p", seed=0, context_dim=CTX)
-
-
-def _tiny_clip_vision(tmp_path):
-    return tiny_clip_vision(str(tmp_path), projection_dim=CTX)
-
-
-def _tiny_vae():
-    return tiny_vae(SIZE)
-
-
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    require_comfyui()
-    return {"model": _tiny_model(), "clip_vision": _tiny_clip_vision(tmp_path_factory.mktemp("cv")), "vae": _tiny_vae()}
+    return tiny_host(tmp_path_factory.mktemp("cv"), SIZE, CTX, model=("sv3d_p", 0))
 
 
 def _image():
