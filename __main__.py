@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     elif cmd == "check-workflow":
         from .workflow.cli import check_workflow_main as run
     elif cmd == "convert-hi3d":
-        from .kernels.hi3d_checkpoint import convert_main as run
+        from .kernels.diffusion.hi3d_checkpoint import convert_main as run
     else:
         print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -41,10 +41,10 @@ def main(argv=None) -> int:
     ap.add_argument("--mesh-res", type=int, default=128, help="mesh grid resolution")
     args = ap.parse_args(argv)
 
-    from .kernels.cameras import interpolate_orbit
-    from .kernels.fit import FitConfig, fit_gaussians, render_gaussians
-    from .kernels.ply import write_ply
-    from .kernels.splat_frame import to_splat_frame
+    from .kernels.geometry.cameras import interpolate_orbit
+    from .kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
+    from .kernels.splat.ply import write_ply
+    from .kernels.splat.frame import to_splat_frame
     from .kernels.sample import load_sample_orbit
 
     os.makedirs(args.out, exist_ok=True)
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
              contact_sheet(torch.cat([images[:7], train_rgb[:7]])))
     summary["ply"] = ply
     try:
-        from .kernels.mesh_pipeline import gaussians_to_mesh_file  # noqa: PLC0415
+        from .kernels.mesh.pipeline import gaussians_to_mesh_file  # noqa: PLC0415
     except ImportError:
         gaussians_to_mesh_file = None
     if gaussians_to_mesh_file is not None:

@@ -16,16 +16,16 @@ import time
 
 import numpy as np
 
-from ..kernels.cameras import make_orbit_cameras, sv3d_static_orbit
+from ..kernels.geometry.cameras import make_orbit_cameras, sv3d_static_orbit
 from ..kernels.atomic import atomic_write
 from ..kernels import sample as S
-from ..kernels.mesh_render import render_mesh
+from ..kernels.mesh.render import render_mesh
 
 README = """Sample orbit of spot (OrbitForge demo input)
 =============================================
 
 21 views of "Spot" by Keenan Crane (public domain; see ../spot/README.txt), rendered on the CPU
-by `python -m orbitforge.bench.assets` (orbitforge/kernels/mesh_render.py, Embree ray casting):
+by `python -m orbitforge.bench.assets` (orbitforge/kernels/mesh/render.py, Embree ray casting):
 
 * mesh: spot_triangulated.obj + spot_texture.png, normalised (largest bounding-box extent 1,
   centred at the origin) and turned {yaw:g} degrees about +y so its face looks along +z (the

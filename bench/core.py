@@ -71,10 +71,10 @@ def like_with_like(g, view, core_img: torch.Tensor) -> dict:
     """
     import torch.nn.functional as F
 
-    from ..kernels.gltf import linear_to_srgb, srgb_to_linear
-    from ..kernels.gaussians import sh0_to_rgb
+    from ..kernels.mesh.gltf import linear_to_srgb, srgb_to_linear
+    from ..kernels.splat.gaussians import sh0_to_rgb
     from ..kernels.metrics import psnr
-    from ..kernels.rasterize import rasterize
+    from ..kernels.splat.rasterize import rasterize
 
     rgb = sh0_to_rgb(g.sh[:, 0]).clamp(0, 1)  # [N, 3]
     Ks = view.Ks.clone()
@@ -135,10 +135,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     gs = load_host(args.comfyui)
 
-    from ..kernels.cameras import interpolate_orbit, make_orbit_cameras, sv3d_static_orbit
-    from ..kernels.core_mesh import mesh_items
-    from ..kernels.fit import FitConfig, fit_gaussians, render_gaussians
-    from ..kernels.mesh_render import load_mesh, normalize_mesh, render_mesh
+    from ..kernels.geometry.cameras import interpolate_orbit, make_orbit_cameras, sv3d_static_orbit
+    from ..kernels.mesh.core_mesh import mesh_items
+    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
+    from ..kernels.mesh.render import load_mesh, normalize_mesh, render_mesh
     from ..kernels.metrics import evaluate_mesh, psnr
     from ..kernels.sample import spot_mesh_path
     from ..nodes.gaussians import SaveGaussians

@@ -17,7 +17,7 @@ same ways, and hands back the **nominal** cameras, never the ones actually rende
    size (e.g. 128);
 5. **palette quantisation**: 256 colours with Floyd-Steinberg dithering (Pillow's
    ``Image.quantize``), as GIF/PNG-8 exports of generated orbits carry;
-6. **masks by thresholding the background** (``kernels.fit.masks_from_background``), not the
+6. **masks by thresholding the background** (``kernels.splat.fit.masks_from_background``), not the
    renderer's exact coverage.
 
 Every random draw comes from ``numpy.random.default_rng(seed)`` in a fixed order
@@ -34,9 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..kernels.cameras import Cameras, make_orbit_cameras
-from ..kernels.fit import masks_from_background
-from ..kernels.mesh_render import render_mesh
+from ..kernels.geometry.cameras import Cameras, make_orbit_cameras
+from ..kernels.splat.fit import masks_from_background
+from ..kernels.mesh.render import render_mesh
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def render_degraded(mesh, cameras: Cameras, seed: int = 0,
         cameras: the nominal cameras; the output images have their size.
         seed: seed of every random draw (same seed, same views).
         config: amplitudes (default :data:`PRESETS` ``["generated"]``).
-        render_kwargs: passed to :func:`kernels.mesh_render.render_mesh` (e.g. ``occlusion``,
+        render_kwargs: passed to :func:`kernels.mesh.render.render_mesh` (e.g. ``occlusion``,
             ``shadows``).
 
     Returns ``(images [N,H,W,3], masks [N,H,W], nominal cameras)`` -- plus, with

@@ -23,15 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 
 import torch
 
-from ..kernels import diffusion2 as D
-from ..kernels import edm
-from ..kernels.guidance import make_scales
+from ..kernels.dynamic import diffusion2 as D
+from ..kernels.diffusion import edm
+from ..kernels.diffusion.guidance import make_scales
+from . import print_result, run_child
 
 
 def tiny_video_unet(seed: int = 0, channels=(32, 64), cross_dim: int = 32, time_dim: int = 8):
@@ -220,14 +219,10 @@ def main(argv=None) -> int:
     base = single_frame_baseline(V, F, args.size, args.device)
     mem = []
     for cc, rc in ((F, V), (1, 1)):
-        cmd = [sys.executable, "-m", "orbitforge.bench.diffusion2", "--_child", "--views", str(V),
-               "--frames", str(F), "--size", str(args.size), "--device", args.device,
-               "--column-chunk", str(cc), "--row-chunk", str(rc)]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), check=False)
-        try:
-            mem.append(json.loads(r.stdout.strip().splitlines()[-1]))
-        except Exception:  # noqa: BLE001 - report the child's error in the JSON
-            mem.append({"column_chunk": cc, "row_chunk": rc, "error": (r.stderr or r.stdout)[-400:]})
+        cmd = ["orbitforge.bench.diffusion2", "--_child", "--views", str(V), "--frames", str(F),
+               "--size", str(args.size), "--device", args.device, "--column-chunk", str(cc),
+               "--row-chunk", str(rc)]
+        mem.append(run_child(*cmd, column_chunk=cc, row_chunk=rc))
     passes = stats.passes
     result = {
         "bench": "diffusion2",
@@ -244,16 +239,8 @@ def main(argv=None) -> int:
         "peak_memory": mem,
     }
     if not args.no_4d:  # the 4D reconstruction of a synthetic moving object (bench recon4d)
-        r = subprocess.run([sys.executable, "-m", "orbitforge.bench.recon4d", "--json"],
-                           capture_output=True, text=True, env=dict(os.environ), check=False)
-        try:
-            result["recon4d"] = json.loads(r.stdout.strip().splitlines()[-1])
-        except Exception:  # noqa: BLE001 - report the child's error in the JSON
-            result["recon4d"] = {"error": (r.stderr or r.stdout)[-400:]}
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(json.dumps(result, indent=2))
+        result["recon4d"] = run_child("orbitforge.bench.recon4d", "--json")
+    print_result(result, args.json)
     return 0
 
 

@@ -13,10 +13,10 @@ key names and shapes of the networks ComfyUI's loaders read -- filled with cheap
   ``first_stage_model.`` (AutoencoderKL encoder + the temporal ``VideoDecoder``), SV3D's
   ``conditioner.embedders.1.encoder.`` (the plain AutoencoderKL that ComfyUI reads for SV3D).
 * Hi3D's stage-2 UNet (``configs/inference-v02.yaml`` of yanghb22-fdu/Hi3D-Official: the same
-  video UNet with 17 input channels and a 512 vector, :data:`kernels.hi3d_checkpoint.HI3D_STAGE2`)
+  video UNet with 17 input channels and a 512 vector, :data:`kernels.diffusion.hi3d_checkpoint.HI3D_STAGE2`)
   under ``model.diffusion_model.``, as ``hi3d_stage2.safetensors``.
 
-The UNet layouts come from :func:`kernels.hi3d_checkpoint.unet_layout` (derived from the official
+The UNet layouts come from :func:`kernels.diffusion.hi3d_checkpoint.unet_layout` (derived from the official
 configs; the opt-in test checks them key by key against ComfyUI's own model classes), the CLIP
 layout is OpenCLIP's ``VisionTransformer`` naming, and the VAE layouts are taken from ComfyUI's
 own VAE classes instantiated on the ``meta`` device (so the VAE part needs ComfyUI). Tensors are
@@ -41,12 +41,13 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 import torch
+
+from . import run_child
 
 VIDEO_ADM = {"svd_xt": 768, "sv3d_u": 256, "sv3d_p": 1280}
 KINDS = ("sv3d_u", "sv3d_p", "svd_xt", "hi3d_stage2")
@@ -65,7 +66,7 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def unet_layout(kind: str) -> dict:
-    from ..kernels import hi3d_checkpoint as CK
+    from ..kernels.diffusion import hi3d_checkpoint as CK
 
     if kind == "hi3d_stage2":
         cfg = CK.HI3D_STAGE2
@@ -207,7 +208,7 @@ def build_checkpoints(folder: str, kinds=KINDS, dtype=torch.float16, seed: int =
                       reuse: bool = False) -> dict:
     """Write the random full-size checkpoints into ``folder``: ``{kind: (path, seconds)}``
     (``reuse``: keep files already there with the same layout)."""
-    from ..kernels import hi3d_checkpoint as CK
+    from ..kernels.diffusion import hi3d_checkpoint as CK
 
     os.makedirs(folder, exist_ok=True)
     layouts = {k: checkpoint_layout(k) for k in kinds}
@@ -398,15 +399,8 @@ def main(argv=None) -> int:
             for what in [s.strip() for s in args.steps.split(",") if s.strip()]:
                 spec = {"dir": folder, "what": what, "size": args.size, "threads": args.threads,
                         "frames": args.frames}
-                cmd = [sys.executable, "-m", "orbitforge.bench", "fullsize", "--worker",
-                       json.dumps(spec)]
-                p = subprocess.run(cmd, capture_output=True, text=True)
-                lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-                result["steps"][what] = (json.loads(lines[-1]) if p.returncode == 0 and lines
-                                         else {"error": f"exit {p.returncode}"
-                                               + (" (killed: out of memory?)"
-                                                  if p.returncode == -9 else "")
-                                               + ": " + p.stderr[-1500:]})
+                result["steps"][what] = run_child("orbitforge.bench", "fullsize", "--worker",
+                                                  json.dumps(spec))
     finally:
         if args.dir is None:
             shutil.rmtree(folder, ignore_errors=True)

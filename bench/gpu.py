@@ -69,8 +69,8 @@ def _timed(fn, dev, repeats: int = 2) -> float:
 
 
 def part_raster(dev, tiny: bool) -> dict:
-    from ..kernels.cameras import make_orbit_cameras
-    from ..kernels.rasterize import rasterize
+    from ..kernels.geometry.cameras import make_orbit_cameras
+    from ..kernels.splat.rasterize import rasterize
     from .raster import make_scene
 
     n, size, views = (2000, 64, 2) if tiny else (100_000, 576, 4)
@@ -124,7 +124,7 @@ def random_model(kind: str, dev, dtype, tiny: bool):
     random weights: full size from the official layout, or tiny."""
     import comfy.model_detection as md
 
-    from ..kernels import hi3d_checkpoint as CK
+    from ..kernels.diffusion import hi3d_checkpoint as CK
     from .tiny_hi3d import tiny_config
     from . import fullsize as FS
     from .tiny_comfy import init_random_, tiny_video_model
@@ -182,7 +182,7 @@ def part_sv3d(dev, tiny: bool) -> dict:
 
 
 def part_refiner(dev, tiny: bool) -> dict:
-    from ..kernels import hi3d_checkpoint as CK
+    from ..kernels.diffusion import hi3d_checkpoint as CK
     from .tiny_hi3d import tiny_config
 
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
@@ -198,7 +198,7 @@ def part_refiner(dev, tiny: bool) -> dict:
 def part_diffusion2(dev, tiny: bool) -> dict:
     import comfy.model_patcher
 
-    from ..kernels import diffusion2 as D
+    from ..kernels.dynamic import diffusion2 as D
     from ..nodes.host import diffusion2 as H
 
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
@@ -241,7 +241,7 @@ def part_diffusion2(dev, tiny: bool) -> dict:
 
 
 def part_fit(dev, tiny: bool) -> dict:
-    from ..kernels.fit import FitConfig, fit_gaussians, render_gaussians
+    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
     from ..kernels.metrics import psnr
     from .interrupt import _sample
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -39,9 +38,10 @@ import time
 
 import torch
 
-from ..kernels import edm
-from ..kernels import guidance as G
-from ..kernels import sv3d as S
+from ..kernels.diffusion import edm
+from ..kernels.diffusion import guidance as G
+from ..kernels.diffusion import sv3d as S
+from . import print_result
 
 
 # ------------------------------------------------------------------------------ host-free denoiser
@@ -67,8 +67,8 @@ def image_only_indicator(unet, ioi: torch.Tensor):
 
 def diffusers_branch_denoiser(unet, crossattn: torch.Tensor, concat: torch.Tensor, added_time_ids: torch.Tensor,
                               concat_scale_no_views: float = 4.0):
-    """Branch denoiser (:mod:`...kernels.guidance` protocol) over a diffusers
-    ``UNetSpatioTemporalConditionModel`` with V-scaling EDM (:func:`...kernels.edm.vpred_denoise`).
+    """Branch denoiser (:mod:`...kernels.diffusion.guidance` protocol) over a diffusers
+    ``UNetSpatioTemporalConditionModel`` with V-scaling EDM (:func:`...kernels.diffusion.edm.vpred_denoise`).
 
     ``crossattn [F,1,D]`` (one embedding per frame, the same for all frames), ``concat [F,4,h,w]``,
     ``added_time_ids [1,3]``. All branches go through ONE UNet call as ``n`` videos of ``F``
@@ -228,7 +228,7 @@ def bench_comfyui(frames, latent, warmup, repeats):
         return {"skipped": "COMFYUI_PATH unset"}
     import comfy.samplers
 
-    from ..kernels.cameras import sv3d_static_orbit
+    from ..kernels.geometry.cameras import sv3d_static_orbit
     from ..nodes.host import guiders as HG
 
     dev = mm.get_torch_device()
@@ -333,7 +333,7 @@ def main(argv=None) -> int:
                           "one_forward_per_step": v["modes"]["harmonyview"]["forwards_per_step"] == 1.0,
                           "pass_wall": v["ratio_wall_median"] <= 1.6, "pass_cpu": v["ratio_cpu_median"] <= 1.6}
     res["verdict"] = verdict
-    print(json.dumps(res, indent=None if a.json else 2, default=float))
+    print_result(res, a.json, default=float)
     return 0
 
 

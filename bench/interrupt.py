@@ -12,8 +12,8 @@ The flag is ComfyUI's own (``comfy.model_management.interrupt_current_processing
 Cancel button sets; progress-bar updates check it as ComfyUI's server does) when ``$COMFYUI_PATH``
 names a ComfyUI checkout, else the pack's fallback flag (``nodes.host.request_interrupt``). The
 SV3D and Diffusion² nodes need ComfyUI's models (tiny random-weight ones, ``bench/tiny_comfy.py``);
-without ComfyUI their kernel loops (``kernels.edm.sample_euler`` and
-``kernels.diffusion2.sample_matrix``) run with a small stand-in denoiser instead, and the JSON
+without ComfyUI their kernel loops (``kernels.diffusion.edm.sample_euler`` and
+``kernels.dynamic.diffusion2.sample_matrix``) run with a small stand-in denoiser instead, and the JSON
 says so (``"what"``).
 
 Target: <= 1 s everywhere on 2 CPU cores, judged on the node thread's CPU seconds (torch runs
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import shutil
 import sys
@@ -35,7 +34,7 @@ import time
 
 import torch
 
-from . import pick
+from . import pick, print_result
 
 STAGES = ("fit", "sdf_mesh_fast", "sdf_mesh_neural", "recon4d", "sv3d_sampler", "diffusion2")
 TARGET_S = 1.0
@@ -244,7 +243,7 @@ def stage_sv3d(args, ctx):
                 lambda: SV3DSampler().run(m["sv3d_p"], m["clip_vision"], m["vae"], _image(), 64,
                                           64, 21, "static", 10.0, 1e-5, 0.85, 0, steps,
                                           "harmonyview", 1.0, 2.5, 2.0, 1.0, 5, True))
-    from ..kernels import edm
+    from ..kernels.diffusion import edm
 
     net = _StandIn()
 
@@ -253,7 +252,7 @@ def stage_sv3d(args, ctx):
         x = edm.initial_noise((21, 4, 72, 72), float(sig[0]), torch.Generator().manual_seed(0))
         prog = host.Progress(steps)
         return edm.sample_euler(net, x, sig, callback=lambda i, *_: prog.update(i + 1))
-    return (f"kernels.edm.sample_euler (stand-in denoiser, no ComfyUI), 21 x 4 x 72², {steps} "
+    return (f"kernels.diffusion.edm.sample_euler (stand-in denoiser, no ComfyUI), 21 x 4 x 72², {steps} "
             "steps", run)
 
 
@@ -274,7 +273,8 @@ def stage_diffusion2(args, ctx):
                   view_weight_min=0.25, steps=steps, vrs_steps=1, seed=0)
         return (f"Diffusion² Sampler (ComfyUI, tiny SVD + SV3D_p), 4 x 4 at 64², {steps} steps",
                 lambda: Diffusion2Sampler().run(**kw))
-    from ..kernels import diffusion2 as D, edm
+    from ..kernels.dynamic import diffusion2 as D
+    from ..kernels.diffusion import edm
 
     net = _StandIn()
     n_views, n_frames = 8, 8
@@ -292,7 +292,7 @@ def stage_diffusion2(args, ctx):
                                column_chunk=2, row_chunk=2,
                                generator=torch.Generator().manual_seed(1),
                                callback=lambda k, *_: prog.update(k))
-    return (f"kernels.diffusion2.sample_matrix (stand-in denoiser, no ComfyUI), "
+    return (f"kernels.dynamic.diffusion2.sample_matrix (stand-in denoiser, no ComfyUI), "
             f"{n_views} x {n_frames} x 4 x 72², {steps} steps", run)
 
 
@@ -458,7 +458,7 @@ def main(argv=None) -> int:
             shutil.rmtree(p, ignore_errors=True)
     result["ok"] = all(r["ok"] for r in result["stages"].values())
     result["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
-    print(json.dumps(result, indent=None if args.json else 2))
+    print_result(result, args.json)
     return 0
 
 

@@ -24,7 +24,7 @@ gets the nominal cameras), ``{"clean": {...}, "degraded": {...}}`` with chamfer,
 fscore_001, roughness_deg, and ``roughness_ratio`` (degraded / clean).
 
 Orbit (``--orbit``, reported as ``orbit`` in the JSON, with the camera ``elevations``): the
-default is **SV3D's dynamic orbit** (``kernels.cameras.sv3d_dynamic_orbit(10, 21, seed=0)``:
+default is **SV3D's dynamic orbit** (``kernels.geometry.cameras.sv3d_dynamic_orbit(10, 21, seed=0)``:
 21 azimuths with elevations varying roughly between -40 and +60 degrees). This is the orbit
 the SV3D paper generates for its 3D-reconstruction experiments (SV3D^p, dynamic orbits), i.e.
 the realistic setting for the pack's image -> orbit -> mesh path, so it is the benchmark
@@ -32,14 +32,14 @@ setting. ``--orbit static`` (one ring at ``--elevation``) is kept for comparison
 cannot see tops/undersides, so the visual hull stays loose there (measured worse on every mesh).
 
 Depth source: ``--source images`` (default) uses ``--depth mvs``: hull-bounded plane-sweep
-stereo on the views (kernels/mvs.py, seconds on a CPU) -- chosen over the Gaussians' median
+stereo on the views (kernels/mesh/mvs.py, seconds on a CPU) -- chosen over the Gaussians' median
 depth because a CPU 3DGS fit takes minutes (outside the 30 s budget) and its depth measured
 worse than the hull (spot: median splat depth after a 500-iteration CPU fit, IoU 0.88; hull
 0.96). ``--depth none`` is the hull alone.
 
 The fast path (``--mode fast``) ends with a short photometric polish of the fused field
 (``--polish`` steps, default 100, of NeuS-style volume rendering of an SDF grid against the
-views, kernels/neural_sdf.py ``POLISH``; ``--polish 0`` = the fused hull + depth field alone,
+views, kernels/mesh/neural_sdf.py ``POLISH``; ``--polish 0`` = the fused hull + depth field alone,
 reported as ``polish_steps``). ``--mode neural`` runs that refinement to convergence and also
 reports the fast path's own mesh from the same run (``fast``: chamfer, iou, fscore_001) so the
 two can be compared side by side.
@@ -51,7 +51,7 @@ itself is ~0.0025 (sample spacing), which hides differences near the goal (0.003
 mesh against itself at both sample counts (what a perfect reconstruction would score).
 
 Shading (``--shading``, reported as ``shading``): the views are shaded view-independently by
-one fixed light (kernels/mesh_render.py). ``ao`` (default): the light with cast shadows and
+one fixed light (kernels/mesh/render.py). ``ao`` (default): the light with cast shadows and
 ambient occlusion, as a path tracer (and a generative model's views) shade an object; still
 view independent. ``flat`` (the default before the fast path's photometric polish, kept for
 comparison): no shadows, constant ambient, so on an untextured mesh every surface facing away
@@ -174,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def orbit_cameras(a):
     """The benchmark's cameras for arguments ``a`` (orbit, elevation, views, radius, res)."""
-    from ..kernels.cameras import make_orbit_cameras, sv3d_dynamic_orbit, sv3d_static_orbit
+    from ..kernels.geometry.cameras import make_orbit_cameras, sv3d_dynamic_orbit, sv3d_static_orbit
 
     if a.orbit == "static":
         el, az = sv3d_static_orbit(a.elevation, a.views)
@@ -189,9 +189,9 @@ def run_one(gt, a, extra: bool = True, degrade: str | None = None) -> tuple[dict
     chamfer_hi / fast / open3d side results of the single-mesh run. ``degrade``: a preset of
     bench/degrade.py: the views are rendered degraded (and masked by thresholding), the
     pipeline still gets the nominal cameras."""
-    from ..kernels.mesh_render import normalize_mesh, render_mesh
+    from ..kernels.mesh.render import normalize_mesh, render_mesh
     from ..kernels.metrics import evaluate_mesh
-    from ..kernels.neural_sdf import POLISH
+    from ..kernels.mesh.neural_sdf import POLISH
 
     gt, _, _ = normalize_mesh(gt)
     el, cams = orbit_cameras(a)
@@ -210,8 +210,8 @@ def run_one(gt, a, extra: bool = True, degrade: str | None = None) -> tuple[dict
     stages = {}
     depths = None
     if a.source == "gaussians":
-        from ..kernels.fit import FitConfig, fit_gaussians
-        from ..kernels.mesh_pipeline import gaussians_depth
+        from ..kernels.splat.fit import FitConfig, fit_gaussians
+        from ..kernels.mesh.pipeline import gaussians_depth
 
         cfg = FitConfig(iterations=a.fit_iters)
         res = fit_gaussians(images, cams, masks, cfg)
@@ -220,12 +220,12 @@ def run_one(gt, a, extra: bool = True, degrade: str | None = None) -> tuple[dict
         depths, _, _ = gaussians_depth(res.gaussians, cams)
         stages["depth_render_s"] = time.time() - t1
     t1 = time.time()
-    from ..kernels.mesh_pipeline import reconstruct_mesh
+    from ..kernels.mesh.pipeline import reconstruct_mesh
 
     dsrc = "depth" if depths is not None else a.depth
     neural = None
     if a.mode == "neural":
-        from ..kernels.neural_sdf import NeuralSDFConfig
+        from ..kernels.mesh.neural_sdf import NeuralSDFConfig
 
         neural = NeuralSDFConfig(iterations=a.neural_iters)
     same = dict(images=images, depth_source=dsrc, depths=depths, mvs_size=a.mvs_size,

@@ -88,9 +88,9 @@ def fine_copy(mesh, max_edge: float):
 
 def seen_genus(masks, cams, grid: int) -> int | None:
     """Genus of the visual hull of ``masks`` (the holes the orbit sees through), or None."""
-    from ..kernels import mesh_extract
+    from ..kernels.mesh import extract as mesh_extract
     from ..kernels.metrics import genus
-    from ..kernels.visual_hull import hull_sdf
+    from ..kernels.geometry.visual_hull import hull_sdf
 
     try:
         f = hull_sdf(masks.float(), cams, grid)
@@ -209,8 +209,8 @@ def contact_sheet(renders, path: str, size: int = 160) -> str:
     from PIL import Image, ImageDraw
 
     from ..kernels.atomic import atomic_write
-    from ..kernels.cameras import make_orbit_cameras
-    from ..kernels.mesh_render import render_mesh
+    from ..kernels.geometry.cameras import make_orbit_cameras
+    from ..kernels.mesh.render import render_mesh
 
     cams = make_orbit_cameras(torch.tensor([25.0, 10.0]), torch.tensor([30.0, 0.0]), 2.2, 33.8,
                               size, size)

@@ -3,7 +3,7 @@ regularisers, in the same run: held-out PSNR (views between the training ones, n
 mask IoU of held-out silhouettes, fit time, and the time ratio. Four fits per setting: the
 baseline, IPSM's pseudo-view term alone (``ipsm_geometry``, ``--weight``), the cross-view
 consistency term alone (``cross_view``, ``--cross-view``;
-:func:`orbitforge.kernels.ipsm.cross_view_loss`), and both together (``combined``: what
+:func:`orbitforge.kernels.priors.ipsm.cross_view_loss`), and both together (``combined``: what
 ``OrbitForgeIPSMGeometryPriors`` runs with ``weight_geometry`` raised from its default 0 to
 ``--weight``). The node's default is the ``cross_view`` row.
 
@@ -34,7 +34,7 @@ from .tiny_comfy import tiny_sd15, tiny_vae
 
 
 def _fit_eval(gt, cams, test_gt, test_cams, iters, reg, seed, mesh=None):
-    from ..kernels.fit import FitConfig, fit_gaussians, render_gaussians
+    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
     from ..kernels.metrics import psnr
 
     t = time.perf_counter()
@@ -47,7 +47,7 @@ def _fit_eval(gt, cams, test_gt, test_cams, iters, reg, seed, mesh=None):
     out = {"psnr": round(float(psnr(rgb, test_gt["rgb"])), 3), "mask_iou": round(iou, 4),
            "wall_s": round(wall, 2), "gaussians": len(res.gaussians)}
     if mesh is not None:  # Hi3D route: mesh from the Gaussians seen by the dense held-out orbit
-        from ..kernels.mesh_pipeline import reconstruct_mesh
+        from ..kernels.mesh.pipeline import reconstruct_mesh
         from ..kernels.metrics import evaluate_mesh
 
         pred = reconstruct_mesh((alpha[..., 0] > 0.5).float().cpu(), test_cams, 128,
@@ -67,7 +67,7 @@ def diffusion_cost(iters: int = 6, res: int = 48, frames: int = 5, latent: int =
     import logging
 
     logging.getLogger().setLevel(logging.ERROR)  # the tiny VAE's 'missing keys' warning
-    from ..kernels.fit import FitConfig, fit_gaussians
+    from ..kernels.splat.fit import FitConfig, fit_gaussians
     from ..kernels.sample import load_sample_orbit
     from ..nodes.gaussians import build_regularizer
     from ..nodes.priors import IPSMDiffusionPriors, SV3DSDSPriors
@@ -133,9 +133,9 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from ..kernels.cameras import make_orbit_cameras, uniform_orbit
-    from ..kernels.mesh_render import load_mesh, normalize_mesh, render_mesh
-    from ..kernels.priors import IPSMGeometryConfig, IPSMGeometryRegularizer
+    from ..kernels.geometry.cameras import make_orbit_cameras, uniform_orbit
+    from ..kernels.mesh.render import load_mesh, normalize_mesh, render_mesh
+    from ..kernels.priors.regularizers import IPSMGeometryConfig, IPSMGeometryRegularizer
     from ..kernels.sample import SAMPLE_RADIUS, load_sample_mesh
 
     meshes = [] if args.skip_geometry else (args.mesh or ["spot"])

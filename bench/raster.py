@@ -41,8 +41,8 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true", help="(output is always one JSON object)")
     args = ap.parse_args(argv)
 
-    from ..kernels.cameras import make_orbit_cameras
-    from ..kernels.rasterize import rasterize
+    from ..kernels.geometry.cameras import make_orbit_cameras
+    from ..kernels.splat.rasterize import rasterize
 
     torch.set_num_threads(args.threads)
     means, quats, scales, opac, sh = make_scene(args.n, sh_degree=args.sh_degree)

@@ -8,18 +8,18 @@ reconstruction, the other 14 are. Per object, through the public node classes ex
 workflow would run them:
 
 1. ``OrbitForgeOrbitCameras`` (sv3d_static at ``--elevation``, ``--radius``, SV3D's 33.8 deg);
-   masks are the views' non-white pixels (``kernels.fit.masks_from_background``) after the
+   masks are the views' non-white pixels (``kernels.splat.fit.masks_from_background``) after the
    animation grid's 1-px cell borders along the image edges are painted white;
    ``--calibrate auto`` (default, as the reconstruction nodes' ``calibrate`` option; ``on``:
    always; ``off``: the nominal static orbit) self-calibrates the cameras from the 14 training
-   silhouettes (``kernels.calibrate``, the method of ``OrbitForgeCalibrateOrbit``) once, and
+   silhouettes (``kernels.geometry.calibrate``, the method of ``OrbitForgeCalibrateOrbit``) once, and
    moves the held-out cameras by the same calibration (``apply_calibration``: elevation
    offset, fov/distance scales, smooth per-view corrections at their azimuths), so held-out
    views never inform their own cameras; the nodes then run with ``calibrate`` off;
 2. ``OrbitForgeGaussianReconstruct`` on the 14 views (node defaults, ``--iters`` steps), then
    ``OrbitForgeGaussianRender`` at the 7 held-out cameras: ``splat_psnr``, ``splat_ssim``;
 3. ``OrbitForgeSDFMesh`` on the 14 views + masks (node defaults), rendered at the held-out
-   cameras (``kernels.mesh_render``, vertex colours unlit): ``mesh_silhouette_iou`` (coverage >
+   cameras (``kernels.mesh.render``, vertex colours unlit): ``mesh_silhouette_iou`` (coverage >
    0.5 against the held-out masks, mean over views), ``mesh_psnr`` (inside the union of the
    rendered and the held-out masks), and ``roughness_deg`` (``kernels.metrics.roughness_deg``:
    mean angle between a face normal and its 0.03-neighbourhood's area-weighted normal, mesh
@@ -84,7 +84,7 @@ def erase_edge_lines(views: torch.Tensor, margin: int = 5) -> torch.Tensor:
     no part of the object and would enter its masks."""
     from scipy import ndimage
 
-    from ..kernels.fit import masks_from_background
+    from ..kernels.splat.fit import masks_from_background
 
     out = views.clone()
     m = masks_from_background(views).numpy() > 0.5  # [N,H,W]
@@ -123,12 +123,12 @@ def contact_sheet(rows, path: str) -> None:
 
 
 def run_object(name: str, folder: str, a) -> dict:
-    from ..kernels.fit import masks_from_background
-    from ..kernels.mesh_render import render_mesh
+    from ..kernels.splat.fit import masks_from_background
+    from ..kernels.mesh.render import render_mesh
     from ..kernels.metrics import psnr, roughness_deg, ssim
     from ..nodes.cameras import OrbitCameras
     from ..nodes.gaussians import GaussianReconstruct, GaussianRender
-    from ..kernels.core_mesh import mesh_items
+    from ..kernels.mesh.core_mesh import mesh_items
     from ..nodes.host.geometry import read_splat
     from ..nodes.mesh import SDFMesh
 
@@ -145,7 +145,7 @@ def run_object(name: str, folder: str, a) -> dict:
     if a.calibrate != "off":
         # what the reconstruction nodes' ``calibrate`` option runs (same configuration), once,
         # on the training silhouettes; its result also moves the held-out cameras
-        from ..kernels import calibrate as C
+        from ..kernels.geometry import calibrate as C
 
         t = time.perf_counter()
         ccfg = (C.CalibrationConfig(**C.AUTO) if a.calibrate == "auto"
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
         names = pick(a.objects, names, "object", f" in {a.dir!r}")
     if not names:
         raise SystemExit(f"no object folders in {a.dir!r}")
-    from ..kernels.fit import FitConfig
+    from ..kernels.splat.fit import FitConfig
 
     fc = FitConfig()
     objects = {}

@@ -2,7 +2,7 @@
 
 The bundled spot mesh turns about +y (0..``--degrees`` over ``--times`` time steps) while V orbit
 cameras film it; the V·F renders (view-major) are fitted frame by frame with warm start
-(:func:`orbitforge.kernels.fit4d.fit_sequence`), then every time step is rendered from held-out
+(:func:`orbitforge.kernels.dynamic.fit4d.fit_sequence`), then every time step is rendered from held-out
 cameras (Hi3D interpolation cameras between the training ones, never trained on) and compared
 with the mesh's renders at that time. Prints one JSON object: held-out PSNR/SSIM per time step,
 wall time, Gaussians per step, peak RSS. ``--compare-cold`` also fits each later time step from
@@ -12,13 +12,13 @@ scratch with the same iteration count (what the warm start saves).
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 
 import numpy as np
 import torch
 
+from . import print_result
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -48,10 +48,10 @@ def main(argv=None) -> int:
 
     import trimesh
 
-    from ..kernels.cameras import interpolate_orbit, make_orbit_cameras, uniform_orbit
-    from ..kernels.fit import FitConfig, fit_gaussians, render_gaussians
-    from ..kernels.fit4d import Fit4DConfig, fit_sequence, merge_times
-    from ..kernels.mesh_render import render_mesh
+    from ..kernels.geometry.cameras import interpolate_orbit, make_orbit_cameras, uniform_orbit
+    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
+    from ..kernels.dynamic.fit4d import Fit4DConfig, fit_sequence, merge_times
+    from ..kernels.mesh.render import render_mesh
     from ..kernels.metrics import psnr, ssim
     from ..kernels.sample import load_sample_mesh
 
@@ -123,10 +123,7 @@ def main(argv=None) -> int:
             cold.append(round(float(psnr(render_gaussians(g, test_cams)[0], test[f])), 3))
         out["cold_held_out_psnr"] = [None] + cold
         out["cold_wall_s"] = round(cold_s, 2)
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(json.dumps(out, indent=1))
+    print_result(out, args.json, indent=1)
     return 0
 
 

@@ -26,6 +26,8 @@ import resource
 import sys
 import time
 
+from . import run_child
+
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -179,8 +181,6 @@ def _vae_worker(spec: str) -> dict:
 def bench_vae_memory(frames=8, size=256, chunks=(1, 4, 0), threads=2):
     """Peak memory of :func:`vae_encode_chunked` / :func:`vae_decode_chunked` (the node's path)
     at ``chunks`` (0 = all frames), each in a fresh ``python`` process."""
-    import subprocess
-
     import torch
 
     backend = "comfyui" if os.environ.get("COMFYUI_PATH") else "diffusers"
@@ -197,12 +197,8 @@ def bench_vae_memory(frames=8, size=256, chunks=(1, 4, 0), threads=2):
         for c in chunks:
             c = frames if c <= 0 else min(c, frames)
             spec = f"{op},{c},{frames},{size},{backend}"
-            p = subprocess.run([sys.executable, "-m", __spec__.name if __spec__ else __name__, "--vae-worker", spec,
-                                "--threads", str(threads)], capture_output=True, text=True, env=env)
-            if p.returncode != 0:
-                out["runs"].append({"op": op, "chunk": c, "error": p.stderr.strip()[-400:]})
-                continue
-            out["runs"].append(json.loads(p.stdout.strip().splitlines()[-1]))
+            out["runs"].append(run_child(__spec__.name if __spec__ else __name__, "--vae-worker", spec,
+                                         "--threads", str(threads), env=env, op=op, chunk=c))
     for op in ("encode", "decode"):
         r = {x["chunk"]: x.get("peak_over_base_mb") for x in out["runs"] if x["op"] == op}
         lo, hi = r.get(min(r)), r.get(max(r))
@@ -224,7 +220,7 @@ def condition_disagreement(corr_depth, cond, viewmats, Ks, valid=None, closed=Tr
     restricts both ends. Returns ``[pairs]`` (float64, nan where no overlap)."""
     import torch
 
-    from ..kernels.depth_condition import reproject_pixels, view_pairs
+    from ..kernels.diffusion.depth_condition import reproject_pixels, view_pairs
 
     ok_all = corr_depth > 0 if valid is None else (valid & (corr_depth > 0))
     out = []
@@ -285,9 +281,9 @@ def bench_consistency(size=128, iterations=300, mono_dir=None):
     condition (per-frame min-max normalised disparity) each source produces."""
     import torch
 
-    from ..kernels import depth_condition as DC
-    from ..kernels.fit import FitConfig, fit_gaussians, render_gaussians
-    from ..kernels.mesh_render import render_mesh
+    from ..kernels.diffusion import depth_condition as DC
+    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
+    from ..kernels.mesh.render import render_mesh
     from ..kernels.sample import load_sample_mesh, load_sample_orbit
 
     images, masks, cams = load_sample_orbit()

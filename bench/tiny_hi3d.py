@@ -1,5 +1,5 @@
 """Tiny Hi3D stage-2 UNets for tests and benchmarks: a small config with the stage-2 structure
-and random weights in the real key layout of :func:`orbitforge.kernels.hi3d_checkpoint.unet_layout`
+and random weights in the real key layout of :func:`orbitforge.kernels.diffusion.hi3d_checkpoint.unet_layout`
 (host-free: plain state dicts, no ComfyUI)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Dict
 
 import torch
 
-from ..kernels.hi3d_checkpoint import UNetConfig, unet_layout
+from ..kernels.diffusion.hi3d_checkpoint import UNetConfig, unet_layout
 
 
 def tiny_config(model_channels: int = 64, in_channels: int = 17, adm_in_channels: int = 512,

@@ -146,7 +146,7 @@ def load_or_make(spec: str, seed: int = 0) -> tuple[str, trimesh.Trimesh]:
         return name, make_shape(name, seed)
     import os
 
-    from ..kernels.mesh_render import load_mesh
+    from ..kernels.mesh.render import load_mesh
 
     if not os.path.exists(spec):
         raise ValueError(f"mesh file {spec!r} does not exist")

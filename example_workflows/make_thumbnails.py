@@ -90,11 +90,11 @@ def results(ply: str, glb: str | None, pick: list):
     """(inputs [k], splat renders at in-between cameras [k], mesh renders [k]) for ``pick``."""
     import trimesh
 
-    from orbitforge.kernels.cameras import interpolate_orbit
-    from orbitforge.kernels.fit import render_gaussians
-    from orbitforge.kernels.mesh_render import render_mesh
-    from orbitforge.kernels.ply import read_ply
-    from orbitforge.kernels.splat_frame import from_splat_frame
+    from orbitforge.kernels.geometry.cameras import interpolate_orbit
+    from orbitforge.kernels.splat.fit import render_gaussians
+    from orbitforge.kernels.mesh.render import render_mesh
+    from orbitforge.kernels.splat.ply import read_ply
+    from orbitforge.kernels.splat.frame import from_splat_frame
     from orbitforge.kernels.sample import load_sample_orbit
 
     images, masks, cams = load_sample_orbit()
@@ -103,7 +103,7 @@ def results(ply: str, glb: str | None, pick: list):
     with torch.no_grad():
         splat, _, _, _ = render_gaussians(g, between)
     if glb is None:
-        from orbitforge.kernels.core_mesh import mesh_items
+        from orbitforge.kernels.mesh.core_mesh import mesh_items
         from orbitforge.nodes.mesh import SDFMesh
 
         sys.path.insert(0, HERE)
@@ -179,9 +179,9 @@ def main(argv=None) -> int:
 
 
 def _depth_strip(ply: str, idx: list) -> torch.Tensor:
-    from orbitforge.kernels.fit import render_gaussians
-    from orbitforge.kernels.ply import read_ply
-    from orbitforge.kernels.splat_frame import from_splat_frame
+    from orbitforge.kernels.splat.fit import render_gaussians
+    from orbitforge.kernels.splat.ply import read_ply
+    from orbitforge.kernels.splat.frame import from_splat_frame
     from orbitforge.kernels.sample import load_sample_orbit
     from orbitforge.nodes.gaussians import depth_to_image
 

@@ -58,6 +58,56 @@ class Graph(WorkflowBuilder):
     def note(self, text: str, pos, size=(420, 300), title: str = "Read me"):
         return super().note(text, pos, size, title, color=NOTE_COLOR, bgcolor=NOTE_BG)
 
+    # The nodes several workflows share, with the settings they ship with (one place each).
+    def image_and_sv3d(self, y: int) -> tuple:
+        """The object photo (LoadImage) and the SV3D_p checkpoint below it, at x = 20."""
+        img = self.node("LoadImage", (20, y), (320, 340), image="example.png")
+        ckpt = self.node("ImageOnlyCheckpointLoader", (20, y + 390), (320, 100),
+                         ckpt_name="sv3d_p.safetensors")
+        return img, ckpt
+
+    def reconstruct(self, pos, iterations: int = 1000, resolution: int = 256) -> dict:
+        return self.node("OrbitForgeGaussianReconstruct", pos, (340, 330), iterations=iterations,
+                         resolution=resolution, sh_degree=0, seed=0, background="1, 1, 1",
+                         mask_weight=0.1, view_weights="")
+
+    def render(self, pos, width: int) -> dict:
+        return self.node("OrbitForgeGaussianRender", pos, (width, 160), depth_mode="median",
+                         background="1, 1, 1")
+
+    def save_webp(self, pos, width: int, title: str, prefix: str, fps: float) -> dict:
+        return self.node("SaveAnimatedWEBP", pos, (width, 380), title, filename_prefix=prefix,
+                         fps=fps, lossless=False, quality=90, method="default")
+
+    def mesh_nodes(self, x: int, resolution: int, min_background_views: int, prefix: str,
+                   preview_height: int) -> tuple:
+        """SDF Mesh -> Save Mesh (GLB) -> Preview 3D, in a column at ``x``; linked by
+        :meth:`link_mesh`."""
+        sdf = self.node("OrbitForgeSDFMesh", (x, 20), (340, 380), resolution=resolution,
+                        mode="fast", min_background_views=min_background_views, watertight=True,
+                        target_faces=0, smooth_iterations=5, color="vertex", texture_size=1024)
+        save_mesh = self.node("OrbitForgeSaveMesh", (x, 450), (340, 130), filename_prefix=prefix,
+                              format="glb")
+        p3d = self.node("Preview3D", (x, 630), (340, preview_height))
+        return sdf, save_mesh, p3d
+
+    def link_mesh(self, orbit: dict, recon: dict, mesh: tuple, masks: bool = False) -> None:
+        """The views and cameras (and masks) of ``orbit`` and the Gaussians of ``recon`` into the
+        nodes of :meth:`mesh_nodes`, and on to the saved file and its preview."""
+        sdf, save_mesh, p3d = mesh
+        self.link(orbit, "cameras", sdf, "cameras")
+        self.link(orbit, "views", sdf, "images")
+        if masks:
+            self.link(orbit, "masks", sdf, "masks")
+        self.link(recon, "gaussians", sdf, "gaussians")
+        self.link(sdf, "mesh", save_mesh, "mesh")
+        self.link(save_mesh, "model_file", p3d, "model_file")
+
+
+# SV3D's static orbit at its training size (SV3D Sampler and SV3D Orbit take the same widgets).
+SV3D_ORBIT = {"width": 576, "height": 576, "frames": 21, "orbit": "static", "elevation": 10.0,
+              "cond_aug": 1e-5, "object_scale": 0.85, "orbit_seed": 0}
+
 
 # ----------------------------------------------------------------------------------------------
 # Notes
@@ -110,22 +160,14 @@ def sample_views_to_mesh() -> Graph:
         (20, 20), (440, 470))
     load = g.node("OrbitForgeLoadSampleOrbit", (20, 540), (300, 110), frames=21)
     views_prev = g.node("PreviewImage", (20, 720), (300, 320), "Input views")
-    recon = g.node("OrbitForgeGaussianReconstruct", (500, 20), (340, 330), iterations=300,
-                   resolution=128, sh_degree=0, seed=0, background="1, 1, 1", mask_weight=0.1,
-                   view_weights="")
+    recon = g.reconstruct((500, 20), iterations=300, resolution=128)
     save_ply = g.node("OrbitForgeSaveGaussians", (500, 400), (340, 110),
                       filename_prefix="orbitforge/sample_splat")
     fit_prev = g.node("PreviewImage", (500, 560), (340, 320), "Fit at the training cameras")
-    sdf = g.node("OrbitForgeSDFMesh", (890, 20), (340, 380), resolution=128, mode="fast",
-                 min_background_views=1, watertight=True, target_faces=0,
-                 smooth_iterations=5, color="vertex", texture_size=1024)
-    save_mesh = g.node("OrbitForgeSaveMesh", (890, 450), (340, 130),
-                       filename_prefix="orbitforge/sample_mesh", format="glb")
-    p3d = g.node("Preview3D", (890, 630), (340, 400))
+    mesh = g.mesh_nodes(890, 128, 1, "orbitforge/sample_mesh", 400)
     interp = g.node("OrbitForgeInterpolateCameras", (1280, 20), (320, 130), per_gap=1,
                     closed=True)
-    render = g.node("OrbitForgeGaussianRender", (1280, 200), (320, 160), depth_mode="median",
-                    background="1, 1, 1")
+    render = g.render((1280, 200), 320)
     turn_prev = g.node("PreviewImage", (1280, 410), (320, 320),
                        title="Splat turntable (unseen in-between views)")
     plot_prev = g.node("PreviewImage", (1280, 780), (320, 320), "Camera path")
@@ -136,12 +178,7 @@ def sample_views_to_mesh() -> Graph:
     g.link(load, "masks", recon, "mask")
     g.link(recon, "gaussians", save_ply, "gaussians")
     g.link(recon, "renders", fit_prev, "images")
-    g.link(load, "cameras", sdf, "cameras")
-    g.link(load, "views", sdf, "images")
-    g.link(load, "masks", sdf, "masks")
-    g.link(recon, "gaussians", sdf, "gaussians")
-    g.link(sdf, "mesh", save_mesh, "mesh")
-    g.link(save_mesh, "model_file", p3d, "model_file")
+    g.link_mesh(load, recon, mesh, masks=True)
     g.link(load, "cameras", interp, "cameras")
     g.link(recon, "gaussians", render, "gaussians")
     g.link(interp, "cameras", render, "cameras")
@@ -149,7 +186,7 @@ def sample_views_to_mesh() -> Graph:
     g.link(interp, "path_plot", plot_prev, "images")
     g.group("Input (bundled sample)", [load, views_prev], GROUP_COLORS["input"])
     g.group("3D Gaussians", [recon, save_ply, fit_prev], GROUP_COLORS["3d"])
-    g.group("Mesh", [sdf, save_mesh, p3d], GROUP_COLORS["mesh"])
+    g.group("Mesh", list(mesh), GROUP_COLORS["mesh"])
     g.group("Previews", [interp, render, turn_prev, plot_prev], GROUP_COLORS["preview"])
     del note
     return g
@@ -172,36 +209,21 @@ def image_to_mesh_sv3d() -> Graph:
         "*Save Mesh* writes a GLB (shown in *Preview 3D*).\n"
         "4. The splat is saved as a 3DGS PLY and rendered on a 36-frame turntable.",
         (20, 20), (460, 560))
-    img = g.node("LoadImage", (20, 630), (320, 340), image="example.png")
-    ckpt = g.node("ImageOnlyCheckpointLoader", (20, 1020), (320, 100),
-                  ckpt_name="sv3d_p.safetensors")
-    sv3d = g.node("OrbitForgeSV3DSampler", (520, 20), (360, 560), width=576, height=576,
-                  frames=21, orbit="static", elevation=10.0, cond_aug=1e-5, object_scale=0.85,
-                  orbit_seed=0, steps=50, guidance="harmonyview", min_cfg=1.0, max_cfg=2.5,
-                  s1=2.0, s2=1.0, seed=23, restore_input_view=True)
+    img, ckpt = g.image_and_sv3d(630)
+    sv3d = g.node("OrbitForgeSV3DSampler", (520, 20), (360, 560), **SV3D_ORBIT, steps=50,
+                  guidance="harmonyview", min_cfg=1.0, max_cfg=2.5, s1=2.0, s2=1.0, seed=23,
+                  restore_input_view=True)
     views_prev = g.node("PreviewImage", (520, 630), (360, 360), "SV3D orbit views")
-    views_save = g.node("SaveAnimatedWEBP", (520, 1040), (360, 380), "Orbit video",
-                        filename_prefix="orbitforge/orbit", fps=10.0, lossless=False, quality=90,
-                        method="default")
-    recon = g.node("OrbitForgeGaussianReconstruct", (920, 20), (340, 330), iterations=1000,
-                   resolution=256, sh_degree=0, seed=0, background="1, 1, 1", mask_weight=0.1,
-                   view_weights="")
+    views_save = g.save_webp((520, 1040), 360, "Orbit video", "orbitforge/orbit", 10.0)
+    recon = g.reconstruct((920, 20))
     save_ply = g.node("OrbitForgeSaveGaussians", (920, 400), (340, 110),
                       filename_prefix="orbitforge/splat")
-    sdf = g.node("OrbitForgeSDFMesh", (1300, 20), (340, 380), resolution=192, mode="fast",
-                 min_background_views=2, watertight=True, target_faces=0,
-                 smooth_iterations=5, color="vertex", texture_size=1024)
-    save_mesh = g.node("OrbitForgeSaveMesh", (1300, 450), (340, 130),
-                       filename_prefix="orbitforge/mesh", format="glb")
-    p3d = g.node("Preview3D", (1300, 630), (340, 420))
+    mesh = g.mesh_nodes(1300, 192, 2, "orbitforge/mesh", 420)
     orbit = g.node("OrbitForgeOrbitCameras", (920, 560), (340, 390), "Turntable cameras",
                    orbit="uniform", frames=36, elevation=10.0, fov=33.8, width=512, height=512,
                    seed=0, elevations="10", keyframes="0, 0, 0; 20, 30, 340")
-    render = g.node("OrbitForgeGaussianRender", (1680, 20), (320, 160), depth_mode="median",
-                    background="1, 1, 1")
-    turn = g.node("SaveAnimatedWEBP", (1680, 230), (320, 380), "Splat turntable",
-                  filename_prefix="orbitforge/turntable", fps=12.0, lossless=False, quality=90,
-                  method="default")
+    render = g.render((1680, 20), 320)
+    turn = g.save_webp((1680, 230), 320, "Splat turntable", "orbitforge/turntable", 12.0)
     plot_prev = g.node("PreviewImage", (1680, 660), (320, 320), "Camera path")
 
     g.link(ckpt, "MODEL", sv3d, "model")
@@ -214,11 +236,7 @@ def image_to_mesh_sv3d() -> Graph:
     g.link(sv3d, "views", recon, "views")
     g.link(sv3d, "cameras", recon, "cameras")
     g.link(recon, "gaussians", save_ply, "gaussians")
-    g.link(sv3d, "cameras", sdf, "cameras")
-    g.link(sv3d, "views", sdf, "images")
-    g.link(recon, "gaussians", sdf, "gaussians")
-    g.link(sdf, "mesh", save_mesh, "mesh")
-    g.link(save_mesh, "model_file", p3d, "model_file")
+    g.link_mesh(sv3d, recon, mesh)
     g.link(recon, "gaussians", render, "gaussians")
     g.link(orbit, "cameras", render, "cameras")
     g.link(render, "image", turn, "images")
@@ -226,7 +244,7 @@ def image_to_mesh_sv3d() -> Graph:
     g.group("Input", [img, ckpt], GROUP_COLORS["input"])
     g.group("SV3D orbit (HarmonyView)", [sv3d, views_prev, views_save], GROUP_COLORS["views"])
     g.group("3D Gaussians", [recon, save_ply, orbit], GROUP_COLORS["3d"])
-    g.group("Mesh", [sdf, save_mesh, p3d], GROUP_COLORS["mesh"])
+    g.group("Mesh", list(mesh), GROUP_COLORS["mesh"])
     g.group("Turntable", [render, turn, plot_prev], GROUP_COLORS["preview"])
     return g
 
@@ -251,12 +269,8 @@ def image_to_hires_views() -> Graph:
         "conditioned on views + depth (25 steps). Needs ~40 GB of GPU memory at 1024 px for 21 "
         "frames; lower *target_size* to 768 or 512 on smaller GPUs.",
         (20, 20), (480, 640))
-    img = g.node("LoadImage", (20, 710), (320, 340), image="example.png")
-    ckpt = g.node("ImageOnlyCheckpointLoader", (20, 1100), (320, 100),
-                  ckpt_name="sv3d_p.safetensors")
-    cond = g.node("OrbitForgeSV3DOrbit", (540, 20), (340, 330), width=576, height=576,
-                  frames=21, orbit="static", elevation=10.0, cond_aug=1e-5, object_scale=0.85,
-                  orbit_seed=0)
+    img, ckpt = g.image_and_sv3d(710)
+    cond = g.node("OrbitForgeSV3DOrbit", (540, 20), (340, 330), **SV3D_ORBIT)
     guider = g.node("OrbitForgeHarmonyViewGuider", (540, 400), (340, 290), mode="harmonyview",
                     s1=2.0, s2=1.0, concat_scale=4.0, schedule="constant", min_cfg=1.0,
                     max_cfg=2.5)
@@ -267,11 +281,8 @@ def image_to_hires_views() -> Graph:
     sample = g.node("SamplerCustomAdvanced", (920, 20), (300, 120))
     decode = g.node("VAEDecode", (920, 190), (300, 60))
     low_prev = g.node("PreviewImage", (920, 300), (300, 320), "SV3D views (576 px)")
-    recon = g.node("OrbitForgeGaussianReconstruct", (1260, 20), (340, 330), iterations=1000,
-                   resolution=256, sh_degree=0, seed=0, background="1, 1, 1", mask_weight=0.1,
-                   view_weights="")
-    render = g.node("OrbitForgeGaussianRender", (1260, 400), (340, 160), depth_mode="median",
-                    background="1, 1, 1")
+    recon = g.reconstruct((1260, 20))
+    render = g.render((1260, 400), 340)
     depth_prev = g.node("PreviewImage", (1260, 610), (340, 320), "3DGS depth")
     loader = g.node("OrbitForgeLoadRefiner", (1640, 20), (360, 90),
                     ckpt_name="second_stage.safetensors")
@@ -280,9 +291,8 @@ def image_to_hires_views() -> Graph:
                     seed=0, elevation=10.0, depth_kind="near_bright", vae_chunk=4)
     save = g.node("SaveImage", (2040, 20), (360, 380), "High-resolution views",
                   filename_prefix="orbitforge/hires/view")
-    save_webp = g.node("SaveAnimatedWEBP", (2040, 450), (360, 380), "High-resolution orbit",
-                       filename_prefix="orbitforge/hires/orbit", fps=10.0, lossless=False,
-                       quality=90, method="default")
+    save_webp = g.save_webp((2040, 450), 360, "High-resolution orbit", "orbitforge/hires/orbit",
+                            10.0)
 
     g.link(ckpt, "CLIP_VISION", cond, "clip_vision")
     g.link(ckpt, "VAE", cond, "vae")
@@ -349,9 +359,7 @@ def image_to_4d() -> Graph:
     rec4d = g.node("OrbitForgeGaussian4DReconstruct", (960, 20), (360, 480), frames_per_view=8,
                    iterations=1000, warm_iterations=300, resolution=256, sh_degree=0, seed=0,
                    filename_prefix="orbitforge/4d/seq")
-    turn = g.node("SaveAnimatedWEBP", (960, 550), (360, 380), "4D turntable",
-                  filename_prefix="orbitforge/4d/turntable", fps=8.0, lossless=False,
-                  quality=90, method="default")
+    turn = g.save_webp((960, 550), 360, "4D turntable", "orbitforge/4d/turntable", 8.0)
     pick = g.node("OrbitForgeGaussianSequenceFrame", (1360, 20), (320, 90), time_step=0)
     save_ply = g.node("OrbitForgeSaveGaussians", (1360, 160), (320, 110),
                       filename_prefix="orbitforge/4d/frame")

@@ -23,7 +23,7 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
-from .mesh_render import HAVE_EMBREE, normalize_mesh
+from .mesh.render import HAVE_EMBREE, normalize_mesh
 
 if HAVE_EMBREE:
     from embreex import rtcore_scene as _rtcs

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import trimesh
 
-from .cameras import Cameras
+from .geometry.cameras import Cameras
 
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 SAMPLE_DIR = os.path.join(ASSETS_DIR, "sample_orbit")
@@ -46,7 +46,7 @@ def spot_mesh_path() -> str:
 
 def load_sample_mesh() -> trimesh.Trimesh:
     """Spot exactly as rendered in the sample orbit: textured, normalised, facing +z."""
-    from .mesh_render import load_mesh, normalize_mesh
+    from .mesh.render import load_mesh, normalize_mesh
 
     mesh, _, _ = normalize_mesh(load_mesh(spot_mesh_path()))
     mesh.apply_transform(trimesh.transformations.rotation_matrix(np.deg2rad(SPOT_YAW_DEG),

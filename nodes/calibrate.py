@@ -12,9 +12,9 @@ import logging
 
 import torch
 
-from ..kernels import calibrate as C
-from ..kernels.cameras import Cameras, DEFAULT_RADIUS, SV3D_FOV_DEG, orbit_cameras
-from ..kernels.fit import masks_from_background
+from ..kernels.geometry import calibrate as C
+from ..kernels.geometry.cameras import Cameras, DEFAULT_RADIUS, SV3D_FOV_DEG, orbit_cameras
+from ..kernels.splat.fit import masks_from_background
 from . import host
 from .cameras import parse_color
 

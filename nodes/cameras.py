@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ..kernels.cameras import (
+from ..kernels.geometry.cameras import (
     DEFAULT_RADIUS,
     ORBITS as ORBIT_TYPES,
     SV3D_FOV_DEG,
     interpolate_orbit,
     orbit_cameras,
 )
-from ..kernels.camera_plot import plot_camera_path
+from ..kernels.geometry.camera_plot import plot_camera_path
 from . import host
 
 ORBITS = list(ORBIT_TYPES)

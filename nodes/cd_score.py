@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels import cd_score as CD
+from ..kernels.diffusion import cd_score as CD
 
 
 class CDScore:

@@ -6,9 +6,9 @@ import logging
 
 import torch
 
-from ..kernels.cameras import DEFAULT_RADIUS, SV3D_FOV_DEG, make_orbit_cameras, orbit_angles
-from ..kernels import diffusion2 as D
-from ..kernels import sv3d as S
+from ..kernels.geometry.cameras import DEFAULT_RADIUS, SV3D_FOV_DEG, make_orbit_cameras, orbit_angles
+from ..kernels.dynamic import diffusion2 as D
+from ..kernels.diffusion import sv3d as S
 from . import host
 
 log = logging.getLogger("orbitforge")

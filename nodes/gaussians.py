@@ -3,7 +3,7 @@
 Scenes cross node boundaries as ``SPLAT`` (ComfyUI's own type since v0.33; a stand-in class with
 the same attributes on older hosts), in the 3DGS splat frame, so core splat nodes (RenderSplat,
 SplatToFile3D, SplatToMesh, TransformSplat, MergeSplat) take our scenes upright and ours take
-theirs. Inside a node the scene is a :class:`..kernels.gaussians.Gaussians` in OrbitForge's y-up
+theirs. Inside a node the scene is a :class:`..kernels.splat.gaussians.Gaussians` in OrbitForge's y-up
 world; :mod:`.host.geometry` converts (frame map, SH rotation) at the boundary.
 """
 
@@ -13,11 +13,11 @@ import os
 
 import torch
 
-from ..kernels.cameras import Cameras, check_cameras_see_object
-from ..kernels.fit import FitConfig, check_views, fit_gaussians, render_gaussians
-from ..kernels.ply import read_ply, write_ply
-from ..kernels.priors import IPSMGeometryRegularizer
-from ..kernels.splat_frame import from_splat_frame, to_splat_frame
+from ..kernels.geometry.cameras import Cameras, check_cameras_see_object
+from ..kernels.splat.fit import FitConfig, check_views, fit_gaussians, render_gaussians
+from ..kernels.splat.ply import read_ply, write_ply
+from ..kernels.priors.regularizers import IPSMGeometryRegularizer
+from ..kernels.splat.frame import from_splat_frame, to_splat_frame
 from . import host
 from .calibrate import CALIBRATE_CHOICES, CALIBRATE_TOOLTIP, calibrate_for_reconstruction
 from .host import geometry

@@ -6,9 +6,9 @@ import os
 
 import torch
 
-from ..kernels.cameras import check_cameras_see_object
-from ..kernels.fit import FitConfig
-from ..kernels.fit4d import (
+from ..kernels.geometry.cameras import check_cameras_see_object
+from ..kernels.splat.fit import FitConfig
+from ..kernels.dynamic.fit4d import (
     FRAME_ORDER,
     Fit4DConfig,
     GaussianSequence,
@@ -18,7 +18,7 @@ from ..kernels.fit4d import (
     sequence_paths,
     write_ply_sequence,
 )
-from ..kernels.splat_frame import to_splat_frame
+from ..kernels.splat.frame import to_splat_frame
 from . import host
 from .cameras import parse_color
 from .gaussians import _check_cameras

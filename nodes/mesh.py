@@ -3,7 +3,7 @@
 MESH outputs are the host's own ``MESH`` class (ComfyUI >= v0.33: vertex colours, normals, uvs +
 texture filled, so every core mesh node takes them) or a stand-in with the same attributes; MESH
 inputs take any core mesh (padded batches, RGBA or linear colours, uvs + texture, PBR maps). Inside
-a node the mesh is a :class:`..kernels.mesh_types.ColoredMesh`; :mod:`.host.geometry` converts.
+a node the mesh is a :class:`..kernels.mesh.types.ColoredMesh`; :mod:`.host.geometry` converts.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import re
 
-from ..kernels.cameras import DEFAULT_RADIUS, SV3D_FOV_DEG, orbit_cameras
-from ..kernels.mesh_export import MESH_FORMATS, check_mesh_format, write_mesh
-from ..kernels.mesh_types import ColoredMesh
-from ..kernels.views_to_mesh import COLOR_MODES, DEPTH_CHOICES, views_to_mesh
+from ..kernels.geometry.cameras import DEFAULT_RADIUS, SV3D_FOV_DEG, orbit_cameras
+from ..kernels.mesh.export import MESH_FORMATS, check_mesh_format, write_mesh
+from ..kernels.mesh.types import ColoredMesh
+from ..kernels.mesh.views_to_mesh import COLOR_MODES, DEPTH_CHOICES, views_to_mesh
 from . import host
 from .calibrate import CALIBRATE_CHOICES, CALIBRATE_TOOLTIP, calibrate_for_reconstruction
 from .host import geometry
@@ -198,7 +198,7 @@ class MeshTurntable:
         }}
 
     def render(self, mesh, frames, elevation, size, radius, fov, occlusion_and_shadows=False):
-        from ..kernels.mesh_render import render_mesh
+        from ..kernels.mesh.render import render_mesh
 
         items = geometry.read_mesh(mesh, "mesh", single=True)
         if items[0].faces.shape[1] == 0:

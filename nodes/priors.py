@@ -5,7 +5,7 @@ so they chain. Model/VAE/conditioning problems are refused here, before any fit 
 
 from __future__ import annotations
 
-from ..kernels.priors import IPSMDiffusionConfig, IPSMGeometryConfig, SV3DSDSConfig
+from ..kernels.priors.regularizers import IPSMDiffusionConfig, IPSMGeometryConfig, SV3DSDSConfig
 
 PRIORS_TIP = ("Optional RECON_PRIORS from another priors node; this node's prior is added to "
               "them (chain several priors).")

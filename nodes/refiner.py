@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..kernels import depth_condition as DC
+from ..kernels.diffusion import depth_condition as DC
 from .host import models as HM
 from .host.family import require
 

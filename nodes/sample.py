@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..kernels.cameras import Cameras
+from ..kernels.geometry.cameras import Cameras
 from ..kernels.sample import SAMPLE_DIR, load_sample_orbit
 from . import host
 from .host import files as host_files

@@ -6,14 +6,14 @@ import logging
 
 import torch
 
-from ..kernels.cameras import (
+from ..kernels.geometry.cameras import (
     DEFAULT_RADIUS,
     SV3D_FOV_DEG,
     SV3D_ORBITS,
     make_orbit_cameras,
     orbit_angles,
 )
-from ..kernels import guidance as G, sv3d as S
+from ..kernels.diffusion import guidance as G, sv3d as S
 from . import host
 
 log = logging.getLogger("orbitforge")

@@ -43,3 +43,18 @@ def require_comfyui():
     mm = import_comfyui(path)
     _LOADED = mm
     return mm
+
+
+def tiny_host(folder, size: int = 64, context_dim: int = 1024, **models) -> dict:
+    """Tiny random-weight models in ComfyUI's own classes (``bench/tiny_comfy.py``) for node
+    tests: each keyword ``name=(kind, seed)`` a video model (``"sv3d_p"``, ``"svd"``, ...), plus
+    ``"clip_vision"`` (projection ``context_dim``, its files in ``folder``) and ``"vae"`` at
+    ``size``. Skips the calling test without ComfyUI."""
+    require_comfyui()
+    from orbitforge.bench.tiny_comfy import tiny_clip_vision, tiny_vae, tiny_video_model
+
+    host = {name: tiny_video_model(kind, seed=seed, context_dim=context_dim)
+            for name, (kind, seed) in models.items()}
+    host["clip_vision"] = tiny_clip_vision(str(folder), projection_dim=context_dim)
+    host["vae"] = tiny_vae(size)
+    return host

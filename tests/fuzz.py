@@ -275,7 +275,7 @@ def finite(x: float) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
-# 3DGS PLY (kernels/ply.py)
+# 3DGS PLY (kernels/splat/ply.py)
 # ----------------------------------------------------------------------------------------------
 
 PLY_TYPES = {"float": "<f4", "double": "<f8", "uchar": "u1", "int": "<i4", "short": "<i2"}
@@ -285,7 +285,7 @@ def ply_scene(rng: random.Random, n: int, k: int):
     """``(props, values)``: the 3DGS property list and float32 columns of a random scene."""
     import numpy as np
 
-    from orbitforge.kernels.ply import property_names
+    from orbitforge.kernels.splat.ply import property_names
 
     names = property_names(k)
     gen = np.random.default_rng(rng.randrange(2**32))
@@ -454,7 +454,7 @@ def cameras_sane(c) -> None:
 def cameras_cases(rng: random.Random) -> List[Case]:
     import torch
 
-    from orbitforge.kernels.cameras import make_orbit_cameras
+    from orbitforge.kernels.geometry.cameras import make_orbit_cameras
 
     out: List[Case] = []
     for n in (1, 3, 21):
@@ -535,7 +535,7 @@ def workflow_cases(rng: random.Random, docs: List[Any]) -> List[Case]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Hi3D checkpoints (.safetensors / .pt), kernels/hi3d_checkpoint.py
+# Hi3D checkpoints (.safetensors / .pt), kernels/diffusion/hi3d_checkpoint.py
 # ----------------------------------------------------------------------------------------------
 
 
@@ -670,7 +670,7 @@ def stage2_layout_cases(rng: random.Random) -> List[Case]:
     import torch
 
     from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
-    from orbitforge.kernels import hi3d_checkpoint as CK
+    from orbitforge.kernels.diffusion import hi3d_checkpoint as CK
 
     cfg = tiny_config(model_channels=8, context_dim=8)
     sd = random_unet_state_dict(cfg, seed=rng.randrange(1000))
@@ -721,7 +721,7 @@ def stage2_layout_cases(rng: random.Random) -> List[Case]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Mesh files (kernels/mesh_render.load_mesh)
+# Mesh files (kernels/mesh/render.py: load_mesh)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -889,7 +889,7 @@ def big_image_cases() -> List[Case]:
 
 
 def fuzz_ply(folder: str) -> List[Outcome]:
-    from orbitforge.kernels.ply import read_ply
+    from orbitforge.kernels.splat.ply import read_ply
 
     return run_cases(read_ply, ply_cases(random.Random(1801)), folder, "scene.ply")
 
@@ -929,7 +929,7 @@ def fuzz_workflow(folder: str) -> List[Outcome]:
 def fuzz_checkpoint_files(folder: str) -> List[Outcome]:
     """safetensors and torch pickles (zip and legacy); raises AssertionError if a pickled
     ``__reduce__`` ran (it would create the marker file)."""
-    from orbitforge.kernels.hi3d_checkpoint import read_state_dict
+    from orbitforge.kernels.diffusion.hi3d_checkpoint import read_state_dict
 
     marker = os.path.join(folder, "PWNED")
     cases = checkpoint_file_cases(random.Random(1804), marker)
@@ -945,7 +945,7 @@ def fuzz_stage2_layout(folder: str) -> List[Outcome]:
     """What Load Hi3D Refiner validates after reading: in memory, plus a few through the file."""
     from safetensors.torch import save
 
-    from orbitforge.kernels.hi3d_checkpoint import load_stage2_unet, stage2_from_state_dict
+    from orbitforge.kernels.diffusion.hi3d_checkpoint import load_stage2_unet, stage2_from_state_dict
 
     cases = stage2_layout_cases(random.Random(1805))
     src = os.path.join(folder, "stage2.safetensors")
@@ -956,7 +956,7 @@ def fuzz_stage2_layout(folder: str) -> List[Outcome]:
 
 
 def fuzz_mesh(folder: str) -> List[Outcome]:
-    from orbitforge.kernels.mesh_render import load_mesh
+    from orbitforge.kernels.mesh.render import load_mesh
 
     cases = mesh_cases(random.Random(1806))
     outcomes = []
@@ -971,10 +971,11 @@ def fuzz_images(folder: str = "") -> List[Outcome]:
     ``images``), Depth Refiner (square ``views`` and ``depth``)."""
     import torch
 
-    from orbitforge.kernels import mesh_color, visual_hull
-    from orbitforge.kernels.cameras import make_orbit_cameras
-    from orbitforge.kernels.fit import check_views
-    from orbitforge.kernels.depth_condition import check_refine_inputs
+    from orbitforge.kernels.mesh import color as mesh_color
+    from orbitforge.kernels.geometry import visual_hull
+    from orbitforge.kernels.geometry.cameras import make_orbit_cameras
+    from orbitforge.kernels.splat.fit import check_views
+    from orbitforge.kernels.diffusion.depth_condition import check_refine_inputs
 
     rng = random.Random(1807)
     n, h, w = 3, 24, 32
@@ -1024,9 +1025,9 @@ def summary(names: Optional[List[str]] = None) -> dict:
 
     import importlib
 
-    for mod in ("trimesh", "safetensors.torch", "orbitforge.kernels.mesh_render",
-                "orbitforge.kernels.mesh_color", "orbitforge.kernels.fit",
-                "orbitforge.kernels.hi3d_checkpoint", "orbitforge.nodes.refiner",
+    for mod in ("trimesh", "safetensors.torch", "orbitforge.kernels.mesh.render",
+                "orbitforge.kernels.mesh.color", "orbitforge.kernels.splat.fit",
+                "orbitforge.kernels.diffusion.hi3d_checkpoint", "orbitforge.nodes.refiner",
                 "orbitforge.nodes.sample", "orbitforge.workflow.check"):
         importlib.import_module(mod)  # imports are not the readers' memory
     res = {}

@@ -1,5 +1,5 @@
 """A Gaussian V × F matrix distribution with Diffusion²'s conditional-independence structure, and
-its exact row / column denoisers -- the analytic test bed of :mod:`orbitforge.kernels.diffusion2`.
+its exact row / column denoisers -- the analytic test bed of :mod:`orbitforge.kernels.dynamic.diffusion2`.
 
 Each entry ``x[v, t]`` is a small vector in R^C. The structure ("geometry" along columns for all
 views but the reference one, "dynamics" along the reference row):

@@ -56,8 +56,8 @@ def test_bench_real_runs_a_whole_object(tmp_path, capsys):
     import trimesh
 
     from orbitforge.bench.real import main
-    from orbitforge.kernels.cameras import make_orbit_cameras, sv3d_static_orbit
-    from orbitforge.kernels.mesh_render import render_mesh
+    from orbitforge.kernels.geometry.cameras import make_orbit_cameras, sv3d_static_orbit
+    from orbitforge.kernels.mesh.render import render_mesh
 
     box = trimesh.creation.box((0.8, 0.5, 0.6))
     box.visual.vertex_colors = np.tile([40, 160, 90, 255], (len(box.vertices), 1))

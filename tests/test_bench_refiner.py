@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from orbitforge.bench.refiner import condition_disagreement
-from orbitforge.kernels.cameras import camera_rays, intrinsics_from_fov, make_orbit_cameras
-from orbitforge.kernels import depth_condition as DC
+from orbitforge.kernels.geometry.cameras import camera_rays, intrinsics_from_fov, make_orbit_cameras
+from orbitforge.kernels.diffusion import depth_condition as DC
 
 SIZE = 48
 RADIUS = 0.45  # sphere at the origin

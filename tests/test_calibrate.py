@@ -1,4 +1,4 @@
-"""Camera self-calibration of orbits (kernels/calibrate.py, the Calibrate Orbit node and the
+"""Camera self-calibration of orbits (kernels/geometry/calibrate.py, the Calibrate Orbit node and the
 ``calibrate`` option of Gaussian Reconstruct / SDF Mesh), on renders of the bundled spot."""
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ import pytest
 import torch
 import trimesh
 
-from orbitforge.kernels import calibrate as C
-from orbitforge.kernels.cameras import (
+from orbitforge.kernels.geometry import calibrate as C
+from orbitforge.kernels.geometry.cameras import (
     Cameras,
     DEFAULT_RADIUS,
     SV3D_FOV_DEG,
     make_orbit_cameras,
     sv3d_static_orbit,
 )
-from orbitforge.kernels.mesh_render import render_mesh
+from orbitforge.kernels.mesh.render import render_mesh
 from orbitforge.kernels.sample import load_sample_mesh
 
 SIZE = 128
@@ -222,7 +222,7 @@ def test_reconstruction_option_calibrates_only_when_needed(static20):
 def test_sdf_mesh_node_uses_the_calibrated_orbit(static20):
     """SDF Mesh with the wrong elevation: calibrate off carves a hull that the views do not
     explain; auto recovers the orbit and the mesh's silhouettes match the views."""
-    from orbitforge.kernels.calibrate import orbit_consistency
+    from orbitforge.kernels.geometry.calibrate import orbit_consistency
     from orbitforge.nodes.host.geometry import read_mesh
     from orbitforge.nodes.mesh import SDFMesh
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from orbitforge.kernels import cameras
+from orbitforge.kernels.geometry import cameras
 
 
 def test_convention_azimuth0_on_plus_z_azimuth90_on_plus_x_elevation_up():
@@ -119,7 +119,7 @@ def test_bad_cameras_are_refused():
 
 # ---------------------------------------------------------------------------- rays and projection
 def test_project_follows_camera_convention():
-    from orbitforge.kernels.cameras import make_orbit_cameras, project
+    from orbitforge.kernels.geometry.cameras import make_orbit_cameras, project
 
     cams = make_orbit_cameras([0.0], [0.0], 2.0, 33.8, 64, 48)  # on +z looking at -z
     pts = torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.0, 0.0], [0.0, 0.2, 0.0], [0.0, 0.0, 3.0]])
@@ -137,7 +137,7 @@ def test_backproject_project_and_rays_agree():
     """A pixel's depth back-projected, then projected again, lands on that pixel centre in its own
     camera and on the same point in the others (per-camera and shared points); the world rays
     reach the same points at t = depth."""
-    from orbitforge.kernels.cameras import (backproject, camera_rays, make_orbit_cameras,
+    from orbitforge.kernels.geometry.cameras import (backproject, camera_rays, make_orbit_cameras,
                                             pixel_rays, project)
 
     cams = make_orbit_cameras([10.0, -20.0, 35.0], [0.0, 120.0, 250.0], 2.5, 40.0, 12, 8)
@@ -160,7 +160,7 @@ def test_backproject_project_and_rays_agree():
 
 
 def test_look_at_with_per_camera_up_and_at_the_pole():
-    from orbitforge.kernels.cameras import camera_centers, look_at
+    from orbitforge.kernels.geometry.cameras import camera_centers, look_at
 
     eye = torch.tensor([[0.0, 0.0, 2.0], [2.0, 0.0, 0.0], [0.0, 2.0, 0.0]], dtype=torch.float64)
     up = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)

@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 import torch
-from orbitforge.kernels import cd_score as CD
+from orbitforge.kernels.diffusion import cd_score as CD
 
 # --------------------------------------------------------------------------------- formula
 

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from orbitforge.kernels.cameras import Cameras, make_orbit_cameras
-from orbitforge.kernels.core_mesh import core_mesh_fields, mesh_items
-from orbitforge.kernels.gltf import linear_to_srgb, srgb_to_linear
-from orbitforge.kernels.fit import render_gaussians
-from orbitforge.kernels.gaussians import Gaussians, quat_to_rotmat
-from orbitforge.kernels.mesh_types import ColoredMesh
-from orbitforge.kernels.sh import eval_sh
-from orbitforge.kernels.splat_frame import (gaussians_to_splat_fields, sh_rotation_matrix,
+from orbitforge.kernels.geometry.cameras import Cameras, make_orbit_cameras
+from orbitforge.kernels.mesh.core_mesh import core_mesh_fields, mesh_items
+from orbitforge.kernels.mesh.gltf import linear_to_srgb, srgb_to_linear
+from orbitforge.kernels.splat.fit import render_gaussians
+from orbitforge.kernels.splat.gaussians import Gaussians, quat_to_rotmat
+from orbitforge.kernels.mesh.types import ColoredMesh
+from orbitforge.kernels.splat.sh import eval_sh
+from orbitforge.kernels.splat.frame import (gaussians_to_splat_fields, sh_rotation_matrix,
                                             splat_fields_to_gaussians, to_splat_frame)
 from orbitforge.nodes.host import geometry
 
@@ -315,7 +315,7 @@ def test_mesh_turntable_refuses_a_batch_naming_the_input():
 
 
 def test_save_gaussians_writes_the_3dgs_frame_and_load_reads_it_back(out_dir):
-    from orbitforge.kernels.ply import read_ply
+    from orbitforge.kernels.splat.ply import read_ply
     from orbitforge.nodes.gaussians import LoadGaussians, SaveGaussians
 
     g = _scene(degree=1)
@@ -332,7 +332,7 @@ def test_save_gaussians_writes_the_3dgs_frame_and_load_reads_it_back(out_dir):
     torch.testing.assert_close(back.means, g.means)
     torch.testing.assert_close(back.sh, g.sh)
     # an OrbitForge 0.1 file (y-up) read with file_frame y-up gives the same scene
-    from orbitforge.kernels.ply import write_ply
+    from orbitforge.kernels.splat.ply import write_ply
 
     write_ply(os.path.join(out_dir, "old.ply"), g)
     (old,) = LoadGaussians().load("old.ply", "y-up")
@@ -368,7 +368,7 @@ def test_ply_matches_core_ply_layout_for_the_same_splat(out_dir):
 
 def _glb_colour_accessor(data: bytes) -> tuple[dict, np.ndarray]:
     """The COLOR_0 accessor of a one-primitive GLB and its values as stored."""
-    from orbitforge.kernels.gltf import glb_chunks
+    from orbitforge.kernels.mesh.gltf import glb_chunks
 
     js, binary = glb_chunks(data)
     (prim,) = js["meshes"][0]["primitives"]
@@ -381,7 +381,7 @@ def _glb_colour_accessor(data: bytes) -> tuple[dict, np.ndarray]:
 
 
 def test_save_mesh_glb_writes_linear_colours_and_load_mesh_reads_srgb(out_dir):
-    from orbitforge.kernels.mesh_render import load_mesh
+    from orbitforge.kernels.mesh.render import load_mesh
     from orbitforge.nodes.mesh import SaveMesh
 
     box = _box()
@@ -411,8 +411,8 @@ def test_load_mesh_reads_byte_colours_of_other_writers_as_linear(tmp_path):
     values, so the loader's sRGB colours are brighter than the bytes."""
     import trimesh
 
-    from orbitforge.kernels.gltf import glb_vertex_colors
-    from orbitforge.kernels.mesh_render import load_mesh
+    from orbitforge.kernels.mesh.gltf import glb_vertex_colors
+    from orbitforge.kernels.mesh.render import load_mesh
 
     tm = trimesh.creation.box()
     byte = np.tile(np.array([[64, 128, 255, 255]], np.uint8), (len(tm.vertices), 1))
@@ -427,8 +427,8 @@ def test_load_mesh_reads_byte_colours_of_other_writers_as_linear(tmp_path):
 
 
 def test_textured_glb_keeps_the_texture_and_writes_no_colours(out_dir):
-    from orbitforge.kernels.gltf import glb_chunks
-    from orbitforge.kernels.mesh_render import load_mesh
+    from orbitforge.kernels.mesh.gltf import glb_chunks
+    from orbitforge.kernels.mesh.render import load_mesh
     from orbitforge.nodes.mesh import SaveMesh
 
     box = _box(colors=False)

@@ -199,8 +199,8 @@ def test_save_nodes_ui_matches_core_save_glb(sdf_meshes, out_dir):
 def test_core_save_glb_and_save_mesh_agree_on_colour_bytes(sdf_meshes, out_dir):
     """Same MESH through core SaveGLB and our Save Mesh: the same linear COLOR_0 values, the same
     positions; and our loader reads either file back to the mesh's sRGB colours."""
-    from orbitforge.kernels.gltf import linear_to_srgb
-    from orbitforge.kernels.mesh_render import load_mesh
+    from orbitforge.kernels.mesh.gltf import linear_to_srgb
+    from orbitforge.kernels.mesh.render import load_mesh
     from orbitforge.nodes.mesh import SaveMesh
 
     mod = _core("comfy_extras.nodes_save_3d")
@@ -326,7 +326,7 @@ def test_save_mesh_file3d_feeds_core_preview3d(sdf_meshes, out_dir):
 
 def _two_colour_scene():
     """A ball of Gaussians, red above y = 0 and blue below (OrbitForge's y-up world)."""
-    from orbitforge.kernels.gaussians import Gaussians, rgb_to_sh0
+    from orbitforge.kernels.splat.gaussians import Gaussians, rgb_to_sh0
 
     g = torch.Generator().manual_seed(0)
     n = 400
@@ -400,7 +400,7 @@ def test_gaussian_reconstruct_output_through_core_splat_nodes(out_dir):
 @pytest.mark.parametrize("fmt", ["ply", "spz", "ksplat", "splat"])
 def test_core_splat_files_feed_our_nodes(fmt, out_dir):
     gs = _core("comfy_extras.nodes_gaussian_splat")
-    from orbitforge.kernels.cameras import make_orbit_cameras
+    from orbitforge.kernels.geometry.cameras import make_orbit_cameras
     from orbitforge.nodes.gaussians import GaussianRender, SaveGaussians
     from orbitforge.nodes.host import geometry
     from orbitforge.nodes.mesh import SDFMesh
@@ -438,7 +438,7 @@ def test_core_splat_files_feed_our_nodes(fmt, out_dir):
 
 def test_sequence_frame_is_a_core_splat():
     gs = _core("comfy_extras.nodes_gaussian_splat")
-    from orbitforge.kernels.fit4d import GaussianSequence
+    from orbitforge.kernels.dynamic.fit4d import GaussianSequence
     from orbitforge.nodes.gaussians4d import GaussianSequenceFrame
 
     g = _two_colour_scene()

@@ -5,24 +5,14 @@ import math
 
 import pytest
 import torch
-from orbitforge.kernels import diffusion2 as D
-from orbitforge.kernels.edm import edm_sigmas, sample_euler
+from orbitforge.kernels.dynamic import diffusion2 as D
+from orbitforge.kernels.diffusion.edm import edm_sigmas, sample_euler
 from gaussian_matrix import GaussianMatrix, gaussian_denoise  # tests/gaussian_matrix.py
 
 # The official code's table of 0.5 * (1 + cos(2 pi (v + 1) / 10.5)) for v = 0..20
 OFFICIAL_COS_TABLE = [0.91311939, 0.68267051, 0.38873953, 0.13347406, 0.00558459, 0.04951557, 0.25,
                       0.53736505, 0.8117449, 0.9777864, 0.9777864, 0.8117449, 0.53736505, 0.25,
                       0.04951557, 0.00558459, 0.13347406, 0.38873953, 0.68267051, 0.91311939, 1.0]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many tiny ops: one intra-op thread is much faster (no spin-waiting on a
-    loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,40 +4,15 @@ SVD and SV3D_p built with ComfyUI's own classes, a tiny CLIP vision model and VA
 
 import pytest
 import torch
-from comfy_host import require_comfyui
-
-from orbitforge.bench.tiny_comfy import tiny_clip_vision, tiny_vae, tiny_video_model
+from comfy_host import tiny_host
 
 SIZE = 64
 CTX = 1024
 
 
-def _tiny(kind: str, seed: int):
-    return tiny_video_model(kind, seed=seed, context_dim=CTX)
-
-
-def _tiny_clip_vision(tmp_path):
-    return tiny_clip_vision(str(tmp_path), projection_dim=CTX)
-
-
-def _tiny_vae():
-    return tiny_vae(SIZE)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models, many small ops: one intra-op thread avoids spin-waiting on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    require_comfyui()
-    return {"video": _tiny("svd", 0), "mv": _tiny("sv3d_p", 5),
-            "clip_vision": _tiny_clip_vision(tmp_path_factory.mktemp("cv")), "vae": _tiny_vae()}
+    return tiny_host(tmp_path_factory.mktemp("cv"), SIZE, CTX, video=("svd", 0), mv=("sv3d_p", 5))
 
 
 def _image(n=1):
@@ -122,7 +97,7 @@ def test_orbit_prompt_and_bad_input(host):
         _run(host, _image(3), "video", F=4)
     with pytest.raises(ValueError, match="views=3"):
         _run(host, _image(4), "orbit", V=3)
-    from orbitforge.kernels.cameras import make_orbit_cameras, sv3d_static_orbit
+    from orbitforge.kernels.geometry.cameras import make_orbit_cameras, sv3d_static_orbit
 
     el, az = sv3d_static_orbit(10.0, 5)
     with pytest.raises(ValueError, match="CAMERAS has 5"):

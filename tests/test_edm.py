@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from orbitforge.kernels import edm
+from orbitforge.kernels.diffusion import edm
 
 
 def _ref_sigma(i, n, smin=0.002, smax=700.0, rho=7.0):

@@ -7,9 +7,9 @@ import os
 
 import pytest
 import torch
-from orbitforge.kernels import fit4d
-from orbitforge.kernels.fit import FitConfig, fit_gaussians, render_gaussians, scene_bbox
-from orbitforge.kernels.fit4d import (
+from orbitforge.kernels.dynamic import fit4d
+from orbitforge.kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians, scene_bbox
+from orbitforge.kernels.dynamic.fit4d import (
     Fit4DConfig,
     GaussianSequence,
     check_sequence,
@@ -24,8 +24,8 @@ from orbitforge.kernels.fit4d import (
     write_ply_sequence,
 )
 from orbitforge.kernels.metrics import psnr
-from orbitforge.kernels.ply import read_ply
-from orbitforge.kernels.splat_frame import to_splat_frame
+from orbitforge.kernels.splat.ply import read_ply
+from orbitforge.kernels.splat.frame import to_splat_frame
 from test_visual_hull import ring_cams, sphere_views
 
 COLORS = ((1.0, 0.2, 0.2), (0.2, 0.2, 1.0))
@@ -35,15 +35,6 @@ STEP = 0.04  # sphere centre moves this far along +x per time step
 
 def base_cfg(iterations):
     return FitConfig(iterations=iterations, init_resolution=16, seed=0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny fits: 2 threads only add contention (10x slower on a loaded 2-core machine)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

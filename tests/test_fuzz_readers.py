@@ -55,8 +55,8 @@ def test_torch_allocations_stay_bounded():
 
 def test_big_images_are_checked_without_a_copy():
     """16k x 16k IMAGE / MASK inputs (stride-0 views): validation runs in slices."""
-    from orbitforge.kernels.cameras import make_orbit_cameras
-    from orbitforge.kernels.fit import check_views
+    from orbitforge.kernels.geometry.cameras import make_orbit_cameras
+    from orbitforge.kernels.splat.fit import check_views
     from orbitforge.kernels.inputs import check_mask
 
     cams = make_orbit_cameras([0.0], [0.0], 2.0, 33.8, fuzz.BIG, fuzz.BIG)

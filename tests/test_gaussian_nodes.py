@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from orbitforge.kernels.cameras import make_orbit_cameras
+from orbitforge.kernels.geometry.cameras import make_orbit_cameras
 from orbitforge.kernels.sample import load_sample_orbit
 from orbitforge.nodes.gaussians import (GaussianReconstruct, GaussianRender, LoadGaussians,
                                         SaveGaussians)
@@ -91,7 +91,7 @@ def test_load_refuses_foreign_file(out_dir):
 
 
 def _one():
-    from orbitforge.kernels.gaussians import Gaussians
+    from orbitforge.kernels.splat.gaussians import Gaussians
 
     return Gaussians(torch.zeros(1, 3), torch.tensor([[1.0, 0, 0, 0]]), torch.zeros(1, 3),
                      torch.zeros(1), torch.zeros(1, 1, 3))

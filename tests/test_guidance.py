@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
-from orbitforge.kernels import edm, sv3d
-from orbitforge.kernels import guidance as G
-from orbitforge.kernels.cameras import sv3d_static_orbit
+from orbitforge.kernels.diffusion import edm, sv3d
+from orbitforge.kernels.diffusion import guidance as G
+from orbitforge.kernels.geometry.cameras import sv3d_static_orbit
 
 # official TrianglePredictionGuider(max_scale=2.5, num_frames=21).scale, printed from the
 # official class (float32)
@@ -159,13 +159,11 @@ def test_branch_contents():
 # ------------------------------------------------------------------------------ tiny SVD UNet
 @pytest.fixture(scope="module")
 def tiny_unet():
-    """Built once per module. One intra-op thread while these tests run: the tensors are tiny, and
-    on a shared 2-core machine OpenMP's 2-thread barriers made each forward ~100x slower."""
+    """Built once per module (on the tests' one intra-op thread, tests/conftest.py: with tiny
+    tensors OpenMP's 2-thread barriers made each forward ~100x slower on a shared 2-core box)."""
     from orbitforge.bench.guidance import tiny_diffusers_unet
 
     _import_diffusers_unet()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     unet = tiny_diffusers_unet(cross_dim=16, channels=(32, 64))
     forwards = []
     handle = unet.register_forward_hook(lambda m, a, o: forwards.append(a[0].shape[0]))  # videos per forward
@@ -173,7 +171,6 @@ def tiny_unet():
         yield unet, forwards
     finally:
         handle.remove()
-        torch.set_num_threads(threads)
 
 
 def _import_diffusers_unet():

@@ -93,7 +93,7 @@ def test_import_graph_sees_imports_inside_functions(tmp_path):
 
 def test_package_import_graph_is_acyclic():
     mods = package_modules()
-    assert {"orbitforge.kernels.rasterize", "orbitforge.nodes.host.guiders"} <= set(mods)
+    assert {"orbitforge.kernels.splat.rasterize", "orbitforge.nodes.host.guiders"} <= set(mods)
     cycle = find_cycle(import_graph(mods))
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
@@ -158,3 +158,68 @@ def test_layer_rules_catch_a_kernel_importing_a_node(tmp_path):
     assert "orbitforge.nodes" in graph["orbitforge.kernels.k"]
     assert layer("orbitforge.nodes") not in ALLOWED[layer("orbitforge.kernels.k")]
     assert comfyui_imports(tmp_path / "k.py") == {"folder_paths"}
+
+
+# Inside kernels/: one subpackage per pipeline stage, in data-flow order (kernels/__init__.py). A
+# stage may import the stages before it, and the shared top-level modules that import no stage.
+KERNEL_STAGES = ["geometry", "diffusion", "splat", "mesh", "priors", "dynamic"]
+SHARED_KERNEL_MODULES = {"atomic", "interrupt", "inputs", "metrics", "sample"}
+
+
+def stage(module: str):
+    """The kernel stage a module belongs to, "shared" for a top-level kernels module, else None."""
+    parts = module.split(".")[1:]
+    if parts[:1] != ["kernels"] or len(parts) < 2:
+        return None
+    return parts[1] if parts[1] in KERNEL_STAGES else "shared"
+
+
+def stage_violations(graph: dict) -> list:
+    wrong = []
+    for a, deps in graph.items():
+        sa = stage(a)
+        if sa not in KERNEL_STAGES:
+            continue
+        for b in deps:
+            sb = stage(b)
+            if sb in KERNEL_STAGES and KERNEL_STAGES.index(sb) > KERNEL_STAGES.index(sa):
+                wrong.append(f"{a} -> {b} (later stage)")
+            elif sb == "shared" and any(stage(c) in KERNEL_STAGES for c in graph.get(b, ())):
+                wrong.append(f"{a} -> {b} (a shared module that imports a stage)")
+    return sorted(wrong)
+
+
+def test_kernels_are_grouped_by_stage_in_data_flow_order():
+    mods = package_modules()
+    assert all(f"orbitforge.kernels.{s}" in mods for s in KERNEL_STAGES)
+    top = {m.split(".")[2] for m in mods if m.count(".") == 2 and m.startswith("orbitforge.kernels.")}
+    assert top - set(KERNEL_STAGES) == SHARED_KERNEL_MODULES, (
+        "kernels/ top level holds only the stages and the shared modules; put a new kernel module "
+        "into its stage's subpackage")
+    wrong = stage_violations(import_graph(mods))
+    assert not wrong, "kernel stage imports against the data flow: " + ", ".join(wrong)
+
+
+def test_stage_rules_catch_an_import_against_the_data_flow(tmp_path):
+    for name in ("fit.py", "render.py", "metrics.py", "cameras.py"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "fit.py").write_text("from ..mesh import render\nfrom .. import metrics\n")
+    (tmp_path / "metrics.py").write_text("from .mesh import render\n")
+    (tmp_path / "cameras.py").write_text("from .. import metrics\n")
+    mods = {"orbitforge.kernels": tmp_path / "__init__.py",
+            "orbitforge.kernels.splat.fit": tmp_path / "fit.py",
+            "orbitforge.kernels.mesh.render": tmp_path / "render.py",
+            "orbitforge.kernels.metrics": tmp_path / "metrics.py",
+            "orbitforge.kernels.geometry.cameras": tmp_path / "cameras.py"}
+    (tmp_path / "__init__.py").write_text("")
+    graph = import_graph(mods)
+    assert graph["orbitforge.kernels.splat.fit"] == {"orbitforge.kernels.mesh.render",
+                                                     "orbitforge.kernels.metrics"}
+    assert stage_violations(graph) == [
+        "orbitforge.kernels.geometry.cameras -> orbitforge.kernels.metrics (a shared module that "
+        "imports a stage)",
+        "orbitforge.kernels.splat.fit -> orbitforge.kernels.mesh.render (later stage)",
+        "orbitforge.kernels.splat.fit -> orbitforge.kernels.metrics (a shared module that imports "
+        "a stage)"]
+    assert stage_violations({"orbitforge.kernels.mesh.render": {"orbitforge.kernels.splat.fit"},
+                             "orbitforge.kernels.splat.fit": set()}) == []

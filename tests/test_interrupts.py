@@ -208,7 +208,7 @@ class _Denoiser(torch.nn.Module):
 
 def test_cancel_stops_the_sv3d_sampling_loop(cancel):
     """The Euler-EDM loop every SV3D/SVD sampler runs (progress = interrupt check per step)."""
-    from orbitforge.kernels import edm
+    from orbitforge.kernels.diffusion import edm
 
     flag = cancel("sample_euler", skip=1)
     calls = []
@@ -231,7 +231,8 @@ def test_cancel_stops_the_sv3d_sampling_loop(cancel):
     ("_eval_chunked", 1, None, 2)])  # during pass 1: its next chunk stops
 def test_cancel_stops_the_diffusion2_matrix_loop(cancel, target, skip, by, n_calls):
     """Per pass (the sampler's progress) and per chunk of sequences (inside a pass)."""
-    from orbitforge.kernels import diffusion2 as D, edm
+    from orbitforge.kernels.dynamic import diffusion2 as D
+    from orbitforge.kernels.diffusion import edm
 
     flag = cancel(target, skip=skip)
     steps = 6

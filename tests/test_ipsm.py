@@ -1,12 +1,12 @@
-"""IPSM geometry regularisers (kernels/ipsm.py): pseudo cameras, inverse warp, masks, losses."""
+"""IPSM geometry regularisers (kernels/priors/ipsm.py): pseudo cameras, inverse warp, masks, losses."""
 
 import math
 
 import pytest
 import torch
 
-from orbitforge.kernels import ipsm
-from orbitforge.kernels.cameras import (Cameras, camera_centers, camera_rays, look_at,
+from orbitforge.kernels.priors import ipsm
+from orbitforge.kernels.geometry.cameras import (Cameras, camera_centers, camera_rays, look_at,
                                         make_orbit_cameras, project)
 
 # ----------------------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def test_ipsm_geometry_gradient_flows_only_into_pseudo_render():
 def test_geometry_with_real_gaussian_renders():
     """End to end with the rasteriser: warping a Gaussian render of the training view into a
     pseudo view with the rendered depths matches the pseudo render inside the strict mask."""
-    rasterize = pytest.importorskip("orbitforge.kernels.rasterize").rasterize
+    rasterize = pytest.importorskip("orbitforge.kernels.splat.rasterize").rasterize
     torch.manual_seed(0)
     n = 800
     p = torch.nn.functional.normalize(torch.randn(n, 3), dim=-1) * 0.4  # a shell of splats
@@ -398,8 +398,8 @@ def test_cross_view_validates_shapes():
 
 
 def test_cross_view_term_runs_inside_a_fit():
-    from orbitforge.kernels.fit import FitConfig, fit_gaussians
-    from orbitforge.kernels.priors import IPSMGeometryConfig, IPSMGeometryRegularizer
+    from orbitforge.kernels.splat.fit import FitConfig, fit_gaussians
+    from orbitforge.kernels.priors.regularizers import IPSMGeometryConfig, IPSMGeometryRegularizer
 
     cams = cams_at([0.0, 60.0, 120.0, 180.0], size=32)
     rgb, depth, _, _ = raycast(cams)

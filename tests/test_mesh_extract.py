@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from orbitforge.kernels.mesh_color import bake_texture, vertex_colors
-from orbitforge.kernels.mesh_extract import (
+from orbitforge.kernels.mesh.color import bake_texture, vertex_colors
+from orbitforge.kernels.mesh.extract import (
     decimate,
     field_to_mesh,
     finish_mesh,
@@ -13,8 +13,8 @@ from orbitforge.kernels.mesh_extract import (
     marching_cubes,
     reconstruct_fast,
 )
-from orbitforge.kernels.tsdf import combine_hull_tsdf, tsdf_fuse
-from orbitforge.kernels.visual_hull import hull_sdf, voxel_grid
+from orbitforge.kernels.mesh.tsdf import combine_hull_tsdf, tsdf_fuse
+from orbitforge.kernels.geometry.visual_hull import hull_sdf, voxel_grid
 from test_visual_hull import ring_cams, sphere_views
 
 
@@ -120,7 +120,7 @@ def test_fast_mode_polish_sharpens_the_hull_and_can_be_switched_off():
     """mode fast ends with a photometric polish (on by default with images): from 9 views the
     visual hull of a ball is a faceted shape up to 0.04 outside it, which the polish pulls in;
     polish_steps=0 is exactly the fused field's mesh (with the same finishing)."""
-    from orbitforge.kernels.mesh_pipeline import reconstruct_mesh
+    from orbitforge.kernels.mesh.pipeline import reconstruct_mesh
 
     cams = ring_cams(3, 64, (0.0, 40.0, -40.0))
     masks, _, rgb = sphere_views(cams, radius=0.3, colors=((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)))
@@ -150,7 +150,7 @@ def test_fast_path_bad_masks():
 def test_finishing_retries_when_decimation_breaks_watertightness(monkeypatch):
     """A decimation that opens holes (simulated: it drops faces) must not reach the user: the
     finishing step retries with a larger target and finally skips decimation."""
-    import orbitforge.kernels.mesh_extract as me
+    import orbitforge.kernels.mesh.extract as me
 
     v, f = marching_cubes(sphere_field(40))
     real = me.decimate
@@ -174,7 +174,7 @@ def test_finishing_retries_when_decimation_breaks_watertightness(monkeypatch):
 
 
 def test_non_manifold_result_is_a_clear_error():
-    from orbitforge.kernels.mesh_extract import _check_manifold
+    from orbitforge.kernels.mesh.extract import _check_manifold
 
     # three triangles sharing one edge
     v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1]], float)
@@ -184,8 +184,8 @@ def test_non_manifold_result_is_a_clear_error():
 
 
 def test_depth_normal_weight_is_the_viewing_cosine():
-    from orbitforge.kernels.cameras import make_orbit_cameras
-    from orbitforge.kernels.tsdf import depth_normal_weight
+    from orbitforge.kernels.geometry.cameras import make_orbit_cameras
+    from orbitforge.kernels.mesh.tsdf import depth_normal_weight
 
     cams = make_orbit_cameras([0.0], [0.0], 2.0, 40.0, 64, 64)
     K = cams.Ks[0]

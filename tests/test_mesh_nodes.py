@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from orbitforge.kernels.core_mesh import mesh_items
-from orbitforge.kernels.mesh_render import load_mesh
-from orbitforge.kernels.mesh_types import ColoredMesh
+from orbitforge.kernels.mesh.core_mesh import mesh_items
+from orbitforge.kernels.mesh.render import load_mesh
+from orbitforge.kernels.mesh.types import ColoredMesh
 from orbitforge.nodes.mesh import MeshTurntable, SaveMesh, SDFMesh
 from test_visual_hull import ring_cams, sphere_views
 
@@ -61,7 +61,7 @@ def test_sdf_mesh_node_refuses_bad_input(views):
         build(views, masks=torch.zeros_like(masks))
     with pytest.raises(ValueError, match="GiB"):
         build(views, resolution=1024)
-    from orbitforge.kernels.cameras import Cameras
+    from orbitforge.kernels.geometry.cameras import Cameras
 
     vm = cams.viewmats.clone()
     vm[:, :3, 3] *= -1  # object behind every camera
@@ -184,7 +184,7 @@ def test_sdf_mesh_node_neural_mode(views):
 
 def sphere_gaussians(radius=0.3, n=3000):
     """Small opaque red Gaussians on a sphere (a stand-in for a fitted scene)."""
-    from orbitforge.kernels.gaussians import Gaussians
+    from orbitforge.kernels.splat.gaussians import Gaussians
 
     g = torch.Generator().manual_seed(0)
     p = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1) * radius
@@ -197,7 +197,7 @@ def sphere_gaussians(radius=0.3, n=3000):
 def test_sdf_mesh_renders_gaussians_once(views, monkeypatch):
     """depth_source gaussians with no images/masks: masks, colours and depth all come from one
     render of the scene, and the mesh is the sphere the Gaussians sit on."""
-    from orbitforge.kernels import fit
+    from orbitforge.kernels.splat import fit
 
     calls = []
     real = fit.render_gaussians

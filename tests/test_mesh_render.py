@@ -6,8 +6,8 @@ import torch
 import trimesh
 from PIL import Image
 
-from orbitforge.kernels import mesh_render as mr
-from orbitforge.kernels.cameras import make_orbit_cameras
+from orbitforge.kernels.mesh import render as mr
+from orbitforge.kernels.geometry.cameras import make_orbit_cameras
 from orbitforge.kernels.sample import (load_sample_mesh, load_sample_orbit, spot_mesh_path,
                                        SAMPLE_RADIUS)
 
@@ -272,7 +272,7 @@ def test_cast_shadow_and_default_unchanged():
     shad = mr.render_mesh(scene, cams, shadows=True, **kw)
     assert torch.equal(plain["mask"], shad["mask"]) and torch.equal(plain["depth"], shad["depth"])
     # project the floor point under the ball and one far from it
-    from orbitforge.kernels.cameras import project
+    from orbitforge.kernels.geometry.cameras import project
 
     pts = torch.tensor([[0.0, -0.29, 0.0], [0.7, -0.29, 0.6]])
     uv, _ = project(pts, cams.viewmats, cams.Ks)

@@ -7,9 +7,9 @@ import torch
 import trimesh
 
 from orbitforge.bench.zoo import SHAPES, check_volume, load_or_make, make_shape
-from orbitforge.kernels.cameras import make_orbit_cameras
-from orbitforge.kernels.mesh_pipeline import reconstruct_mesh
-from orbitforge.kernels.mesh_render import normalize_mesh, render_mesh
+from orbitforge.kernels.geometry.cameras import make_orbit_cameras
+from orbitforge.kernels.mesh.pipeline import reconstruct_mesh
+from orbitforge.kernels.mesh.render import normalize_mesh, render_mesh
 from orbitforge.kernels.metrics import genus, roughness_deg
 
 

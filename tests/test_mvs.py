@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from orbitforge.kernels import mvs
-from orbitforge.kernels.cameras import make_orbit_cameras, uniform_orbit
-from orbitforge.kernels.mesh_pipeline import reconstruct_mesh
-from orbitforge.kernels.mesh_render import render_mesh
-from orbitforge.kernels.tsdf import combine_hull_tsdf, tsdf_fuse
-from orbitforge.kernels.visual_hull import DEFAULT_BBOX, hull_sdf
+from orbitforge.kernels.mesh import mvs
+from orbitforge.kernels.geometry.cameras import make_orbit_cameras, uniform_orbit
+from orbitforge.kernels.mesh.pipeline import reconstruct_mesh
+from orbitforge.kernels.mesh.render import render_mesh
+from orbitforge.kernels.mesh.tsdf import combine_hull_tsdf, tsdf_fuse
+from orbitforge.kernels.geometry.visual_hull import DEFAULT_BBOX, hull_sdf
 
 PIT_DEPTH = 0.12
 
@@ -116,14 +116,14 @@ def test_mvs_refuses_bad_input(scene):
 
 
 def test_mesh_file_written_atomically_with_colours(scene, tmp_path):
-    from orbitforge.kernels.mesh_pipeline import gaussians_to_mesh_file
+    from orbitforge.kernels.mesh.pipeline import gaussians_to_mesh_file
 
     cams, rgb, masks, _ = scene
     path = gaussians_to_mesh_file(None, rgb, masks, cams, str(tmp_path / "out.glb"),
                                   resolution=48)
     assert path.endswith("out.glb")
     assert sorted(os.listdir(tmp_path)) == ["out.glb"]  # no temp file left behind
-    from orbitforge.kernels.mesh_render import load_mesh
+    from orbitforge.kernels.mesh.render import load_mesh
 
     # read by our loader: COLOR_0 beside a matte material is what trimesh files as a texture
     # visual's vertex attribute

@@ -1,13 +1,13 @@
-"""Neural SDF refinement (kernels/neural_sdf.py): grid lookup, NeuS compositing, the fit."""
+"""Neural SDF refinement (kernels/mesh/neural_sdf.py): grid lookup, NeuS compositing, the fit."""
 
 import math
 
 import pytest
 import torch
 
-from orbitforge.kernels import neural_sdf as ns
-from orbitforge.kernels.cameras import make_orbit_cameras, uniform_orbit
-from orbitforge.kernels.visual_hull import DEFAULT_BBOX, voxel_grid
+from orbitforge.kernels.mesh import neural_sdf as ns
+from orbitforge.kernels.geometry.cameras import make_orbit_cameras, uniform_orbit
+from orbitforge.kernels.geometry.visual_hull import DEFAULT_BBOX, voxel_grid
 
 
 def test_sample_grid_is_trilinear_on_a_linear_field():
@@ -107,7 +107,7 @@ def test_redistance_fills_the_truncated_inside():
 
 
 def _sphere_scene(res=48, grid=32, views=8):
-    from orbitforge.kernels.mesh_render import render_mesh
+    from orbitforge.kernels.mesh.render import render_mesh
     import trimesh
 
     mesh = trimesh.creation.icosphere(subdivisions=4, radius=0.3)

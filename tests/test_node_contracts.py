@@ -255,7 +255,7 @@ def test_save_into_unwritable_folder_fails_before_writing(tiny_fit, tmp_path, mo
     """A bad output folder is a ValueError naming it, and no file (or temp file) is left."""
     from orbitforge.nodes.gaussians import SaveGaussians
     from orbitforge.nodes.mesh import SaveMesh
-    from orbitforge.kernels.mesh_types import ColoredMesh
+    from orbitforge.kernels.mesh.types import ColoredMesh
 
     *_, g, _r = tiny_fit
     blocker = tmp_path / "out"
@@ -288,7 +288,7 @@ def test_save_into_unwritable_folder_fails_before_writing(tiny_fit, tmp_path, mo
 
 def test_failed_write_leaves_no_partial_file(tiny_fit, tmp_path, monkeypatch):
     """If writing fails half-way (disk full, killed), neither the target nor a temp file stays."""
-    from orbitforge.kernels import ply
+    from orbitforge.kernels.splat import ply
     from orbitforge.nodes.gaussians import SaveGaussians
 
     *_, g, _r = tiny_fit

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from orbitforge.kernels.gaussians import SH_C0, Gaussians
-from orbitforge.kernels.ply import read_ply, write_ply
+from orbitforge.kernels.splat.gaussians import SH_C0, Gaussians
+from orbitforge.kernels.splat.ply import read_ply, write_ply
 
 
 def _scene(n=7, k=16, seed=0):

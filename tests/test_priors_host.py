@@ -105,7 +105,7 @@ def test_eps_callable_converts_ddpm_latents_and_applies_cfg(comfy):
     assert torch.equal(seen["concat"][:2], x9[:, 4:])  # mask + masked latents go to c_concat
     a = priors.alphas_cumprod(model)[t]
     assert torch.allclose(seen["x"][:2], x9[:, :4] / a.sqrt().view(2, 1, 1, 1), atol=1e-5)
-    from orbitforge.kernels.sds import sd_alphas_cumprod
+    from orbitforge.kernels.priors.sds import sd_alphas_cumprod
 
     assert torch.allclose(priors.alphas_cumprod(model), sd_alphas_cumprod(), rtol=1e-4)
 

@@ -78,7 +78,7 @@ def _sv3d_cond():
 
 def _fit_with(priors, tiny, iters):
     """A short fit with the priors' regulariser; records loss and d loss / d means."""
-    from orbitforge.kernels.fit import FitConfig, fit_gaussians
+    from orbitforge.kernels.splat.fit import FitConfig, fit_gaussians
     from orbitforge.nodes.gaussians import build_regularizer
 
     im, mk, cams = tiny["views"]

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from orbitforge.kernels.cameras import make_orbit_cameras
-from orbitforge.kernels.rasterize import RenderOutput, rasterize
-from orbitforge.kernels.sh import SH_C0, SH_C1, eval_sh, sh_basis
+from orbitforge.kernels.geometry.cameras import make_orbit_cameras
+from orbitforge.kernels.splat.rasterize import RenderOutput, rasterize
+from orbitforge.kernels.splat.sh import SH_C0, SH_C1, eval_sh, sh_basis
 
 W, H = 64, 48
 

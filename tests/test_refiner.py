@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from orbitforge.kernels import depth_condition as DC
-from orbitforge.kernels import edm
+from orbitforge.kernels.diffusion import depth_condition as DC
+from orbitforge.kernels.diffusion import edm
 from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
-from orbitforge.kernels import hi3d_checkpoint as CK
+from orbitforge.kernels.diffusion import hi3d_checkpoint as CK
 
 # ------------------------------------------------------------------------------ depth packing
 
@@ -131,7 +131,7 @@ def test_reference_index_and_roll():
 
 
 def test_reprojection_error_zero_for_true_depth_of_plane():
-    from orbitforge.kernels.cameras import camera_rays, make_orbit_cameras
+    from orbitforge.kernels.geometry.cameras import camera_rays, make_orbit_cameras
 
     cams = make_orbit_cameras([0.0, 0.0], [0.0, 10.0], 2.0, 40.0, 32, 32)
     # depth of the plane z_world = 0 seen from each camera (exact, analytic)

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from comfy_host import require_comfyui
-from orbitforge.kernels import depth_condition as DC
+from orbitforge.kernels.diffusion import depth_condition as DC
 from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
-from orbitforge.kernels import hi3d_checkpoint as CK
-from orbitforge.kernels.cameras import make_orbit_cameras
+from orbitforge.kernels.diffusion import hi3d_checkpoint as CK
+from orbitforge.kernels.geometry.cameras import make_orbit_cameras
 
 
 class FakeVAE:

@@ -1,10 +1,11 @@
-"""SV3D masked SDS and IPSM score terms (kernels/sds.py), all without model weights."""
+"""SV3D masked SDS and IPSM score terms (kernels/priors/sds.py), all without model weights."""
 
 import pytest
 import torch
 
-from orbitforge.kernels import edm, sds
-from orbitforge.kernels.cameras import camera_centers, camera_rays, make_orbit_cameras
+from orbitforge.kernels.diffusion import edm
+from orbitforge.kernels.priors import sds
+from orbitforge.kernels.geometry.cameras import camera_centers, camera_rays, make_orbit_cameras
 
 # ----------------------------------------------------------------------------------------------
 # A unit-diameter sphere ray cast analytically

@@ -7,31 +7,16 @@ import math
 import pytest
 import torch
 
-from comfy_host import require_comfyui
-
-from orbitforge.bench.tiny_comfy import tiny_clip_vision, tiny_vae, tiny_video_model
+from comfy_host import tiny_host
 
 FRAMES = 5
 SIZE = 64
 CTX = 1024
 
 
-def _tiny_model():
-    return tiny_video_model("sv3d_p", seed=0, context_dim=CTX)
-
-
-def _tiny_clip_vision(tmp_path):
-    return tiny_clip_vision(str(tmp_path), projection_dim=CTX)
-
-
-def _tiny_vae():
-    return tiny_vae(SIZE)
-
-
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    require_comfyui()
-    return {"model": _tiny_model(), "clip_vision": _tiny_clip_vision(tmp_path_factory.mktemp("cv")), "vae": _tiny_vae()}
+    return tiny_host(tmp_path_factory.mktemp("cv"), SIZE, CTX, model=("sv3d_p", 0))
 
 
 def _image():
@@ -57,7 +42,7 @@ def test_orbit_node_conditioning(host):
     torch.testing.assert_close(cams.azimuth, torch.tensor(d["azimuth"], dtype=torch.float32), atol=1e-4, rtol=0)
     assert view.shape == (1, SIZE, SIZE, 3) and view[0, 0, 0].tolist() == [1.0, 1.0, 1.0]  # white background
     # ComfyUI's own SV3D_p vector == our official-formula vector
-    from orbitforge.kernels import sv3d as S
+    from orbitforge.kernels.diffusion import sv3d as S
 
     adm = host["model"].model.encode_adm(augmentation_level=1e-5, elevation=d["elevation"], azimuth=d["azimuth"],
                                          noise=torch.zeros(FRAMES, 4, 8, 8))
@@ -65,7 +50,7 @@ def test_orbit_node_conditioning(host):
 
 
 def test_bad_inputs_fail_before_sampling(host):
-    from orbitforge.kernels.cameras import make_orbit_cameras
+    from orbitforge.kernels.geometry.cameras import make_orbit_cameras
     from orbitforge.nodes.sv3d import SV3DOrbit, SV3DSampler
 
     with pytest.raises(ValueError, match="CAMERAS has 3"):
@@ -157,7 +142,7 @@ def test_guider_matches_host_free_formula(host):
     capture("cond", core)  # cfg 1 -> conditional x0
     core.set_conds(neg, neg)
     capture("uncond", core)
-    from orbitforge.kernels import guidance as G
+    from orbitforge.kernels.diffusion import guidance as G
 
     want = G.cfg_x0(x0s["uncond"], x0s["cond"], G.triangle_scales(FRAMES))
     torch.testing.assert_close(x0s["tri"], want, rtol=1e-4, atol=1e-4)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from orbitforge.kernels import sv3d as S
+from orbitforge.kernels.diffusion import sv3d as S
 from orbitforge.nodes.sv3d import resolve_orbit
 
 
@@ -55,7 +55,7 @@ def test_orbit_validation():
 def test_cameras_flow_through_the_sv3d_orbit_unchanged():
     """orbit='cameras': the CAMERAS out are the CAMERAS in (poses untouched, only resized), and
     their own angles condition SV3D -- no rebuild from angles."""
-    from orbitforge.kernels.cameras import make_orbit_cameras
+    from orbitforge.kernels.geometry.cameras import make_orbit_cameras
 
     given = make_orbit_cameras([5.0, 12.5, -3.0], [40.0, 160.0, 0.0], 2.7, 45.0, 32, 32)
     given.viewmats[0, :3, 3] += 0.01  # a pose no orbit rebuild would give back
@@ -66,7 +66,7 @@ def test_cameras_flow_through_the_sv3d_orbit_unchanged():
 
 
 def test_one_orbit_registry_for_the_camera_and_sv3d_nodes():
-    from orbitforge.kernels import cameras
+    from orbitforge.kernels.geometry import cameras
     from orbitforge.nodes.cameras import OrbitCameras
     from orbitforge.nodes.sv3d import SV3DOrbit
 

@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-from orbitforge.kernels.cameras import camera_rays, make_orbit_cameras, project, uniform_orbit
-from orbitforge.kernels.visual_hull import (
+from orbitforge.kernels.geometry.cameras import camera_rays, make_orbit_cameras, project, uniform_orbit
+from orbitforge.kernels.geometry.visual_hull import (
     carve_visual_hull,
     hull_sdf,
     mask_signed_distance,

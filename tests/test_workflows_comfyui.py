@@ -10,7 +10,7 @@ an empty folder: the test needs no browser frontend, nor the comfyui-frontend-pa
   schemas) finds nothing wrong except model/image files this bare installation does not have;
 * the reconstruction-only workflow (bundled sample, no model files) is queued with
   ``POST /prompt`` and runs to the end: the PLY and GLB it saves exist in the output folder and
-  load (``kernels.ply.read_ply``, ``trimesh``), and every preview node produced its images.
+  load (``kernels.splat.ply.read_ply``, ``trimesh``), and every preview node produced its images.
 
 To keep the run inside a test budget on a loaded 2-core CPU, the test lowers the workflow's
 heavy settings (fewer views and iterations, coarser grids: :data:`FAST`); set
@@ -245,7 +245,7 @@ def test_comfyui_validation_of_every_workflow(comfyui):
 def test_sample_workflow_runs_headless_and_writes_glb_and_ply(comfyui):
     import trimesh
 
-    from orbitforge.kernels.ply import read_ply
+    from orbitforge.kernels.splat.ply import read_ply
 
     wf = _load(SAMPLE_WORKFLOW)
     api = ui_to_api(wf)
@@ -292,7 +292,7 @@ def test_sample_workflow_runs_headless_and_writes_glb_and_ply(comfyui):
     assert len(mesh.faces) > 100 and mesh.is_watertight
     # vertex colours as linear COLOR_0 beside a matte material: our loader returns them as
     # vertex colours (trimesh alone files them under a texture visual)
-    from orbitforge.kernels.mesh_render import load_mesh
+    from orbitforge.kernels.mesh.render import load_mesh
 
     assert load_mesh(glb_path).visual.kind == "vertex"
     # Preview3D got the saved file's path (relative to the output folder)

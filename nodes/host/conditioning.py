@@ -12,7 +12,7 @@ and the concat latents and keeps the vector conditions. ComfyUI's ``model_base``
 ``SV3D_*`` ``extra_conds`` and ``encode_adm``) reads these keys.
 
 The noisy conditioning image itself (``image + cond_aug * N(0, 1)`` in [-1, 1]) is
-:func:`orbitforge.kernels.sv3d.noisy_cond_pixels`.
+:func:`orbitforge.kernels.diffusion.sv3d.noisy_cond_pixels`.
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ import math
 
 import torch
 
-from ...kernels import diffusion2 as D
-from ...kernels import edm
-from ...kernels.guidance import make_scales
-from ...kernels.sv3d import noisy_cond_pixels
+from ...kernels.dynamic import diffusion2 as D
+from ...kernels.diffusion import edm
+from ...kernels.diffusion.guidance import make_scales
+from ...kernels.diffusion.sv3d import noisy_cond_pixels
 from . import check_interrupt, intermediate_device, oom_exceptions, torch_device
 from .family import require
 from .models import clip_image_embed, vae_decode_chunked, vae_encode_chunked
@@ -311,7 +311,7 @@ def guider_class():
     """``OrbitForgeDiffusion2Guider`` (a ``comfy.samplers.CFGGuider``), built once.
 
     The latent is the flattened matrix ``[V*F, 4, h, w]`` (view-major). Each ``predict_noise``
-    returns the composed x0 of the whole matrix (:func:`kernels.diffusion2.denoise_matrix`); lambda
+    returns the composed x0 of the whole matrix (:func:`kernels.dynamic.diffusion2.denoise_matrix`); lambda
     is indexed by the step, found from the sampler's sigmas captured in :meth:`sample`. VRS is a
     sampler feature and is not applied in guider mode (use the all-in-one node for it). The
     multi-view model is registered as an additional model so core loads both.

@@ -17,7 +17,7 @@ To add a family: detect it in :func:`_detect` and list the nodes that accept it 
 
 from __future__ import annotations
 
-from ...kernels.depth_condition import STAGE2_IN_CHANNELS
+from ...kernels.diffusion.depth_condition import STAGE2_IN_CHANNELS
 
 SV3D = ("sv3d_p", "sv3d_u")
 VIDEO = ("hi3d_stage2", "sv3d_p", "sv3d_u", "svd")

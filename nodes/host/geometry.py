@@ -8,7 +8,7 @@ pack's outputs are instances of those classes whenever the host has them. Elsewh
 tests, scripts) the classes below stand in: same constructor, same attributes, same defaults.
 
 The conversions themselves (frame map, SH rotation, padded-batch slicing, checks) are host-free
-maths in :mod:`...kernels.splat_frame` and :mod:`...kernels.core_mesh`.
+maths in :mod:`...kernels.splat.frame` and :mod:`...kernels.mesh.core_mesh`.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def file3d_class():
 
 def make_splat(gaussians):
     """:class:`Gaussians` (OrbitForge frame) -> a ``SPLAT`` (batch 1, splat frame)."""
-    from ...kernels.splat_frame import gaussians_to_splat_fields  # noqa: PLC0415
+    from ...kernels.splat.frame import gaussians_to_splat_fields  # noqa: PLC0415
 
     f = gaussians_to_splat_fields(gaussians.detach())
     return splat_class()(f["positions"], f["scales"], f["rotations"], f["opacities"], f["sh"])
@@ -148,8 +148,8 @@ def read_splat(value, input_name: str, single: bool = True):
     """Any ``SPLAT`` (core or ours; an OrbitForge :class:`Gaussians` passes as is) -> Gaussians in
     OrbitForge's frame: one scene if ``single`` (a batch is refused, naming ``input_name``), else
     a list."""
-    from ...kernels.gaussians import Gaussians  # noqa: PLC0415
-    from ...kernels.splat_frame import splat_fields_to_gaussians  # noqa: PLC0415
+    from ...kernels.splat.gaussians import Gaussians  # noqa: PLC0415
+    from ...kernels.splat.frame import splat_fields_to_gaussians  # noqa: PLC0415
 
     if isinstance(value, Gaussians):
         items = [value]
@@ -172,7 +172,7 @@ def read_splat(value, input_name: str, single: bool = True):
 def make_mesh(colored):
     """:class:`ColoredMesh` -> a ``MESH`` with every field core reads filled (vertex colours,
     per-vertex normals, uvs + texture when baked)."""
-    from ...kernels.core_mesh import core_mesh_fields  # noqa: PLC0415
+    from ...kernels.mesh.core_mesh import core_mesh_fields  # noqa: PLC0415
 
     return mesh_class()(**core_mesh_fields(colored))
 
@@ -180,7 +180,7 @@ def make_mesh(colored):
 def read_mesh(value, input_name: str, single: bool = False):
     """Any ``MESH`` (core, padded batch, RGBA colours, uvs + texture, PBR maps; or ours) -> list
     of :class:`ColoredMesh` with batch 1 (one item if ``single``; a batch is then refused)."""
-    from ...kernels.core_mesh import mesh_items  # noqa: PLC0415
+    from ...kernels.mesh.core_mesh import mesh_items  # noqa: PLC0415
 
     items = mesh_items(value, input_name)
     if single and len(items) != 1:

@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from ...kernels import edm, guidance as G, sv3d as S
+from ...kernels.diffusion import edm, guidance as G, sv3d as S
 from .conditioning import sv3d_conditioning
 from .family import require
 
@@ -190,7 +190,7 @@ def make_guider(model, positive, kind="harmonyview", **kw):
 
 # ----------------------------------------------------------------------------- sampler
 def euler_sampler(s_churn: float = 0.0):
-    """A core SAMPLER running the official Euler-EDM loop of :mod:`...kernels.edm`."""
+    """A core SAMPLER running the official Euler-EDM loop of :mod:`...kernels.diffusion.edm`."""
     import comfy.model_management as mm  # noqa: PLC0415
     import comfy.samplers  # noqa: PLC0415
 

@@ -19,9 +19,9 @@ from typing import Optional
 
 import torch
 
-from ...kernels import depth_condition as DC
-from ...kernels import guidance as G
-from ...kernels import hi3d_checkpoint as CK
+from ...kernels.diffusion import depth_condition as DC
+from ...kernels.diffusion import guidance as G
+from ...kernels.diffusion import hi3d_checkpoint as CK
 from . import check_interrupt, intermediate_device, register_model_folder
 from .family import require
 

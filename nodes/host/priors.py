@@ -1,7 +1,7 @@
 """Host side of the reconstruction priors (IPSM diffusion, SV3D masked SDS): checks and model
 callables.
 
-Everything imports ComfyUI lazily. The maths lives in ``kernels/sds.py`` / ``kernels/ipsm.py``;
+Everything imports ComfyUI lazily. The maths lives in ``kernels/priors/sds.py`` / ``kernels/priors/ipsm.py``;
 this module turns core objects into what those kernels call:
 
 * :func:`model_family` -- the pack's model-family detector (:func:`.family.family`): 'sd15_inpaint'
@@ -173,11 +173,11 @@ def _encoder(model, vae):
 
 
 def build_ipsm_diffusion(spec: dict):
-    """RECON_PRIORS ``ipsm_diffusion`` entry -> :class:`...kernels.priors.IPSMDiffusionRegularizer`.
+    """RECON_PRIORS ``ipsm_diffusion`` entry -> :class:`...kernels.priors.regularizers.IPSMDiffusionRegularizer`.
 
     Re-checks the inputs, loads both UNets and the VAE together (before the fit); the epsilon
     callables are created on first use (inside the fit, outside inference mode)."""
-    from ...kernels.priors import IPSMDiffusionRegularizer  # noqa: PLC0415
+    from ...kernels.priors.regularizers import IPSMDiffusionRegularizer  # noqa: PLC0415
 
     inp, sd, vae = spec["inpaint_model"], spec["sd_model"], spec["vae"]
     pos, neg, scale = spec["positive"], spec.get("negative"), float(spec.get("cfg", 7.5))
@@ -262,10 +262,10 @@ def sv3d_denoiser_factory(model, positive, negative=None, cfg: float = 2.5):
 
 
 def build_sv3d_sds(spec: dict):
-    """RECON_PRIORS ``sv3d_sds`` entry -> :class:`...kernels.priors.SV3DSDSRegularizer`."""
+    """RECON_PRIORS ``sv3d_sds`` entry -> :class:`...kernels.priors.regularizers.SV3DSDSRegularizer`."""
     import dataclasses  # noqa: PLC0415
 
-    from ...kernels.priors import SV3DSDSRegularizer  # noqa: PLC0415
+    from ...kernels.priors.regularizers import SV3DSDSRegularizer  # noqa: PLC0415
 
     model, vae, pos, neg = spec["model"], spec["vae"], spec["positive"], spec.get("negative")
     fam = check_sv3d_sds(model, vae, positive=pos)

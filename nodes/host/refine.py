@@ -1,16 +1,16 @@
 """The Hi3D stage-2 refiner run (and its anchored mode on SVD/SV3D models) on ComfyUI models:
 views resized to the target, the input view restored, VAE latents as the anchor, conditions
 (depth for Hi3D; cameras for SV3D_p), the anchored Euler-EDM loop with per-frame CFG, decoding.
-The maths (depth packing, anchoring alphas, frame order) is :mod:`...kernels.depth_condition`."""
+The maths (depth packing, anchoring alphas, frame order) is :mod:`...kernels.diffusion.depth_condition`."""
 
 from __future__ import annotations
 
 import torch
 
-from ...kernels import depth_condition as DC
-from ...kernels import edm
-from ...kernels.cameras import make_orbit_cameras, orbit_cameras
-from ...kernels.sv3d import noisy_cond_pixels
+from ...kernels.diffusion import depth_condition as DC
+from ...kernels.diffusion import edm
+from ...kernels.geometry.cameras import make_orbit_cameras, orbit_cameras
+from ...kernels.diffusion.sv3d import noisy_cond_pixels
 from . import Progress, intermediate_device
 from . import models as HM
 from .conditioning import sv3d_conditioning
@@ -22,7 +22,7 @@ def refine_views(model, kind: str, clip_vision, vae, views: torch.Tensor, input_
                  cameras=None, depth=None):
     """Refined views ``[F, S, S, 3]`` (same order as ``views``) and their CAMERAS at ``S`` =
     ``target_size``; ``kind`` is the model family (:func:`.family.require`), inputs checked by
-    :func:`...kernels.depth_condition.check_refine_inputs`."""
+    :func:`...kernels.diffusion.depth_condition.check_refine_inputs`."""
     n, s = views.shape[0], int(target_size)
     h = w = s // 8
     gen = torch.Generator().manual_seed(int(seed) % (2**63))
