@@ -109,11 +109,11 @@ def seen_bound(gt, cams, grid: int, chunk: int = 1 << 18) -> dict:
     60 degrees of elevation) misses it because of the orbit, not the method."""
     import torch
 
-    from ..kernels.cameras import project
-    from ..kernels.mesh_extract import field_to_mesh, occupancy_to_field
-    from ..kernels.mesh_render import render_mesh
+    from ..kernels.geometry.cameras import project
+    from ..kernels.geometry.visual_hull import voxel_grid
+    from ..kernels.mesh.extract import field_to_mesh, occupancy_to_field
+    from ..kernels.mesh.render import render_mesh
     from ..kernels.metrics import evaluate_mesh
-    from ..kernels.visual_hull import voxel_grid
 
     v = render_mesh(gt, cams)
     depth = v["depth"].float().reshape(len(cams), -1)  # [C, H*W] camera z, 0 = background
@@ -138,7 +138,7 @@ def run_zoo(a, run_one) -> dict:
     """The zoo run of ``bench mesh --zoo``; ``run_one(mesh, args)`` is bench mesh's own runner of
     the mesh path on one ground-truth mesh (passed in, so the two modules do not import each
     other)."""
-    from ..kernels.mesh_render import normalize_mesh
+    from ..kernels.mesh.render import normalize_mesh
     from ..kernels.metrics import genus, roughness_deg
     from .zoo import load_or_make, paint_noise
 
