@@ -36,7 +36,7 @@ def blur_field(field: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.from_numpy(out).to(device=field.device, dtype=field.dtype)
 
 
-def denoise_field(field: torch.Tensor, sigma: float, restore: float = 0.75) -> torch.Tensor:
+def denoise_field(field: torch.Tensor, sigma: float, restore: float = 1.0) -> torch.Tensor:
     """Remove voxel-scale noise from a signed field ``[R, R, R]`` and keep its shape: a Gaussian
     blur of ``sigma`` voxels, ``b = G f``, then unsharp masking at the same scale,
     ``b + restore * (b - G b)``, which gives back most of what the blur takes from curved and
