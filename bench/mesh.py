@@ -6,7 +6,7 @@
                                     [--mode fast|neural] [--polish N] [--neural-iters N]
                                     [--shading flat|ao] [--points N] [--json]
 
-    python -m orbitforge.bench mesh --zoo [NAMES] [--sheet PNG] [--json]
+    python -m orbitforge.bench mesh --zoo [NAMES] [--texture noise] [--sheet PNG] [--json]
     python -m orbitforge.bench mesh --mesh PATH --degrade generated [--json]
 
 ``--zoo``: the procedural shape zoo of bench/zoo.py (box with a through-hole, L-bracket with

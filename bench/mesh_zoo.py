@@ -166,7 +166,7 @@ def run_zoo(a, run_one) -> dict:
             g_gt = None
         g_seen = seen_genus(masks, cams, a.grid)
         # an open ground truth (the teapot, the bunny) has no inside for the carving to keep
-        bound = seen_bound(gt, cams, a.grid) if gt.is_watertight else None
+        bound = seen_bound(gt, cams, a.grid) if g_gt is not None else None
         res = {k: r[k] for k in ("chamfer", "iou", "fscore_001")}
         res.update({"roughness_deg": round(rough, 2), "roughness_gt": round(rough_gt, 2),
                     "genus": g, "genus_gt": g_gt, "genus_seen": g_seen, "seen_bound": bound,
