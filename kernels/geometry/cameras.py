@@ -588,3 +588,14 @@ def check_cameras_see_object(cams: Cameras, center=(0.0, 0.0, 0.0), object_radiu
     if out:
         raise ValueError(f"camera(s) {out} do not see the object (its centre projects outside "
                          "the image); point them at the origin")
+
+
+def neighbor_views(cams: Cameras, n: int) -> torch.Tensor:
+    """Indices ``[C, n]`` of the ``n`` cameras whose viewing directions (towards the origin) are
+    closest in angle to each camera's, excluding itself."""
+    c = cams.centers.double()
+    d = torch.nn.functional.normalize(c, dim=-1)
+    cos = d @ d.T
+    cos.fill_diagonal_(-math.inf)
+    n = min(int(n), len(cams) - 1)
+    return torch.topk(cos, n, dim=1).indices

@@ -34,13 +34,12 @@ punch a hole.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..geometry.cameras import Cameras, camera_rays, project
+from ..geometry.cameras import Cameras, camera_rays, neighbor_views, project
 from ..interrupt import check_interrupt
 
 
@@ -84,17 +83,6 @@ def hull_depth_maps(field: torch.Tensor, cams: Cameras, bbox) -> torch.Tensor:
             t = ((loc - o[ray]) * d[ray]).sum(-1) / (d[ray] * d[ray]).sum(-1)
             out[c, ray] = t
     return torch.from_numpy(out.reshape(C, H, W))
-
-
-def neighbor_views(cams: Cameras, n: int) -> torch.Tensor:
-    """Indices ``[C, n]`` of the ``n`` cameras whose viewing directions (towards the origin) are
-    closest in angle to each camera's, excluding itself."""
-    c = cams.centers.double()
-    d = F.normalize(c, dim=-1)
-    cos = d @ d.T
-    cos.fill_diagonal_(-math.inf)
-    n = min(int(n), len(cams) - 1)
-    return torch.topk(cos, n, dim=1).indices
 
 
 def _box(x: torch.Tensor, w: int) -> torch.Tensor:

@@ -28,7 +28,7 @@ import torch
 
 from . import ipsm, sds
 from ..geometry.cameras import SV3D_FOV_DEG, make_orbit_cameras
-from ..mesh.mvs import neighbor_views
+from ..geometry.cameras import neighbor_views
 
 
 @dataclass
