@@ -17,6 +17,7 @@ import trimesh
 
 from ..geometry.visual_hull import DEFAULT_BBOX
 from ..interrupt import check_interrupt
+from .tsdf import MAX_CARVE
 
 
 def occupancy_to_field(occ: torch.Tensor, smooth_sigma: float = 1.0) -> torch.Tensor:
@@ -329,7 +330,7 @@ def estimate_grid_bytes(resolution: int) -> int:
 
 def reconstruct_fast(masks: torch.Tensor, cams, resolution: int = 128,
                      depths=None, min_background_views: int = 1,
-                     bbox=DEFAULT_BBOX, min_weight: float = 1.5, max_carve: float = 0.1,
+                     bbox=DEFAULT_BBOX, min_weight: float = 1.5, max_carve: float = MAX_CARVE,
                      max_bytes: int | None = None, progress=None, timings: dict | None = None,
                      angle_weight: bool = True, **finish) -> trimesh.Trimesh:
     """Masks (+ optional depth maps) -> finished mesh: :func:`fast_field`, then
@@ -349,7 +350,7 @@ def reconstruct_fast(masks: torch.Tensor, cams, resolution: int = 128,
 
 def fast_field(masks: torch.Tensor, cams, resolution: int = 128, depths=None,
                min_background_views: int = 1, bbox=DEFAULT_BBOX, min_weight: float = 1.5,
-               max_carve: float = 0.1, max_bytes: int | None = None, progress=None,
+               max_carve: float = MAX_CARVE, max_bytes: int | None = None, progress=None,
                timings: dict | None = None, angle_weight: bool = True,
                close_voxels: int = 2, carve_median: int = 3, carve_sigma: float = 1.0
                ) -> tuple[torch.Tensor, torch.Tensor]:

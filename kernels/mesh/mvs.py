@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ..geometry.cameras import Cameras, camera_rays, neighbor_views, project
 from ..interrupt import check_interrupt
+from .tsdf import MAX_CARVE
 
 
 def hull_depth_maps(field: torch.Tensor, cams: Cameras, bbox) -> torch.Tensor:
@@ -103,7 +104,7 @@ def _box(x: torch.Tensor, w: int) -> torch.Tensor:
 
 
 def plane_sweep_depth(images: torch.Tensor, masks: torch.Tensor, cams: Cameras,
-                      hull_depth: torch.Tensor, depth_range: float = 0.12, n_planes: int = 24,
+                      hull_depth: torch.Tensor, depth_range: float = MAX_CARVE, n_planes: int = 48,
                       n_neighbors: int = 4, best_k: int = 2, window: int = 5,
                       ncc_weight: float = 0.25, sad_trunc: float = 0.1, min_score: float = 0.6,
                       margin: float = 0.03, min_std: float = 0.01, views=None, progress=None

@@ -32,6 +32,7 @@ import trimesh
 
 from ..geometry.cameras import Cameras
 from .export import check_mesh_format, write_mesh
+from .tsdf import MAX_CARVE
 from ..geometry.visual_hull import DEFAULT_BBOX
 
 DEPTH_SOURCES = ("mvs", "gaussians", "depth", "none")
@@ -50,7 +51,7 @@ def gaussians_depth(gaussians, cams: Cameras) -> tuple[torch.Tensor, torch.Tenso
 def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
                      images: torch.Tensor | None = None, depth_source: str = "mvs",
                      depths: torch.Tensor | None = None, gaussians=None, mvs_size: int = 128,
-                     min_background_views: int = 1, max_carve: float = 0.1,
+                     min_background_views: int = 1, max_carve: float = MAX_CARVE,
                      min_weight: float = 1.5, bbox=DEFAULT_BBOX, max_bytes: int | None = None,
                      progress=None, timings: dict | None = None, mvs_options: dict | None = None,
                      mode: str = "fast", neural=None, interrupt=None,

@@ -24,6 +24,14 @@ from ..geometry.visual_hull import DEFAULT_BBOX, voxel_grid
 from ..interrupt import check_interrupt
 
 
+# How deep below the visual hull depth may carve (world units; the object fills a unit box).
+# Measured on bench mesh --zoo (21 views, defaults): 0.25 instead of 0.1 (with the plane sweep
+# reaching as deep) gives L-bracket chamfer 0.0084 -> 0.0071 (IoU 0.899 -> 0.912), bunny 0.0048
+# -> 0.0045, suzanne 0.0057 -> 0.0055, box with a hole 0.0070 -> 0.0068; the mug's chamfer
+# 0.0196 -> 0.0207 (its inside is not seen enough to carve cleanly); the rest within 0.5 %.
+MAX_CARVE = 0.25
+
+
 def tsdf_fuse(depths: torch.Tensor, cams: Cameras, masks: torch.Tensor | None = None,
               resolution: int = 128, bbox=DEFAULT_BBOX, trunc: float | None = None,
               chunk: int = 1 << 18, active: torch.Tensor | None = None,
@@ -144,7 +152,7 @@ def depth_normal_weight(depths: torch.Tensor, cams: Cameras, min_cos: float = 0.
 
 
 def combine_hull_tsdf(hull: torch.Tensor, tsdf: torch.Tensor, weight: torch.Tensor,
-                      min_weight: float = 3.0, max_carve: float = 0.1,
+                      min_weight: float = 3.0, max_carve: float = MAX_CARVE,
                       hull_depth: torch.Tensor | None = None) -> torch.Tensor:
     """The hull field, carved further by confident depth (see module doc): ``max(hull, tsdf)``
     where ``weight >= min_weight`` and the voxel is less than ``max_carve`` below the hull
