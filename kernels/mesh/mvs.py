@@ -10,7 +10,8 @@ Method, per reference view ``r`` (all vectorised in torch):
 1. **Hull depth** ``h_r`` (:func:`hull_depth_maps`): the visual hull's surface ray-cast from every
    camera. The true surface is never in front of the hull, so the search starts there.
 2. **Plane sweep behind the hull**: hypotheses ``d = h_r + k * step`` for ``k = 0..K-1`` up to
-   ``depth_range`` behind the hull. Each hypothesis point is projected into the
+   ``depth_range`` behind the hull (default a little deeper than the fusion's
+   :data:`.tsdf.MAX_CARVE`, as a minimum on the last plane is not trusted). Each hypothesis point is projected into the
    ``n_neighbors`` cameras nearest to ``r`` (by viewing direction); the neighbour's colour is
    sampled bilinearly, and the matching cost over a ``window x window`` patch is a blend of
    zero-mean NCC (robust to exposure changes between generated views) and a truncated mean
@@ -104,7 +105,7 @@ def _box(x: torch.Tensor, w: int) -> torch.Tensor:
 
 
 def plane_sweep_depth(images: torch.Tensor, masks: torch.Tensor, cams: Cameras,
-                      hull_depth: torch.Tensor, depth_range: float = MAX_CARVE, n_planes: int = 48,
+                      hull_depth: torch.Tensor, depth_range: float = 1.2 * MAX_CARVE, n_planes: int = 24,
                       n_neighbors: int = 4, best_k: int = 2, window: int = 5,
                       ncc_weight: float = 0.25, sad_trunc: float = 0.1, min_score: float = 0.6,
                       margin: float = 0.03, min_std: float = 0.01, views=None, progress=None
