@@ -18,7 +18,9 @@ import numpy as np
 
 from ..kernels.geometry.cameras import make_orbit_cameras, sv3d_static_orbit
 from ..kernels.atomic import atomic_write
-from ..kernels import sample as S
+from ..kernels.sample import (
+    SAMPLE_DIR, SAMPLE_ELEVATION, SAMPLE_FOV, SAMPLE_RADIUS, SAMPLE_SIZE, SAMPLE_SS, SPOT_YAW_DEG,
+    load_sample_mesh)
 from ..kernels.mesh.render import render_mesh
 
 README = """Sample orbit of spot (OrbitForge demo input)
@@ -47,22 +49,22 @@ def main(argv=None) -> int:
     from PIL import Image
 
     ap = argparse.ArgumentParser(prog="python -m orbitforge.bench.assets", description=__doc__)
-    ap.add_argument("--out", default=S.SAMPLE_DIR, help="output folder (default: the bundled one)")
+    ap.add_argument("--out", default=SAMPLE_DIR, help="output folder (default: the bundled one)")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
 
     t0 = time.time()
-    mesh = S.load_sample_mesh()
-    el, az = sv3d_static_orbit(S.SAMPLE_ELEVATION)
-    cams = make_orbit_cameras(el, az, S.SAMPLE_RADIUS, S.SAMPLE_FOV, S.SAMPLE_SIZE, S.SAMPLE_SIZE)
+    mesh = load_sample_mesh()
+    el, az = sv3d_static_orbit(SAMPLE_ELEVATION)
+    cams = make_orbit_cameras(el, az, SAMPLE_RADIUS, SAMPLE_FOV, SAMPLE_SIZE, SAMPLE_SIZE)
     t1 = time.time()
-    out = render_mesh(mesh, cams, ss=S.SAMPLE_SS)
+    out = render_mesh(mesh, cams, ss=SAMPLE_SS)
     t_render = time.time() - t1
 
     mask = out["mask"]
     border = float(max(mask[:, 0].max(), mask[:, -1].max(), mask[:, :, 0].max(), mask[:, :, -1].max()))
     if border > 0:
-        raise ValueError(f"spot touches the image border at radius {S.SAMPLE_RADIUS}; increase it")
+        raise ValueError(f"spot touches the image border at radius {SAMPLE_RADIUS}; increase it")
     ys, xs = np.nonzero(mask.amax(0).numpy() > 0)
     n = mask.shape[-1]
     margin = int(min(ys.min(), xs.min(), n - 1 - ys.max(), n - 1 - xs.max()))
@@ -81,13 +83,13 @@ def main(argv=None) -> int:
         sizes[name] = len(buf.getvalue())
     cam_json = json.dumps(cams.to_dict()).encode()
     _atomic_write(os.path.join(args.out, "cameras.json"), cam_json)
-    readme = README.format(yaw=S.SPOT_YAW_DEG, elev=S.SAMPLE_ELEVATION, radius=S.SAMPLE_RADIUS,
-                           fov=S.SAMPLE_FOV, size=S.SAMPLE_SIZE, ss=S.SAMPLE_SS).encode()
+    readme = README.format(yaw=SPOT_YAW_DEG, elev=SAMPLE_ELEVATION, radius=SAMPLE_RADIUS,
+                           fov=SAMPLE_FOV, size=SAMPLE_SIZE, ss=SAMPLE_SS).encode()
     _atomic_write(os.path.join(args.out, "README.txt"), readme)
     total = sum(sizes.values()) + len(cam_json) + len(readme)
     print(json.dumps({
-        "out": args.out, "views": len(cams), "size": S.SAMPLE_SIZE, "radius": S.SAMPLE_RADIUS,
-        "ss": S.SAMPLE_SS, "render_s": round(t_render, 3),
+        "out": args.out, "views": len(cams), "size": SAMPLE_SIZE, "radius": SAMPLE_RADIUS,
+        "ss": SAMPLE_SS, "render_s": round(t_render, 3),
         "render_s_per_view": round(t_render / len(cams), 4), "total_s": round(time.time() - t0, 3),
         "min_margin_px": margin, "png_bytes": sum(sizes.values()), "total_bytes": total,
     }))

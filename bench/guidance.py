@@ -39,7 +39,7 @@ import time
 import torch
 
 from ..kernels.diffusion import edm
-from ..kernels.diffusion import guidance as G
+from ..kernels.diffusion.guidance import guided_denoiser, make_guidance
 from ..kernels.diffusion import sv3d as S
 from . import print_result
 
@@ -178,11 +178,11 @@ def bench_diffusers(frames, latent, warmup, repeats, dev):
     x = torch.randn(frames, 4, latent, latent, generator=g).to(dev) * float(sigma)
     out = {"model": "diffusers UNetSpatioTemporalConditionModel, block_out (32, 64), 1 layer/block, random weights",
            "params": sum(p.numel() for p in unet.parameters()), "latent": [4, latent, latent], "modes": {}}
-    guid = {"cfg": G.make_guidance("constant", frames, max_scale=2.5),
-            "harmonyview": G.make_guidance("harmonyview", frames, s1=2.0, s2=1.0)}
+    guid = {"cfg": make_guidance("constant", frames, max_scale=2.5),
+            "harmonyview": make_guidance("harmonyview", frames, s1=2.0, s2=1.0)}
     with torch.inference_mode():
         for name, gd in guid.items():
-            fn = G.guided_denoiser(den, gd)
+            fn = guided_denoiser(den, gd)
             _reset_peak(dev)
             forwards.clear()
             r = _time_steps(lambda fn=fn: edm.euler_step(x, fn(x, sigma), sigma, sigma_next), warmup, repeats, dev)

@@ -211,14 +211,14 @@ class _StandIn(torch.nn.Module):
 
 def _tiny_models(ctx):
     if "models" not in ctx:
-        from . import tiny_comfy as T
+        from .tiny_comfy import tiny_clip_vision, tiny_vae, tiny_video_model
 
         folder = tempfile.mkdtemp(prefix="orbitforge_cv_")
         ctx["tmp"].append(folder)
-        ctx["models"] = {"sv3d_p": T.tiny_video_model("sv3d_p", seed=5, context_dim=1024),
-                         "svd": T.tiny_video_model("svd", seed=0, context_dim=1024),
-                         "clip_vision": T.tiny_clip_vision(folder, projection_dim=1024),
-                         "vae": T.tiny_vae(64)}
+        ctx["models"] = {"sv3d_p": tiny_video_model("sv3d_p", seed=5, context_dim=1024),
+                         "svd": tiny_video_model("svd", seed=0, context_dim=1024),
+                         "clip_vision": tiny_clip_vision(folder, projection_dim=1024),
+                         "vae": tiny_vae(64)}
     return ctx["models"]
 
 

@@ -145,15 +145,16 @@ def run_object(name: str, folder: str, a) -> dict:
     if a.calibrate != "off":
         # what the reconstruction nodes' ``calibrate`` option runs (same configuration), once,
         # on the training silhouettes; its result also moves the held-out cameras
-        from ..kernels.geometry import calibrate as C
+        from ..kernels.geometry.calibrate import (
+            AUTO, CalibrationConfig, apply_calibration, calibrate_orbit)
 
         t = time.perf_counter()
-        ccfg = (C.CalibrationConfig(**C.AUTO) if a.calibrate == "auto"
-                else C.CalibrationConfig(per_view="auto"))
-        res = C.calibrate_orbit(masks[tr], cam_tr, ccfg)
+        ccfg = (CalibrationConfig(**AUTO) if a.calibrate == "auto"
+                else CalibrationConfig(per_view="auto"))
+        res = calibrate_orbit(masks[tr], cam_tr, ccfg)
         if res.calibrated:
             cam_tr = res.cameras
-            cam_te = C.apply_calibration(res, cam_te)
+            cam_te = apply_calibration(res, cam_te)
         report = {k: v for k, v in res.to_dict().items() if k != "cameras"}
         times["calibrate_s"] = round(time.perf_counter() - t, 2)
 

@@ -12,7 +12,8 @@ import logging
 
 import torch
 
-from ..kernels.geometry import calibrate as C
+from ..kernels.geometry.calibrate import (
+    AUTO, CalibrationConfig, calibrate_orbit, check_calibration_inputs)
 from ..kernels.geometry.cameras import Cameras, DEFAULT_RADIUS, SV3D_FOV_DEG, orbit_cameras
 from ..kernels.splat.fit import masks_from_background
 from . import host
@@ -59,17 +60,17 @@ def calibrate_for_reconstruction(views, mask, cams: Cameras, calibrate: str,
     masks = _views_masks(views, mask, background)
     if calibrate == "auto":
         try:  # auto calibrates what it can and leaves the rest to the node's own checks
-            C.check_calibration_inputs(masks, cams)
+            check_calibration_inputs(masks, cams)
         except ValueError as e:
             log.info("OrbitForge calibration (auto) skipped: %s", e)
             return cams
-    cfg = C.CalibrationConfig(**C.AUTO) if calibrate == "auto" else \
-        C.CalibrationConfig(per_view="auto")
+    cfg = CalibrationConfig(**AUTO) if calibrate == "auto" else \
+        CalibrationConfig(per_view="auto")
     key = _cache_key(masks, cams, calibrate)
     res = _CACHE.get(key)
     if res is None:
         bar = host.Progress(10)
-        res = C.calibrate_orbit(masks, cams.to(device="cpu"), cfg,
+        res = calibrate_orbit(masks, cams.to(device="cpu"), cfg,
                                 progress=lambda i, t: bar.update(i * 10 // t),
                                 interrupt=host.check_interrupt)
         _CACHE[key] = res
@@ -169,10 +170,10 @@ class CalibrateOrbit:
         pv = {"auto": "auto", "on": True, "off": False}[per_view]
         if orbit == "SV3D dynamic orbit, unknown":
             pv = True
-        cfg = C.CalibrationConfig(per_view=pv, search_fov=bool(search_fov),
+        cfg = CalibrationConfig(per_view=pv, search_fov=bool(search_fov),
                                   normalize_distance=bool(normalize_distance))
         bar = host.Progress(10)
-        res = C.calibrate_orbit(masks, cams, cfg, progress=lambda i, t: bar.update(i * 10 // t),
+        res = calibrate_orbit(masks, cams, cfg, progress=lambda i, t: bar.update(i * 10 // t),
                                 interrupt=host.check_interrupt)
         report = res.report()
         log.info("OrbitForge Calibrate Orbit: %s", res.message)

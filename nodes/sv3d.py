@@ -13,7 +13,8 @@ from ..kernels.geometry.cameras import (
     make_orbit_cameras,
     orbit_angles,
 )
-from ..kernels.diffusion import guidance as G, sv3d as S
+from ..kernels.diffusion.sv3d import check_frames_and_orbit, prepare_input_image
+from ..kernels.diffusion.guidance import make_guidance
 from . import host
 
 log = logging.getLogger("orbitforge")
@@ -58,7 +59,7 @@ def resolve_orbit(orbit, frames, elevation, orbit_seed, width, height, cameras=N
         el, az = orbit_angles(SV3D_ORBITS[orbit], frames, elevation, orbit_seed)
     else:
         raise ValueError(f"orbit must be one of {ORBITS}, got {orbit!r}")
-    for w in S.check_frames_and_orbit(frames, list(el), list(az)):
+    for w in check_frames_and_orbit(frames, list(el), list(az)):
         log.warning("OrbitForge SV3D: %s", w)
     el, az = [float(e) for e in el], [float(a) for a in az]
     cams = (cameras.resized(width, height) if orbit == "cameras" else
@@ -72,7 +73,7 @@ def prepare(image, mask, width, height, object_scale):
     if width != height:
         log.warning("OrbitForge SV3D: %dx%d is not square; SV3D was trained on 576x576", width, height)
     m = mask[:1] if mask is not None else None
-    rgb, _ = S.prepare_input_image(image[:1].float().cpu(), m.float().cpu() if m is not None else None,
+    rgb, _ = prepare_input_image(image[:1].float().cpu(), m.float().cpu() if m is not None else None,
                                    max(width, height), object_scale)
     rgb = rgb[None]
     if width != height:
@@ -161,7 +162,7 @@ class SV3DSampler:
             log.warning("OrbitForge SV3D: sv3d_u has no camera input; orbit=%s is ignored (static orbit used)", orbit)
             orbit = "static"
         cams, el, az = resolve_orbit(orbit, frames, elevation, orbit_seed, width, height, cameras)
-        G.make_guidance(guidance, frames, min_cfg, max_cfg, s1, s2)  # validate before work
+        make_guidance(guidance, frames, min_cfg, max_cfg, s1, s2)  # validate before work
         rgb = prepare(image, mask, width, height, object_scale)
         pos, _neg, lat = HG.make_conditioning(clip_vision, vae, rgb, el, az, width, height, cond_aug, seed=seed,
                                               expected_dim=HG.context_dim(model))

@@ -10,7 +10,9 @@ import pytest
 import torch
 import trimesh
 
-from orbitforge.kernels.geometry import calibrate as C
+from orbitforge.kernels.geometry.calibrate import (
+    AUTO, CalibrationConfig, apply_calibration, calibrate_orbit, held_out_consistency,
+    orbit_consistency)
 from orbitforge.kernels.geometry.cameras import (
     Cameras,
     DEFAULT_RADIUS,
@@ -51,7 +53,7 @@ def static20(spot):
 def test_static_orbit_elevation_error_is_recovered(static20):
     out, truth = static20
     given = _nominal()  # elevation 0 (wrong by 20 degrees), SV3D's default distance 2.0
-    res = C.calibrate_orbit(out["mask"], given)
+    res = calibrate_orbit(out["mask"], given)
     assert res.calibrated and res.status == "calibrated"
     err = (res.cameras.elevation - truth.elevation).abs().max().item()
     assert err <= 2.0, f"elevation {res.elevation_deg:.2f}, true 20 (error {err:.2f})"
@@ -61,7 +63,7 @@ def test_static_orbit_elevation_error_is_recovered(static20):
     # azimuths and image size as given; the result explains the views like the truth does
     assert torch.allclose(res.cameras.azimuth, given.azimuth, atol=1e-3)
     assert (res.cameras.width, res.cameras.height) == (SIZE, SIZE)
-    truth_score, _ = C.orbit_consistency(out["mask"], truth)
+    truth_score, _ = orbit_consistency(out["mask"], truth)
     assert res.score_after >= truth_score - 0.01
     d = json.loads(json.dumps(res.to_dict()))  # JSON-able
     assert d["status"] == "calibrated" and len(d["per_view"]) == 21
@@ -73,15 +75,15 @@ def test_apply_calibration_moves_held_out_cameras_of_the_orbit(static20):
     train = [i for i in range(21) if i % 3 != 1]
     held = [i for i in range(21) if i % 3 == 1]
     given = _nominal()
-    res = C.calibrate_orbit(out["mask"][train], given[train])
-    moved = C.apply_calibration(res, given[held])
+    res = calibrate_orbit(out["mask"][train], given[train])
+    moved = apply_calibration(res, given[held])
     assert (moved.elevation - truth.elevation[held]).abs().max() <= 2.0
     assert torch.allclose(moved.azimuth, given.azimuth[held], atol=1e-3)
     assert torch.allclose(moved.radius, res.cameras.radius[:len(held)], atol=1e-4)
     # the held-out views agree with the training views' hull far better than before
-    before = C.held_out_consistency(out["mask"][train], given[train], out["mask"][held],
+    before = held_out_consistency(out["mask"][train], given[train], out["mask"][held],
                                     given[held])
-    after = C.held_out_consistency(out["mask"][train], res.cameras, out["mask"][held], moved)
+    after = held_out_consistency(out["mask"][train], res.cameras, out["mask"][held], moved)
     assert after.mean() > 0.9 and after.mean() > before.mean() + 0.1, (before, after)
 
 
@@ -90,8 +92,8 @@ def test_dynamic_orbit_is_recovered_per_view(spot):
     true_el = 10.0 + 15.0 * np.sin(np.deg2rad(az) + 0.7)  # SV3D_p-like wave, +-15 degrees
     out, truth = _render(spot, true_el, az)
     given = _nominal()
-    static = C.calibrate_orbit(out["mask"], given, C.CalibrationConfig(per_view=False))
-    res = C.calibrate_orbit(out["mask"], given, C.CalibrationConfig(per_view=True))
+    static = calibrate_orbit(out["mask"], given, CalibrationConfig(per_view=False))
+    res = calibrate_orbit(out["mask"], given, CalibrationConfig(per_view=True))
     err = (res.cameras.elevation - truth.elevation).abs()
     assert err.max() <= 3.0, f"per-view elevation errors {err.numpy().round(1)}"
     assert res.per_view_used and res.score_after > static.score_after + 0.03
@@ -104,7 +106,7 @@ def test_dynamic_orbit_is_recovered_per_view(spot):
 
 def test_auto_per_view_stays_static_for_a_static_orbit(static20):
     out, _ = static20
-    res = C.calibrate_orbit(out["mask"], _nominal(), C.CalibrationConfig(per_view="auto"))
+    res = calibrate_orbit(out["mask"], _nominal(), CalibrationConfig(per_view="auto"))
     assert res.calibrated and not res.per_view_used
     assert (res.cameras.elevation - 20.0).abs().max() <= 2.0
 
@@ -128,38 +130,38 @@ def _unrelated_masks(n=21, size=SIZE, seed=0):
 def test_unrelated_views_are_refused_and_cameras_left_unchanged():
     masks = _unrelated_masks()
     given = _nominal()
-    res = C.calibrate_orbit(masks, given, C.CalibrationConfig(per_view=True))
+    res = calibrate_orbit(masks, given, CalibrationConfig(per_view=True))
     assert not res.calibrated and res.status == "refused"
     assert res.cameras is given
-    assert res.best_score < C.CalibrationConfig().min_score
+    assert res.best_score < CalibrationConfig().min_score
     assert f"{res.best_score:.3f}" in res.message and "unchanged" in res.message
 
 
 def test_bad_input_is_refused_before_work(static20):
     out, truth = static20
     with pytest.raises(ValueError, match="at least 4 views"):
-        C.calibrate_orbit(out["mask"][:3], truth[:3])
+        calibrate_orbit(out["mask"][:3], truth[:3])
     m = out["mask"].clone()
     m[5] = 0
     with pytest.raises(ValueError, match=r"view\(s\) \[5\] have no object pixel"):
-        C.calibrate_orbit(m, truth)
+        calibrate_orbit(m, truth)
     with pytest.raises(ValueError, match="object almost everywhere"):
-        C.calibrate_orbit(torch.ones_like(out["mask"]), truth)
+        calibrate_orbit(torch.ones_like(out["mask"]), truth)
     with pytest.raises(ValueError, match="21 views but 20 cameras"):
-        C.calibrate_orbit(out["mask"], truth[list(range(20))])
+        calibrate_orbit(out["mask"], truth[list(range(20))])
     off = Cameras(truth.viewmats.clone(), truth.Ks, SIZE, SIZE)
     off.viewmats[:, 0, 3] += 0.5  # shifted sideways: no longer looking at the origin
     with pytest.raises(ValueError, match="do not look at the origin"):
-        C.calibrate_orbit(out["mask"], Cameras(off.viewmats, off.Ks, SIZE, SIZE))
+        calibrate_orbit(out["mask"], Cameras(off.viewmats, off.Ks, SIZE, SIZE))
 
 
 def test_exact_cameras_are_kept(static20):
     out, truth = static20
-    res = C.calibrate_orbit(out["mask"], truth, C.CalibrationConfig(**C.AUTO))
+    res = calibrate_orbit(out["mask"], truth, CalibrationConfig(**AUTO))
     assert res.status == "kept" and res.cameras is truth
     assert res.score_before >= 0.9
     # cameras that explain the views that well are not even searched
-    res = C.calibrate_orbit(out["mask"], truth, C.CalibrationConfig(**{**C.AUTO,
+    res = calibrate_orbit(out["mask"], truth, CalibrationConfig(**{**AUTO,
                                                                        "skip_above": 0.9}))
     assert res.status == "kept" and "no search run" in res.message
 

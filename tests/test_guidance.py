@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 from orbitforge.kernels.diffusion import edm, sv3d
-from orbitforge.kernels.diffusion import guidance as G
+from orbitforge.kernels.diffusion.guidance import (
+    FULL, NO_INPUT, NO_VIEWS, cfg_x0, constant_scales, guided_denoiser, harmonyview_x0,
+    linear_scales, make_guidance, make_scales, triangle_scales)
 from orbitforge.kernels.geometry.cameras import sv3d_static_orbit
 
 # official TrianglePredictionGuider(max_scale=2.5, num_frames=21).scale, printed from the
@@ -18,7 +20,7 @@ OFFICIAL_TRIANGLE_21 = [1.0, 1.149999976158142, 1.2999999523162842, 1.4500000476
 
 
 def test_triangle_matches_official_and_formula():
-    s = G.triangle_scales(21, 1.0, 2.5)
+    s = triangle_scales(21, 1.0, 2.5)
     assert s.tolist() == OFFICIAL_TRIANGLE_21
     for f in range(21):
         v = f / 20
@@ -28,12 +30,12 @@ def test_triangle_matches_official_and_formula():
 
 
 def test_linear_and_constant_schedules():
-    torch.testing.assert_close(G.linear_scales(5, 1.0, 3.0), torch.tensor([1.0, 1.5, 2.0, 2.5, 3.0]))
-    assert G.constant_scales(4, 2.5).tolist() == [2.5] * 4
+    torch.testing.assert_close(linear_scales(5, 1.0, 3.0), torch.tensor([1.0, 1.5, 2.0, 2.5, 3.0]))
+    assert constant_scales(4, 2.5).tolist() == [2.5] * 4
     with pytest.raises(ValueError, match="schedule"):
-        G.make_scales("cosine", 21)
+        make_scales("cosine", 21)
     with pytest.raises(ValueError, match="guidance"):
-        G.make_guidance("perpneg", 21)
+        make_guidance("perpneg", 21)
 
 
 def test_cfg_and_harmonyview_formulas():
@@ -41,24 +43,24 @@ def test_cfg_and_harmonyview_formulas():
     F_ = 4
     s, u1, u2 = (torch.randn(F_, 2, 3, 3, generator=g) for _ in range(3))
     sc = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    out = G.cfg_x0(u1, s, sc)
+    out = cfg_x0(u1, s, sc)
     for f in range(F_):
         torch.testing.assert_close(out[f], u1[f] + sc[f] * (s[f] - u1[f]))
-    hv = G.harmonyview_x0(s, u1, u2, 2.0, 1.0)
+    hv = harmonyview_x0(s, u1, u2, 2.0, 1.0)
     torch.testing.assert_close(hv, s + 2.0 * (s - u1) + 1.0 * (s - u2))
     # per-frame s1/s2, batch of 2 videos: (b t) ordering, frames fastest
     s2b, u1b, u2b = (torch.cat([t, t * 0.5]) for t in (s, u1, u2))
-    hvb = G.harmonyview_x0(s2b, u1b, u2b, sc, sc * 0.1)
+    hvb = harmonyview_x0(s2b, u1b, u2b, sc, sc * 0.1)
     for b in range(2):
         for f in range(F_):
             i = b * F_ + f
             torch.testing.assert_close(hvb[i], s2b[i] + sc[f] * (s2b[i] - u1b[i]) + 0.1 * sc[f] * (s2b[i] - u2b[i]))
     # HarmonyView with s2 = 0, s1 = s - 1 is CFG with scale s
-    torch.testing.assert_close(G.harmonyview_x0(s, u1, u2, sc - 1, 0.0), G.cfg_x0(u1, s, sc), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(harmonyview_x0(s, u1, u2, sc - 1, 0.0), cfg_x0(u1, s, sc), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="per-frame"):
-        G.cfg_x0(u1, s, torch.ones(3), frames=3)
+        cfg_x0(u1, s, torch.ones(3), frames=3)
     with pytest.raises(ValueError, match="per-frame"):
-        G.cfg_x0(u1, s, torch.ones(3), frames=4)
+        cfg_x0(u1, s, torch.ones(3), frames=4)
 
 
 def _gaussian_branch_denoiser(mus: dict, sd: float, calls: list):
@@ -82,17 +84,17 @@ def _gaussian_branch_denoiser(mus: dict, sd: float, calls: list):
 def test_guided_gaussian_sampling_closed_form(kind):
     F_ = 21
     sd = 0.4
-    mus = {G.FULL: torch.linspace(-1, 1, F_, dtype=torch.float64), G.NO_INPUT: torch.zeros(F_, dtype=torch.float64),
-           G.NO_VIEWS: 0.3 * torch.ones(F_, dtype=torch.float64)}
+    mus = {FULL: torch.linspace(-1, 1, F_, dtype=torch.float64), NO_INPUT: torch.zeros(F_, dtype=torch.float64),
+           NO_VIEWS: 0.3 * torch.ones(F_, dtype=torch.float64)}
     if kind == "harmonyview":
-        gd = G.make_guidance("harmonyview", F_, s1=2.0, s2=1.0)
-        mu_eff = mus[G.FULL] + 2.0 * (mus[G.FULL] - mus[G.NO_INPUT]) + 1.0 * (mus[G.FULL] - mus[G.NO_VIEWS])
+        gd = make_guidance("harmonyview", F_, s1=2.0, s2=1.0)
+        mu_eff = mus[FULL] + 2.0 * (mus[FULL] - mus[NO_INPUT]) + 1.0 * (mus[FULL] - mus[NO_VIEWS])
     else:
-        gd = G.make_guidance("triangle", F_, 1.0, 2.5)
-        sc = G.triangle_scales(F_).double()
-        mu_eff = mus[G.NO_INPUT] + sc * (mus[G.FULL] - mus[G.NO_INPUT])
+        gd = make_guidance("triangle", F_, 1.0, 2.5)
+        sc = triangle_scales(F_).double()
+        mu_eff = mus[NO_INPUT] + sc * (mus[FULL] - mus[NO_INPUT])
     calls = []
-    fn = G.guided_denoiser(_gaussian_branch_denoiser(mus, sd, calls), gd)
+    fn = guided_denoiser(_gaussian_branch_denoiser(mus, sd, calls), gd)
     steps = 12
     sig = edm.edm_sigmas(steps, dtype=torch.float64)
     x_init = edm.initial_noise((F_, 2, 3, 3), 700.0, torch.Generator().manual_seed(3), dtype=torch.float64)
@@ -107,11 +109,11 @@ def test_guided_gaussian_sampling_closed_form(kind):
     assert len(calls) == steps
     n = 3 if kind == "harmonyview" else 2
     assert all(c[1] == n * F_ and len(c[0]) == n for c in calls)
-    assert calls[0][0] == ((G.FULL, G.NO_INPUT, G.NO_VIEWS) if n == 3 else (G.NO_INPUT, G.FULL))
+    assert calls[0][0] == ((FULL, NO_INPUT, NO_VIEWS) if n == 3 else (NO_INPUT, FULL))
 
 
 def test_harmony_triangle_schedule_zero_at_ends():
-    gd = G.make_guidance("harmonyview", 21, s1=2.0, s2=1.0, harmony_schedule="triangle")
+    gd = make_guidance("harmonyview", 21, s1=2.0, s2=1.0, harmony_schedule="triangle")
     s, u1, u2 = torch.ones(21, 1), torch.zeros(21, 1), torch.zeros(21, 1)
     out = gd.combine((s, u1, u2))
     assert out[0].item() == pytest.approx(1.0) and out[20].item() == pytest.approx(1.0)
@@ -147,7 +149,7 @@ def test_branch_contents():
     ca = torch.randn(F_, 1, 8)
     cc = torch.randn(F_, 4, 2, 2)
     vec = torch.randn(F_, 16)
-    out = sv3d.branch_conditions(ca, cc, vec, (G.FULL, G.NO_INPUT, G.NO_VIEWS))
+    out = sv3d.branch_conditions(ca, cc, vec, (FULL, NO_INPUT, NO_VIEWS))
     assert torch.equal(out["crossattn"][:F_], ca) and torch.equal(out["crossattn"][F_:2 * F_], torch.zeros_like(ca))
     assert torch.equal(out["crossattn"][2 * F_:], ca)
     assert torch.equal(out["concat"][F_:2 * F_], torch.zeros_like(cc)) and torch.equal(out["concat"][2 * F_:], 4 * cc)
@@ -219,9 +221,9 @@ def test_tiny_unet_sampling_deterministic_and_consistent(tiny_unet):
     sig = edm.edm_sigmas(2)
     forwards.clear()
     with torch.no_grad():
-        hv = G.guided_denoiser(den, G.make_guidance("harmonyview", F_, s1=1.5, s2=0.0))
+        hv = guided_denoiser(den, make_guidance("harmonyview", F_, s1=1.5, s2=0.0))
         a = edm.sample_euler(hv, edm.initial_noise((F_, 4, 4, 4), 700.0, torch.Generator().manual_seed(7)), sig)
-        cfg = G.guided_denoiser(den, G.make_guidance("constant", F_, max_scale=2.5))
+        cfg = guided_denoiser(den, make_guidance("constant", F_, max_scale=2.5))
         c = edm.sample_euler(cfg, edm.initial_noise((F_, 4, 4, 4), 700.0, torch.Generator().manual_seed(7)), sig)
         # deterministic for a seed: the same first denoised step twice
         x0 = edm.initial_noise((F_, 4, 4, 4), 700.0, torch.Generator().manual_seed(7))
@@ -245,12 +247,12 @@ def test_tiny_unet_no_views_branch_has_no_cross_frame_interaction(tiny_unet):
     x2 = x.clone()
     x2[2] += 1.0  # perturb another frame
     sigma = torch.tensor(2.0)
-    branches = (G.FULL, G.NO_INPUT, G.NO_VIEWS)
+    branches = (FULL, NO_INPUT, NO_VIEWS)
     forwards.clear()
     with torch.no_grad():
         o1 = den(torch.cat([x] * 3), sigma, branches).chunk(3)  # all three branches in one forward
         o2 = den(torch.cat([x2] * 3), sigma, branches).chunk(3)
-        nv_alone = den(x, sigma, (G.NO_VIEWS,))
+        nv_alone = den(x, sigma, (NO_VIEWS,))
     assert forwards == [3, 3, 1]
     torch.testing.assert_close(o1[2][0], o2[2][0])  # no_views: frame 0 unaffected without temporal mixing
     assert (o1[0][0] - o2[0][0]).abs().max() > 1e-4  # the full branch mixes frames

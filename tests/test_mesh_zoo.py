@@ -3,7 +3,6 @@ bad-input errors. Small views / grids so the suite stays fast; no shared files."
 
 import numpy as np
 import pytest
-import torch
 import trimesh
 
 from orbitforge.bench.zoo import SHAPES, check_volume, load_or_make, make_shape

@@ -142,8 +142,8 @@ def test_guider_matches_host_free_formula(host):
     capture("cond", core)  # cfg 1 -> conditional x0
     core.set_conds(neg, neg)
     capture("uncond", core)
-    from orbitforge.kernels.diffusion import guidance as G
+    from orbitforge.kernels.diffusion.guidance import cfg_x0, triangle_scales
 
-    want = G.cfg_x0(x0s["uncond"], x0s["cond"], G.triangle_scales(FRAMES))
+    want = cfg_x0(x0s["uncond"], x0s["cond"], triangle_scales(FRAMES))
     torch.testing.assert_close(x0s["tri"], want, rtol=1e-4, atol=1e-4)
     assert not math.isclose(float((x0s["cond"] - x0s["uncond"]).abs().max()), 0.0)

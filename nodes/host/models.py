@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from ...kernels.diffusion import depth_condition as DC
-from ...kernels.diffusion import guidance as G
+from ...kernels.diffusion.guidance import cfg_x0, linear_scales
 from ...kernels.diffusion import hi3d_checkpoint as CK
 from . import check_interrupt, intermediate_device, register_model_folder
 from .family import require
@@ -215,8 +215,8 @@ def per_frame_cfg_model(model, cfg_min: float, cfg_max: float):
     def cfg_fn(args):
         cond, uncond = args["cond"], args["uncond"]
         frames = cond.shape[0]
-        scales = G.linear_scales(frames, cfg_min, cfg_max).to(cond.device, cond.dtype)
-        return G.cfg_x0(uncond, cond, scales, frames)
+        scales = linear_scales(frames, cfg_min, cfg_max).to(cond.device, cond.dtype)
+        return cfg_x0(uncond, cond, scales, frames)
 
     m.set_model_sampler_cfg_function(cfg_fn, disable_cfg1_optimization=True)
     return m
