@@ -229,7 +229,7 @@ def bench_comfyui(frames, latent, warmup, repeats):
     import comfy.samplers
 
     from ..kernels.geometry.cameras import sv3d_static_orbit
-    from ..nodes.host import guiders as HG
+    from ..nodes.host.guiders import make_guider, model_sigmas
 
     dev = mm.get_torch_device()
     model = tiny_comfy_sv3d()
@@ -243,7 +243,7 @@ def bench_comfyui(frames, latent, warmup, repeats):
     neg = [[torch.zeros_like(pooled), {"concat_latent_image": torch.zeros_like(lat_img), **extra}]]
     empty = torch.zeros(frames, 4, latent, latent)
     noise = torch.randn(frames, 4, latent, latent, generator=g)
-    sig = HG.model_sigmas(model, 50)
+    sig = model_sigmas(model, 50)
     calls = []
     orig = dm.forward
 
@@ -254,8 +254,8 @@ def bench_comfyui(frames, latent, warmup, repeats):
     out = {"model": "ComfyUI SV3D_p (VideoUNet) 64 ch, mult (1, 2), context 1024, random weights",
            "params": sum(p.numel() for p in dm.parameters()), "device": str(dev), "latent": [4, latent, latent],
            "modes": {}}
-    guiders = {"cfg": HG.make_guider(model, pos, "triangle", min_scale=1.0, max_scale=2.5),
-               "harmonyview": HG.make_guider(model, pos, "harmonyview", s1=2.0, s2=1.0)}
+    guiders = {"cfg": make_guider(model, pos, "triangle", min_scale=1.0, max_scale=2.5),
+               "harmonyview": make_guider(model, pos, "harmonyview", s1=2.0, s2=1.0)}
     core = comfy.samplers.CFGGuider(model)
     core.set_conds(pos, neg)
     core.set_cfg(2.5)

@@ -42,14 +42,14 @@ def _comfy():
 def bench_steps(sizes, frames, repeats=2):
     import torch
 
-    from ..nodes.host import models as HM
+    from ..nodes.host.models import build_refiner_model
     from .tiny_hi3d import random_unet_state_dict, tiny_config
 
     mm = _comfy()
     if mm is None:
         return {"skipped": "COMFYUI_PATH unset (the UNet is ComfyUI's VideoUNet)"}
     sd = random_unet_state_dict(tiny_config(), seed=0)
-    m = HM.build_refiner_model(sd)
+    m = build_refiner_model(sd)
     mm.load_models_gpu([m])
     base = m.model
     dev = mm.get_torch_device()
@@ -141,7 +141,7 @@ def _vae_worker(spec: str) -> dict:
     """One measurement: ``op,chunk,frames,size,backend`` -> peak memory of that call."""
     import torch
 
-    from ..nodes.host import models as HM
+    from ..nodes.host.models import vae_decode_chunked, vae_encode_chunked
 
     op, chunk, frames, size, backend = spec.split(",")
     chunk, frames, size = int(chunk), int(frames), int(size)
@@ -156,10 +156,10 @@ def _vae_worker(spec: str) -> dict:
     g = torch.Generator().manual_seed(0)
     if op == "encode":
         x = torch.rand(frames, size, size, 3, generator=g)
-        fn = HM.vae_encode_chunked
+        fn = vae_encode_chunked
     else:
         x = torch.randn(frames, 4, size // 8, size // 8, generator=g)
-        fn = HM.vae_decode_chunked
+        fn = vae_decode_chunked
     with torch.inference_mode():
         if cuda:  # load the weights onto the GPU first so that the peak is the call's own
             fn(vae, x[:1], 1)
@@ -281,7 +281,12 @@ def bench_consistency(size=128, iterations=300, mono_dir=None):
     condition (per-frame min-max normalised disparity) each source produces."""
     import torch
 
-    from ..kernels.diffusion import depth_condition as DC
+    from ..kernels.diffusion.depth_condition import (
+        align_scale_shift,
+        normalize_per_frame,
+        reprojection_error,
+        to_disparity,
+    )
     from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
     from ..kernels.mesh.render import render_mesh
     from ..kernels.sample import load_sample_mesh, load_sample_orbit
@@ -312,8 +317,8 @@ def bench_consistency(size=128, iterations=300, mono_dir=None):
                "rendered_3dgs_median": (gs, gs_valid, gs)}
     if mono_dir:
         mono, names = _load_mono(mono_dir, n, size)
-        disp_gt = DC.to_disparity(gt, "metric")
-        aligned = DC.align_scale_shift(mono, disp_gt, gt_valid)  # MiDaS protocol, per frame
+        disp_gt = to_disparity(gt, "metric")
+        aligned = align_scale_shift(mono, disp_gt, gt_valid)  # MiDaS protocol, per frame
         mono_valid = gt_valid & (aligned > 1e-6)
         mono_depth = torch.where(mono_valid, 1.0 / aligned.clamp_min(1e-6), torch.zeros_like(aligned)).float()
         # the condition comes from the raw map (as the node packs a near-bright depth IMAGE)
@@ -329,14 +334,14 @@ def bench_consistency(size=128, iterations=300, mono_dir=None):
                       "depth estimator from assets/sample_orbit/frame_*.png"}
 
     for name, (depth, valid, raw) in sources.items():
-        err = DC.reprojection_error(depth, c.viewmats, c.Ks)
+        err = reprojection_error(depth, c.viewmats, c.Ks)
         hidden = []
-        err_vis = DC.reprojection_error(depth, c.viewmats, c.Ks, occlusion_tol=0.05,
+        err_vis = reprojection_error(depth, c.viewmats, c.Ks, occlusion_tol=0.05,
                                         occluded=hidden)
         kind = "near_bright" if name == "per_frame_mono" else "metric"
-        disp = DC.to_disparity(raw, kind)
+        disp = to_disparity(raw, kind)
         both = valid & gt_valid
-        per_frame = condition_disagreement(gt, DC.normalize_per_frame(disp), c.viewmats, c.Ks, both)
+        per_frame = condition_disagreement(gt, normalize_per_frame(disp), c.viewmats, c.Ks, both)
         glob = condition_disagreement(gt, _normalize_global(disp), c.viewmats, c.Ks, both)
         rel = ((depth - gt).abs() / gt.clamp_min(1e-6))[both]
         out["sources"][name] = {

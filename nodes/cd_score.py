@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.diffusion import cd_score as CD
+from ..kernels.diffusion.cd_score import PROMPT_TEMPLATE, cd_terms, check_joint_space, make_prompt
 
 
 class CDScore:
@@ -42,14 +42,14 @@ class CDScore:
             "reference_index": ("INT", {"default": -1, "min": -4096, "max": 4095, "tooltip": "Which view is the input "
                                         "view f_0: -1 = last (SV3D orbits put the input view last), 0 = first "
                                         "(SyncDreamer/HarmonyView grids)."}),
-            "prompt_template": ("STRING", {"default": CD.PROMPT_TEMPLATE, "tooltip": "Text prompt; {name} is replaced "
+            "prompt_template": ("STRING", {"default": PROMPT_TEMPLATE, "tooltip": "Text prompt; {name} is replaced "
                                            "by the object name (official: 'An image of {name}')."}),
             "official_name_cleanup": ("BOOLEAN", {"default": True, "tooltip": "As the official script: '_' -> space, "
                                                   "digits removed from the name."}),
         }}
 
     def run(self, clip_vision, clip, views, object_name, reference_index, prompt_template, official_name_cleanup):
-        from .host import cd_score as HC  # noqa: PLC0415
+        from .host.cd_score import escape_prompt, image_embeddings, text_embedding  # noqa: PLC0415
 
         if not torch.is_tensor(views) or views.ndim != 4 or views.shape[-1] < 3:
             raise ValueError(f"views must be an IMAGE [n,H,W,C], got {getattr(views, 'shape', type(views))}")
@@ -59,11 +59,11 @@ class CDScore:
         if not (-n <= int(reference_index) < n):
             raise ValueError(f"reference_index={reference_index} is out of range for {n} views "
                              f"(0..{n - 1}, or -1 for the last)")
-        prompt = CD.make_prompt(object_name, prompt_template, bool(official_name_cleanup))
-        txt = HC.text_embedding(clip, HC.escape_prompt(prompt))  # [1, Dt]
-        CD.check_joint_space(_width_hint(clip_vision, txt.shape[-1]), txt.shape[-1])
-        img = HC.image_embeddings(clip_vision, views)  # [n, Di]
-        res = CD.cd_terms(img, txt, int(reference_index))
+        prompt = make_prompt(object_name, prompt_template, bool(official_name_cleanup))
+        txt = text_embedding(clip, escape_prompt(prompt))  # [1, Dt]
+        check_joint_space(_width_hint(clip_vision, txt.shape[-1]), txt.shape[-1])
+        img = image_embeddings(clip_vision, views)  # [n, Di]
+        res = cd_terms(img, txt, int(reference_index))
         report = f"prompt: {prompt!r}\n" + res.report()
         return (float(res.cd), float(res.D), float(res.S_var), report)
 

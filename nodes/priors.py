@@ -154,10 +154,10 @@ class IPSMDiffusionPriors:
 
     def make(self, inpaint_model, sd_model, vae, positive, weight, every, start, ramp, cfg,
              negative=None, pseudo_views=1, size=0, priors=None):
-        from .host import priors as HP  # noqa: PLC0415
+        from .host.priors import check_ipsm_prior  # noqa: PLC0415
 
         _check_core(vae, "vae", "first_stage_model", "VAE (from a checkpoint loader)")
-        HP.check_ipsm_prior(inpaint_model, sd_model, vae, positive, negative)
+        check_ipsm_prior(inpaint_model, sd_model, vae, positive, negative)
         if size and size % 8:
             raise ValueError(f"size must be a multiple of 8 (or 0), got {size}")
         conf = IPSMDiffusionConfig(weight=weight, every=every, start=start, ramp=ramp,
@@ -212,13 +212,13 @@ class SV3DSDSPriors:
 
     def make(self, model, vae, positive, weight, start, every, cfg, negative=None,
              sigma_max=5.0, random_orbit=True, priors=None):
-        from .host import priors as HP  # noqa: PLC0415
+        from .host.priors import _need_cond, check_sv3d_sds, sv3d_orbit_of  # noqa: PLC0415
 
         _check_core(vae, "vae", "first_stage_model", "VAE (from ImageOnlyCheckpointLoader)")
-        HP.check_sv3d_sds(model, vae, positive=positive)
+        check_sv3d_sds(model, vae, positive=positive)
         if negative is not None:
-            HP._need_cond(negative, "SV3D negative conditioning")
-        HP.sv3d_orbit_of(positive)  # needs its concat latent and cameras
+            _need_cond(negative, "SV3D negative conditioning")
+        sv3d_orbit_of(positive)  # needs its concat latent and cameras
         if sigma_max <= 0.05:
             raise ValueError(f"sigma_max must be > 0.05, got {sigma_max}")
         conf = SV3DSDSConfig(weight=weight, start=start, every=every, sigma_max=sigma_max,

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from ..kernels.diffusion import depth_condition as DC
-from .host import models as HM
+from ..kernels.diffusion.depth_condition import (
+    DEPTH_KINDS,
+    HI3D_CFG,
+    HI3D_COND_AUG,
+    HI3D_STEPS,
+    check_refine_inputs,
+)
+from .host.models import load_refiner, refiner_files
 from .host.family import require
 
 MODES = {
@@ -28,12 +34,12 @@ class LoadRefiner:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "ckpt_name": (HM.refiner_files(), {"tooltip": "A file in models/orbitforge_refiner "
+            "ckpt_name": (refiner_files(), {"tooltip": "A file in models/orbitforge_refiner "
                           "(second_stage.pt or the converted .safetensors)."}),
         }}
 
     def load(self, ckpt_name):
-        return (HM.load_refiner(ckpt_name),)
+        return (load_refiner(ckpt_name),)
 
 
 class DepthRefiner:
@@ -64,15 +70,15 @@ class DepthRefiner:
                                 "the input-view frame before refinement, as the official pipeline."}),
                 "target_size": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 64,
                                 "tooltip": "Output side in pixels (multiple of 64; Hi3D: 1024)."}),
-                "steps": ("INT", {"default": DC.HI3D_STEPS, "min": 1, "max": 200,
+                "steps": ("INT", {"default": HI3D_STEPS, "min": 1, "max": 200,
                           "tooltip": "Euler-EDM steps (Hi3D: 25)."}),
-                "cfg_min": ("FLOAT", {"default": DC.HI3D_CFG[0], "min": 0.0, "max": 30.0, "step": 0.05,
+                "cfg_min": ("FLOAT", {"default": HI3D_CFG[0], "min": 0.0, "max": 30.0, "step": 0.05,
                             "tooltip": "CFG of the first frame (linear schedule over frames)."}),
-                "cfg_max": ("FLOAT", {"default": DC.HI3D_CFG[1], "min": 0.0, "max": 30.0, "step": 0.05,
+                "cfg_max": ("FLOAT", {"default": HI3D_CFG[1], "min": 0.0, "max": 30.0, "step": 0.05,
                             "tooltip": "CFG of the last frame (Hi3D: 2.0)."}),
                 "anchor_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                     "tooltip": "Multiplies the anchoring alphas (1 = official, 0 = off)."}),
-                "cond_aug": ("FLOAT", {"default": DC.HI3D_COND_AUG, "min": 0.0, "max": 1.0,
+                "cond_aug": ("FLOAT", {"default": HI3D_COND_AUG, "min": 0.0, "max": 1.0,
                              "step": 0.001, "tooltip": "Noise added to the condition frames (in "
                              "[-1,1] units) and fed to the model (Hi3D: 0.02; SV3D: 1e-5)."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1,
@@ -80,7 +86,7 @@ class DepthRefiner:
                 "elevation": ("FLOAT", {"default": 0.0, "min": -90.0, "max": 90.0, "step": 1.0,
                               "tooltip": "Input-view elevation in degrees, used when no cameras "
                               "are connected."}),
-                "depth_kind": (list(DC.DEPTH_KINDS), {"default": "near_bright", "tooltip":
+                "depth_kind": (list(DEPTH_KINDS), {"default": "near_bright", "tooltip":
                                "near_bright: MiDaS/Depth-Anything style (near is bright); far_bright: "
                                "far is bright, 0 = background; metric: distance, 0 = background."}),
                 "vae_chunk": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Frames per VAE "
@@ -100,7 +106,7 @@ class DepthRefiner:
         from .host.refine import refine_views
 
         kind = require(model, "video")
-        DC.check_refine_inputs(kind, views, depth, cameras, target_size, cfg_min, cfg_max)
+        check_refine_inputs(kind, views, depth, cameras, target_size, cfg_min, cfg_max)
         images, out_cams = refine_views(model, kind, clip_vision, vae, views, input_image, target_size,
                                         steps, cfg_min, cfg_max, anchor_strength, cond_aug, seed,
                                         elevation, depth_kind, vae_chunk, cameras, depth)

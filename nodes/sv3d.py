@@ -111,11 +111,11 @@ class SV3DOrbit:
 
     def run(self, clip_vision, vae, image, width, height, frames, orbit, elevation, cond_aug, object_scale,
             orbit_seed, mask=None, cameras=None):
-        from .host import guiders as HG  # noqa: PLC0415
+        from .host.guiders import make_conditioning  # noqa: PLC0415
 
         cams, el, az = resolve_orbit(orbit, frames, elevation, orbit_seed, width, height, cameras)
         rgb = prepare(image, mask, width, height, object_scale)
-        pos, neg, lat = HG.make_conditioning(clip_vision, vae, rgb, el, az, width, height, cond_aug, seed=orbit_seed)
+        pos, neg, lat = make_conditioning(clip_vision, vae, rgb, el, az, width, height, cond_aug, seed=orbit_seed)
         return (pos, neg, lat, cams, rgb.to(host.intermediate_device()))
 
 
@@ -155,19 +155,25 @@ class SV3DSampler:
 
     def run(self, model, clip_vision, vae, image, width, height, frames, orbit, elevation, cond_aug, object_scale,
             orbit_seed, steps, guidance, min_cfg, max_cfg, s1, s2, seed, restore_input_view, mask=None, cameras=None):
-        from .host import guiders as HG  # noqa: PLC0415
+        from .host.guiders import (  # noqa: PLC0415
+            context_dim,
+            make_conditioning,
+            make_guider,
+            run_sampling,
+            sv3d_variant,
+        )
 
-        variant = HG.sv3d_variant(model)
+        variant = sv3d_variant(model)
         if variant == "u" and orbit != "static":
             log.warning("OrbitForge SV3D: sv3d_u has no camera input; orbit=%s is ignored (static orbit used)", orbit)
             orbit = "static"
         cams, el, az = resolve_orbit(orbit, frames, elevation, orbit_seed, width, height, cameras)
         make_guidance(guidance, frames, min_cfg, max_cfg, s1, s2)  # validate before work
         rgb = prepare(image, mask, width, height, object_scale)
-        pos, _neg, lat = HG.make_conditioning(clip_vision, vae, rgb, el, az, width, height, cond_aug, seed=seed,
-                                              expected_dim=HG.context_dim(model))
-        guider = HG.make_guider(model, pos, guidance, min_scale=min_cfg, max_scale=max_cfg, s1=s1, s2=s2)
-        samples = HG.run_sampling(model, guider, lat, steps, seed)
+        pos, _neg, lat = make_conditioning(clip_vision, vae, rgb, el, az, width, height, cond_aug, seed=seed,
+                                              expected_dim=context_dim(model))
+        guider = make_guider(model, pos, guidance, min_scale=min_cfg, max_scale=max_cfg, s1=s1, s2=s2)
+        samples = run_sampling(model, guider, lat, steps, seed)
         views = vae.decode(samples).to(host.intermediate_device()).float()
         views = views.reshape(-1, *views.shape[-3:])[..., :3]
         if restore_input_view:
@@ -202,9 +208,9 @@ class HarmonyViewGuider:
         }}
 
     def get_guider(self, model, positive, mode, s1, s2, concat_scale, schedule, min_cfg, max_cfg):
-        from .host import guiders as HG  # noqa: PLC0415
+        from .host.guiders import make_guider  # noqa: PLC0415
 
-        g = HG.make_guider(model, positive, mode, min_scale=min_cfg, max_scale=max_cfg, s1=s1, s2=s2,
+        g = make_guider(model, positive, mode, min_scale=min_cfg, max_scale=max_cfg, s1=s1, s2=s2,
                            concat_scale=concat_scale, harmony_schedule=schedule)
         return (g,)
 

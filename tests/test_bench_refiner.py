@@ -7,7 +7,11 @@ import torch
 
 from orbitforge.bench.refiner import condition_disagreement
 from orbitforge.kernels.geometry.cameras import camera_rays, intrinsics_from_fov, make_orbit_cameras
-from orbitforge.kernels.diffusion import depth_condition as DC
+from orbitforge.kernels.diffusion.depth_condition import (
+    normalize_per_frame,
+    reprojection_error,
+    to_disparity,
+)
 
 SIZE = 48
 RADIUS = 0.45  # sphere at the origin
@@ -56,7 +60,7 @@ def scene():
 
 def test_exact_depth_is_consistent(plane):
     cams, depth = plane
-    err = DC.reprojection_error(depth, cams.viewmats, cams.Ks, closed=False)
+    err = reprojection_error(depth, cams.viewmats, cams.Ks, closed=False)
     assert err.shape == (4,) and not torch.isnan(err).any()
     # nearest-pixel sampling of a slanted plane: small, not exactly 0
     assert float(err.max()) < 5e-3
@@ -67,7 +71,7 @@ def test_error_grows_with_per_frame_scale_error(plane):
     errs = []
     for s in (0.0, 0.05, 0.15, 0.3):
         scale = torch.tensor([1.0 + s * (-1) ** k for k in range(len(cams))], dtype=torch.float64)
-        errs.append(float(DC.reprojection_error(depth * scale[:, None, None], cams.viewmats, cams.Ks,
+        errs.append(float(reprojection_error(depth * scale[:, None, None], cams.viewmats, cams.Ks,
                                                 closed=False).mean()))
     assert errs[0] < 5e-3
     assert all(b > a for a, b in zip(errs, errs[1:])), errs
@@ -81,15 +85,15 @@ def test_exact_zero_for_fronto_parallel_plane():
     V = torch.eye(4).repeat(2, 1, 1)
     V[1, 0, 3] = -0.1
     depth = torch.full((2, SIZE, SIZE), 2.0)
-    err = DC.reprojection_error(depth, V, Kk, closed=False)
+    err = reprojection_error(depth, V, Kk, closed=False)
     assert float(err[0]) == 0.0
-    err2 = DC.reprojection_error(depth * torch.tensor([1.0, 1.1])[:, None, None], V, Kk, closed=False)
+    err2 = reprojection_error(depth * torch.tensor([1.0, 1.1])[:, None, None], V, Kk, closed=False)
     assert float(err2[0]) == pytest.approx(0.1, rel=1e-5)  # |2 - 2.2| / 2
 
 
 def test_condition_disagreement(scene):
     cams, depth = scene
-    disp = DC.to_disparity(depth.float(), "metric")
+    disp = to_disparity(depth.float(), "metric")
     same = condition_disagreement(depth, disp, cams.viewmats, cams.Ks, closed=False)
     assert float(same.max()) < 0.08 * float(disp.max())  # same point, similar distance
     # a per-frame offset of the compared values shows up one to one
@@ -97,15 +101,15 @@ def test_condition_disagreement(scene):
     d2 = condition_disagreement(depth, shifted, cams.viewmats, cams.Ks, closed=False)
     assert float((d2 - same).min()) > 0.05 and float(d2.max()) < 0.1 + float(same.max())
     # per-frame min-max normalisation of exact depth is NOT consistent between views
-    cond = DC.normalize_per_frame(disp)
+    cond = normalize_per_frame(disp)
     assert float(condition_disagreement(depth, cond, cams.viewmats, cams.Ks, closed=False).mean()) > 0.01
 
 
 def test_occlusion_test_removes_self_occlusion_but_not_errors(scene):
     cams, depth = scene
-    plain = DC.reprojection_error(depth, cams.viewmats, cams.Ks, closed=False)
+    plain = reprojection_error(depth, cams.viewmats, cams.Ks, closed=False)
     hidden = []
-    vis = DC.reprojection_error(depth, cams.viewmats, cams.Ks, closed=False, occlusion_tol=0.05,
+    vis = reprojection_error(depth, cams.viewmats, cams.Ks, closed=False, occlusion_tol=0.05,
                                 occluded=hidden)
     # 30 degrees apart on a sphere: the limb of view i is behind the sphere in view i+1
     assert len(hidden) == 4 and all(0.0 < h < 0.3 for h in hidden), hidden
@@ -117,7 +121,7 @@ def test_occlusion_test_removes_self_occlusion_but_not_errors(scene):
     bad = depth.clone()
     bad[1] *= 0.9
     hidden = []
-    err = DC.reprojection_error(bad, cams.viewmats, cams.Ks, closed=False, occlusion_tol=0.05,
+    err = reprojection_error(bad, cams.viewmats, cams.Ks, closed=False, occlusion_tol=0.05,
                                 occluded=hidden)
     assert float(err[1]) > 0.05
     assert hidden[0] > 0.5 and hidden[2] < 0.3, hidden

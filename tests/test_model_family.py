@@ -107,13 +107,13 @@ def test_family_of_models_built_by_comfyui():
 
     from orbitforge.bench.tiny_comfy import tiny_sd15, tiny_video_model
     from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
-    from orbitforge.nodes.host import models as HM
+    from orbitforge.nodes.host.models import build_refiner_model
 
     for kind in ("svd", "sv3d_u", "sv3d_p"):
         assert family(tiny_video_model(kind, model_channels=64)) == kind
     assert family(tiny_sd15(4)) == "sd15"
     assert family(tiny_sd15(9)) == "sd15_inpaint"
-    refiner = HM.build_refiner_model(random_unet_state_dict(tiny_config(), seed=0))
+    refiner = build_refiner_model(random_unet_state_dict(tiny_config(), seed=0))
     assert family(refiner) == "hi3d_stage2" == require(refiner, "video")
     with pytest.raises(ValueError, match=r"Stable Video Diffusion, not SV3D"):
         require(refiner, "sv3d")  # the refiner is an SVD UNet

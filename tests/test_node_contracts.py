@@ -328,11 +328,11 @@ def test_wrong_model_for_sv3d_names_sv3d_file():
     require_comfyui()
     import comfy.model_base as mb
 
-    from orbitforge.nodes.host import guiders as HG
+    from orbitforge.nodes.host.guiders import sv3d_variant
 
     for wrong in (mb.SVD_img2vid, mb.BaseModel):
         with pytest.raises(ValueError, match=r"sv3d_p\.safetensors"):
-            HG.sv3d_variant(_Patcher(wrong))
+            sv3d_variant(_Patcher(wrong))
 
 
 @pytest.mark.comfyui
@@ -343,14 +343,14 @@ def test_wrong_model_for_diffusion2_names_the_files():
     import comfy.model_base as mb
 
     try:
-        from orbitforge.nodes.host import diffusion2 as HD
+        from orbitforge.nodes.host.diffusion2 import check_models
     except ImportError:
         pytest.skip("nodes/host/diffusion2.py not present")
     svd, sv3d = _Patcher(mb.SVD_img2vid), _Patcher(mb.SV3D_p)
     with pytest.raises(ValueError, match=r"svd_xt\.safetensors"):
-        HD.check_models(sv3d, sv3d)
+        check_models(sv3d, sv3d)
     with pytest.raises(ValueError, match=r"sv3d_p\.safetensors"):
-        HD.check_models(svd, svd)
+        check_models(svd, svd)
 
 
 @pytest.mark.comfyui
@@ -360,8 +360,8 @@ def test_wrong_model_for_refiner_and_diffusion2_names_the_files():
     require_comfyui()
     import comfy.model_base as mb
 
-    from orbitforge.nodes.host import models as HM
+    from orbitforge.nodes.host.models import model_kind
 
     with pytest.raises(ValueError) as e:
-        HM.model_kind(_Patcher(mb.BaseModel))  # e.g. an SD1.5 checkpoint on the refiner
+        model_kind(_Patcher(mb.BaseModel))  # e.g. an SD1.5 checkpoint on the refiner
     assert "second_stage" in str(e.value) and "sv3d_p.safetensors" in str(e.value)

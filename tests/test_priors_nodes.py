@@ -119,9 +119,9 @@ def test_ipsm_diffusion_prior_in_a_fit(tiny):
 def test_sv3d_sds_prior_in_a_fit(tiny):
     pos, neg = _sv3d_cond()
     (pri,) = SV3DSDSPriors().make(tiny["sv3d"], tiny["vae"], pos, 50.0, 0.5, 1, 2.5, negative=neg)
-    from orbitforge.nodes.host import priors as HP
+    from orbitforge.nodes.host.priors import build_sv3d_sds
 
-    reg = HP.build_sv3d_sds(pri["sv3d_sds"])
+    reg = build_sv3d_sds(pri["sv3d_sds"])
     assert (reg.h, reg.w) == (LAT * 8, LAT * 8) and len(reg.az) == FRAMES
     seen = _fit_with(pri, tiny, 4)
     assert [s[0] for s in seen] == [2, 3]  # last half only
@@ -131,13 +131,13 @@ def test_sv3d_sds_prior_in_a_fit(tiny):
 
 
 def test_sv3d_denoiser_uses_the_orbit_cameras(tiny):
-    from orbitforge.nodes.host import priors as HP
+    from orbitforge.nodes.host.priors import sv3d_denoiser_factory, sv3d_orbit_of
 
     pos, neg = _sv3d_cond()
-    make = HP.sv3d_denoiser_factory(tiny["sv3d"], pos, neg, cfg=1.0)
+    make = sv3d_denoiser_factory(tiny["sv3d"], pos, neg, cfg=1.0)
     x = torch.randn(FRAMES, 4, LAT, LAT, generator=torch.Generator().manual_seed(1))
     s = torch.full((FRAMES,), 2.0)
-    el, az, _, _ = HP.sv3d_orbit_of(pos)
+    el, az, _, _ = sv3d_orbit_of(pos)
     a = make(el, az)(x, s)
     b = make(el, az)(x, s)
     c = make(el, [(v + 30) % 360 for v in az])(x, s)

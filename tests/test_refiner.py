@@ -9,10 +9,33 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from orbitforge.kernels.diffusion import depth_condition as DC
+from orbitforge.kernels.diffusion.depth_condition import (
+    anchor_alphas,
+    check_refine_inputs,
+    depth_from_image,
+    pack_depth,
+    reference_index,
+    refine_latents,
+    reprojection_error,
+    roll_back,
+    roll_to_front,
+    sample_anchored,
+    to_disparity,
+    unpack_depth,
+)
 from orbitforge.kernels.diffusion import edm
 from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
-from orbitforge.kernels.diffusion import hi3d_checkpoint as CK
+from orbitforge.kernels.diffusion.hi3d_checkpoint import (
+    CheckpointError,
+    FORMAT_TAG,
+    HI3D_STAGE2,
+    UNetConfig,
+    convert_main,
+    load_stage2_unet,
+    read_state_dict,
+    unet_layout,
+    validate_stage2,
+)
 
 # ------------------------------------------------------------------------------ depth packing
 
@@ -20,7 +43,7 @@ from orbitforge.kernels.diffusion import hi3d_checkpoint as CK
 def test_pack_depth_hand_computed():
     d = torch.arange(36, dtype=torch.float32).view(1, 6, 6)  # already 3h x 3w for a 2x2 latent
     flat = torch.full((1, 6, 6), 0.25)  # a constant frame normalises to 0 (max(0, 1e-6))
-    p = DC.pack_depth(torch.cat([d, flat]), 2, 2)
+    p = pack_depth(torch.cat([d, flat]), 2, 2)
     assert p.shape == (2, 9, 2, 2)
     # channel 3*dy + dx at latent (i, j) holds pixel (3i + dy, 3j + dx), min-max 0..35 -> /35
     assert p[0, 0, 0, 0] == 0
@@ -30,50 +53,50 @@ def test_pack_depth_hand_computed():
     assert p[0, 8, 1, 1] == pytest.approx(1.0)  # pixel (5, 5)
     assert p[0, 2, 1, 0] == pytest.approx(20 / 35)  # pixel (3, 2)
     assert torch.all(p[1] == 0)
-    assert torch.equal(DC.unpack_depth(p)[0], d[0] / 35)
+    assert torch.equal(unpack_depth(p)[0], d[0] / 35)
 
 
 def test_pack_depth_resizes_bilinear_then_normalises():
     ramp = torch.arange(12, dtype=torch.float32).expand(12, 12)[None]  # value = column x
-    p = DC.pack_depth(ramp, 2, 2)  # resize 12 -> 6: sample at x = 2j + 0.5, then min-max
-    full = DC.unpack_depth(p)[0]  # [6, 6]
+    p = pack_depth(ramp, 2, 2)  # resize 12 -> 6: sample at x = 2j + 0.5, then min-max
+    full = unpack_depth(p)[0]  # [6, 6]
     expect = torch.tensor([2 * j for j in range(6)], dtype=torch.float32) / 10
     assert torch.allclose(full, expect.expand(6, 6), atol=1e-6)
 
 
 def test_depth_kinds():
     d = torch.tensor([[[0.0, 1.0], [2.0, 4.0]]])
-    assert torch.equal(DC.to_disparity(d, "near_bright"), d)
-    m = DC.to_disparity(d, "metric")
+    assert torch.equal(to_disparity(d, "near_bright"), d)
+    m = to_disparity(d, "metric")
     assert m[0, 0, 0] == 0 and m[0, 0, 1] == 1 and m[0, 1, 1] == 0.25  # background 0, 1/d
-    fb = DC.to_disparity(d, "far_bright")
+    fb = to_disparity(d, "far_bright")
     assert fb[0, 0, 0] == 0 and fb[0, 0, 1] > fb[0, 1, 0] > fb[0, 1, 1] > 0  # near brightest
     with pytest.raises(ValueError, match="depth kind"):
-        DC.to_disparity(d, "inverse")
+        to_disparity(d, "inverse")
     with pytest.raises(ValueError, match=r"\[F,H,W\]"):
-        DC.pack_depth(torch.zeros(2, 3, 4, 4), 1, 1)
+        pack_depth(torch.zeros(2, 3, 4, 4), 1, 1)
 
 
 def test_depth_from_image_mean():
     img = torch.rand(3, 5, 5, 3)
-    assert torch.allclose(DC.depth_from_image(img), img.mean(-1))
+    assert torch.allclose(depth_from_image(img), img.mean(-1))
 
 
 # ------------------------------------------------------------------------------ anchoring
 
 
 def test_anchor_schedule_official_values():
-    a = DC.anchor_alphas(25)
+    a = anchor_alphas(25)
     assert a.shape == (25,)
     assert a[0] == 1.0
     assert a[1].item() == pytest.approx(0.9841262702080511, rel=1e-12)
     assert a[10].item() == pytest.approx(0.1997313941826594, rel=1e-12)  # cos(0.4), not cos(0.4 pi)
     assert a[24].item() == pytest.approx(6.818529323626363e-05, rel=1e-9)
     assert torch.all(a[1:] < a[:-1])
-    assert torch.allclose(DC.anchor_alphas(25, 0.5), 0.5 * a)
-    assert torch.all(DC.anchor_alphas(25, 0.0) == 0)
+    assert torch.allclose(anchor_alphas(25, 0.5), 0.5 * a)
+    assert torch.all(anchor_alphas(25, 0.0) == 0)
     with pytest.raises(ValueError, match="strength"):
-        DC.anchor_alphas(25, 1.5)
+        anchor_alphas(25, 1.5)
 
 
 def _toy_denoiser(target):
@@ -90,7 +113,7 @@ def test_anchored_loop_matches_manual_two_steps():
     alphas = [1.0, 0.3]
     den = _toy_denoiser(torch.ones_like(z))
     x0 = eps * math.sqrt(1 + sig[0] ** 2)
-    got = DC.sample_anchored(den, x0, sig, z, eps, alphas)
+    got = sample_anchored(den, x0, sig, z, eps, alphas)
     x = z + sig[0] * eps  # alpha_0 = 1 replaces the start
     x = edm.euler_step(x, den(x, sig[0]), sig[0], sig[1])
     x = 0.7 * x + 0.3 * (z + sig[1] * eps)
@@ -105,7 +128,7 @@ def test_zero_strength_is_plain_euler():
     sig = edm.edm_sigmas(5)
     den = _toy_denoiser(z)
     x0 = eps * math.sqrt(1 + sig[0] ** 2)
-    a = DC.sample_anchored(den, x0, sig, z, eps, DC.anchor_alphas(5, 0.0).tolist())
+    a = sample_anchored(den, x0, sig, z, eps, anchor_alphas(5, 0.0).tolist())
     b = edm.sample_euler(den, x0.clone(), sig)
     assert torch.allclose(a, b)
 
@@ -114,20 +137,20 @@ def test_anchoring_pulls_towards_anchor():
     g = torch.Generator().manual_seed(2)
     z = torch.randn(2, 4, 4, 4, generator=g)
     den = _toy_denoiser(torch.zeros_like(z))  # a model that knows nothing about z
-    on = DC.refine_latents(den, z, steps=10, strength=1.0, generator=torch.Generator().manual_seed(3))
-    off = DC.refine_latents(den, z, steps=10, strength=0.0, generator=torch.Generator().manual_seed(3))
-    again = DC.refine_latents(den, z, steps=10, strength=1.0, generator=torch.Generator().manual_seed(3))
+    on = refine_latents(den, z, steps=10, strength=1.0, generator=torch.Generator().manual_seed(3))
+    off = refine_latents(den, z, steps=10, strength=0.0, generator=torch.Generator().manual_seed(3))
+    again = refine_latents(den, z, steps=10, strength=1.0, generator=torch.Generator().manual_seed(3))
     assert torch.equal(on, again)  # seeded
     assert (on - z).norm() < (off - z).norm()
 
 
 def test_reference_index_and_roll():
-    assert DC.reference_index(torch.tensor([17.1, 34.3, 0.0]), 3) == 2  # SV3D: input view last
-    assert DC.reference_index(torch.tensor([0.0, 22.5, 45.0]), 3) == 0  # Hi3D: first
-    assert DC.reference_index(torch.tensor([90.0, 359.0, 180.0]), 3) == 1
+    assert reference_index(torch.tensor([17.1, 34.3, 0.0]), 3) == 2  # SV3D: input view last
+    assert reference_index(torch.tensor([0.0, 22.5, 45.0]), 3) == 0  # Hi3D: first
+    assert reference_index(torch.tensor([90.0, 359.0, 180.0]), 3) == 1
     x = torch.arange(5)
-    assert DC.roll_to_front(x, 4).tolist() == [4, 0, 1, 2, 3]
-    assert torch.equal(DC.roll_back(DC.roll_to_front(x, 3), 3), x)
+    assert roll_to_front(x, 4).tolist() == [4, 0, 1, 2, 3]
+    assert torch.equal(roll_back(roll_to_front(x, 3), 3), x)
 
 
 def test_reprojection_error_zero_for_true_depth_of_plane():
@@ -142,9 +165,9 @@ def test_reprojection_error_zero_for_true_depth_of_plane():
         t = -c[2] / dw[..., 2]
         depths.append(t)
     d = torch.stack(depths).float()
-    err = DC.reprojection_error(d, cams.viewmats, cams.Ks, closed=False)
+    err = reprojection_error(d, cams.viewmats, cams.Ks, closed=False)
     assert err[0] < 2e-2  # nearest-pixel sampling only
-    err_bad = DC.reprojection_error(torch.stack([d[0], d[1] * 1.3]), cams.viewmats, cams.Ks, closed=False)
+    err_bad = reprojection_error(torch.stack([d[0], d[1] * 1.3]), cams.viewmats, cams.Ks, closed=False)
     assert err_bad[0] > 0.15
 
 
@@ -156,7 +179,7 @@ OFFICIAL_LAYOUT_SHA = "61ce69439ad4ceb85efa2bef23fe8ee34529021068ef05d9f119ecbc3
 def test_official_layout_pinned():
     """The layout of configs/inference-v02.yaml's UNet (verified key-by-key against ComfyUI's
     VideoUNet in test_refiner_comfyui.py); pinned so edits cannot silently change it."""
-    L = CK.unet_layout(CK.HI3D_STAGE2)
+    L = unet_layout(HI3D_STAGE2)
     assert len(L) == 1428
     assert sum(math.prod(v) for v in L.values()) == 1524321322
     s = "\n".join(f"{k} {list(v)}" for k, v in sorted(L.items()))
@@ -181,21 +204,21 @@ def test_tiny_round_trip_bit_exact(tmp_path):
     unet = _tiny(seed=5)
     pt = tmp_path / "second_stage.pt"
     _save_deepspeed(unet, pt)
-    loaded, cfg = CK.load_stage2_unet(str(pt))
+    loaded, cfg = load_stage2_unet(str(pt))
     assert cfg == tiny_config()
     assert set(loaded) == set(unet)
     out = tmp_path / "refiner.safetensors"
-    assert CK.convert_main([str(pt), str(out)]) == 0
-    again, cfg2 = CK.load_stage2_unet(str(out))
+    assert convert_main([str(pt), str(out)]) == 0
+    again, cfg2 = load_stage2_unet(str(out))
     assert cfg2 == cfg
     for k, v in unet.items():
         assert again[k].dtype == v.dtype and torch.equal(again[k], v), k
-    _, meta = CK.read_state_dict(str(out))
-    assert meta["format"] == CK.FORMAT_TAG and CK.UNetConfig.from_json(meta["config"]) == cfg
+    _, meta = read_state_dict(str(out))
+    assert meta["format"] == FORMAT_TAG and UNetConfig.from_json(meta["config"]) == cfg
     # fp16 conversion keeps keys, casts floats
     out16 = tmp_path / "refiner16.safetensors"
-    assert CK.convert_main([str(pt), str(out16), "--dtype", "fp16"]) == 0
-    half, _ = CK.load_stage2_unet(str(out16))
+    assert convert_main([str(pt), str(out16), "--dtype", "fp16"]) == 0
+    half, _ = load_stage2_unet(str(out16))
     assert half["out.2.weight"].dtype == torch.float16
     assert torch.equal(half["out.2.weight"], unet["out.2.weight"].half())
 
@@ -204,7 +227,7 @@ def test_safetensors_with_engine_prefix_and_module_prefix(tmp_path):
     unet = _tiny(seed=1)
     p = tmp_path / "full.safetensors"
     save_file({f"module.model.diffusion_model.{k}": v for k, v in unet.items()}, str(p))
-    got, _ = CK.load_stage2_unet(str(p))
+    got, _ = load_stage2_unet(str(p))
     assert all(torch.equal(got[k], unet[k]) for k in unet)
 
 
@@ -212,10 +235,10 @@ def test_rejects_eight_channel_model(tmp_path):
     sd = random_unet_state_dict(tiny_config(in_channels=8, adm_in_channels=256))
     p = tmp_path / "sv3d.pt"
     _save_deepspeed(sd, p, extra=False)
-    with pytest.raises(CK.CheckpointError, match="17") as e:
-        CK.load_stage2_unet(str(p))
+    with pytest.raises(CheckpointError, match="17") as e:
+        load_stage2_unet(str(p))
     assert "anchored mode" in str(e.value) and "512" in str(e.value)
-    assert CK.convert_main([str(p), str(tmp_path / "x.safetensors")]) == 2
+    assert convert_main([str(p), str(tmp_path / "x.safetensors")]) == 2
     assert not (tmp_path / "x.safetensors").exists()
 
 
@@ -224,14 +247,14 @@ def test_lists_missing_and_mismatched_keys():
     del sd["output_blocks.0.0.skip_connection.weight"]
     sd["middle_block.1.proj_in.weight"] = torch.zeros(3, 3)
     sd["extra.weight"] = torch.zeros(1)
-    with pytest.raises(CK.CheckpointError) as e:
-        CK.validate_stage2(sd)
+    with pytest.raises(CheckpointError) as e:
+        validate_stage2(sd)
     msg = str(e.value)
     assert "missing keys: output_blocks.0.0.skip_connection.weight" in msg
     assert "unexpected keys: extra.weight" in msg
     assert "middle_block.1.proj_in.weight: got (3, 3) expected (128, 128)" in msg
-    with pytest.raises(CK.CheckpointError, match="official"):
-        CK.validate_stage2(_tiny(), require_official=True)
+    with pytest.raises(CheckpointError, match="official"):
+        validate_stage2(_tiny(), require_official=True)
 
 
 class _Evil:
@@ -247,32 +270,32 @@ def test_refuses_pickled_code_without_running_it(tmp_path):
     p = tmp_path / "evil.pt"
     with open(p, "wb") as f:
         pickle.dump({"module": {"module.x": _Evil(str(marker))}}, f)
-    with pytest.raises(CK.CheckpointError, match="never runs pickled code"):
-        CK.read_state_dict(str(p))
+    with pytest.raises(CheckpointError, match="never runs pickled code"):
+        read_state_dict(str(p))
     assert not marker.exists()
 
 
 def test_refuses_non_state_dicts(tmp_path):
     p = tmp_path / "list.pt"
     torch.save([torch.zeros(1)], p)
-    with pytest.raises(CK.CheckpointError, match="expected a state dict"):
-        CK.read_state_dict(str(p))
+    with pytest.raises(CheckpointError, match="expected a state dict"):
+        read_state_dict(str(p))
     p2 = tmp_path / "mixed.pt"
     torch.save({"a.weight": torch.zeros(1), "step": 3}, p2)
-    with pytest.raises(CK.CheckpointError, match="'step' \\(int\\)"):
-        CK.read_state_dict(str(p2))
+    with pytest.raises(CheckpointError, match="'step' \\(int\\)"):
+        read_state_dict(str(p2))
     p3 = tmp_path / "other.pt"
     torch.save({"encoder.weight": torch.zeros(1)}, p3)
-    with pytest.raises(CK.CheckpointError, match="no UNet weights"):
-        CK.load_stage2_unet(str(p3))
-    with pytest.raises(CK.CheckpointError, match="no such file"):
-        CK.read_state_dict(str(tmp_path / "missing.pt"))
+    with pytest.raises(CheckpointError, match="no UNet weights"):
+        load_stage2_unet(str(p3))
+    with pytest.raises(CheckpointError, match="no such file"):
+        read_state_dict(str(tmp_path / "missing.pt"))
 
 
 def test_convert_argument_errors(tmp_path, capsys):
     p = tmp_path / "a.pt"
     _save_deepspeed(_tiny(), p, extra=False)
-    assert CK.convert_main([str(p), str(tmp_path / "out.bin")]) == 2
+    assert convert_main([str(p), str(tmp_path / "out.bin")]) == 2
     assert "must end in .safetensors" in capsys.readouterr().err
 
 
@@ -283,13 +306,13 @@ def test_node_bad_inputs():
     v = torch.rand(4, 32, 32, 3)
     d = torch.rand(4, 32, 32, 3)
     ok = dict(kind="hi3d_stage2", views=v, depth=d, cameras=None, target_size=64, cfg_min=1.0, cfg_max=2.0)
-    DC.check_refine_inputs(**ok)
+    check_refine_inputs(**ok)
     with pytest.raises(ValueError, match="square"):
-        DC.check_refine_inputs(**dict(ok, views=torch.rand(4, 32, 48, 3), depth=d))
+        check_refine_inputs(**dict(ok, views=torch.rand(4, 32, 48, 3), depth=d))
     with pytest.raises(ValueError, match="multiple of 64"):
-        DC.check_refine_inputs(**dict(ok, target_size=1000))
+        check_refine_inputs(**dict(ok, target_size=1000))
     with pytest.raises(ValueError, match="depth has 3 images but views has 4"):
-        DC.check_refine_inputs(**dict(ok, depth=d[:3]))
+        check_refine_inputs(**dict(ok, depth=d[:3]))
     with pytest.raises(ValueError, match="needs a depth IMAGE"):
-        DC.check_refine_inputs(**dict(ok, depth=None))
-    DC.check_refine_inputs(**dict(ok, kind="sv3d_u", depth=None))  # anchored mode: no depth needed
+        check_refine_inputs(**dict(ok, depth=None))
+    check_refine_inputs(**dict(ok, kind="sv3d_u", depth=None))  # anchored mode: no depth needed

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from comfy_host import require_comfyui
-from orbitforge.kernels.diffusion import depth_condition as DC
+from orbitforge.kernels.diffusion.depth_condition import depth_from_image, pack_depth, roll_to_front
 from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
-from orbitforge.kernels.diffusion import hi3d_checkpoint as CK
+from orbitforge.kernels.diffusion.hi3d_checkpoint import HI3D_STAGE2, unet_layout
 from orbitforge.kernels.geometry.cameras import make_orbit_cameras
 
 
@@ -47,11 +47,11 @@ def test_layout_matches_comfyui_videounet():
     require_comfyui()
     import comfy.model_detection
 
-    from orbitforge.nodes.host import models as HM
+    from orbitforge.nodes.host.models import stage2_classes
 
-    _, Config = HM.stage2_classes()
-    for cfg in (tiny_config(), CK.HI3D_STAGE2):
-        layout = CK.unet_layout(cfg)
+    _, Config = stage2_classes()
+    for cfg in (tiny_config(), HI3D_STAGE2):
+        layout = unet_layout(cfg)
         fake = {k: torch.empty(v, device="meta") for k, v in layout.items()}
         unet_config = comfy.model_detection.detect_unet_config(fake, "")
         with torch.device("meta"):
@@ -62,17 +62,17 @@ def test_layout_matches_comfyui_videounet():
 
 def test_load_refiner_builds_core_model(tmp_path):
     require_comfyui()
-    from orbitforge.nodes.host import models as HM
+    from orbitforge.nodes.host.models import load_refiner, model_kind
 
     p, sd = _tiny_pt(tmp_path)
-    m = HM.load_refiner(str(p))
-    assert HM.model_kind(m) == "hi3d_stage2"
+    m = load_refiner(str(p))
+    assert model_kind(m) == "hi3d_stage2"
     got = m.model.diffusion_model.state_dict()
     assert all(torch.equal(got[k].float(), sd[k].float()) for k in sd)
     assert m.model.model_config.unet_config["in_channels"] == 17
     p8, _ = _tiny_pt(tmp_path, 8, 256)
     with pytest.raises(ValueError, match="17"):
-        HM.load_refiner(str(p8))
+        load_refiner(str(p8))
 
 
 def _run(model, mode_views=4, depth=True, seed=0, capture=None, cams=True):
@@ -91,10 +91,10 @@ def _run(model, mode_views=4, depth=True, seed=0, capture=None, cams=True):
 
 def test_refiner_node_end_to_end_wiring(tmp_path):
     require_comfyui()
-    from orbitforge.nodes.host import models as HM
+    from orbitforge.nodes.host.models import load_refiner
 
     p, _ = _tiny_pt(tmp_path)
-    m = HM.load_refiner(str(p))
+    m = load_refiner(str(p))
     seen = []
     unet = m.model.diffusion_model
     h = unet.register_forward_pre_hook(lambda mod, a, kw: seen.append((a[0].clone(), kw.get("y"))),
@@ -109,8 +109,8 @@ def test_refiner_node_end_to_end_wiring(tmp_path):
     x, y = seen[0]
     assert x.shape[1] == 17 and x.shape[0] == 8  # cond + uncond batched, 4 frames each
     # the input view (azimuth 0) is last in the SV3D orbit -> rolled to the front for the refiner
-    d_rolled = DC.roll_to_front(DC.depth_from_image(d), 3)
-    d9 = DC.pack_depth(d_rolled, 8, 8)
+    d_rolled = roll_to_front(depth_from_image(d), 3)
+    d9 = pack_depth(d_rolled, 8, 8)
     halves = {round(float(t[:, 4:13].abs().sum()), 3): t for t in x.chunk(2)}
     cond = [t for t in x.chunk(2) if t[:, 4:13].abs().sum() > 0][0]
     uncond = [t for t in x.chunk(2) if t[:, 4:13].abs().sum() == 0][0]
@@ -142,7 +142,7 @@ def test_anchored_mode_with_sv3d_model():
 
 def test_not_a_video_model_is_rejected():
     require_comfyui()
-    from orbitforge.nodes.host import models as HM
+    from orbitforge.nodes.host.models import model_kind
 
     with pytest.raises(ValueError, match="neither"):
-        HM.model_kind(types.SimpleNamespace(model=torch.nn.Linear(1, 1)))
+        model_kind(types.SimpleNamespace(model=torch.nn.Linear(1, 1)))

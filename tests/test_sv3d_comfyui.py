@@ -78,7 +78,7 @@ def test_sampler_node_and_guider_with_core(host):
     import comfy.samplers
     from comfy_extras.nodes_custom_sampler import Noise_RandomNoise, SamplerCustomAdvanced
 
-    from orbitforge.nodes.host import guiders as HG
+    from orbitforge.nodes.host.guiders import model_sigmas, run_sampling
     from orbitforge.nodes.sv3d import HarmonyViewGuider, SV3DOrbit, SV3DSampler
 
     views, cams, lat = SV3DSampler().run(host["model"], host["clip_vision"], host["vae"], _image(), SIZE, SIZE, FRAMES,
@@ -89,7 +89,7 @@ def test_sampler_node_and_guider_with_core(host):
     pos, neg, latent, _, _ = SV3DOrbit().run(host["clip_vision"], host["vae"], _image(), SIZE, SIZE, FRAMES, "static",
                                              10.0, 1e-5, 0.85, 0)
     (guider,) = HarmonyViewGuider().get_guider(host["model"], pos, "harmonyview", 2.0, 1.0, 4.0, "constant", 1.0, 2.5)
-    sigmas = HG.model_sigmas(host["model"], 2)
+    sigmas = model_sigmas(host["model"], 2)
     calls = []
     dm = host["model"].model.diffusion_model
     orig = dm.forward
@@ -111,7 +111,7 @@ def test_sampler_node_and_guider_with_core(host):
     rows = sorted(calls[0][1].reshape(3, FRAMES).tolist())
     assert rows == [[0.0] * FRAMES, [0.0] * FRAMES, [1.0] * FRAMES]
     # core euler == our Euler kernel through the same guider (same noise, same sigmas)
-    ours = HG.run_sampling(host["model"], guider, latent, 2, 5)
+    ours = run_sampling(host["model"], guider, latent, 2, 5)
     torch.testing.assert_close(ours, out["samples"], rtol=1e-4, atol=1e-4)
 
 
@@ -119,13 +119,13 @@ def test_guider_matches_host_free_formula(host):
     """Branch outputs from ComfyUI, combined by the kernel formula, equal the guider's x0."""
     import comfy.samplers
 
-    from orbitforge.nodes.host import guiders as HG
+    from orbitforge.nodes.host.guiders import make_guider
     from orbitforge.nodes.sv3d import SV3DOrbit
 
     pos, neg, latent, _, _ = SV3DOrbit().run(host["clip_vision"], host["vae"], _image(), SIZE, SIZE, FRAMES, "static",
                                              10.0, 1e-5, 0.85, 0)
     model = host["model"]
-    tri = HG.make_guider(model, pos, "triangle", min_scale=1.0, max_scale=2.5)
+    tri = make_guider(model, pos, "triangle", min_scale=1.0, max_scale=2.5)
     core = comfy.samplers.CFGGuider(model)
     core.set_conds(pos, neg)
     core.set_cfg(1.0)

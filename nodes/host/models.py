@@ -19,9 +19,15 @@ from typing import Optional
 
 import torch
 
-from ...kernels.diffusion import depth_condition as DC
+from ...kernels.diffusion.depth_condition import (
+    DEPTH_CHANNELS,
+    HI3D_COND_AUG,
+    LATENT_CHANNELS,
+    STAGE2_IN_CHANNELS,
+    sample_anchored,
+)
 from ...kernels.diffusion.guidance import cfg_x0, linear_scales
-from ...kernels.diffusion import hi3d_checkpoint as CK
+from ...kernels.diffusion.hi3d_checkpoint import load_stage2_unet, validate_stage2
 from . import check_interrupt, intermediate_device, register_model_folder
 from .family import require
 
@@ -78,7 +84,7 @@ def stage2_classes():
             noise = kwargs.get("noise", None)
             n = noise.shape[0] if noise is not None else 1
             elev = torch.as_tensor(kwargs.get("elevation", 0.0), dtype=torch.float32).flatten()
-            aug = torch.as_tensor(kwargs.get("augmentation_level", DC.HI3D_COND_AUG),
+            aug = torch.as_tensor(kwargs.get("augmentation_level", HI3D_COND_AUG),
                                   dtype=torch.float32).flatten()
             out = [comfy.utils.resize_to_batch_size(self.embedder(v), n) for v in (elev, aug)]
             return torch.cat(out, dim=1)  # [F, 512]
@@ -91,9 +97,9 @@ def stage2_classes():
             depth = kwargs.get("concat_depth", None)
             latent = kwargs.get("concat_latent_image", None)
             if depth is None:
-                depth = torch.zeros((f, DC.DEPTH_CHANNELS, h, w), dtype=noise.dtype)
+                depth = torch.zeros((f, DEPTH_CHANNELS, h, w), dtype=noise.dtype)
             if latent is None:
-                latent = torch.zeros((f, DC.LATENT_CHANNELS, h, w), dtype=noise.dtype)
+                latent = torch.zeros((f, LATENT_CHANNELS, h, w), dtype=noise.dtype)
             depth = comfy.utils.resize_to_batch_size(depth, f)
             latent = comfy.utils.resize_to_batch_size(latent, f)
             if depth.shape[-2:] != (h, w) or latent.shape[-2:] != (h, w):
@@ -109,7 +115,7 @@ def stage2_classes():
     class Hi3DStage2Config(sm.SVD_img2vid):
         unet_config = {
             "model_channels": 320,
-            "in_channels": DC.STAGE2_IN_CHANNELS,
+            "in_channels": STAGE2_IN_CHANNELS,
             "use_linear_in_transformer": True,
             "context_dim": 1024,
             "adm_in_channels": 512,
@@ -131,7 +137,7 @@ def build_refiner_model(unet_sd: dict):
     import comfy.model_patcher  # noqa: PLC0415
     import comfy.utils  # noqa: PLC0415
 
-    CK.validate_stage2(unet_sd)
+    validate_stage2(unet_sd)
     _, Config = stage2_classes()
     unet_config = comfy.model_detection.detect_unet_config(unet_sd, "")
     config = Config(unet_config)
@@ -150,7 +156,7 @@ def build_refiner_model(unet_sd: dict):
 
 def load_refiner(name_or_path: str):
     """Read (weights only) + validate + build: the stage-2 MODEL."""
-    unet, _ = CK.load_stage2_unet(refiner_path(name_or_path))
+    unet, _ = load_stage2_unet(refiner_path(name_or_path))
     return build_refiner_model(unet)
 
 
@@ -239,7 +245,7 @@ def anchored_sampler(z_anchor: Optional[torch.Tensor], eps: torch.Tensor, alphas
                 callback({"x": xx, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": den})
 
         z = None if z_anchor is None else z_anchor.to(x.device, x.dtype)
-        return DC.sample_anchored(denoise, x, sigmas, z, eps.to(x.device, x.dtype), alphas, cb)
+        return sample_anchored(denoise, x, sigmas, z, eps.to(x.device, x.dtype), alphas, cb)
 
     return comfy.samplers.KSAMPLER(fn)
 
