@@ -39,6 +39,8 @@ import time
 
 import numpy as np
 
+from .zoo import fine_copy
+
 SHARED = {"spot": "spot/spot_triangulated.obj", "cow": "cow.obj", "teapot": "teapot.obj",
           "bunny": "stanford-bunny.obj", "suzanne": "suzanne.obj"}
 TARGETS = {"chamfer": 0.005, "iou": 0.95, "roughness_over_gt": 6.0, "wall_s": 30.0}
@@ -79,14 +81,6 @@ def _has_texture(mesh) -> bool:
     return getattr(vis, "kind", None) == "vertex"
 
 
-def fine_copy(mesh, max_edge: float):
-    """``mesh`` split (no smoothing: same geometry) until no edge is longer than ``max_edge``."""
-    import trimesh
-
-    v, f = trimesh.remesh.subdivide_to_size(mesh.vertices, mesh.faces, max_edge, max_iter=20)
-    return trimesh.Trimesh(v, f, process=False)
-
-
 def seen_genus(masks, cams, grid: int) -> int | None:
     """Genus of the visual hull of ``masks`` (the holes the orbit sees through), or None."""
     from ..kernels.mesh import extract as mesh_extract
@@ -101,36 +95,23 @@ def seen_genus(masks, cams, grid: int) -> int | None:
         return None
 
 
-def seen_bound(gt, cams, grid: int, chunk: int = 1 << 18) -> dict:
+def seen_bound(gt, cams, grid: int) -> dict:
     """What the orbit can show at best: ``{"chamfer", "iou"}`` of the *depth hull* of ``gt``
-    (space carving with the ground truth's own depth maps and masks on ``cams``: a voxel is free
-    when some view sees background there or sees it more than one voxel in front of the surface;
-    every other voxel stays inside). No method that reconstructs from these views can know more
-    than this, so a shape whose bound misses a target (the inside of a deep cup seen from at most
-    60 degrees of elevation) misses it because of the orbit, not the method."""
-    import torch
-
-    from ..kernels.geometry.cameras import project
-    from ..kernels.geometry.visual_hull import voxel_grid
+    (:func:`..kernels.geometry.visual_hull.carve_visual_hull` with the ground truth's own masks
+    and depth maps on ``cams``: a voxel is free when some view sees background there or sees it
+    more than one voxel in front of the surface; every other voxel stays inside). No method that
+    reconstructs from these views can know more than this, so a shape whose bound misses a
+    target (the inside of a deep cup seen from at most 60 degrees of elevation) misses it
+    because of the orbit, not the method."""
+    from ..kernels.geometry.visual_hull import carve_visual_hull
     from ..kernels.mesh.extract import field_to_mesh, occupancy_to_field
     from ..kernels.mesh.render import render_mesh
     from ..kernels.metrics import evaluate_mesh
 
     v = render_mesh(gt, cams)
-    depth = v["depth"].float().reshape(len(cams), -1)  # [C, H*W] camera z, 0 = background
-    H, W = cams.height, cams.width
-    eps = 1.0 / grid
-    pts = voxel_grid(grid).reshape(-1, 3)  # [P, 3]
-    occ = torch.ones(pts.shape[0], dtype=torch.bool)
-    for s in range(0, pts.shape[0], chunk):
-        uv, z = project(pts[s:s + chunk], cams.viewmats, cams.Ks)  # [C, P, 2], [C, P]
-        j, i = uv[..., 0].floor(), uv[..., 1].floor()
-        inside = (z > 0) & (j >= 0) & (j < W) & (i >= 0) & (i < H)
-        lin = (i.clamp(0, H - 1) * W + j.clamp(0, W - 1)).long()
-        d = torch.gather(depth, 1, lin)  # [C, P]
-        free = inside & ((d <= 0) | (z < d - eps))
-        occ[s:s + chunk] = ~free.any(0)
-    field = occupancy_to_field(occ.reshape(grid, grid, grid))
+    occ = carve_visual_hull(v["mask"].float(), cams, grid, depths=v["depth"].float(),
+                            depth_margin=1.0 / grid)
+    field = occupancy_to_field(occ)
     q = evaluate_mesh(field_to_mesh(field, keep_components=1, watertight=True), gt)
     return {"chamfer": round(q["chamfer"], 5), "iou": round(q["iou"], 4)}
 

@@ -118,13 +118,20 @@ def make_shape(name: str, seed: int = 0, jitter: float = 0.05) -> trimesh.Trimes
     return _to_trimesh(m)
 
 
+def fine_copy(mesh, max_edge: float) -> trimesh.Trimesh:
+    """``mesh`` split (no smoothing: same geometry) until no edge is longer than ``max_edge``."""
+    v, f = trimesh.remesh.subdivide_to_size(mesh.vertices, mesh.faces, max_edge, max_iter=20)
+    return trimesh.Trimesh(v, f, process=False)
+
+
 def paint_noise(mesh: trimesh.Trimesh, seed: int = 0, edge: float = 1 / 200
                 ) -> trimesh.Trimesh:
     """``mesh`` (normalised: largest extent 1) split to edges of at most ``edge`` (same
     geometry) and given vertex colours from a seeded sum of six 3-D sinusoids (periods 0.025 to
     0.07, mixed across the channels): a texture fine enough for stereo windows at 128 px, so the
     views of a plain CAD shape have something to match, as generated views do."""
-    v, f = trimesh.remesh.subdivide_to_size(mesh.vertices, mesh.faces, edge, max_iter=20)
+    out = fine_copy(mesh, edge)
+    v = np.asarray(out.vertices)
     rng = np.random.default_rng(seed)
     col = np.zeros((len(v), 3))
     for _ in range(6):
@@ -133,7 +140,6 @@ def paint_noise(mesh: trimesh.Trimesh, seed: int = 0, edge: float = 1 / 200
         freq, phase = rng.uniform(15, 40), rng.uniform(0, 2 * np.pi)
         col += rng.uniform(0.3, 1.0, size=3) * np.sin(2 * np.pi * freq * (v @ d) + phase)[:, None]
     col = np.clip(0.55 + 0.35 * np.tanh(col / 2), 0, 1)
-    out = trimesh.Trimesh(v, f, process=False)
     out.visual = trimesh.visual.ColorVisuals(out, vertex_colors=(col * 255).astype(np.uint8))
     return out
 

@@ -67,7 +67,7 @@ def test_cube_faces_come_out_flat():
     """A cube's flat faces stay flat: roughness of our mesh within 3 degrees of the ground
     truth's (finely meshed, so its edges count the same way), and its faces away from the edges
     under 2 degrees."""
-    from orbitforge.bench.mesh_zoo import fine_copy
+    from orbitforge.bench.zoo import fine_copy
 
     gt = trimesh.creation.box((0.6, 0.6, 0.6))
     grid = 96
@@ -142,3 +142,25 @@ def test_paint_noise_keeps_the_geometry():
     assert col.std(0).min() > 20  # a texture, not one colour
     again = paint_noise(gt, seed=1)
     assert np.array_equal(np.asarray(again.visual.vertex_colors), painted.visual.vertex_colors)
+
+
+def test_depth_carving_opens_what_silhouettes_cannot():
+    """carve_visual_hull with depth maps (space carving): the upper inside of a cup seen from
+    above is free, while silhouettes alone keep the cup filled; depth never carves the wall."""
+    from orbitforge.kernels.geometry.visual_hull import carve_visual_hull, voxel_grid
+
+    mug, _, _ = normalize_mesh(make_shape("mug"))
+    cams = make_orbit_cameras(np.full(8, 60.0), np.arange(8) * 45.0, 2.2, 33.8, 96, 96)
+    v = render_mesh(mug, cams)
+    grid = 48
+    hull = carve_visual_hull(v["mask"], cams, grid)
+    space = carve_visual_hull(v["mask"], cams, grid, depths=v["depth"], depth_margin=1.0 / grid)
+    assert bool((space <= hull).all())  # depth only carves
+    pts = voxel_grid(grid).reshape(-1, 3).numpy()
+    top = float(mug.bounds[1][1])
+    i_in = np.argmin(np.linalg.norm(pts - [0.0, top - 0.1, 0.0], axis=1))  # inside the cup
+    assert bool(hull.reshape(-1)[i_in]) and not bool(space.reshape(-1)[i_in])
+    # the cup's wall stays (a point inside the wall, halfway up)
+    cx = float(mug.bounds[0][0]) + 0.03  # the wall opposite the handle
+    i_wall = np.argmin(np.linalg.norm(pts - [cx, 0.0, 0.0], axis=1))
+    assert bool(space.reshape(-1)[i_wall])

@@ -82,23 +82,11 @@ def _check_common(resolution: int, min_background_views: int, n_views: int, bbox
         raise ValueError(f"bbox must be (min[3], max[3]) with max > min, got {bbox}")
 
 
-def _sample_nearest(img: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest pixel lookup: img ``[C, H, W]``, uv ``[C, P, 2]`` -> (values ``[C, P]``,
-    inside-image ``[C, P]`` bool)."""
-    C, H, W = img.shape
-    j = torch.floor(uv[..., 0])
-    i = torch.floor(uv[..., 1])
-    inside = (j >= 0) & (j < W) & (i >= 0) & (i < H)
-    jl = j.clamp(0, W - 1).long()
-    il = i.clamp(0, H - 1).long()
-    flat = img.reshape(C, H * W)
-    vals = torch.gather(flat, 1, il * W + jl)
-    return vals, inside
-
-
 def carve_visual_hull(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
                       min_background_views: int = 1, bbox: BBox = DEFAULT_BBOX,
-                      threshold: float = 0.5, chunk: int = 1 << 18) -> torch.Tensor:
+                      threshold: float = 0.5, chunk: int = 1 << 18,
+                      depths: torch.Tensor | None = None, depth_margin: float = 0.0
+                      ) -> torch.Tensor:
     """Silhouette carving: occupancy ``[R, R, R]`` bool (True = inside), ``'ij'`` over x, y, z.
 
     masks ``[C, H, W]`` float 0..1 (1 = object). A voxel (tested at its centre) is carved when
@@ -107,6 +95,10 @@ def carve_visual_hull(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     sees stay inside. Cameras are applied one after the other to the voxels not yet carved (so
     later cameras test only the shrinking remainder), ``chunk`` voxels at a time (memory about
     ``chunk * 64`` bytes beyond the ``R^3 * 24``-byte grid).
+
+    ``depths`` ``[C, H, W]`` (camera z, 0 = none) carves space carving's way as well: a voxel
+    more than ``depth_margin`` in front of a view's depth is seen free by that view (the depth
+    hull; with exact depth, everything the views can show).
     """
     masks = _check_masks_cams(masks, cams)
     _check_common(resolution, min_background_views, masks.shape[0], bbox)
@@ -123,6 +115,10 @@ def carve_visual_hull(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     votes = torch.zeros(pts.shape[0], dtype=torch.int16, device=device)
     C, H, W = bg.shape
     bg_flat = bg.reshape(C, H * W)
+    if depths is not None:
+        if tuple(depths.shape) != (C, H, W):
+            raise ValueError(f"depths {tuple(depths.shape)} must match masks {(C, H, W)}")
+        d_flat = depths.to(device=device, dtype=torch.float32).reshape(C, H * W)
     for c in range(C):
         keep_parts = []
         for s in range(0, alive.shape[0], chunk):
@@ -134,6 +130,9 @@ def carve_visual_hull(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
             inside = (z > 0) & (j >= 0) & (j < W) & (i >= 0) & (i < H)
             lin = (i.clamp(0, H - 1) * W + j.clamp(0, W - 1)).long()
             vote = inside & (bg_flat[c][lin] > 0)
+            if depths is not None:
+                d = d_flat[c][lin]
+                vote = vote | (inside & (d > 0) & (z < d - depth_margin))
             v = votes[idx] + vote.to(torch.int16)
             votes[idx] = v
             keep_parts.append(idx[v < k])
