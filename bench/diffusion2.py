@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from ..kernels.dynamic import diffusion2 as D
+from ..kernels.dynamic.diffusion2 import MatrixStats, cfg_combine, lambda_schedule, sample_matrix, view_weights
 from ..kernels.diffusion import edm
 from ..kernels.diffusion.guidance import make_scales
 from . import print_result, run_child
@@ -84,7 +84,7 @@ class DiffusersSequenceModel:
         self.sequences += 2 * n
         self.max_batch = max(self.max_batch, 2 * n)
         du, dc = out.chunk(2)
-        return D.cfg_combine(du, dc, self.scales)
+        return cfg_combine(du, dc, self.scales)
 
 
 def build_models(views: int, frames: int, h: int, w: int, device="cpu", seed: int = 0):
@@ -106,7 +106,7 @@ def run_matrix(views, frames, size, steps, column_chunk, row_chunk, device="cpu"
     col, row = build_models(views, frames, h, w, device, seed)
     x = edm.initial_noise((views, frames, 4, h, w), 700.0, torch.Generator().manual_seed(seed), device=device)
     sig = edm.edm_sigmas(steps, 0.002, 700.0)
-    stats = D.MatrixStats()
+    stats = MatrixStats()
     times = []
     t = [time.perf_counter()]
 
@@ -118,9 +118,9 @@ def run_matrix(views, frames, size, steps, column_chunk, row_chunk, device="cpu"
         t[0] = now
 
     with torch.inference_mode():
-        out = D.sample_matrix(x, sig, col, row, D.view_weights(views), D.lambda_schedule(steps),
-                              vrs_steps=vrs, column_chunk=column_chunk, row_chunk=row_chunk,
-                              generator=torch.Generator().manual_seed(seed + 1), callback=cb, stats=stats)
+        out = sample_matrix(x, sig, col, row, view_weights(views), lambda_schedule(steps),
+                            vrs_steps=vrs, column_chunk=column_chunk, row_chunk=row_chunk,
+                            generator=torch.Generator().manual_seed(seed + 1), callback=cb, stats=stats)
     return out, stats, times, col, row
 
 

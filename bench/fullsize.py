@@ -65,14 +65,16 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # ----------------------------------------------------------------------------------------------
 
 
-def unet_layout(kind: str) -> dict:
-    from ..kernels.diffusion import hi3d_checkpoint as CK
+def checkpoint_unet_layout(kind: str) -> dict:
+    """The UNet's keys and shapes for ``kind`` as a full checkpoint stores them (under
+    ``UNET_PREFIX``)."""
+    from ..kernels.diffusion.hi3d_checkpoint import HI3D_STAGE2, UNetConfig, unet_layout
 
     if kind == "hi3d_stage2":
-        cfg = CK.HI3D_STAGE2
+        cfg = HI3D_STAGE2
     else:
-        cfg = CK.UNetConfig(in_channels=8, adm_in_channels=VIDEO_ADM[kind])
-    return {UNET_PREFIX + k: tuple(s) for k, s in CK.unet_layout(cfg).items()}
+        cfg = UNetConfig(in_channels=8, adm_in_channels=VIDEO_ADM[kind])
+    return {UNET_PREFIX + k: tuple(s) for k, s in unet_layout(cfg).items()}
 
 
 def clip_vision_h_layout(width: int = 1280, layers: int = 32, patch: int = 14,
@@ -125,8 +127,8 @@ def checkpoint_layout(kind: str) -> dict:
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r} must be one of {KINDS}")
     if kind == "hi3d_stage2":
-        return unet_layout(kind)
-    out = unet_layout(kind)
+        return checkpoint_unet_layout(kind)
+    out = checkpoint_unet_layout(kind)
     out.update(clip_vision_h_layout())
     out.update(vae_layout(kind))
     return out
@@ -208,7 +210,7 @@ def build_checkpoints(folder: str, kinds=KINDS, dtype=torch.float16, seed: int =
                       reuse: bool = False) -> dict:
     """Write the random full-size checkpoints into ``folder``: ``{kind: (path, seconds)}``
     (``reuse``: keep files already there with the same layout)."""
-    from ..kernels.diffusion import hi3d_checkpoint as CK
+    from ..kernels.diffusion.hi3d_checkpoint import FORMAT_TAG, HI3D_STAGE2
 
     os.makedirs(folder, exist_ok=True)
     layouts = {k: checkpoint_layout(k) for k in kinds}
@@ -222,7 +224,7 @@ def build_checkpoints(folder: str, kinds=KINDS, dtype=torch.float16, seed: int =
     for i, (k, lay) in enumerate(layouts.items()):
         meta = {"orbitforge": "random weights in the layout of " + FILES[k]}
         if k == "hi3d_stage2":
-            meta.update({"format": CK.FORMAT_TAG, "config": CK.HI3D_STAGE2.to_json()})
+            meta.update({"format": FORMAT_TAG, "config": HI3D_STAGE2.to_json()})
         t = time.time()
         p = write_random_safetensors(os.path.join(folder, FILES[k]), lay, dtype, seed + i, meta,
                                      reuse)
@@ -324,9 +326,9 @@ def _worker(spec: dict) -> dict:
         res["step"] = (f"Diffusion² 2x2 at {size}², 1 step: 2 reference sequences + 1 matrix "
                        "pass (svd_xt + sv3d_p)")
     elif what == "refiner":
-        from ..nodes.host import models as HM
+        from ..nodes.host.models import load_refiner
 
-        model = HM.load_refiner(os.path.join(folder, FILES["hi3d_stage2"]))
+        model = load_refiner(os.path.join(folder, FILES["hi3d_stage2"]))
         _m, cv, vae = load_image_only(os.path.join(folder, FILES["sv3d_p"]))
         del _m
         res["load_s"] = round(time.time() - t, 2)

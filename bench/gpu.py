@@ -122,26 +122,26 @@ def part_raster(dev, tiny: bool) -> dict:
 def random_model(kind: str, dev, dtype, tiny: bool):
     """A ComfyUI BaseModel of ``kind`` (``sv3d_p``, ``svd_xt``, ``hi3d_stage2``) on ``dev`` with
     random weights: full size from the official layout, or tiny."""
-    import comfy.model_detection as md
+    from comfy.model_detection import detect_unet_config, model_config_from_unet
 
-    from ..kernels.diffusion import hi3d_checkpoint as CK
+    from ..kernels.diffusion.hi3d_checkpoint import HI3D_STAGE2, unet_layout
     from .tiny_hi3d import tiny_config
-    from . import fullsize as FS
+    from .fullsize import UNET_PREFIX, checkpoint_unet_layout
     from .tiny_comfy import init_random_, tiny_video_model
 
     if tiny and kind != "hi3d_stage2":
         m = tiny_video_model({"svd_xt": "svd"}.get(kind, kind), seed=0, context_dim=1024).model
         return m.to(dev)
     if kind == "hi3d_stage2":
-        from ..nodes.host import models as HM
+        from ..nodes.host.models import stage2_classes
 
-        cfg_u = tiny_config() if tiny else CK.HI3D_STAGE2
-        lay = {k: torch.empty(s, device="meta") for k, s in CK.unet_layout(cfg_u).items()}
-        _, Config = HM.stage2_classes()
-        cfg = Config(md.detect_unet_config(lay, ""))
+        cfg_u = tiny_config() if tiny else HI3D_STAGE2
+        lay = {k: torch.empty(s, device="meta") for k, s in unet_layout(cfg_u).items()}
+        _, Config = stage2_classes()
+        cfg = Config(detect_unet_config(lay, ""))
     else:
-        lay = {k: torch.empty(s, device="meta") for k, s in FS.unet_layout(kind).items()}
-        cfg = md.model_config_from_unet(lay, FS.UNET_PREFIX)
+        lay = {k: torch.empty(s, device="meta") for k, s in checkpoint_unet_layout(kind).items()}
+        cfg = model_config_from_unet(lay, UNET_PREFIX)
     cfg.set_inference_dtype(dtype, None)
     model = cfg.get_model({}, "", device=dev)
     torch.manual_seed(0)
@@ -182,12 +182,12 @@ def part_sv3d(dev, tiny: bool) -> dict:
 
 
 def part_refiner(dev, tiny: bool) -> dict:
-    from ..kernels.diffusion import hi3d_checkpoint as CK
+    from ..kernels.diffusion.hi3d_checkpoint import HI3D_STAGE2
     from .tiny_hi3d import tiny_config
 
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
     model = random_model("hi3d_stage2", dev, dtype, tiny)
-    cfg = tiny_config() if tiny else CK.HI3D_STAGE2
+    cfg = tiny_config() if tiny else HI3D_STAGE2
     frames, size = (4, 64) if tiny else (21, 1024)
     out = _unet_step(model, frames, size, dev, cfg.in_channels, cfg.adm_in_channels)
     out["model"] = "tiny Hi3D stage 2" if tiny else "Hi3D stage 2 full size, random fp16"
@@ -198,8 +198,8 @@ def part_refiner(dev, tiny: bool) -> dict:
 def part_diffusion2(dev, tiny: bool) -> dict:
     import comfy.model_patcher
 
-    from ..kernels.dynamic import diffusion2 as D
-    from ..nodes.host import diffusion2 as H
+    from ..kernels.dynamic.diffusion2 import MatrixStats, denoise_matrix, view_weights
+    from ..nodes.host.diffusion2 import HostSequenceModel, auto_chunk, oom, sv3d_vector, svd_vector
 
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
     V = F = 8
@@ -211,23 +211,23 @@ def part_diffusion2(dev, tiny: bool) -> dict:
     mv = patch(random_model("sv3d_p", dev, dtype, tiny))
     el = [10.0] * V
     az = [(i + 1) * 360.0 / V for i in range(V)]
-    col = H.HostSequenceModel(mv, torch.randn(F, 1, 1024), torch.randn(F, 4, h, h),
-                              H.sv3d_vector(mv, el, az, 1e-5), torch.full((V,), 2.5))
-    row = H.HostSequenceModel(video, torch.randn(V, 1, 1024), torch.randn(V, 4, h, h),
-                              H.svd_vector(video, 25, 127, 0.02), torch.linspace(1.5, 3.0, F))
+    col = HostSequenceModel(mv, torch.randn(F, 1, 1024), torch.randn(F, 4, h, h),
+                            sv3d_vector(mv, el, az, 1e-5), torch.full((V,), 2.5))
+    row = HostSequenceModel(video, torch.randn(V, 1, 1024), torch.randn(V, 4, h, h),
+                            svd_vector(video, 25, 127, 0.02), torch.linspace(1.5, 3.0, F))
     for f in (col, row):
         f.crossattn, f.concat = f.crossattn.to(dev), f.concat.to(dev)
     x = torch.randn(V, F, 4, h, h, device=dev)
-    w = D.view_weights(V).to(dev)
+    w = view_weights(V).to(dev)
     out = {"views": V, "frames": F, "size": size}
     for name, cap in (("auto", 0), ("chunk2", 2)):
-        cc = H.auto_chunk(mv, (4, h, h), V, F, cap)
-        rc = H.auto_chunk(video, (4, h, h), F, V, cap)
+        cc = auto_chunk(mv, (4, h, h), V, F, cap)
+        rc = auto_chunk(video, (4, h, h), F, V, cap)
         _reset_peak(dev)
         t = time.perf_counter()
         with torch.inference_mode():
-            d, st = D.denoise_matrix(x, torch.tensor(10.0), col, row, w, 0.6, cc, rc, H.oom(),
-                                     D.MatrixStats())
+            d, st = denoise_matrix(x, torch.tensor(10.0), col, row, w, 0.6, cc, rc, oom(),
+                                   MatrixStats())
         _sync(dev)
         out[name] = {"column_chunk": st.column_chunk, "row_chunk": st.row_chunk,
                      "s_per_pass": round(time.perf_counter() - t, 3),
@@ -294,14 +294,14 @@ def main(argv=None) -> int:
     from .tiny_comfy import load_comfyui
 
     t0 = time.perf_counter()
-    mm = load_comfyui()
-    res["comfyui"] = mm is not None
+    model_management = load_comfyui()
+    res["comfyui"] = model_management is not None
     res["parts"] = {}
     for p in parts:
         if time.perf_counter() - t0 > args.budget_s:
             res["parts"][p] = {"skipped": f"time budget {args.budget_s:g} s spent"}
             continue
-        if p in NEEDS_COMFY and mm is None:
+        if p in NEEDS_COMFY and model_management is None:
             res["parts"][p] = {"skipped": "needs ComfyUI (set COMFYUI_PATH): the networks are "
                                "ComfyUI's classes"}
             continue

@@ -40,7 +40,7 @@ import torch
 
 from ..kernels.diffusion import edm
 from ..kernels.diffusion.guidance import guided_denoiser, make_guidance
-from ..kernels.diffusion import sv3d as S
+from ..kernels.diffusion.sv3d import branch_conditions
 from . import print_result
 
 
@@ -80,7 +80,7 @@ def diffusers_branch_denoiser(unet, crossattn: torch.Tensor, concat: torch.Tenso
 
     def den(x, sigma, branches):
         n = len(branches)
-        conds = S.branch_conditions(crossattn, concat, torch.zeros(frames, 1), branches, concat_scale_no_views)
+        conds = branch_conditions(crossattn, concat, torch.zeros(frames, 1), branches, concat_scale_no_views)
 
         def net(x_in, c_noise):
             sample = torch.cat([x_in, conds["concat"].to(x_in)], 1)  # [n*F, 8, h, w]
@@ -223,15 +223,15 @@ def tiny_comfy_sv3d(context_dim=1024, model_channels=64):
 
 
 def bench_comfyui(frames, latent, warmup, repeats):
-    mm = _comfy()
-    if mm is None:
+    model_management = _comfy()
+    if model_management is None:
         return {"skipped": "COMFYUI_PATH unset"}
     import comfy.samplers
 
     from ..kernels.geometry.cameras import sv3d_static_orbit
     from ..nodes.host.guiders import make_guider, model_sigmas
 
-    dev = mm.get_torch_device()
+    dev = model_management.get_torch_device()
     model = tiny_comfy_sv3d()
     dm = model.model.diffusion_model
     el, az = sv3d_static_orbit(10.0, frames)

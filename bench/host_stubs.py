@@ -133,7 +133,7 @@ def import_comfyui(path: str, cpu: bool = True, keep_stubs: bool = False):
         import comfy.cli_args
 
         comfy.cli_args.args.cpu = cpu
-        mm = importlib.import_module("comfy.model_management")
+        model_management = importlib.import_module("comfy.model_management")
     finally:
         sys.argv = saved
     if not keep_stubs:
@@ -143,4 +143,4 @@ def import_comfyui(path: str, cpu: bool = True, keep_stubs: bool = False):
             except Exception:  # noqa: BLE001 - optional model families (audio without torchaudio)
                 pass
         hide()
-    return mm
+    return model_management

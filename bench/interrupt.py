@@ -106,11 +106,11 @@ class CheckTrace:
                 "checks": len(self.times), "top": top}
 
 
-def install_trace(mm) -> CheckTrace:
+def install_trace(model_management) -> CheckTrace:
     from ..nodes import host
 
     trace = CheckTrace()
-    if mm is None:
+    if model_management is None:
         class TracedFlag(threading.Event):
             def is_set(self):
                 trace.hit()
@@ -118,18 +118,18 @@ def install_trace(mm) -> CheckTrace:
 
         host._FALLBACK_FLAG = TracedFlag()
     else:
-        real = mm.throw_exception_if_processing_interrupted
+        real = model_management.throw_exception_if_processing_interrupted
 
         def traced():
             trace.hit()
             return real()
 
-        mm.throw_exception_if_processing_interrupted = traced
+        model_management.throw_exception_if_processing_interrupted = traced
         import comfy.utils
 
         # ComfyUI's server checks the flag in every progress-bar update (main.py hijack_progress)
         comfy.utils.set_progress_bar_global_hook(
-            lambda *a, **k: mm.throw_exception_if_processing_interrupted())
+            lambda *a, **k: model_management.throw_exception_if_processing_interrupted())
     return trace
 
 
@@ -234,7 +234,7 @@ def stage_sv3d(args, ctx):
     from ..nodes import host
 
     steps = args.steps
-    if ctx["mm"] is not None:
+    if ctx["model_management"] is not None:
         from ..nodes.sv3d import SV3DSampler
 
         m = _tiny_models(ctx)
@@ -260,7 +260,7 @@ def stage_diffusion2(args, ctx):
     from ..nodes import host
 
     steps = args.steps
-    if ctx["mm"] is not None:
+    if ctx["model_management"] is not None:
         from ..nodes.diffusion2 import Diffusion2Sampler
 
         m = _tiny_models(ctx)
@@ -273,7 +273,7 @@ def stage_diffusion2(args, ctx):
                   view_weight_min=0.25, steps=steps, vrs_steps=1, seed=0)
         return (f"Diffusion² Sampler (ComfyUI, tiny SVD + SV3D_p), 4 x 4 at 64², {steps} steps",
                 lambda: Diffusion2Sampler().run(**kw))
-    from ..kernels.dynamic import diffusion2 as D
+    from ..kernels.dynamic.diffusion2 import lambda_schedule, sample_matrix, view_weights
     from ..kernels.diffusion import edm
 
     net = _StandIn()
@@ -286,12 +286,12 @@ def stage_diffusion2(args, ctx):
         sig = edm.edm_sigmas(steps, 0.002, 700.0)
         x = edm.initial_noise((n_views, n_frames, 4, 72, 72), float(sig[0]),
                               torch.Generator().manual_seed(0))
-        lams = D.lambda_schedule(steps)
+        lams = lambda_schedule(steps)
         prog = host.Progress(steps + 1)
-        return D.sample_matrix(x, sig, fn, fn, D.view_weights(n_views), lams, vrs_steps=1,
-                               column_chunk=2, row_chunk=2,
-                               generator=torch.Generator().manual_seed(1),
-                               callback=lambda k, *_: prog.update(k))
+        return sample_matrix(x, sig, fn, fn, view_weights(n_views), lams, vrs_steps=1,
+                             column_chunk=2, row_chunk=2,
+                             generator=torch.Generator().manual_seed(1),
+                             callback=lambda k, *_: prog.update(k))
     return (f"kernels.dynamic.diffusion2.sample_matrix (stand-in denoiser, no ComfyUI), "
             f"{n_views} x {n_frames} x 4 x 72², {steps} steps", run)
 
@@ -427,14 +427,14 @@ def main(argv=None) -> int:
     from . import tiny_comfy
     from ..nodes import host
 
-    mm = tiny_comfy.load_comfyui()
-    trace = install_trace(mm)
+    model_management = tiny_comfy.load_comfyui()
+    trace = install_trace(model_management)
     out = tempfile.mkdtemp(prefix="orbitforge_interrupt_")
     saved = os.environ.get("ORBITFORGE_OUTPUT")
     os.environ["ORBITFORGE_OUTPUT"] = out
-    ctx = {"mm": mm, "tmp": [out]}
+    ctx = {"model_management": model_management, "tmp": [out]}
     result = {"mechanism": host.interrupt_mechanism(),
-              "flag": ("comfy.model_management.interrupt_current_processing" if mm is not None
+              "flag": ("comfy.model_management.interrupt_current_processing" if model_management is not None
                        else "orbitforge nodes.host.request_interrupt (fallback, no ComfyUI)"),
               "threads": torch.get_num_threads(), "target_s": TARGET_S,
               "target_on": "node-thread CPU seconds (= wall seconds on an idle core)",

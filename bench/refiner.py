@@ -45,14 +45,14 @@ def bench_steps(sizes, frames, repeats=2):
     from ..nodes.host.models import build_refiner_model
     from .tiny_hi3d import random_unet_state_dict, tiny_config
 
-    mm = _comfy()
-    if mm is None:
+    model_management = _comfy()
+    if model_management is None:
         return {"skipped": "COMFYUI_PATH unset (the UNet is ComfyUI's VideoUNet)"}
     sd = random_unet_state_dict(tiny_config(), seed=0)
     m = build_refiner_model(sd)
-    mm.load_models_gpu([m])
+    model_management.load_models_gpu([m])
     base = m.model
-    dev = mm.get_torch_device()
+    dev = model_management.get_torch_device()
     out = {"device": str(dev), "frames": frames, "config": "tiny (64 ch, mult 1,2)", "sizes": {}}
     for s in sizes:
         h = s // 8
@@ -147,9 +147,9 @@ def _vae_worker(spec: str) -> dict:
     chunk, frames, size = int(chunk), int(frames), int(size)
     cuda = torch.cuda.is_available()
     if backend == "comfyui":
-        mm = _comfy()
+        model_management = _comfy()
         vae = _tiny_comfy_vae(size)
-        dev = mm.get_torch_device()
+        dev = model_management.get_torch_device()
     else:
         dev = torch.device("cuda" if cuda else "cpu")
         vae = _DiffusersVAE(size, dev)

@@ -47,11 +47,11 @@ def init_random_(module: torch.nn.Module, std: float = 0.02, bias_std: float = 0
 
 
 def _patcher(model):
-    import comfy.model_management as mm
+    from comfy import model_management
     import comfy.model_patcher
 
     model.eval()
-    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+    return comfy.model_patcher.ModelPatcher(model, load_device=model_management.get_torch_device(),
                                             offload_device=torch.device("cpu"))
 
 
@@ -59,7 +59,7 @@ def tiny_video_model(kind: str = "sv3d_p", seed: int = 0, context_dim: int = 102
                      model_channels: int = 64):
     """A tiny SVD-family MODEL (``svd``, ``sv3d_u`` or ``sv3d_p``) in a ModelPatcher.
     ``model_channels >= 64``: ComfyUI forces 64 channels per attention head."""
-    import comfy.supported_models as sm
+    from comfy import supported_models
 
     unet_config = {
         "use_checkpoint": False, "image_size": 32, "out_channels": 4,
@@ -73,7 +73,7 @@ def tiny_video_model(kind: str = "sv3d_p", seed: int = 0, context_dim: int = 102
         "video_kernel_size": [3, 1, 1], "use_temporal_resblock": True,
         "use_temporal_attention": True, "disable_temporal_crossattention": False,
     }
-    cls = {"svd": sm.SVD_img2vid, "sv3d_u": sm.SV3D_u, "sv3d_p": sm.SV3D_p}[kind]
+    cls = {"svd": supported_models.SVD_img2vid, "sv3d_u": supported_models.SV3D_u, "sv3d_p": supported_models.SV3D_p}[kind]
     cfg = cls(unet_config)
     cfg.set_inference_dtype(torch.float32, None)
     torch.manual_seed(seed)
@@ -84,7 +84,7 @@ def tiny_video_model(kind: str = "sv3d_p", seed: int = 0, context_dim: int = 102
 
 def tiny_sd15(in_channels: int = 4, seed: int = 0):
     """A tiny SD-1.5 MODEL (``in_channels`` 9 = the inpainting variant)."""
-    import comfy.supported_models as sm
+    from comfy import supported_models
 
     unet_config = {"use_checkpoint": False, "image_size": 32, "out_channels": 4,
                    "use_spatial_transformer": True, "legacy": False, "adm_in_channels": None,
@@ -93,7 +93,7 @@ def tiny_sd15(in_channels: int = 4, seed: int = 0):
                    "channel_mult": [1, 2], "transformer_depth_middle": 1,
                    "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 2,
                    "use_temporal_attention": False, "use_temporal_resblock": False}
-    cfg = sm.SD15(unet_config)
+    cfg = supported_models.SD15(unet_config)
     cfg.set_inference_dtype(torch.float32, None)
     torch.manual_seed(seed)
     model = cfg.get_model({})

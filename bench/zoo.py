@@ -34,9 +34,9 @@ def _to_trimesh(man) -> trimesh.Trimesh:
 
 def _cyl(r: float, h: float, axis: str, n: int = 96):
     """A cylinder of radius ``r``, length ``h`` centred at the origin along ``axis``."""
-    import manifold3d as mf
+    from manifold3d import Manifold
 
-    c = mf.Manifold.cylinder(h, r, r, n).translate((0, 0, -h / 2))  # along z
+    c = Manifold.cylinder(h, r, r, n).translate((0, 0, -h / 2))  # along z
     if axis == "x":
         c = c.rotate((0, 90, 0))
     elif axis == "y":
@@ -45,17 +45,17 @@ def _cyl(r: float, h: float, axis: str, n: int = 96):
 
 
 def _box(sx, sy, sz, center=(0.0, 0.0, 0.0)):
-    import manifold3d as mf
+    from manifold3d import Manifold
 
-    return mf.Manifold.cube((sx, sy, sz), True).translate(center)
+    return Manifold.cube((sx, sy, sz), True).translate(center)
 
 
 def _extrude_z(poly: np.ndarray, depth: float):
     """A 2-D polygon ``[N, 2]`` in the xy plane (counter-clockwise) extruded along z, centred."""
-    import manifold3d as mf
+    from manifold3d import CrossSection, Manifold
 
-    cs = mf.CrossSection([poly.astype(np.float64).tolist()])
-    return mf.Manifold.extrude(cs, depth).translate((0, 0, -depth / 2))
+    cs = CrossSection([poly.astype(np.float64).tolist()])
+    return Manifold.extrude(cs, depth).translate((0, 0, -depth / 2))
 
 
 def make_shape(name: str, seed: int = 0, jitter: float = 0.05) -> trimesh.Trimesh:
@@ -69,7 +69,7 @@ def make_shape(name: str, seed: int = 0, jitter: float = 0.05) -> trimesh.Trimes
     def j(x: float) -> float:  # seeded dimension jitter (seed 0 = canonical)
         return float(x) if seed == 0 else float(x) * (1 + rng.uniform(-jitter, jitter))
 
-    import manifold3d as mf
+    from manifold3d import CrossSection, Manifold
 
     if name == "box_hole":  # a block with a round through-hole along z (seen at azimuth 0)
         m = _box(j(1.0), j(0.6), j(0.45)) - _cyl(j(0.16), 1.0, "z")
@@ -99,12 +99,12 @@ def make_shape(name: str, seed: int = 0, jitter: float = 0.05) -> trimesh.Trimes
         m = _extrude_z(np.array(pts), j(0.22)) - _cyl(j(0.12), 1.0, "z")
     elif name == "torus":  # axis along z: the ring's hole is seen at azimuth 0
         R, r = j(0.32), j(0.13)
-        m = mf.Manifold.revolve(mf.CrossSection.circle(r, 64).translate((R, 0)), 96)
+        m = Manifold.revolve(CrossSection.circle(r, 64).translate((R, 0)), 96)
     elif name == "mug":  # open cup (concave inside) + a handle whose hole is seen at azimuth 0
         ro, h, wall, bot = j(0.3), j(0.62), j(0.045), j(0.06)
         cup = _cyl(ro, h, "y") - _cyl(ro - wall, h, "y").translate((0, bot, 0))
         Rh, rh = j(0.17), j(0.045)
-        handle = mf.Manifold.revolve(mf.CrossSection.circle(rh, 32).translate((Rh, 0)), 64)
+        handle = Manifold.revolve(CrossSection.circle(rh, 32).translate((Rh, 0)), 64)
         handle = handle.translate((ro, 0, 0)) - _cyl(ro - wall / 2, h, "y")
         m = cup + handle
     elif name == "plate_holes":  # a thin plate (normal along z) with three holes
@@ -114,7 +114,7 @@ def make_shape(name: str, seed: int = 0, jitter: float = 0.05) -> trimesh.Trimes
             m = m - _cyl(j(r), 1.0, "z").translate((j(x), j(y), 0))
     else:  # sphere_cube: a cube intersected with a sphere (flat faces meet a round blend)
         s = j(0.8)
-        m = _box(s, s, s) ^ mf.Manifold.sphere(j(0.55), 96)
+        m = _box(s, s, s) ^ Manifold.sphere(j(0.55), 96)
     return _to_trimesh(m)
 
 

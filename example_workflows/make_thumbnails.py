@@ -107,12 +107,12 @@ def results(ply: str, glb: str | None, pick: list):
         from orbitforge.nodes.mesh import SDFMesh
 
         sys.path.insert(0, HERE)
-        import make_workflows as MW
+        from make_workflows import WORKFLOWS, node_classes
 
-        wf = MW.WORKFLOWS["orbitforge_sample_views_to_mesh"]().json()
+        wf = WORKFLOWS["orbitforge_sample_views_to_mesh"]().json()
         from orbitforge.workflow.api import ui_to_api
 
-        api = ui_to_api(wf, MW.node_classes())
+        api = ui_to_api(wf, node_classes())
         (sdf,) = [n["inputs"] for n in api.values() if n["class_type"] == "OrbitForgeSDFMesh"]
         kw = {k: v for k, v in sdf.items() if not isinstance(v, list)}
         (mesh,) = SDFMesh().build(cams, images=images, masks=masks, gaussians=g, **kw)

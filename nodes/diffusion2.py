@@ -7,13 +7,12 @@ import logging
 import torch
 
 from ..kernels.geometry.cameras import DEFAULT_RADIUS, SV3D_FOV_DEG, make_orbit_cameras, orbit_angles
-from ..kernels.dynamic import diffusion2 as D
-from ..kernels.diffusion import sv3d as S
+from ..kernels.dynamic.diffusion2 import MAX_VIDEO_FRAMES, MatrixSettings, PROMPTS, check_prompt, frame_times, lambda_schedule, view_weights, view_weights_from_azimuths
+from ..kernels.diffusion.sv3d import prepare_input_image
 from . import host
 
 log = logging.getLogger("orbitforge")
 
-PROMPTS = list(D.PROMPTS)
 LAMBDA_CHOICES = ["constant", "logistic_code", "logistic_paper", "logistic", "linear", "cosine"]
 
 
@@ -25,14 +24,14 @@ def lambda_for(kind: str, steps: int, value: float, k: float):
     """Resolve the node's schedule choice: logistic_code = s0 0.6 / k 15, logistic_paper =
     s0 0.5 / k 20, logistic = s0 ``value`` / ``k``."""
     if kind == "logistic_code":
-        return D.lambda_schedule(steps, "logistic", value=0.6, k=15.0)
+        return lambda_schedule(steps, "logistic", value=0.6, k=15.0)
     if kind == "logistic_paper":
-        return D.lambda_schedule(steps, "logistic", value=0.5, k=20.0)
-    return D.lambda_schedule(steps, kind, value=value, k=k)
+        return lambda_schedule(steps, "logistic", value=0.5, k=20.0)
+    return lambda_schedule(steps, kind, value=value, k=k)
 
 
 def _prepare_batch(images: torch.Tensor, size: int, object_scale: float) -> torch.Tensor:
-    out = [S.prepare_input_image(images[i:i + 1].float().cpu(), None, size, object_scale)[0]
+    out = [prepare_input_image(images[i:i + 1].float().cpu(), None, size, object_scale)[0]
            for i in range(images.shape[0])]
     return torch.stack(out)  # [N, size, size, 3]
 
@@ -53,12 +52,12 @@ def _orbit(cameras, elevation, V, size, view_weight_min):
     if cameras is not None:
         el = [float(e) for e in cameras.elevation.tolist()]
         az = [float(a) for a in cameras.azimuth.tolist()]
-        return el, az, cameras.resized(size, size), D.view_weights_from_azimuths(
+        return el, az, cameras.resized(size, size), view_weights_from_azimuths(
             az, az[-1], float(view_weight_min))
     el, az = orbit_angles("sv3d_static", V, float(elevation))
     el, az = [float(e) for e in el], [float(a) for a in az]
     cams = make_orbit_cameras(el, az, DEFAULT_RADIUS, SV3D_FOV_DEG, size, size)
-    return el, az, cams, D.view_weights(V, float(view_weight_min))
+    return el, az, cams, view_weights(V, float(view_weight_min))
 
 class Diffusion2Sampler:
     DESCRIPTION = (
@@ -96,9 +95,9 @@ class Diffusion2Sampler:
                 "prompt": ("IMAGE", _tip("image: one image; video: at least F frames (the first F are "
                                          "used); orbit: V views of a static object in orbit order, the "
                                          "front view last.")),
-                "prompt_type": (PROMPTS, {"default": "image", "tooltip": "What the prompt IMAGE is."}),
+                "prompt_type": (list(PROMPTS), {"default": "image", "tooltip": "What the prompt IMAGE is."}),
                 "views": ("INT", {"default": 21, "min": 2, "max": 64, "tooltip": "V: views (SV3D: 21)."}),
-                "frames": ("INT", {"default": 25, "min": 2, "max": D.MAX_VIDEO_FRAMES,
+                "frames": ("INT", {"default": 25, "min": 2, "max": MAX_VIDEO_FRAMES,
                                    "tooltip": "F: frames (SVD-XT: up to 25)."}),
                 "size": ("INT", {"default": 576, "min": 64, "max": 1024, "step": 8,
                                  "tooltip": "Square output size in pixels (both models: 576)."}),
@@ -151,24 +150,24 @@ class Diffusion2Sampler:
             elevation, multiview_cfg, video_cfg_min, video_cfg_max, motion_bucket_id, fps, video_cond_aug,
             multiview_cond_aug, lambda_schedule, lambda_value, logistic_k, view_weight_min, steps, vrs_steps,
             seed, cameras=None, max_chunk=0, decode_chunk=8, object_scale=0.85, progress_callback=None):
-        from .host import diffusion2 as H
+        from .host.diffusion2 import check_models, sample_4d
 
-        s = D.MatrixSettings(views, frames, size, multiview_cfg, video_cfg_min, video_cfg_max,
-                             motion_bucket_id, fps, video_cond_aug, multiview_cond_aug, steps, vrs_steps,
-                             seed, max_chunk, decode_chunk)
-        D.check_prompt(prompt, prompt_type, s, cameras)
-        H.check_models(video_model, multiview_model)
+        s = MatrixSettings(views, frames, size, multiview_cfg, video_cfg_min, video_cfg_max,
+                           motion_bucket_id, fps, video_cond_aug, multiview_cond_aug, steps, vrs_steps,
+                           seed, max_chunk, decode_chunk)
+        check_prompt(prompt, prompt_type, s, cameras)
+        check_models(video_model, multiview_model)
         lams = lambda_for(lambda_schedule, s.steps, float(lambda_value), float(logistic_k))
         el, az, cams, w = _orbit(cameras, elevation, s.views, s.size, view_weight_min)
         images = _prepare_batch(prompt[..., :4] if prompt.shape[-1] == 4 else prompt, s.size, object_scale)
         if prompt_type == "video":
             images = images[:s.frames]
-        imgs, ref_orbit, ref_video, stats = H.sample_4d(video_model, multiview_model, clip_vision, vae, images,
-                                                        prompt_type, el, az, w, lams, s, progress_callback)
+        imgs, ref_orbit, ref_video, stats = sample_4d(video_model, multiview_model, clip_vision, vae, images,
+                                                      prompt_type, el, az, w, lams, s, progress_callback)
         log.info("OrbitForge Diffusion2: %d passes, %d column + %d row model calls (chunks %d/%d)",
                  stats.passes, stats.column_calls, stats.row_calls, stats.column_chunk, stats.row_chunk)
         idev = host.intermediate_device()
-        return (imgs.to(idev), cams, D.frame_times(s.frames, float(fps)),
+        return (imgs.to(idev), cams, frame_times(s.frames, float(fps)),
                 grid_preview(imgs, s.views, s.frames).to(idev), ref_orbit.to(idev), ref_video.to(idev))
 
 
@@ -204,28 +203,28 @@ class Diffusion2Guider:
                    elevation, multiview_cfg, video_cfg_min, video_cfg_max, motion_bucket_id, fps, video_cond_aug,
                    multiview_cond_aug, lambda_schedule, lambda_value, logistic_k, view_weight_min, seed,
                    cameras=None, max_chunk=0):
-        from .host import diffusion2 as H
+        from .host.diffusion2 import check_models, guider_class, latent_channels, matrix_denoisers
 
         V, F = int(reference_orbit.shape[0]), int(reference_video.shape[0])
-        if F > D.MAX_VIDEO_FRAMES or F < 2:
-            raise ValueError(f"reference_video has {F} frames: SVD-XT samples 2..{D.MAX_VIDEO_FRAMES}")
+        if F > MAX_VIDEO_FRAMES or F < 2:
+            raise ValueError(f"reference_video has {F} frames: SVD-XT samples 2..{MAX_VIDEO_FRAMES}")
         if V < 2:
             raise ValueError("reference_orbit needs at least 2 views")
         if cameras is not None and len(cameras) != V:
             raise ValueError(f"CAMERAS has {len(cameras)} cameras but reference_orbit has {V} views")
-        s = D.MatrixSettings(V, F, size, multiview_cfg, video_cfg_min, video_cfg_max, motion_bucket_id, fps,
-                             video_cond_aug, multiview_cond_aug, seed=seed, max_chunk=max_chunk)
-        H.check_models(video_model, multiview_model)
+        s = MatrixSettings(V, F, size, multiview_cfg, video_cfg_min, video_cfg_max, motion_bucket_id, fps,
+                           video_cond_aug, multiview_cond_aug, seed=seed, max_chunk=max_chunk)
+        check_models(video_model, multiview_model)
         lambda_for(lambda_schedule, 2, float(lambda_value), float(logistic_k))  # validate
         el, az, cams, w = _orbit(cameras, elevation, V, s.size, view_weight_min)
-        col_fn, row_fn = H.matrix_denoisers(video_model, multiview_model, clip_vision, vae,
-                                            _resize(reference_orbit, s.size), _resize(reference_video, s.size),
-                                            el, az, s)
-        g = H.guider_class()(video_model)
+        col_fn, row_fn = matrix_denoisers(video_model, multiview_model, clip_vision, vae,
+                                          _resize(reference_orbit, s.size), _resize(reference_video, s.size),
+                                          el, az, s)
+        g = guider_class()(video_model)
         g.setup(multiview_model, col_fn, row_fn, V, F, w,
                 lambda n: lambda_for(lambda_schedule, n, float(lambda_value), float(logistic_k)), s.max_chunk)
         g.set_conds()
-        latent = {"samples": torch.zeros(V * F, H.latent_channels(video_model), s.size // 8, s.size // 8)}
+        latent = {"samples": torch.zeros(V * F, latent_channels(video_model), s.size // 8, s.size // 8)}
         return (g, latent, cams)
 
 

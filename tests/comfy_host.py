@@ -40,9 +40,9 @@ def require_comfyui():
         pytest.skip(f"COMFYUI_PATH={path} is not a ComfyUI checkout")
     from orbitforge.bench.host_stubs import import_comfyui
 
-    mm = import_comfyui(path)
-    _LOADED = mm
-    return mm
+    model_management = import_comfyui(path)
+    _LOADED = model_management
+    return model_management
 
 
 def tiny_host(folder, size: int = 64, context_dim: int = 1024, **models) -> dict:

@@ -670,7 +670,6 @@ def stage2_layout_cases(rng: random.Random) -> List[Case]:
     import torch
 
     from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
-    from orbitforge.kernels.diffusion import hi3d_checkpoint as CK
 
     cfg = tiny_config(model_channels=8, context_dim=8)
     sd = random_unet_state_dict(cfg, seed=rng.randrange(1000))

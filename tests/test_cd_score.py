@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 import torch
-from orbitforge.kernels.diffusion import cd_score as CD
+from orbitforge.kernels.diffusion.cd_score import PROMPT_TEMPLATE, cd_dataset, cd_score, cd_terms, make_prompt
 
 # --------------------------------------------------------------------------------- formula
 
@@ -18,7 +18,7 @@ def test_hand_computed_example():
     # f0 = input view; t the text embedding
     f = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.2]], dtype=torch.float64)
     t = torch.tensor([1.0, 0.0])
-    r = CD.cd_terms(f, t, reference=0)
+    r = cd_terms(f, t, reference=0)
     c2 = 1 / math.sqrt(2)
     c3 = -1 / math.sqrt(1.04)
     dissim = [0.0, 1.0, 1 - c2, 1 - c3]
@@ -31,7 +31,7 @@ def test_hand_computed_example():
     assert r.S_var == pytest.approx(s_var, rel=1e-12)
     assert r.S_var == pytest.approx(statistics.variance(text), rel=1e-12)  # the official script's call
     assert r.cd == pytest.approx(sum(dissim) / s_var, rel=1e-12)
-    assert CD.cd_score(f, t, 0) == r.cd
+    assert cd_score(f, t, 0) == r.cd
     # numbers written out: D = 1 + (1 - 0.70711) + (1 + 0.98058) = 3.27347; S_var = var(100, 0, 70.711, 0) = 2571.49
     assert r.D == pytest.approx(3.273474, abs=1e-5) and r.S_var == pytest.approx(2571.4887, rel=1e-6)
 
@@ -40,11 +40,11 @@ def test_reference_index_and_report():
     g = torch.Generator().manual_seed(0)
     f = torch.randn(6, 8, generator=g)
     t = torch.randn(8, generator=g)
-    last = CD.cd_terms(f, t, reference=-1)
-    flipped = CD.cd_terms(f.flip(0), t, reference=0)
+    last = cd_terms(f, t, reference=-1)
+    flipped = cd_terms(f.flip(0), t, reference=0)
     assert last.reference == 5 and last.dissim[5] == pytest.approx(0.0, abs=1e-12)
     assert last.cd == pytest.approx(flipped.cd, rel=1e-12)
-    assert CD.cd_terms(f, t, reference=2).D != pytest.approx(last.D)
+    assert cd_terms(f, t, reference=2).D != pytest.approx(last.D)
     rep = last.report()
     assert "<- reference" in rep and len(rep.splitlines()) == 2 + 6
 
@@ -53,16 +53,16 @@ def test_invariant_to_positive_scaling_and_l2_normalisation():
     g = torch.Generator().manual_seed(1)
     f = torch.randn(16, 32, generator=g)
     t = torch.randn(1, 32, generator=g)
-    base = CD.cd_terms(f, t, 0)
+    base = cd_terms(f, t, 0)
     scales = torch.rand(16, 1, generator=g) * 10 + 0.1
-    scaled = CD.cd_terms(f * scales, t * 37.0, 0)
-    normed = CD.cd_terms(f / f.norm(dim=-1, keepdim=True), t / t.norm(), 0)
+    scaled = cd_terms(f * scales, t * 37.0, 0)
+    normed = cd_terms(f / f.norm(dim=-1, keepdim=True), t / t.norm(), 0)
     for r in (scaled, normed):
         assert r.cd == pytest.approx(base.cd, rel=1e-6)  # float32 inputs
         assert r.D == pytest.approx(base.D, rel=1e-6) and r.S_var == pytest.approx(base.S_var, rel=1e-6)
     # a rotation of the joint space (applied to image AND text) changes nothing either
     q, _ = torch.linalg.qr(torch.randn(32, 32, generator=g, dtype=torch.float64))
-    rot = CD.cd_terms(f.double() @ q, t.double() @ q, 0)
+    rot = cd_terms(f.double() @ q, t.double() @ q, 0)
     assert rot.cd == pytest.approx(base.cd, rel=1e-6)
 
 
@@ -72,45 +72,45 @@ def test_more_diverse_views_score_higher_consistent_text_lower_variance():
     ref = t + 0.5 * torch.randn(32, generator=g)
     near = torch.stack([ref] + [ref + 0.1 * torch.randn(32, generator=g) for _ in range(7)])
     far = torch.stack([ref] + [ref + 0.6 * torch.randn(32, generator=g) for _ in range(7)])
-    assert CD.cd_terms(far, t).D > CD.cd_terms(near, t).D
+    assert cd_terms(far, t).D > cd_terms(near, t).D
 
 
 def test_dataset_level_is_ratio_of_means():
     D = [1.0, 3.0]
     S = [10.0, 2.0]
-    assert CD.cd_dataset(D, S) == pytest.approx(2.0 / 6.0)
-    assert CD.cd_dataset(D, S) != pytest.approx((0.1 + 1.5) / 2)  # not the mean of per-sample ratios
+    assert cd_dataset(D, S) == pytest.approx(2.0 / 6.0)
+    assert cd_dataset(D, S) != pytest.approx((0.1 + 1.5) / 2)  # not the mean of per-sample ratios
     with pytest.raises(ValueError, match="as many"):
-        CD.cd_dataset([1.0], [1.0, 2.0])
+        cd_dataset([1.0], [1.0, 2.0])
 
 
 def test_refusals():
     f = torch.randn(4, 768)
     with pytest.raises(ValueError, match=r"768-d.*1024-d"):
-        CD.cd_terms(f, torch.randn(1024))
+        cd_terms(f, torch.randn(1024))
     with pytest.raises(ValueError, match="at least 2 views"):
-        CD.cd_terms(f[:1], torch.randn(768))
+        cd_terms(f[:1], torch.randn(768))
     with pytest.raises(ValueError, match="out of range"):
-        CD.cd_terms(f, torch.randn(768), reference=4)
+        cd_terms(f, torch.randn(768), reference=4)
     with pytest.raises(ValueError, match="NaN"):
-        CD.cd_terms(f, torch.full((768,), float("nan")))
+        cd_terms(f, torch.full((768,), float("nan")))
     with pytest.raises(ValueError, match="ONE text"):
-        CD.cd_terms(f, torch.randn(2, 768))
+        cd_terms(f, torch.randn(2, 768))
     # all views equally close to the text -> S_var = 0 -> infinite CD, explained in the report
     same = torch.randn(1, 8).expand(3, 8)
-    r = CD.cd_terms(same, torch.randn(8))
+    r = cd_terms(same, torch.randn(8))
     assert r.S_var == 0.0 and math.isinf(r.cd) and "infinite" in r.report()
 
 
 def test_prompt_official_cleanup():
-    assert CD.make_prompt("alarm_clock2") == "An image of alarm clock"
-    assert CD.make_prompt("grandfather_3_clock") == "An image of grandfather clock"
-    assert CD.make_prompt("R2D2", clean=False) == "An image of R2D2"
-    assert CD.make_prompt("cup", "a photo of a {name}.") == "a photo of a cup."
+    assert make_prompt("alarm_clock2") == "An image of alarm clock"
+    assert make_prompt("grandfather_3_clock") == "An image of grandfather clock"
+    assert make_prompt("R2D2", clean=False) == "An image of R2D2"
+    assert make_prompt("cup", "a photo of a {name}.") == "a photo of a cup."
     with pytest.raises(ValueError, match="placeholder"):
-        CD.make_prompt("cup", "a photo")
+        make_prompt("cup", "a photo")
     with pytest.raises(ValueError, match="empty"):
-        CD.make_prompt("_12_")
+        make_prompt("_12_")
 
 
 # --------------------------------------------------------------------------------- node glue
@@ -132,13 +132,13 @@ def test_node_refuses_bad_inputs_before_encoding():
     views = torch.rand(4, 8, 8, 3)
     fv = _FakeVision(torch.randn(3, 16))
     with pytest.raises(ValueError, match="at least 2 views"):
-        CDScore().run(fv, object(), views[:1], "cup", -1, CD.PROMPT_TEMPLATE, True)
+        CDScore().run(fv, object(), views[:1], "cup", -1, PROMPT_TEMPLATE, True)
     with pytest.raises(ValueError, match="reference_index=7"):
-        CDScore().run(fv, object(), views, "cup", 7, CD.PROMPT_TEMPLATE, True)
+        CDScore().run(fv, object(), views, "cup", 7, PROMPT_TEMPLATE, True)
     with pytest.raises(ValueError, match="empty"):
-        CDScore().run(fv, object(), views, "  ", -1, CD.PROMPT_TEMPLATE, True)
+        CDScore().run(fv, object(), views, "  ", -1, PROMPT_TEMPLATE, True)
     with pytest.raises(ValueError, match="not a core CLIP"):
-        CDScore().run(fv, object(), views, "cup", -1, CD.PROMPT_TEMPLATE, True)
+        CDScore().run(fv, object(), views, "cup", -1, PROMPT_TEMPLATE, True)
     assert fv.calls == 0
 
 
@@ -195,14 +195,14 @@ def host(tmp_path_factory):
     from comfy_host import require_comfyui
 
     require_comfyui()
-    from orbitforge.nodes.host import cd_score as HC
+    from orbitforge.nodes.host.cd_score import image_embeddings, text_embedding
 
     d = tmp_path_factory.mktemp("cd")
     cv, clip = _tiny_clip_vision(d, W), _tiny_clip_text()
     # random towers: orient the image projection so the prompt's cosines to the views are mostly
     # positive, as with a real CLIP (otherwise max(cos, 0) clips them all to 0 and S_var = 0)
-    img = HC.image_embeddings(cv, _views())
-    txt = HC.text_embedding(clip, "An image of coffee mug")
+    img = image_embeddings(cv, _views())
+    txt = text_embedding(clip, "An image of coffee mug")
     if float(torch.nn.functional.cosine_similarity(img, txt).mean()) < 0:
         with torch.no_grad():
             cv.model.visual_projection.weight.neg_()
@@ -217,10 +217,10 @@ def _views(n=5):
 
 
 def test_comfy_text_embedding_is_the_projected_one(host):
-    from orbitforge.nodes.host import cd_score as HC
+    from orbitforge.nodes.host.cd_score import escape_prompt, text_embedding
 
     clip = host["clip"]
-    txt = HC.text_embedding(clip, "An image of cup")
+    txt = text_embedding(clip, "An image of cup")
     assert txt.shape == (1, W)
     # core's default pooled for SD1 CLIP-L is UNPROJECTED; ours is text_projection(unprojected)
     _, unproj = clip.encode_from_tokens(clip.tokenize("An image of cup"), return_pooled=True)
@@ -231,23 +231,23 @@ def test_comfy_text_embedding_is_the_projected_one(host):
     _, again = clip.encode_from_tokens(clip.tokenize("An image of cup"), return_pooled=True)
     torch.testing.assert_close(again, unproj)
     # prompt-weight syntax is escaped: parentheses are literal text, not a weight
-    assert not torch.allclose(HC.text_embedding(clip, HC.escape_prompt("An image of (cup)")), txt)
+    assert not torch.allclose(text_embedding(clip, escape_prompt("An image of (cup)")), txt)
 
 
 def test_comfy_node_matches_kernel_on_core_embeddings(host):
     from orbitforge.nodes.cd_score import CDScore
-    from orbitforge.nodes.host import cd_score as HC
+    from orbitforge.nodes.host.cd_score import text_embedding
 
     views = _views(5)
-    cd, D, S, rep = CDScore().run(host["cv"], host["clip"], views, "coffee_mug2", -1, CD.PROMPT_TEMPLATE, True)
+    cd, D, S, rep = CDScore().run(host["cv"], host["clip"], views, "coffee_mug2", -1, PROMPT_TEMPLATE, True)
     img = host["cv"].encode_image(views)["image_embeds"]
-    txt = HC.text_embedding(host["clip"], "An image of coffee mug")
-    want = CD.cd_terms(img, txt, reference=4)
+    txt = text_embedding(host["clip"], "An image of coffee mug")
+    want = cd_terms(img, txt, reference=4)
     assert cd == pytest.approx(want.cd, rel=1e-6) and D == pytest.approx(want.D, rel=1e-6)
     assert S == pytest.approx(want.S_var, rel=1e-6) and math.isfinite(cd) and cd > 0
     assert "'An image of coffee mug'" in rep and "<- reference" in rep and len(rep.splitlines()) == 3 + 5
     # reference first vs last: same numbers on the reversed batch
-    cd0, *_ = CDScore().run(host["cv"], host["clip"], views.flip(0), "coffee_mug2", 0, CD.PROMPT_TEMPLATE, True)
+    cd0, *_ = CDScore().run(host["cv"], host["clip"], views.flip(0), "coffee_mug2", 0, PROMPT_TEMPLATE, True)
     assert cd0 == pytest.approx(cd, rel=1e-5)
 
 
@@ -255,11 +255,11 @@ def test_comfy_node_refuses_mismatched_widths(host):
     from orbitforge.nodes.cd_score import CDScore
 
     with pytest.raises(ValueError, match=r"48-d.*32-d"):
-        CDScore().run(host["cv_wide"], host["clip"], _views(3), "cup", -1, CD.PROMPT_TEMPLATE, True)
+        CDScore().run(host["cv_wide"], host["clip"], _views(3), "cup", -1, PROMPT_TEMPLATE, True)
 
 
 def test_comfy_refuses_uninitialised_text_projection(host):
-    from orbitforge.nodes.host import cd_score as HC
+    from orbitforge.nodes.host.cd_score import text_embedding
 
     clip = host["clip"].clone()
     w = clip.cond_stage_model.clip_l.transformer.text_projection.weight
@@ -268,7 +268,7 @@ def test_comfy_refuses_uninitialised_text_projection(host):
         with torch.no_grad():
             w.zero_()  # as a checkpoint without text_projection leaves it (never loaded)
         with pytest.raises(ValueError, match="text_projection"):
-            HC.text_embedding(clip, "An image of cup")
+            text_embedding(clip, "An image of cup")
     finally:
         with torch.no_grad():
             w.copy_(saved)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from orbitforge.kernels.dynamic import diffusion2 as D
+from orbitforge.kernels.dynamic.diffusion2 import MatrixStats, cfg_combine, compose, composition_weights, count_forwards, flatten_matrix, frame_times, lambda_schedule, sample_matrix, unflatten_matrix, view_weights, view_weights_from_azimuths
 from orbitforge.kernels.diffusion.edm import edm_sigmas, sample_euler
 from gaussian_matrix import GaussianMatrix, gaussian_denoise  # tests/gaussian_matrix.py
 
@@ -21,54 +21,54 @@ OFFICIAL_COS_TABLE = [0.91311939, 0.68267051, 0.38873953, 0.13347406, 0.00558459
 
 
 def test_view_weights_match_official_table_and_azimuth_form():
-    w = D.view_weights(21)
+    w = view_weights(21)
     ref = 1 - 0.75 * (1 - torch.tensor(OFFICIAL_COS_TABLE))
     assert torch.allclose(w, ref, atol=1e-6)
     assert w[20] == pytest.approx(1.0) and w.min() >= 0.25 - 1e-6
     # SV3D static orbit: view v at (v + 1) * 360 / 21, the reference (last) view at 0
     az = [((v + 1) * 360.0 / 21) % 360 for v in range(21)]
-    assert torch.allclose(D.view_weights_from_azimuths(az, 0.0), w, atol=1e-6)
+    assert torch.allclose(view_weights_from_azimuths(az, 0.0), w, atol=1e-6)
     # a side view gets the minimum, front and back 1
-    wa = D.view_weights_from_azimuths([0.0, 90.0, 180.0, 270.0], 0.0, min_weight=0.4)
+    wa = view_weights_from_azimuths([0.0, 90.0, 180.0, 270.0], 0.0, min_weight=0.4)
     assert torch.allclose(wa, torch.tensor([1.0, 0.4, 1.0, 0.4]), atol=1e-6)
 
 
 def test_lambda_schedules():
-    c = D.lambda_schedule(50)
+    c = lambda_schedule(50)
     assert torch.all(c == 0.6) and c.shape == (50,)
-    lo = D.lambda_schedule(50, "logistic", value=0.6, k=15.0)
+    lo = lambda_schedule(50, "logistic", value=0.6, k=15.0)
     assert torch.all(lo[1:] < lo[:-1]), "logistic must decrease (multi-view first, video late)"
     assert lo[0] > 0.99 and lo[-1] < 0.01
     # paper setting s0 = 0.5, k = 20: exactly 1/2 at the midpoint of an odd number of steps
-    pa = D.lambda_schedule(51, "logistic", value=0.5, k=20.0)
+    pa = lambda_schedule(51, "logistic", value=0.5, k=20.0)
     assert pa[25].item() == pytest.approx(0.5)
     x = 10 / 50
     assert pa[10].item() == pytest.approx(1 - 1 / (1 + math.exp(-20 * (x - 0.5))))
-    li = D.lambda_schedule(5, "linear", lmin=0.2, lmax=0.8)
+    li = lambda_schedule(5, "linear", lmin=0.2, lmax=0.8)
     assert torch.allclose(li, torch.tensor([0.8, 0.65, 0.5, 0.35, 0.2], dtype=torch.float64))
-    co = D.lambda_schedule(3, "cosine")
+    co = lambda_schedule(3, "cosine")
     assert torch.allclose(co, torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64), atol=1e-12)
     with pytest.raises(ValueError, match="unknown"):
-        D.lambda_schedule(10, "sigmoid")
+        lambda_schedule(10, "sigmoid")
 
 
 def test_composition_formula_and_limits():
     g = torch.Generator().manual_seed(0)
     dm, dv = torch.randn(5, 3, 4, generator=g), torch.randn(5, 3, 4, generator=g)
     w = torch.rand(5, generator=g)
-    out = D.compose(dm, dv, w, 0.6)
+    out = compose(dm, dv, w, 0.6)
     a = (1 - w + w * 0.6)[:, None, None]
     b = (w * 0.4)[:, None, None]
     assert torch.allclose(out, a * dm + b * dv)
-    a2, b2 = D.composition_weights(w, 0.3)
+    a2, b2 = composition_weights(w, 0.3)
     assert torch.allclose(a2 + b2, torch.ones(5))
-    assert torch.allclose(D.compose(dm, dv, torch.ones(5), 0.0), dv)  # video only
-    assert torch.allclose(D.compose(dm, dv, torch.zeros(5), 0.0), dm)  # multi-view only
-    assert torch.allclose(D.compose(dm, dv, torch.ones(5), 1.0), dm)
+    assert torch.allclose(compose(dm, dv, torch.ones(5), 0.0), dv)  # video only
+    assert torch.allclose(compose(dm, dv, torch.zeros(5), 0.0), dm)  # multi-view only
+    assert torch.allclose(compose(dm, dv, torch.ones(5), 1.0), dm)
     # per-frame CFG in x0 space
     du, dc = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, generator=g)
     s = torch.tensor([1.5, 2.25, 3.0])
-    assert torch.allclose(D.cfg_combine(du, dc, s), du + s[None, :, None] * (dc - du))
+    assert torch.allclose(cfg_combine(du, dc, s), du + s[None, :, None] * (dc - du))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,10 +107,10 @@ def test_gaussian_matrix_composition_is_exact_and_recovers_joint_statistics():
     x0 = _true_noisy_start(gm, N, smax, gen)  # [V, F, N, C]
     sig = edm_sigmas(steps, 0.002, smax, dtype=torch.float64)
     w, lam = gm.exact_weights()
-    stats = D.MatrixStats()
-    out = D.sample_matrix(x0, sig, gm.column_denoiser, gm.row_denoiser, w,
-                          torch.full((steps,), lam, dtype=torch.float64), vrs_steps=0,
-                          column_chunk=2, row_chunk=3, stats=stats)
+    stats = MatrixStats()
+    out = sample_matrix(x0, sig, gm.column_denoiser, gm.row_denoiser, w,
+                        torch.full((steps,), lam, dtype=torch.float64), vrs_steps=0,
+                        column_chunk=2, row_chunk=3, stats=stats)
     flat = out.permute(2, 0, 1, 3).reshape(N, -1)  # [N, V F C] in (v, t, c) order
 
     # (1) pathwise equality with Euler on the exact joint posterior mean
@@ -128,8 +128,8 @@ def test_gaussian_matrix_composition_is_exact_and_recovers_joint_statistics():
     assert z_cov.abs().max() < 5.0 and (z_cov**2).mean() < 1.5
 
     # (3) the official view weights and lam = 0.6 are not exact here: statistics visibly off
-    bad = D.sample_matrix(x0, edm_sigmas(40, 0.002, smax, dtype=torch.float64), gm.column_denoiser,
-                          gm.row_denoiser, D.view_weights(V), D.lambda_schedule(40), vrs_steps=0)
+    bad = sample_matrix(x0, edm_sigmas(40, 0.002, smax, dtype=torch.float64), gm.column_denoiser,
+                        gm.row_denoiser, view_weights(V), lambda_schedule(40), vrs_steps=0)
     bflat = bad.permute(2, 0, 1, 3).reshape(N, -1)
     zb = (torch.cov(bflat.T) - K) / ((var[:, None] * var[None, :] + K**2) / N).sqrt()
     assert zb.abs().max() > 10.0
@@ -155,10 +155,10 @@ def test_independent_entries_any_convex_weights_exact_with_vrs():
 
     x0 = mean + var.sqrt() * torch.randn(V, F, N, 1, generator=gen, dtype=torch.float64)
     x0 = x0 + smax * torch.randn(V, F, N, 1, generator=gen, dtype=torch.float64)
-    lam = D.lambda_schedule(steps, "logistic", value=0.5, k=20.0)
-    out = D.sample_matrix(x0, edm_sigmas(steps, 0.002, smax, dtype=torch.float64), col, row,
-                          D.view_weights(V), lam, vrs_steps=10, renoise="variance",
-                          generator=torch.Generator().manual_seed(4), column_chunk=3, row_chunk=1)
+    lam = lambda_schedule(steps, "logistic", value=0.5, k=20.0)
+    out = sample_matrix(x0, edm_sigmas(steps, 0.002, smax, dtype=torch.float64), col, row,
+                        view_weights(V), lam, vrs_steps=10, renoise="variance",
+                        generator=torch.Generator().manual_seed(4), column_chunk=3, row_chunk=1)
     m, v = out.mean(2), out.var(2)
     assert ((m - mean[..., 0]).abs() / (var[..., 0] / N).sqrt()).max() < 4.5
     assert ((v - var[..., 0]).abs() / (var[..., 0] * math.sqrt(2 / N))).max() < 5.0
@@ -188,7 +188,7 @@ class CountingModel:
         self.calls += 1
         d = torch.tanh(batch) * (1.0 + idx.repeat(2).to(x).reshape(-1, *[1] * (x.ndim - 1)) * 0.01)
         du, dc = d.chunk(2)
-        return D.cfg_combine(du, dc * 0.9, self.scale)
+        return cfg_combine(du, dc * 0.9, self.scale)
 
 
 def test_cost_exactly_F_columns_and_V_rows_per_branch_per_pass():
@@ -196,19 +196,19 @@ def test_cost_exactly_F_columns_and_V_rows_per_branch_per_pass():
     col = CountingModel(2.5, V)
     row = CountingModel(torch.linspace(1.5, 3.0, F), F)
     x = torch.randn(V, F, 2, 3, 3, generator=torch.Generator().manual_seed(0)) * 10
-    stats = D.MatrixStats()
+    stats = MatrixStats()
     seen = []
-    D.sample_matrix(x, edm_sigmas(steps, 0.002, 10.0), col, row, D.view_weights(V),
-                    D.lambda_schedule(steps), vrs_steps=vrs, column_chunk=3, row_chunk=2,
-                    generator=torch.Generator().manual_seed(1), stats=stats,
-                    callback=lambda k, total, i, xx, dd: seen.append((k, total, i)))
+    sample_matrix(x, edm_sigmas(steps, 0.002, 10.0), col, row, view_weights(V),
+                  lambda_schedule(steps), vrs_steps=vrs, column_chunk=3, row_chunk=2,
+                  generator=torch.Generator().manual_seed(1), stats=stats,
+                  callback=lambda k, total, i, xx, dd: seen.append((k, total, i)))
     passes = steps + vrs
     assert stats.passes == passes
     assert stats.column_sequences == [F] * passes and stats.row_sequences == [V] * passes
     assert col.sequences == 2 * F * passes and row.sequences == 2 * V * passes  # 2 CFG branches
     assert col.max_batch == 2 * 3 and row.max_batch == 2 * 2  # chunks respected
     assert col.calls == math.ceil(F / 3) * passes and row.calls == math.ceil(V / 2) * passes
-    cf = D.count_forwards(V, F, steps, vrs)
+    cf = count_forwards(V, F, steps, vrs)
     assert cf["passes"] == passes and cf["total_sequences"] == col.sequences + row.sequences
     assert [s[0] for s in seen] == list(range(1, passes + 1)) and all(s[1] == passes for s in seen)
     assert [s[2] for s in seen] == [0, 0, 1, 1, 2, 2, 3, 4, 5]  # VRS: first steps twice
@@ -229,12 +229,12 @@ def test_chunk_size_does_not_change_result_and_oom_halves_chunks():
     col, row = _nonlinear_fns(V, F)
     x = torch.randn(V, F, 3, 2, 2, generator=torch.Generator().manual_seed(0)) * 5
     sig = edm_sigmas(steps, 0.002, 5.0)
-    lam = D.lambda_schedule(steps)
+    lam = lambda_schedule(steps)
 
     def run(cc, rc, cf=col, rf=row, oom=(), stats=None):
-        return D.sample_matrix(x, sig, cf, rf, D.view_weights(V), lam, vrs_steps=2, column_chunk=cc,
-                               row_chunk=rc, generator=torch.Generator().manual_seed(5),
-                               oom_exceptions=oom, stats=stats)
+        return sample_matrix(x, sig, cf, rf, view_weights(V), lam, vrs_steps=2, column_chunk=cc,
+                             row_chunk=rc, generator=torch.Generator().manual_seed(5),
+                             oom_exceptions=oom, stats=stats)
 
     full = run(None, None)
     assert torch.allclose(run(1, 1), full, atol=1e-5)
@@ -248,7 +248,7 @@ def test_chunk_size_does_not_change_result_and_oom_halves_chunks():
             raise FakeOOM("out of memory")
         return col(xx, s, idx)
 
-    stats = D.MatrixStats()
+    stats = MatrixStats()
     out = run(6, 4, cf=small_col, oom=(FakeOOM,), stats=stats)
     assert torch.allclose(out, full, atol=1e-5)
     assert stats.column_chunk == 1 or stats.column_chunk == 2
@@ -264,8 +264,8 @@ def test_vrs_official_renoise_amount():
     zero = lambda x, s, idx: torch.zeros_like(x)
     sig = edm_sigmas(steps, 0.002, 10.0, dtype=torch.float64)
     x = torch.randn(V, F, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    out = D.sample_matrix(x, sig, zero, zero, D.view_weights(V), D.lambda_schedule(steps), vrs_steps=1,
-                          renoise="official", generator=torch.Generator().manual_seed(9))
+    out = sample_matrix(x, sig, zero, zero, view_weights(V), lambda_schedule(steps), vrs_steps=1,
+                        renoise="official", generator=torch.Generator().manual_seed(9))
     g = torch.Generator().manual_seed(9)
     s0, s1 = sig[0], sig[1]
     y = x * s1 / s0 + (s0 - s1).abs() * torch.randn(x.shape, generator=g, dtype=torch.float64)
@@ -289,28 +289,28 @@ def test_interrupt_leaves_input_untouched_and_bad_input_raises():
             raise Stop
 
     with pytest.raises(Stop):
-        D.sample_matrix(x, edm_sigmas(steps), col, row, D.view_weights(V), D.lambda_schedule(steps),
-                        callback=cb)
+        sample_matrix(x, edm_sigmas(steps), col, row, view_weights(V), lambda_schedule(steps),
+                      callback=cb)
     assert torch.equal(x, keep)
     sig = edm_sigmas(steps)
     with pytest.raises(ValueError, match="lambdas"):
-        D.sample_matrix(x, sig, col, row, D.view_weights(V), D.lambda_schedule(steps + 1))
+        sample_matrix(x, sig, col, row, view_weights(V), lambda_schedule(steps + 1))
     with pytest.raises(ValueError, match="view weights"):
-        D.sample_matrix(x, sig, col, row, D.view_weights(V + 1), D.lambda_schedule(steps))
+        sample_matrix(x, sig, col, row, view_weights(V + 1), lambda_schedule(steps))
     with pytest.raises(ValueError, match="renoise"):
-        D.sample_matrix(x, sig, col, row, D.view_weights(V), D.lambda_schedule(steps), renoise="x")
+        sample_matrix(x, sig, col, row, view_weights(V), lambda_schedule(steps), renoise="x")
     with pytest.raises(ValueError, match="returned"):
-        D.sample_matrix(x, sig, lambda a, s, i: a[:, :-1], row, D.view_weights(V), D.lambda_schedule(steps))
+        sample_matrix(x, sig, lambda a, s, i: a[:, :-1], row, view_weights(V), lambda_schedule(steps))
 
 
 def test_layout_helpers():
     x = torch.arange(3 * 4 * 2).reshape(3, 4, 2)
-    f = D.flatten_matrix(x)
+    f = flatten_matrix(x)
     assert torch.equal(f[1 * 4 + 2], x[1, 2])  # view-major
-    assert torch.equal(D.unflatten_matrix(f, 3, 4), x)
+    assert torch.equal(unflatten_matrix(f, 3, 4), x)
     with pytest.raises(ValueError):
-        D.unflatten_matrix(f, 4, 4)
-    assert torch.allclose(D.frame_times(3, 6.0), torch.tensor([0.0, 1 / 6, 2 / 6]))
+        unflatten_matrix(f, 4, 4)
+    assert torch.allclose(frame_times(3, 6.0), torch.tensor([0.0, 1 / 6, 2 / 6]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,16 +61,16 @@ def test_image_to_4d_end_to_end(host):
 
 def test_cost_and_chunking_through_comfy_models(host, monkeypatch):
     """Exactly F column and V row sequences per branch per pass through ComfyUI's apply_model."""
-    from orbitforge.nodes.host import diffusion2 as H
+    from orbitforge.nodes.host.diffusion2 import HostSequenceModel
 
     seen = []
-    orig = H.HostSequenceModel.__call__
+    orig = HostSequenceModel.__call__
 
     def spy(self, x, sigma, idx):
         seen.append((self.model is host["mv"], x.shape[0], x.shape[1]))
         return orig(self, x, sigma, idx)
 
-    monkeypatch.setattr(H.HostSequenceModel, "__call__", spy)
+    monkeypatch.setattr(HostSequenceModel, "__call__", spy)
     V, F = 3, 4
     video = torch.rand(F + 2, SIZE, SIZE, 3)
     _run(host, video, "video", V=V, F=F, steps=2, vrs=1, max_chunk=2)
@@ -120,14 +120,14 @@ def test_guider_with_core_sampling(host):
     """The GUIDER path: core's CFGGuider.sample drives our composed x0 (both models loaded by core)."""
     import comfy.samplers
     from orbitforge.nodes.diffusion2 import Diffusion2Guider
-    from orbitforge.nodes.host import diffusion2 as H
+    from orbitforge.nodes.host.diffusion2 import model_sigmas
 
     V, F = 3, 4
     g, latent, cams = Diffusion2Guider().get_guider(
         host["video"], host["mv"], host["clip_vision"], host["vae"], _image(V), _image(F), SIZE, 10.0, 2.5, 1.5,
         3.0, 127, 25, 0.02, 1e-5, "logistic_paper", 0.6, 15.0, 0.25, 0, max_chunk=2)
     assert latent["samples"].shape == (V * F, 4, SIZE // 8, SIZE // 8) and len(cams) == V
-    sig = H.model_sigmas(host["video"], 2)
+    sig = model_sigmas(host["video"], 2)
     noise = torch.randn(latent["samples"].shape, generator=torch.Generator().manual_seed(0))
     out = g.sample(noise, latent["samples"], comfy.samplers.sampler_object("euler"), sig, seed=0)
     assert out.shape == latent["samples"].shape and torch.isfinite(out).all()

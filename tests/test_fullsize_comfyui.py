@@ -20,7 +20,7 @@ import pytest
 import torch
 from comfy_host import require_comfyui
 
-from orbitforge.bench import fullsize as FS
+from orbitforge.bench.fullsize import UNET_PREFIX, _image, build_checkpoints, checkpoint_unet_layout, fp16_unet_on_cpu, load_image_only, step_diffusion2, step_refiner, step_sv3d
 
 FULL = os.environ.get("ORBITFORGE_FULLSIZE") == "1"
 needs_full = pytest.mark.skipif(not FULL, reason="opt-in: set ORBITFORGE_FULLSIZE=1 (and "
@@ -37,24 +37,24 @@ def test_unet_layout_is_comfyuis_model(kind):
     """Our UNet layouts (from the official configs) are key for key and shape for shape the model
     ComfyUI's detection builds from them, and it is detected as the right model class."""
     require_comfyui()
-    import comfy.model_detection as md
+    from comfy.model_detection import detect_unet_config, model_config_from_unet
 
-    lay = FS.unet_layout(kind)
+    lay = checkpoint_unet_layout(kind)
     meta = _meta_state(lay)
     if kind == "hi3d_stage2":
-        from orbitforge.nodes.host import models as HM
+        from orbitforge.nodes.host.models import stage2_classes
 
-        _, Config = HM.stage2_classes()
-        cfg = Config(md.detect_unet_config(_meta_state(lay, FS.UNET_PREFIX), ""))
+        _, Config = stage2_classes()
+        cfg = Config(detect_unet_config(_meta_state(lay, UNET_PREFIX), ""))
         expect = "Hi3D"
     else:
-        cfg = md.model_config_from_unet(meta, FS.UNET_PREFIX)
+        cfg = model_config_from_unet(meta, UNET_PREFIX)
         expect = {"sv3d_u": "SV3D_u", "sv3d_p": "SV3D_p", "svd_xt": "SVD_img2vid"}[kind]
     assert cfg is not None and expect in type(cfg).__name__
     cfg.set_inference_dtype(torch.float16, None)
     with torch.device("meta"):
-        model = cfg.get_model({}, FS.UNET_PREFIX, device="meta")
-    got = {FS.UNET_PREFIX + k: tuple(v.shape)
+        model = cfg.get_model({}, UNET_PREFIX, device="meta")
+    got = {UNET_PREFIX + k: tuple(v.shape)
            for k, v in model.diffusion_model.state_dict().items()}
     assert got == lay
     n = sum(torch.Size(s).numel() for s in lay.values())
@@ -66,19 +66,19 @@ def files(tmp_path_factory):
     if not FULL:
         pytest.skip("opt-in: ORBITFORGE_FULLSIZE=1")
     require_comfyui()
-    FS.fp16_unet_on_cpu()
+    fp16_unet_on_cpu()
     # $ORBITFORGE_FULLSIZE_DIR keeps the files between runs (reused when their layout matches)
     folder = os.environ.get("ORBITFORGE_FULLSIZE_DIR") or str(tmp_path_factory.mktemp("fullsize"))
-    built = FS.build_checkpoints(folder, reuse=True)
+    built = build_checkpoints(folder, reuse=True)
     return {k: p for k, (p, _dt) in built.items()}
 
 
 def _free():
-    import comfy.model_management as mm
+    from comfy.model_management import soft_empty_cache, unload_all_models
 
-    mm.unload_all_models()
+    unload_all_models()
     gc.collect()
-    mm.soft_empty_cache()
+    soft_empty_cache()
 
 
 def _warnings(caplog) -> list:
@@ -90,17 +90,17 @@ def _warnings(caplog) -> list:
 @needs_full
 @pytest.mark.parametrize("kind", ["sv3d_u", "sv3d_p", "svd_xt"])
 def test_image_only_loader_detects_each_file(files, kind, caplog):
-    import comfy.model_base as mb
+    from comfy.model_base import SV3D_p, SV3D_u, SVD_img2vid
 
-    from orbitforge.nodes.host import models as HM
+    from orbitforge.nodes.host.models import model_kind
 
     caplog.set_level(logging.WARNING)
-    model, clip_vision, vae = FS.load_image_only(files[kind])
+    model, clip_vision, vae = load_image_only(files[kind])
     try:
         assert not _warnings(caplog)  # every key of the file was used, none was missing
-        cls = {"sv3d_u": mb.SV3D_u, "sv3d_p": mb.SV3D_p, "svd_xt": mb.SVD_img2vid}[kind]
+        cls = {"sv3d_u": SV3D_u, "sv3d_p": SV3D_p, "svd_xt": SVD_img2vid}[kind]
         assert type(model.model) is cls
-        assert HM.model_kind(model) == {"svd_xt": "svd"}.get(kind, kind)
+        assert model_kind(model) == {"svd_xt": "svd"}.get(kind, kind)
         emb = clip_vision.encode_image(torch.rand(1, 224, 224, 3))
         assert emb["image_embeds"].shape == (1, 1024)  # ViT-H/14 projection
         z = vae.encode(torch.rand(1, 64, 64, 3))
@@ -115,35 +115,37 @@ def test_image_only_loader_detects_each_file(files, kind, caplog):
 @needs_full
 def test_nodes_pick_the_right_variant_and_refuse_the_wrong_one(files):
     """One or two full-size models loaded at a time (memory)."""
-    from orbitforge.nodes.host import diffusion2 as HD, guiders as HG, models as HM
+    from orbitforge.nodes.host.guiders import sv3d_variant
+    from orbitforge.nodes.host.diffusion2 import check_models
+    from orbitforge.nodes.host.models import load_refiner, model_kind
     from orbitforge.nodes.sv3d import SV3DSampler
 
-    svd, cv, vae = FS.load_image_only(files["svd_xt"])
-    mv, _cv, _vae = FS.load_image_only(files["sv3d_p"])
+    svd, cv, vae = load_image_only(files["svd_xt"])
+    mv, _cv, _vae = load_image_only(files["sv3d_p"])
     try:
-        assert HG.sv3d_variant(mv) == "p"
+        assert sv3d_variant(mv) == "p"
         with pytest.raises(ValueError, match="this is Stable Video Diffusion, not SV3D"):
-            SV3DSampler().run(svd, cv, vae, FS._image(64), 64, 64, 21, "static", 10.0, 1e-5,
+            SV3DSampler().run(svd, cv, vae, _image(64), 64, 64, 21, "static", 10.0, 1e-5,
                               0.85, 0, 1, "triangle", 1.0, 2.5, 2.0, 1.0, 0, True)
-        HD.check_models(svd, mv)
+        check_models(svd, mv)
         with pytest.raises(ValueError, match="look swapped"):
-            HD.check_models(mv, svd)
+            check_models(mv, svd)
     finally:
         del svd, mv, cv, vae, _cv, _vae
         _free()
-    u, cv, vae = FS.load_image_only(files["sv3d_u"])
+    u, cv, vae = load_image_only(files["sv3d_u"])
     try:
-        assert HG.sv3d_variant(u) == "u"
+        assert sv3d_variant(u) == "u"
         with pytest.raises(ValueError, match="video_model is SV3D_U"):
-            HD.check_models(u, u)
+            check_models(u, u)
     finally:
         del u, cv, vae
         _free()
-    refiner = HM.load_refiner(files["hi3d_stage2"])
+    refiner = load_refiner(files["hi3d_stage2"])
     try:
-        assert HM.model_kind(refiner) == "hi3d_stage2"
+        assert model_kind(refiner) == "hi3d_stage2"
         with pytest.raises(ValueError, match="SV3D"):
-            HG.sv3d_variant(refiner)
+            sv3d_variant(refiner)
     finally:
         del refiner
         _free()
@@ -154,9 +156,9 @@ def test_nodes_pick_the_right_variant_and_refuse_the_wrong_one(files):
 def test_one_sv3d_sampler_step_with_full_size_networks(files, kind):
     """sv3d_p with HarmonyView guidance (3 branches in one batch), sv3d_u with triangle CFG;
     5 frames (21 frames needed more than a 24 GB machine's memory on the CPU)."""
-    model, cv, vae = FS.load_image_only(files[kind])
+    model, cv, vae = load_image_only(files[kind])
     try:
-        FS.step_sv3d(model, cv, vae, kind, size=64, frames=5)
+        step_sv3d(model, cv, vae, kind, size=64, frames=5)
     finally:
         del model, cv, vae
         _free()
@@ -169,9 +171,9 @@ def test_one_harmonyview_guider_step_through_core_sampling(files):
 
     from orbitforge.nodes.sv3d import HarmonyViewGuider, SV3DOrbit
 
-    model, cv, vae = FS.load_image_only(files["sv3d_p"])
+    model, cv, vae = load_image_only(files["sv3d_p"])
     try:
-        pos, neg, latent, _cams, _view = SV3DOrbit().run(cv, vae, FS._image(64), 64, 64, 5,
+        pos, neg, latent, _cams, _view = SV3DOrbit().run(cv, vae, _image(64), 64, 64, 5,
                                                          "static", 10.0, 1e-5, 0.85, 0)
         (guider,) = HarmonyViewGuider().get_guider(model, pos, "harmonyview", 2.0, 1.0, 4.0,
                                                    "constant", 1.0, 2.5)
@@ -188,10 +190,10 @@ def test_one_harmonyview_guider_step_through_core_sampling(files):
 
 @needs_full
 def test_one_diffusion2_step_2x2_with_full_size_networks(files):
-    video, cv, vae = FS.load_image_only(files["svd_xt"])
-    mv, _cv, _vae = FS.load_image_only(files["sv3d_p"])
+    video, cv, vae = load_image_only(files["svd_xt"])
+    mv, _cv, _vae = load_image_only(files["sv3d_p"])
     try:
-        FS.step_diffusion2(video, mv, cv, vae, size=64)
+        step_diffusion2(video, mv, cv, vae, size=64)
     finally:
         del video, mv, cv, vae, _cv, _vae
         _free()
@@ -199,13 +201,13 @@ def test_one_diffusion2_step_2x2_with_full_size_networks(files):
 
 @needs_full
 def test_one_refiner_step_with_the_full_size_hi3d_unet(files):
-    from orbitforge.nodes.host import models as HM
+    from orbitforge.nodes.host.models import load_refiner
 
-    model = HM.load_refiner(files["hi3d_stage2"])
-    _m, cv, vae = FS.load_image_only(files["sv3d_p"])
+    model = load_refiner(files["hi3d_stage2"])
+    _m, cv, vae = load_image_only(files["sv3d_p"])
     del _m
     try:
-        FS.step_refiner(model, cv, vae, size=64)
+        step_refiner(model, cv, vae, size=64)
     finally:
         del model, cv, vae
         _free()

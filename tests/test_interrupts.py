@@ -75,10 +75,10 @@ def cancel(monkeypatch, tmp_path):
 
     def install(target: str, skip: int = 0) -> _CancelDuring:
         if host.in_comfyui():
-            import comfy.model_management as mm
+            from comfy import model_management
 
-            watch = _CancelDuring(target, skip, lambda: mm.interrupt_current_processing(True))
-            real = mm.throw_exception_if_processing_interrupted
+            watch = _CancelDuring(target, skip, lambda: model_management.interrupt_current_processing(True))
+            real = model_management.throw_exception_if_processing_interrupted
 
             def traced():
                 name = _loop_caller()
@@ -89,8 +89,8 @@ def cancel(monkeypatch, tmp_path):
                     raise
                 watch.after_check(name)
 
-            monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted", traced)
-            watch.is_set = mm.processing_interrupted
+            monkeypatch.setattr(model_management, "throw_exception_if_processing_interrupted", traced)
+            watch.is_set = model_management.processing_interrupted
         else:
             flag = _Flag()
             watch = _CancelDuring(target, skip, flag.set)
@@ -231,7 +231,7 @@ def test_cancel_stops_the_sv3d_sampling_loop(cancel):
     ("_eval_chunked", 1, None, 2)])  # during pass 1: its next chunk stops
 def test_cancel_stops_the_diffusion2_matrix_loop(cancel, target, skip, by, n_calls):
     """Per pass (the sampler's progress) and per chunk of sequences (inside a pass)."""
-    from orbitforge.kernels.dynamic import diffusion2 as D
+    from orbitforge.kernels.dynamic.diffusion2 import lambda_schedule, sample_matrix, view_weights
     from orbitforge.kernels.diffusion import edm
 
     flag = cancel(target, skip=skip)
@@ -246,9 +246,9 @@ def test_cancel_stops_the_diffusion2_matrix_loop(cancel, target, skip, by, n_cal
         return _Denoiser()(xx, s)
 
     with pytest.raises(host.interrupt_exceptions()) as ei:
-        D.sample_matrix(x, sig, fn, fn, D.view_weights(3), D.lambda_schedule(steps),
-                        vrs_steps=1, column_chunk=2, row_chunk=2,
-                        generator=torch.Generator().manual_seed(1),
-                        callback=lambda k, *_: prog.update(k))
+        sample_matrix(x, sig, fn, fn, view_weights(3), lambda_schedule(steps),
+                      vrs_steps=1, column_chunk=2, row_chunk=2,
+                      generator=torch.Generator().manual_seed(1),
+                      callback=lambda k, *_: prog.update(k))
     _stopped_by(flag, ei, target, by)
     assert len(calls) == n_calls  # a pass = 2 column chunks (4 frames) + 2 row chunks (3 views)

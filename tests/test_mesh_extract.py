@@ -150,10 +150,10 @@ def test_fast_path_bad_masks():
 def test_finishing_retries_when_decimation_breaks_watertightness(monkeypatch):
     """A decimation that opens holes (simulated: it drops faces) must not reach the user: the
     finishing step retries with a larger target and finally skips decimation."""
-    import orbitforge.kernels.mesh.extract as me
+    from orbitforge.kernels.mesh.extract import decimate, finish_mesh
 
     v, f = marching_cubes(sphere_field(40))
-    real = me.decimate
+    real = decimate
     calls = []
 
     def broken(mesh, target):
@@ -163,13 +163,13 @@ def test_finishing_retries_when_decimation_breaks_watertightness(monkeypatch):
             out = trimesh.Trimesh(out.vertices, out.faces[: len(out.faces) // 2], process=True)
         return out
 
-    monkeypatch.setattr(me, "decimate", broken)
-    m = me.finish_mesh(v, f, watertight=True, target_faces=1000)
+    monkeypatch.setattr("orbitforge.kernels.mesh.extract.decimate", broken)
+    m = finish_mesh(v, f, watertight=True, target_faces=1000)
     assert m.is_watertight and m.volume > 0
     assert calls[0] == 1000 and calls[-1] == 0 and len(calls) >= 3
     # without watertight the (open but manifold) decimated mesh is accepted at once
     calls.clear()
-    m2 = me.finish_mesh(v, f, watertight=False, target_faces=1000)
+    m2 = finish_mesh(v, f, watertight=False, target_faces=1000)
     assert calls == [1000] and len(m2.faces) > 0
 
 

@@ -103,7 +103,7 @@ def test_family_of_models_built_by_comfyui():
     from comfy_host import require_comfyui
 
     require_comfyui()
-    import comfy.model_base as mb
+    from comfy import model_base
 
     from orbitforge.bench.tiny_comfy import tiny_sd15, tiny_video_model
     from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
@@ -119,7 +119,7 @@ def test_family_of_models_built_by_comfyui():
         require(refiner, "sv3d")  # the refiner is an SVD UNet
     with pytest.raises(ValueError, match=r"MODEL is SVD_img2vid \(this is Stable Video"):
         require(tiny_video_model("svd"), "sv3d")
-    base = types.SimpleNamespace(model=object.__new__(mb.BaseModel))
+    base = types.SimpleNamespace(model=object.__new__(model_base.BaseModel))
     assert family(base).startswith("other:")
     with pytest.raises(ValueError, match="neither"):
         require(base, "video")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from orbitforge.kernels.mesh import neural_sdf as ns
+from orbitforge.kernels.mesh.neural_sdf import NeuralSDFConfig, _grad_norm, _laplacian, band_regularisers, fill_cavities, gather_lerp, neus_render, redistance, refine_sdf, sample_grid, scatter_sum, trilinear_corners
 from orbitforge.kernels.geometry.cameras import make_orbit_cameras, uniform_orbit
 from orbitforge.kernels.geometry.visual_hull import DEFAULT_BBOX, voxel_grid
 
@@ -17,13 +17,13 @@ def test_sample_grid_is_trilinear_on_a_linear_field():
     pts = torch.rand(200, 3, generator=torch.Generator().manual_seed(0)) * 0.9 - 0.45
     pts = pts.clamp(-0.5 + 1 / 32, 0.5 - 1 / 32)  # inside the centres' hull
     want = 0.3 * pts[:, 0] - 0.7 * pts[:, 1] + 0.2 * pts[:, 2] + 0.1
-    got = ns.sample_grid(f, pts, DEFAULT_BBOX)[:, 0]
+    got = sample_grid(f, pts, DEFAULT_BBOX)[:, 0]
     assert torch.allclose(got, want, atol=1e-5)
     # the voxel centre itself returns that voxel's value (axis order x, y, z)
     v = torch.zeros(1, 4, 4, 4)
     v[0, 3, 0, 1] = 1.0
     c = voxel_grid(4)[3, 0, 1][None]
-    assert float(ns.sample_grid(v, c, DEFAULT_BBOX)) == pytest.approx(1.0, abs=1e-6)
+    assert float(sample_grid(v, c, DEFAULT_BBOX)) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_gather_lerp_matches_grid_sample_in_values_and_gradients():
@@ -34,10 +34,10 @@ def test_gather_lerp_matches_grid_sample_in_values_and_gradients():
     grid = torch.randn(3, R, R, R, generator=gen, dtype=torch.float64)
     pts = (torch.rand(500, 3, generator=gen, dtype=torch.float64) - 0.5) * 1.3  # some outside
     ref_in = grid.clone().requires_grad_(True)
-    ref = ns.sample_grid(ref_in, pts, DEFAULT_BBOX)  # [N, 3]
+    ref = sample_grid(ref_in, pts, DEFAULT_BBOX)  # [N, 3]
     fast_in = grid.reshape(3, -1).clone().requires_grad_(True)
-    idx, w = ns.trilinear_corners(pts, R, DEFAULT_BBOX)
-    fast = ns.gather_lerp(fast_in, idx, w)
+    idx, w = trilinear_corners(pts, R, DEFAULT_BBOX)
+    fast = gather_lerp(fast_in, idx, w)
     assert torch.allclose(fast, ref, atol=1e-10)
     up = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
     (ref * up).sum().backward()
@@ -50,8 +50,8 @@ def test_scatter_sum_methods_agree():
     gen = torch.Generator().manual_seed(3)
     idx = torch.randint(0, 50, (2000,), generator=gen)
     vals = torch.randn(2000, generator=gen)
-    a = ns.scatter_sum(idx, vals, 64, "bincount")
-    b = ns.scatter_sum(idx, vals, 64, "index_add")
+    a = scatter_sum(idx, vals, 64, "bincount")
+    b = scatter_sum(idx, vals, 64, "index_add")
     assert a.dtype == vals.dtype and a.shape == (64,)
     assert torch.allclose(a, b, atol=1e-5) and float(a[50:].abs().sum()) == 0.0
     assert float(a[int(idx[0])]) == pytest.approx(float(vals[idx == idx[0]].sum()), abs=1e-5)
@@ -66,10 +66,10 @@ def test_band_regularisers_equal_the_dense_ones_on_the_band():
     band_mask = (f.abs() < 0.8) & inner
     band = band_mask.reshape(-1).nonzero()[:, 0]
     flat = f.reshape(-1).clone().requires_grad_(True)
-    eik, smooth = ns.band_regularisers(flat, band, R, h)
+    eik, smooth = band_regularisers(flat, band, R, h)
     m = band_mask[1:-1, 1:-1, 1:-1]
-    want_eik = ((ns._grad_norm(f, h) - 1) ** 2)[m].mean()
-    want_smooth = ((ns._laplacian(f) / h) ** 2)[m].mean()
+    want_eik = ((_grad_norm(f, h) - 1) ** 2)[m].mean()
+    want_smooth = ((_laplacian(f) / h) ** 2)[m].mean()
     assert eik.item() == pytest.approx(want_eik.item(), rel=1e-9)
     assert smooth.item() == pytest.approx(want_smooth.item(), rel=1e-9)
     (eik + smooth).backward()  # gradients reach the band and its neighbours only
@@ -82,12 +82,12 @@ def test_neus_render_plane_gives_full_opacity_at_the_plane_distance():
     t = torch.linspace(0.0, 2.0, 401)[None]  # [1, S]
     sdf = 1.2 - t  # surface at t = 1.2, negative behind it
     col = torch.tensor([0.2, 0.4, 0.6]).expand(1, 401, 3)
-    rgb, opa, depth, w = ns.neus_render(sdf, col, t, s=400.0)
+    rgb, opa, depth, w = neus_render(sdf, col, t, s=400.0)
     assert float(opa) == pytest.approx(1.0, abs=1e-3)
     assert float(depth) == pytest.approx(1.2, abs=5e-3)
     assert torch.allclose(rgb, torch.tensor([[0.2, 0.4, 0.6]]), atol=1e-3)
     # a ray that stays outside (sdf > 0 everywhere) is empty
-    _, opa2, _, _ = ns.neus_render(sdf + 5.0, col, t, s=400.0)
+    _, opa2, _, _ = neus_render(sdf + 5.0, col, t, s=400.0)
     assert float(opa2) < 1e-3
 
 
@@ -98,7 +98,7 @@ def test_redistance_fills_the_truncated_inside():
     h = 1 / 32
     trunc = 3 * h
     f = sdf.clamp(-trunc, trunc)
-    full = ns.redistance(f, h)
+    full = redistance(f, h)
     inner = sdf < -0.1
     # deep inside, the distance transform recovers the true distance to within a voxel
     assert (full[inner] - sdf[inner]).abs().max() < 1.5 * h
@@ -129,11 +129,11 @@ def test_refine_sdf_moves_a_wrong_surface_towards_the_views():
     hull = (true - 1.0 * h).clamp(-trunc, trunc)
     field0 = torch.maximum(start, hull)
     dist = v["depth"]  # the true surface's depth: the band sits around it
-    cfg = ns.NeuralSDFConfig(iterations=60, rays=1024, samples=32, band_out=0.06, band_in=0.06,
-                             lr_sdf=1e-3, s_start=80.0, s_end=200.0)
+    cfg = NeuralSDFConfig(iterations=60, rays=1024, samples=32, band_out=0.06, band_in=0.06,
+                          lr_sdf=1e-3, s_start=80.0, s_end=200.0)
     stats = {}
-    out = ns.refine_sdf(field0, hull, v["rgb"], v["mask"], cams, dist, DEFAULT_BBOX, cfg,
-                        stats=stats)
+    out = refine_sdf(field0, hull, v["rgb"], v["mask"], cams, dist, DEFAULT_BBOX, cfg,
+                     stats=stats)
     band = true.abs() < h
     err0 = (field0 - true)[band].abs().mean()
     err1 = (out - true)[band].abs().mean()
@@ -147,11 +147,11 @@ def test_refine_sdf_runs_under_inference_mode():
     v, cams, R = _sphere_scene(res=24, grid=12, views=4)
     g = voxel_grid(R)
     f = (g.norm(dim=-1) - 0.3).clamp(-0.2, 0.2)
-    cfg = ns.NeuralSDFConfig(iterations=3, rays=128, samples=8)
+    cfg = NeuralSDFConfig(iterations=3, rays=128, samples=8)
     with torch.inference_mode():
         args = [t.clone() for t in (f, f, v["rgb"], v["mask"])]
         depth = v["depth"].clone()
-        out = ns.refine_sdf(*args, cams, depth, config=cfg)
+        out = refine_sdf(*args, cams, depth, config=cfg)
     assert out.shape == f.shape and bool(torch.isfinite(out).all())
 
 
@@ -159,9 +159,9 @@ def test_refine_sdf_rejects_mismatched_inputs():
     v, cams, R = _sphere_scene(res=16, grid=8, views=4)
     f = torch.zeros(R, R, R)
     with pytest.raises(ValueError, match="same"):
-        ns.refine_sdf(f, torch.zeros(R, R, R + 1), v["rgb"], v["mask"], cams, v["depth"])
+        refine_sdf(f, torch.zeros(R, R, R + 1), v["rgb"], v["mask"], cams, v["depth"])
     with pytest.raises(ValueError, match="must agree"):
-        ns.refine_sdf(f, f, v["rgb"], v["mask"][:2], cams, v["depth"])
+        refine_sdf(f, f, v["rgb"], v["mask"][:2], cams, v["depth"])
 
 
 def test_fill_cavities_closes_sealed_bubbles_only():
@@ -171,12 +171,12 @@ def test_fill_cavities_closes_sealed_bubbles_only():
     bubble = 0.08 - (g - torch.tensor([0.1, 0.0, 0.0])).norm(dim=-1)  # > 0 inside the bubble
     field = torch.maximum(solid, bubble)  # a ball with a sealed hollow
     assert bool((field[(g - torch.tensor([0.1, 0.0, 0.0])).norm(dim=-1) < 0.05] > 0).all())
-    filled = ns.fill_cavities(field)
+    filled = fill_cavities(field)
     assert bool((filled[r < 0.33] < 0).all())  # the hollow is inside now
     assert torch.equal(filled[r > 0.36], field[r > 0.36])  # the outside is untouched
     # a hollow that opens to the outside is not a cavity: left alone
     tunnel = torch.maximum(field, 0.05 - g[..., 1:].norm(dim=-1))  # a bore along x
-    assert torch.equal(ns.fill_cavities(tunnel), tunnel)
+    assert torch.equal(fill_cavities(tunnel), tunnel)
 
 
 def test_refine_sdf_downsamples_large_views_and_survives_an_empty_band():
@@ -187,11 +187,11 @@ def test_refine_sdf_downsamples_large_views_and_survives_an_empty_band():
     big_rgb = up(v["rgb"].permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # 64² views
     big_mask = up(v["mask"][:, None])[:, 0]
     big_depth = up(v["depth"][:, None])[:, 0]
-    cfg = ns.NeuralSDFConfig(iterations=3, rays=256, samples=16, max_side=32)
-    out = ns.refine_sdf(f, f, big_rgb, big_mask, cams.resized(64, 64), big_depth, config=cfg)
+    cfg = NeuralSDFConfig(iterations=3, rays=256, samples=16, max_side=32)
+    out = refine_sdf(f, f, big_rgb, big_mask, cams.resized(64, 64), big_depth, config=cfg)
     assert out.shape == f.shape and bool(torch.isfinite(out).all())
     # a field with no surface near any voxel: the regularisers have nothing to act on, no NaN
     flat = torch.full((R, R, R), 0.2)
     flat[R // 2, R // 2, R // 2] = -0.2
-    out = ns.refine_sdf(flat, flat, v["rgb"], v["mask"], cams, v["depth"], config=cfg)
+    out = refine_sdf(flat, flat, v["rgb"], v["mask"], cams, v["depth"], config=cfg)
     assert bool(torch.isfinite(out).all())

@@ -17,7 +17,7 @@ import os
 import pytest
 import torch
 
-import orbitforge.nodes as N
+from orbitforge.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, NODE_MODULES
 from orbitforge.nodes import host
 from scenes import sample_scene
 
@@ -40,8 +40,8 @@ def _node_modules() -> dict:
 
 
 MODULES = _node_modules()
-ALL_NODES = dict(N.NODE_CLASS_MAPPINGS)
-DISPLAY = dict(N.NODE_DISPLAY_NAME_MAPPINGS)
+ALL_NODES = dict(NODE_CLASS_MAPPINGS)
+DISPLAY = dict(NODE_DISPLAY_NAME_MAPPINGS)
 for _m in MODULES.values():
     ALL_NODES.update(_m.NODE_CLASS_MAPPINGS)
     DISPLAY.update(getattr(_m, "NODE_DISPLAY_NAME_MAPPINGS", {}))
@@ -49,7 +49,7 @@ IDS = sorted(ALL_NODES)
 
 
 def test_every_node_module_is_registered():
-    missing = sorted(set(MODULES) - set(N.NODE_MODULES))
+    missing = sorted(set(MODULES) - set(NODE_MODULES))
     assert not missing, (f"node modules {missing} are not in nodes/__init__.py NODE_MODULES: their "
                          "nodes would be red in every workflow that uses them")
 
@@ -326,11 +326,11 @@ def test_wrong_model_for_sv3d_names_sv3d_file():
     from comfy_host import require_comfyui
 
     require_comfyui()
-    import comfy.model_base as mb
+    from comfy import model_base
 
     from orbitforge.nodes.host.guiders import sv3d_variant
 
-    for wrong in (mb.SVD_img2vid, mb.BaseModel):
+    for wrong in (model_base.SVD_img2vid, model_base.BaseModel):
         with pytest.raises(ValueError, match=r"sv3d_p\.safetensors"):
             sv3d_variant(_Patcher(wrong))
 
@@ -340,13 +340,13 @@ def test_wrong_model_for_diffusion2_names_the_files():
     from comfy_host import require_comfyui
 
     require_comfyui()
-    import comfy.model_base as mb
+    from comfy import model_base
 
     try:
         from orbitforge.nodes.host.diffusion2 import check_models
     except ImportError:
         pytest.skip("nodes/host/diffusion2.py not present")
-    svd, sv3d = _Patcher(mb.SVD_img2vid), _Patcher(mb.SV3D_p)
+    svd, sv3d = _Patcher(model_base.SVD_img2vid), _Patcher(model_base.SV3D_p)
     with pytest.raises(ValueError, match=r"svd_xt\.safetensors"):
         check_models(sv3d, sv3d)
     with pytest.raises(ValueError, match=r"sv3d_p\.safetensors"):
@@ -358,10 +358,10 @@ def test_wrong_model_for_refiner_and_diffusion2_names_the_files():
     from comfy_host import require_comfyui
 
     require_comfyui()
-    import comfy.model_base as mb
+    from comfy import model_base
 
     from orbitforge.nodes.host.models import model_kind
 
     with pytest.raises(ValueError) as e:
-        model_kind(_Patcher(mb.BaseModel))  # e.g. an SD1.5 checkpoint on the refiner
+        model_kind(_Patcher(model_base.BaseModel))  # e.g. an SD1.5 checkpoint on the refiner
     assert "second_stage" in str(e.value) and "sv3d_p.safetensors" in str(e.value)

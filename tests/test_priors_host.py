@@ -22,31 +22,31 @@ def sd15_config(cin):
 @pytest.fixture()
 def comfy():
     require_comfyui()
-    import comfy.supported_models as sm
+    from comfy import supported_models
 
     from orbitforge.nodes.host import priors
 
-    return sm, priors
+    return supported_models, priors
 
 
 def test_model_family_detection(comfy):
-    sm, priors = comfy
-    assert priors.model_family(fake_model(sm.SD15, sd15_config(9))) == "sd15_inpaint"
-    assert priors.model_family(fake_model(sm.SD15, sd15_config(4))) == "sd15"
-    sdxl = dict(sm.SDXL.unet_config, in_channels=4)
-    assert priors.model_family(fake_model(sm.SDXL, sdxl)) == "sdxl"
+    supported_models, priors = comfy
+    assert priors.model_family(fake_model(supported_models.SD15, sd15_config(9))) == "sd15_inpaint"
+    assert priors.model_family(fake_model(supported_models.SD15, sd15_config(4))) == "sd15"
+    sdxl = dict(supported_models.SDXL.unet_config, in_channels=4)
+    assert priors.model_family(fake_model(supported_models.SDXL, sdxl)) == "sdxl"
     sdxl_inp = dict(sdxl, in_channels=9)
-    assert priors.model_family(fake_model(sm.SDXL, sdxl_inp)) == "sdxl"
-    assert priors.model_family(fake_model(sm.SV3D_p, dict(sm.SV3D_p.unet_config))) == "sv3d_p"
-    assert priors.model_family(fake_model(sm.SV3D_u, dict(sm.SV3D_u.unet_config))) == "sv3d_u"
+    assert priors.model_family(fake_model(supported_models.SDXL, sdxl_inp)) == "sdxl"
+    assert priors.model_family(fake_model(supported_models.SV3D_p, dict(supported_models.SV3D_p.unet_config))) == "sv3d_p"
+    assert priors.model_family(fake_model(supported_models.SV3D_u, dict(supported_models.SV3D_u.unet_config))) == "sv3d_u"
     assert priors.model_family(object()).startswith("other:")
 
 
 def test_ipsm_prior_checks(comfy):
-    sm, priors = comfy
-    inp = fake_model(sm.SD15, sd15_config(9))
-    sd = fake_model(sm.SD15, sd15_config(4))
-    sdxl = fake_model(sm.SDXL, dict(sm.SDXL.unet_config, in_channels=9))
+    supported_models, priors = comfy
+    inp = fake_model(supported_models.SD15, sd15_config(9))
+    sd = fake_model(supported_models.SD15, sd15_config(4))
+    sdxl = fake_model(supported_models.SDXL, dict(supported_models.SDXL.unet_config, in_channels=9))
     cond = [[torch.zeros(1, 77, 768), {}]]
     vae = object()
     priors.check_ipsm_prior(inp, sd, vae, cond, cond)  # fine
@@ -63,9 +63,9 @@ def test_ipsm_prior_checks(comfy):
 
 
 def test_sv3d_sds_checks(comfy):
-    sm, priors = comfy
-    sv3d = fake_model(sm.SV3D_p, dict(sm.SV3D_p.unet_config))
-    sd = fake_model(sm.SD15, sd15_config(4))
+    supported_models, priors = comfy
+    sv3d = fake_model(supported_models.SV3D_p, dict(supported_models.SV3D_p.unet_config))
+    sd = fake_model(supported_models.SD15, sd15_config(4))
     cond = [[torch.zeros(21, 1, 1024), {}]]
     assert priors.check_sv3d_sds(sv3d, object(), positive=cond) == "sv3d_p"
     with pytest.raises(ValueError, match="sd15.*SV3D"):
@@ -77,11 +77,11 @@ def test_sv3d_sds_checks(comfy):
 
 
 def test_eps_callable_converts_ddpm_latents_and_applies_cfg(comfy):
-    sm, priors = comfy
-    import comfy.model_sampling as cms
+    supported_models, priors = comfy
+    from comfy.model_sampling import ModelSamplingDiscrete
 
-    cfgobj = sm.SD15(sd15_config(9))
-    sampling = cms.ModelSamplingDiscrete(cfgobj)
+    cfgobj = supported_models.SD15(sd15_config(9))
+    sampling = ModelSamplingDiscrete(cfgobj)
     seen = {}
 
     class Base:
@@ -111,7 +111,7 @@ def test_eps_callable_converts_ddpm_latents_and_applies_cfg(comfy):
 
 
 def test_sv3d_orbit_of_conditioning(comfy):
-    _sm, priors = comfy
+    _supported_models, priors = comfy
     d = {"concat_latent_image": torch.zeros(1, 4, 9, 7), "elevation": [5.0, 6.0],
          "azimuth": [90.0, 0.0]}
     assert priors.sv3d_orbit_of([[torch.zeros(1, 1, 1024), d]]) == ([5.0, 6.0], [90.0, 0.0], 9, 7)

@@ -165,9 +165,9 @@ def test_wrong_family_and_missing_inputs_refused_before_the_fit(tiny):
     with pytest.raises(ValueError, match="concat_latent_image"):
         SV3DSDSPriors().make(tiny["sv3d"], tiny["vae"], _text_cond(0.1), 1.0, 0.7, 4, 2.5)
     # an SDXL-configured model as the inpainting model (family from ComfyUI's config class)
-    import comfy.supported_models as sm
+    from comfy import supported_models
 
     sdxl = types.SimpleNamespace(model=types.SimpleNamespace(
-        model_config=sm.SDXL(dict(sm.SDXL.unet_config, in_channels=9))))
+        model_config=supported_models.SDXL(dict(supported_models.SDXL.unet_config, in_channels=9))))
     with pytest.raises(ValueError, match="sdxl"):
         IPSMDiffusionPriors().make(sdxl, tiny["sd"], tiny["vae"], cond, 1.0, 4, 0.0, 500, 7.5)

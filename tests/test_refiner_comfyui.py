@@ -125,16 +125,16 @@ def test_refiner_node_end_to_end_wiring(tmp_path):
 def test_anchored_mode_with_sv3d_model():
     require_comfyui()
     import comfy.model_detection
-    import comfy.model_management as mm
+    from comfy import model_management
     import comfy.model_patcher
-    import comfy.supported_models as sm
+    from comfy import supported_models
 
     sd = random_unet_state_dict(tiny_config(in_channels=8, adm_in_channels=256), seed=4)
-    cfg = sm.SV3D_u(comfy.model_detection.detect_unet_config(sd, ""))
+    cfg = supported_models.SV3D_u(comfy.model_detection.detect_unet_config(sd, ""))
     model = cfg.get_model({})
     model.load_model_weights(sd, "")
-    m = comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
-                                         offload_device=mm.unet_offload_device())
+    m = comfy.model_patcher.ModelPatcher(model, load_device=model_management.get_torch_device(),
+                                         offload_device=model_management.unet_offload_device())
     (imgs, cams, mode), _ = _run(m, depth=False)
     assert mode.startswith("anchored_sv3d_u")
     assert imgs.shape == (4, 64, 64, 3) and torch.isfinite(imgs).all()

@@ -42,11 +42,11 @@ def test_orbit_node_conditioning(host):
     torch.testing.assert_close(cams.azimuth, torch.tensor(d["azimuth"], dtype=torch.float32), atol=1e-4, rtol=0)
     assert view.shape == (1, SIZE, SIZE, 3) and view[0, 0, 0].tolist() == [1.0, 1.0, 1.0]  # white background
     # ComfyUI's own SV3D_p vector == our official-formula vector
-    from orbitforge.kernels.diffusion import sv3d as S
+    from orbitforge.kernels.diffusion.sv3d import sv3d_vector
 
     adm = host["model"].model.encode_adm(augmentation_level=1e-5, elevation=d["elevation"], azimuth=d["azimuth"],
                                          noise=torch.zeros(FRAMES, 4, 8, 8))
-    torch.testing.assert_close(adm, S.sv3d_vector("p", d["elevation"], d["azimuth"], 1e-5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(adm, sv3d_vector("p", d["elevation"], d["azimuth"], 1e-5), atol=1e-5, rtol=0)
 
 
 def test_bad_inputs_fail_before_sampling(host):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from orbitforge.kernels.diffusion import sv3d as S
+from orbitforge.kernels.diffusion.sv3d import prepare_input_image
 from orbitforge.nodes.sv3d import resolve_orbit
 
 
@@ -15,7 +15,7 @@ def _rgba(h=100, w=120):
 
 
 def test_prepare_composites_on_white_centres_and_scales():
-    rgb, a = S.prepare_input_image(_rgba(), size=64, object_scale=0.5)
+    rgb, a = prepare_input_image(_rgba(), size=64, object_scale=0.5)
     assert rgb.shape == (64, 64, 3)
     assert torch.equal(rgb[0, 0], torch.ones(3))  # white background
     ys, xs = torch.nonzero(a > 0.5, as_tuple=True)
@@ -30,13 +30,13 @@ def test_mask_overrides_alpha_and_errors():
     img = _rgba()
     mask = torch.ones(100, 120)
     mask[50:90, 10:30] = 0  # ComfyUI MASK: 1 = background
-    rgb, a = S.prepare_input_image(img, mask, size=64, object_scale=0.5)
+    rgb, a = prepare_input_image(img, mask, size=64, object_scale=0.5)
     ys, xs = torch.nonzero(a > 0.5, as_tuple=True)
     assert ys.max() - ys.min() + 1 == pytest.approx(32, abs=1)  # the 40-px-tall mask region
     with pytest.raises(ValueError, match="empty"):
-        S.prepare_input_image(torch.zeros(100, 120, 4), size=64)
+        prepare_input_image(torch.zeros(100, 120, 4), size=64)
     with pytest.raises(ValueError, match="at least 64"):
-        S.prepare_input_image(torch.ones(40, 120, 3), size=64)
+        prepare_input_image(torch.ones(40, 120, 3), size=64)
 
 
 def test_orbit_validation():

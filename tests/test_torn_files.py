@@ -45,10 +45,10 @@ def comfy_listed(folder: str) -> list:
     if comfy:  # the real functions when ComfyUI is there
         sys.path.insert(0, comfy)
         try:
-            import folder_paths as fp
+            import folder_paths
 
-            listed = set(fp.filter_files_extensions(files, MODEL_EXTS | set(fp.supported_pt_extensions)))
-            listed |= set(fp.filter_files_content_types(files, ["image", "video", "audio", "model"]))
+            listed = set(folder_paths.filter_files_extensions(files, MODEL_EXTS | set(folder_paths.supported_pt_extensions)))
+            listed |= set(folder_paths.filter_files_content_types(files, ["image", "video", "audio", "model"]))
         finally:
             sys.path.remove(comfy)
     else:

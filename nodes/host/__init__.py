@@ -29,30 +29,30 @@ import torch
 from ...kernels import interrupt as _kernel_interrupt
 
 
-def _comfy_mm():
+def _comfy_model_management():
     try:
-        import comfy.model_management as mm  # noqa: PLC0415 - lazy host import by design
+        from comfy import model_management  # noqa: PLC0415 - lazy host import by design
 
-        return mm
+        return model_management
     except Exception:  # ComfyUI absent (or broken): fall back
         return None
 
 
 def in_comfyui() -> bool:
-    return _comfy_mm() is not None
+    return _comfy_model_management() is not None
 
 
 def torch_device() -> torch.device:
-    mm = _comfy_mm()
-    if mm is not None:
-        return mm.get_torch_device()
+    model_management = _comfy_model_management()
+    if model_management is not None:
+        return model_management.get_torch_device()
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def intermediate_device() -> torch.device:
-    mm = _comfy_mm()
-    if mm is not None:
-        return mm.intermediate_device()
+    model_management = _comfy_model_management()
+    if model_management is not None:
+        return model_management.intermediate_device()
     return torch.device("cpu")
 
 
@@ -71,9 +71,9 @@ def request_interrupt(value: bool = True) -> None:
     """Raise (``value=True``) or clear the interrupt flag: ComfyUI's own
     (``interrupt_current_processing``, what the Cancel button sets) inside the host, the pack's
     thread-safe fallback flag outside (scripts, benchmarks, tests)."""
-    mm = _comfy_mm()
-    if mm is not None:
-        mm.interrupt_current_processing(bool(value))
+    model_management = _comfy_model_management()
+    if model_management is not None:
+        model_management.interrupt_current_processing(bool(value))
     elif value:
         _FALLBACK_FLAG.set()
     else:
@@ -83,9 +83,9 @@ def request_interrupt(value: bool = True) -> None:
 def check_interrupt() -> None:
     """Raise when the interrupt flag is set, clearing it (ComfyUI's semantics): ComfyUI's
     ``InterruptProcessingException`` inside the host, :class:`ProcessingInterrupted` outside."""
-    mm = _comfy_mm()
-    if mm is not None:
-        mm.throw_exception_if_processing_interrupted()
+    model_management = _comfy_model_management()
+    if model_management is not None:
+        model_management.throw_exception_if_processing_interrupted()
     elif _FALLBACK_FLAG.is_set():
         _FALLBACK_FLAG.clear()
         raise ProcessingInterrupted("processing interrupted")
@@ -98,30 +98,30 @@ _kernel_interrupt.set_interrupt_hook(check_interrupt)
 
 def interrupt_exceptions() -> tuple:
     """The exception types :func:`check_interrupt` raises (to catch them in scripts and tests)."""
-    mm = _comfy_mm()
-    exc = getattr(mm, "InterruptProcessingException", None) if mm is not None else None
+    model_management = _comfy_model_management()
+    exc = getattr(model_management, "InterruptProcessingException", None) if model_management is not None else None
     return (ProcessingInterrupted,) + ((exc,) if exc is not None else ())
 
 
 def interrupt_mechanism() -> str:
     """Which flag :func:`request_interrupt` / :func:`check_interrupt` use: ``"comfyui"`` or
     ``"fallback"``."""
-    return "comfyui" if _comfy_mm() is not None else "fallback"
+    return "comfyui" if _comfy_model_management() is not None else "fallback"
 
 
 def soft_empty_cache() -> None:
-    mm = _comfy_mm()
-    if mm is not None:
-        mm.soft_empty_cache()
+    model_management = _comfy_model_management()
+    if model_management is not None:
+        model_management.soft_empty_cache()
     elif torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
 def oom_exceptions() -> tuple:
-    mm = _comfy_mm()
+    model_management = _comfy_model_management()
     excs = [torch.OutOfMemoryError] if hasattr(torch, "OutOfMemoryError") else []
-    if mm is not None and getattr(mm, "OOM_EXCEPTION", None) is not None:
-        excs.append(mm.OOM_EXCEPTION)
+    if model_management is not None and getattr(model_management, "OOM_EXCEPTION", None) is not None:
+        excs.append(model_management.OOM_EXCEPTION)
     return tuple(excs) or (RuntimeError,)
 
 

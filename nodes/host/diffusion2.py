@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ...kernels.dynamic import diffusion2 as D
+from ...kernels.dynamic.diffusion2 import MatrixSettings, MatrixStats, cfg_combine, denoise_matrix, flatten_matrix, sample_matrix, unflatten_matrix
 from ...kernels.diffusion import edm
 from ...kernels.diffusion.guidance import make_scales
 from ...kernels.diffusion.sv3d import noisy_cond_pixels
@@ -117,7 +117,7 @@ class HostSequenceModel:
         self.forwards += 1
         self.sequences += 2 * n
         du, dc = out.reshape((2 * n, L) + tuple(x.shape[2:])).chunk(2)
-        return D.cfg_combine(du, dc, self.scales.to(dev)).to(x.dtype)
+        return cfg_combine(du, dc, self.scales.to(dev)).to(x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -127,10 +127,10 @@ class HostSequenceModel:
 
 def load_both(video_model, multiview_model, frame_shape, frames: int) -> None:
     """Load both models with ComfyUI's model management (kept loaded while sampling)."""
-    import comfy.model_management as mm
+    from comfy import model_management
 
     need = max(_seq_memory(video_model, frame_shape, frames), _seq_memory(multiview_model, frame_shape, frames))
-    mm.load_models_gpu([video_model, multiview_model], memory_required=need)
+    model_management.load_models_gpu([video_model, multiview_model], memory_required=need)
 
 
 def _seq_memory(model, frame_shape, length: int) -> float:
@@ -144,10 +144,10 @@ def _seq_memory(model, frame_shape, length: int) -> float:
 def auto_chunk(model, frame_shape, length: int, count: int, cap: int) -> int:
     """Sequences per call: what fits in 80% of the free memory of the torch device, at most ``cap``
     (0 = no cap) and at most ``count``."""
-    import comfy.model_management as mm
+    from comfy import model_management
 
     dev = torch_device()
-    free = float(mm.get_free_memory(dev))
+    free = float(model_management.get_free_memory(dev))
     per = max(_seq_memory(model, frame_shape, length), 1.0)
     n = max(1, int(0.8 * free // per))
     if cap > 0:
@@ -218,7 +218,7 @@ __all__ = [
 
 
 def multiview_denoiser(multiview_model, clip_vision, vae, refs: torch.Tensor, elevations, azimuths,
-                       s: D.MatrixSettings, seed: int) -> HostSequenceModel:
+                       s: MatrixSettings, seed: int) -> HostSequenceModel:
     """SV3D as a sequence denoiser over the V views, conditioned per sequence on ``refs``
     (constant CFG ``s.multiview_cfg``; the cameras in the vector)."""
     emb, lat = encode_references(clip_vision, vae, refs, s.multiview_cond_aug, seed)
@@ -227,7 +227,7 @@ def multiview_denoiser(multiview_model, clip_vision, vae, refs: torch.Tensor, el
                              make_scales("constant", s.views, max_scale=s.multiview_cfg))
 
 
-def video_denoiser(video_model, clip_vision, vae, refs: torch.Tensor, s: D.MatrixSettings,
+def video_denoiser(video_model, clip_vision, vae, refs: torch.Tensor, s: MatrixSettings,
                    seed: int) -> HostSequenceModel:
     """SVD as a sequence denoiser over the F frames, conditioned per sequence on ``refs``
     (CFG linear from ``s.video_cfg_min`` to ``s.video_cfg_max``)."""
@@ -238,7 +238,7 @@ def video_denoiser(video_model, clip_vision, vae, refs: torch.Tensor, s: D.Matri
 
 
 def matrix_denoisers(video_model, multiview_model, clip_vision, vae, ref_orbit: torch.Tensor,
-                     ref_video: torch.Tensor, elevations, azimuths, s: D.MatrixSettings):
+                     ref_video: torch.Tensor, elevations, azimuths, s: MatrixSettings):
     """``(column_fn, row_fn)`` of the matrix: SV3D on the F columns (column t conditioned on
     video frame t) and SVD on the V rows (row v conditioned on orbit view v)."""
     return (multiview_denoiser(multiview_model, clip_vision, vae, ref_video, elevations, azimuths, s,
@@ -248,7 +248,7 @@ def matrix_denoisers(video_model, multiview_model, clip_vision, vae, ref_orbit: 
 
 def sample_4d(video_model, multiview_model, clip_vision, vae, images: torch.Tensor, prompt_type: str,
               elevations, azimuths, view_weight: torch.Tensor, lambdas: torch.Tensor,
-              s: D.MatrixSettings, progress_callback=None):
+              s: MatrixSettings, progress_callback=None):
     """The all-in-one Diffusion² run on prepared prompt ``images`` ``[N, S, S, 3]``: the
     reference orbit (SV3D on the front view) and reference video (SVD) sampled first where the
     prompt does not give them, then the V x F matrix with VRS, decoded.
@@ -288,14 +288,14 @@ def sample_4d(video_model, multiview_model, clip_vision, vae, images: torch.Tens
         sig = model_sigmas(video_model, steps)
         x = edm.initial_noise((V, F) + frame_shape, float(sig[0]),
                               torch.Generator().manual_seed(seed), device=torch_device())
-        stats = D.MatrixStats()
-        out = D.sample_matrix(x, sig, col_fn, row_fn, view_weight, lambdas, vrs_steps=s.vrs_steps,
-                              column_chunk=auto_chunk(multiview_model, frame_shape, V, F, s.max_chunk),
-                              row_chunk=auto_chunk(video_model, frame_shape, F, V, s.max_chunk),
-                              generator=torch.Generator().manual_seed(seed + 1),
-                              callback=lambda k, tot, i, xx, dd: prog.update(done + k),
-                              oom_exceptions=oom(), stats=stats)
-        lat = video_model.model.process_latent_out(D.flatten_matrix(out))
+        stats = MatrixStats()
+        out = sample_matrix(x, sig, col_fn, row_fn, view_weight, lambdas, vrs_steps=s.vrs_steps,
+                            column_chunk=auto_chunk(multiview_model, frame_shape, V, F, s.max_chunk),
+                            row_chunk=auto_chunk(video_model, frame_shape, F, V, s.max_chunk),
+                            generator=torch.Generator().manual_seed(seed + 1),
+                            callback=lambda k, tot, i, xx, dd: prog.update(done + k),
+                            oom_exceptions=oom(), stats=stats)
+        lat = video_model.model.process_latent_out(flatten_matrix(out))
         frames = decode(vae, lat, s.decode_chunk)  # [V*F, H, W, 3] view-major
     return frames, ref_orbit, ref_video, stats
 
@@ -327,7 +327,7 @@ def guider_class():
             self.col_fn, self.row_fn = col_fn, row_fn
             self.V, self.F = int(views), int(frames)
             self.w, self.lambda_fn, self.max_chunk = w, lambda_fn, int(max_chunk)
-            self.stats = D.MatrixStats()
+            self.stats = MatrixStats()
             self._sig = None
 
         def set_conds(self, positive=None, negative=None):
@@ -348,11 +348,11 @@ def guider_class():
             s = float(timestep.flatten()[0])
             i = int((self._sig[:-1] - s).abs().argmin()) if self._sig is not None else 0
             lam = float(self._lams[min(i, len(self._lams) - 1)])
-            xm = D.unflatten_matrix(x, self.V, self.F)
-            d, self.stats = D.denoise_matrix(xm, torch.tensor(s), self.col_fn, self.row_fn, self.w, lam,
-                                             self._cc, self._rc, oom(), self.stats)
+            xm = unflatten_matrix(x, self.V, self.F)
+            d, self.stats = denoise_matrix(xm, torch.tensor(s), self.col_fn, self.row_fn, self.w, lam,
+                                           self._cc, self._rc, oom(), self.stats)
             self._cc, self._rc = self.stats.column_chunk, self.stats.row_chunk
-            return D.flatten_matrix(d)
+            return flatten_matrix(d)
 
     _CACHE["guider"] = OrbitForgeDiffusion2Guider
     return OrbitForgeDiffusion2Guider

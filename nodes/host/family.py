@@ -49,19 +49,19 @@ def _detect(model) -> str:
     if cin == STAGE2_IN_CHANNELS:
         return f"other:{name}"
     try:
-        import comfy.model_base as mb  # noqa: PLC0415
-        import comfy.supported_models as sm  # noqa: PLC0415
+        from comfy import model_base  # noqa: PLC0415
+        from comfy import supported_models  # noqa: PLC0415
     except Exception:  # noqa: BLE001 - ComfyUI absent: the unet config decides
-        mb = sm = None
-    if mb is not None:
-        for cls, fam in ((mb.SV3D_p, "sv3d_p"), (mb.SV3D_u, "sv3d_u"), (mb.SVD_img2vid, "svd")):
+        model_base = supported_models = None
+    if model_base is not None:
+        for cls, fam in ((model_base.SV3D_p, "sv3d_p"), (model_base.SV3D_u, "sv3d_u"), (model_base.SVD_img2vid, "svd")):
             if isinstance(base, cls):
                 return fam
     if cfgobj is None:
         return f"other:{name}"
-    if sm is not None:
-        for cls, fam in ((sm.SV3D_p, "sv3d_p"), (sm.SV3D_u, "sv3d_u"), (sm.SVD_img2vid, "svd"),
-                         ((sm.SDXL, sm.SDXLRefiner), "sdxl")):
+    if supported_models is not None:
+        for cls, fam in ((supported_models.SV3D_p, "sv3d_p"), (supported_models.SV3D_u, "sv3d_u"), (supported_models.SVD_img2vid, "svd"),
+                         ((supported_models.SDXL, supported_models.SDXLRefiner), "sdxl")):
             if isinstance(cfgobj, cls):
                 return fam
     if uc.get("use_temporal_attention"):
@@ -82,10 +82,10 @@ def _detect(model) -> str:
 
 def _is_svd_unet(base) -> bool:
     try:
-        import comfy.model_base as mb  # noqa: PLC0415
+        from comfy import model_base  # noqa: PLC0415
     except Exception:  # noqa: BLE001
         return False
-    return isinstance(base, mb.SVD_img2vid)
+    return isinstance(base, model_base.SVD_img2vid)
 
 
 def _not_sv3d(model, fam: str) -> str:

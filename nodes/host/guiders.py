@@ -21,7 +21,9 @@ from typing import Optional
 
 import torch
 
-from ...kernels.diffusion import edm, guidance as G, sv3d as S
+from ...kernels.diffusion import edm
+from ...kernels.diffusion.sv3d import COND_AUG, noisy_cond_pixels
+from ...kernels.diffusion.guidance import FULL, Guidance, NO_INPUT, NO_VIEWS, make_guidance
 from .conditioning import sv3d_conditioning
 from .family import require
 
@@ -53,7 +55,7 @@ def encode_clip(clip_vision, rgb: torch.Tensor, expected_dim: Optional[int]) -> 
 
 # ----------------------------------------------------------------------------- conditioning
 def make_conditioning(clip_vision, vae, rgb: torch.Tensor, elevations, azimuths, width: int, height: int,
-                      cond_aug: float = S.COND_AUG, seed: int = 0, expected_dim: Optional[int] = 1024):
+                      cond_aug: float = COND_AUG, seed: int = 0, expected_dim: Optional[int] = 1024):
     """(positive, negative, latent) for SV3D as the official script, in ComfyUI's format.
 
     ``rgb``: the prepared input ``[1,H,W,3]`` (on white). Positive = CLIP embedding + VAE mode of
@@ -67,7 +69,7 @@ def make_conditioning(clip_vision, vae, rgb: torch.Tensor, elevations, azimuths,
     pooled = encode_clip(clip_vision, rgb, expected_dim)
     pix = comfy.utils.common_upscale(rgb.movedim(-1, 1), width, height, "bilinear", "center").movedim(1, -1)
     gen = torch.Generator().manual_seed(int(seed))
-    noisy = S.noisy_cond_pixels(pix.float().cpu(), cond_aug, gen)
+    noisy = noisy_cond_pixels(pix.float().cpu(), cond_aug, gen)
     t = vae.encode(noisy[..., :3])
     positive, negative = sv3d_conditioning(pooled, t, cond_aug, elevations, azimuths)
     latent = {"samples": torch.zeros([frames, 4, height // 8, width // 8])}
@@ -93,15 +95,15 @@ def _branch_conds(conds, branch: str, frames: int, concat_scale: float, ioi_cls)
         c = c.copy()
         mc = dict(c["model_conds"])
         ind = torch.zeros(1, frames)
-        if branch == G.NO_INPUT:
+        if branch == NO_INPUT:
             for k in ("c_crossattn", "c_concat"):
                 if k in mc:
                     mc[k] = mc[k]._copy_with(torch.zeros_like(mc[k].cond))
-        elif branch == G.NO_VIEWS:
+        elif branch == NO_VIEWS:
             if "c_concat" in mc and concat_scale != 1.0:
                 mc["c_concat"] = mc["c_concat"]._copy_with(mc["c_concat"].cond * concat_scale)
             ind = torch.ones(1, frames)
-        elif branch != G.FULL:
+        elif branch != FULL:
             raise ValueError(f"unknown branch {branch!r}")
         mc["image_only_indicator"] = ioi_cls(ind)  # every branch has it, so all concatenate
         c["model_conds"] = mc
@@ -136,7 +138,7 @@ def guider_class():
             self.kind = kind
             self.params = dict(min_scale=float(min_scale), max_scale=float(max_scale), s1=float(s1), s2=float(s2),
                                harmony_schedule=harmony_schedule)
-            G.make_guidance(kind, 21, **self.params)  # validate now, before sampling
+            make_guidance(kind, 21, **self.params)  # validate now, before sampling
             self.concat_scale = float(concat_scale)
             self.cfg = (1.0 + float(s1)) if kind == "harmonyview" else float(max_scale)  # scalar for patches
             self.forwards = 0
@@ -145,11 +147,11 @@ def guider_class():
         def _guidance(self, frames):
             key = (self.kind, frames)
             if getattr(self, "_gkey", None) != key:
-                self._g = G.make_guidance(self.kind, frames, **self.params)
+                self._g = make_guidance(self.kind, frames, **self.params)
                 # ComfyUI convention: cond first, uncond second (for pre/post-CFG patches)
                 if self._g.name == "cfg":
                     comb = self._g.combine
-                    self._g = G.Guidance((G.FULL, G.NO_INPUT), lambda o, c=comb: c((o[1], o[0])), "cfg")
+                    self._g = Guidance((FULL, NO_INPUT), lambda o, c=comb: c((o[1], o[0])), "cfg")
                 self._gkey = key
             return self._g
 
@@ -191,7 +193,7 @@ def make_guider(model, positive, kind="harmonyview", **kw):
 # ----------------------------------------------------------------------------- sampler
 def euler_sampler(s_churn: float = 0.0):
     """A core SAMPLER running the official Euler-EDM loop of :mod:`...kernels.diffusion.edm`."""
-    import comfy.model_management as mm  # noqa: PLC0415
+    from comfy import model_management  # noqa: PLC0415
     import comfy.samplers  # noqa: PLC0415
 
     def fn(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=s_churn):
@@ -200,7 +202,7 @@ def euler_sampler(s_churn: float = 0.0):
         gen = torch.Generator().manual_seed(int(extra_args.get("seed", 0) or 0) + 1)
 
         def den(xx, sigma):
-            mm.throw_exception_if_processing_interrupted()
+            model_management.throw_exception_if_processing_interrupted()
             return model(xx, sigma * s_in, **extra_args)
 
         def cb(i, xx, d, s):
@@ -219,7 +221,7 @@ def model_sigmas(model, steps: int) -> torch.Tensor:
 
 def run_sampling(model, guider, latent: dict, steps: int, seed: int, s_churn: float = 0.0) -> torch.Tensor:
     """Sample through core (model management, previews, interrupts). Returns raw latents [F,4,h,w]."""
-    import comfy.model_management as mm  # noqa: PLC0415
+    from comfy import model_management  # noqa: PLC0415
     import comfy.sample  # noqa: PLC0415
     import comfy.utils  # noqa: PLC0415
     import latent_preview  # noqa: PLC0415
@@ -230,4 +232,4 @@ def run_sampling(model, guider, latent: dict, steps: int, seed: int, s_churn: fl
     callback = latent_preview.prepare_callback(model, steps)
     samples = guider.sample(noise, lat, euler_sampler(s_churn), sigmas, callback=callback,
                             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=int(seed))
-    return samples.to(mm.intermediate_device())
+    return samples.to(model_management.intermediate_device())

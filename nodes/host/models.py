@@ -71,11 +71,11 @@ def refiner_path(name: str) -> str:
 @functools.lru_cache(maxsize=None)
 def stage2_classes():
     import comfy.conds  # noqa: PLC0415
-    import comfy.model_base as mb  # noqa: PLC0415
-    import comfy.supported_models as sm  # noqa: PLC0415
+    from comfy import model_base  # noqa: PLC0415
+    from comfy import supported_models  # noqa: PLC0415
     import comfy.utils  # noqa: PLC0415
 
-    class Hi3DStage2(mb.SVD_img2vid):
+    class Hi3DStage2(model_base.SVD_img2vid):
         """SVD video UNet, 17 input channels, vector = [elevation 256 | cond_aug 256]."""
 
         ORBITFORGE_FAMILY = "hi3d_stage2"  # what family.family() reports for it
@@ -112,7 +112,7 @@ def stage2_classes():
             out["num_video_frames"] = comfy.conds.CONDConstant(f)
             return out
 
-    class Hi3DStage2Config(sm.SVD_img2vid):
+    class Hi3DStage2Config(supported_models.SVD_img2vid):
         unet_config = {
             "model_channels": 320,
             "in_channels": STAGE2_IN_CHANNELS,
@@ -133,7 +133,7 @@ def build_refiner_model(unet_sd: dict):
     """A core MODEL (ModelPatcher) from a validated stage-2 UNet state dict (UNet-relative keys),
     the way ComfyUI's own diffusion-model loader does it (dtype choice, manual cast, offload)."""
     import comfy.model_detection  # noqa: PLC0415
-    import comfy.model_management as mm  # noqa: PLC0415
+    from comfy import model_management  # noqa: PLC0415
     import comfy.model_patcher  # noqa: PLC0415
     import comfy.utils  # noqa: PLC0415
 
@@ -141,17 +141,17 @@ def build_refiner_model(unet_sd: dict):
     _, Config = stage2_classes()
     unet_config = comfy.model_detection.detect_unet_config(unet_sd, "")
     config = Config(unet_config)
-    load_device = mm.get_torch_device()
+    load_device = model_management.get_torch_device()
     params = comfy.utils.calculate_parameters(unet_sd)
     weight_dtype = comfy.utils.weight_dtype(unet_sd)
     dtypes = list(config.supported_inference_dtypes)
-    unet_dtype = mm.unet_dtype(model_params=params, supported_dtypes=dtypes, weight_dtype=weight_dtype)
-    manual_cast = mm.unet_manual_cast(unet_dtype, load_device, config.supported_inference_dtypes)
+    unet_dtype = model_management.unet_dtype(model_params=params, supported_dtypes=dtypes, weight_dtype=weight_dtype)
+    manual_cast = model_management.unet_manual_cast(unet_dtype, load_device, config.supported_inference_dtypes)
     config.set_inference_dtype(unet_dtype, manual_cast)
     model = config.get_model(unet_sd, "")
     model.load_model_weights(unet_sd, "")
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device,
-                                            offload_device=mm.unet_offload_device())
+                                            offload_device=model_management.unet_offload_device())
 
 
 def load_refiner(name_or_path: str):

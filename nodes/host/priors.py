@@ -80,13 +80,13 @@ def alphas_cumprod(model) -> torch.Tensor:
 def eps_callable(model, positive, negative=None, cfg: float = 7.5) -> Callable:
     """``eps(x, t)`` for an SD-1.x MODEL with CFG (see module doc). ``x`` is ``[B, 4 or 9, h, w]``
     DDPM latents in the model's latent space; ``t`` integer timesteps ``[B]``."""
-    import comfy.model_management as mm  # noqa: PLC0415
+    from comfy import model_management  # noqa: PLC0415
 
     base = model.model
     ms = base.model_sampling
     if hasattr(model, "patch_model"):  # a real ModelPatcher: load its weights on the device
-        mm.load_models_gpu([model])
-    dev = mm.get_torch_device()
+        model_management.load_models_gpu([model])
+    dev = model_management.get_torch_device()
     dtype = base.get_dtype() if hasattr(base, "get_dtype") else torch.float32
     pos = positive[0][0]
     neg = negative[0][0] if negative is not None else torch.zeros_like(pos)
@@ -139,11 +139,11 @@ def sd_family_note(model: Optional[object]) -> str:
 
 def _load(models) -> None:
     """Load ModelPatchers (MODELs, a VAE's patcher) together through ComfyUI's model management."""
-    import comfy.model_management as mm  # noqa: PLC0415
+    from comfy import model_management  # noqa: PLC0415
 
     patchers = [m for m in models if m is not None and hasattr(m, "patch_model")]
     if patchers:
-        mm.load_models_gpu(patchers)
+        model_management.load_models_gpu(patchers)
 
 
 def _grad_ready_vae(vae) -> None:
@@ -224,10 +224,10 @@ def sv3d_denoiser_factory(model, positive, negative=None, cfg: float = 2.5):
     rebuilt by the model's own ``encode_adm`` for the given orbit, the CLIP embedding and concat
     latent of ``positive`` (``negative``: its zeroed counterparts when not given), CFG ``cfg``
     (one batched forward of both branches; 1 = conditional only)."""
-    import comfy.model_management as mm  # noqa: PLC0415
+    from comfy import model_management  # noqa: PLC0415
 
     base = model.model
-    dev = mm.get_torch_device()
+    dev = model_management.get_torch_device()
     dtype = base.get_dtype() if hasattr(base, "get_dtype") else torch.float32
     p_ctx, p_d = positive[0][0], positive[0][1]
     p_cat = p_d["concat_latent_image"]
