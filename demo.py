@@ -42,10 +42,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from .kernels.geometry.cameras import interpolate_orbit
-    from .kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
-    from .kernels.splat.ply import write_ply
-    from .kernels.splat.frame import to_splat_frame
     from .kernels.sample import load_sample_orbit
+    from .kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
+    from .kernels.splat.frame import to_splat_frame
+    from .kernels.splat.ply import write_ply
 
     os.makedirs(args.out, exist_ok=True)
     images, masks, cams = load_sample_orbit()

@@ -16,12 +16,19 @@ import time
 
 import numpy as np
 
-from ..kernels.geometry.cameras import make_orbit_cameras, sv3d_static_orbit
 from ..kernels.atomic import atomic_write
-from ..kernels.sample import (
-    SAMPLE_DIR, SAMPLE_ELEVATION, SAMPLE_FOV, SAMPLE_RADIUS, SAMPLE_SIZE, SAMPLE_SS, SPOT_YAW_DEG,
-    load_sample_mesh)
+from ..kernels.geometry.cameras import make_orbit_cameras, sv3d_static_orbit
 from ..kernels.mesh.render import render_mesh
+from ..kernels.sample import (
+    SAMPLE_DIR,
+    SAMPLE_ELEVATION,
+    SAMPLE_FOV,
+    SAMPLE_RADIUS,
+    SAMPLE_SIZE,
+    SAMPLE_SS,
+    SPOT_YAW_DEG,
+    load_sample_mesh,
+)
 
 README = """Sample orbit of spot (OrbitForge demo input)
 =============================================

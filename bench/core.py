@@ -72,8 +72,8 @@ def like_with_like(g, view, core_img: torch.Tensor) -> dict:
     import torch.nn.functional as F
 
     from ..kernels.mesh.gltf import linear_to_srgb, srgb_to_linear
-    from ..kernels.splat.gaussians import sh0_to_rgb
     from ..kernels.metrics import psnr
+    from ..kernels.splat.gaussians import sh0_to_rgb
     from ..kernels.splat.rasterize import rasterize
 
     rgb = sh0_to_rgb(g.sh[:, 0]).clamp(0, 1)  # [N, 3]
@@ -137,10 +137,10 @@ def main(argv=None) -> int:
 
     from ..kernels.geometry.cameras import interpolate_orbit, make_orbit_cameras, sv3d_static_orbit
     from ..kernels.mesh.core_mesh import mesh_items
-    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
     from ..kernels.mesh.render import load_mesh, normalize_mesh, render_mesh
     from ..kernels.metrics import evaluate_mesh, psnr
     from ..kernels.sample import spot_mesh_path
+    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
     from ..nodes.gaussians import SaveGaussians
     from ..nodes.host import geometry
     from ..nodes.mesh import SDFMesh

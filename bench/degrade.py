@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels.geometry.cameras import Cameras, make_orbit_cameras
-from ..kernels.splat.fit import masks_from_background
 from ..kernels.mesh.render import render_mesh
+from ..kernels.splat.fit import masks_from_background
 
 
 @dataclass(frozen=True)

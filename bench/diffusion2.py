@@ -27,9 +27,15 @@ import time
 
 import torch
 
-from ..kernels.dynamic.diffusion2 import MatrixStats, cfg_combine, lambda_schedule, sample_matrix, view_weights
 from ..kernels.diffusion import edm
 from ..kernels.diffusion.guidance import make_scales
+from ..kernels.dynamic.diffusion2 import (
+    MatrixStats,
+    cfg_combine,
+    lambda_schedule,
+    sample_matrix,
+    view_weights,
+)
 from . import print_result, run_child
 
 

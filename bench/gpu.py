@@ -125,9 +125,9 @@ def random_model(kind: str, dev, dtype, tiny: bool):
     from comfy.model_detection import detect_unet_config, model_config_from_unet
 
     from ..kernels.diffusion.hi3d_checkpoint import HI3D_STAGE2, unet_layout
-    from .tiny_hi3d import tiny_config
     from .fullsize import UNET_PREFIX, checkpoint_unet_layout
     from .tiny_comfy import init_random_, tiny_video_model
+    from .tiny_hi3d import tiny_config
 
     if tiny and kind != "hi3d_stage2":
         m = tiny_video_model({"svd_xt": "svd"}.get(kind, kind), seed=0, context_dim=1024).model
@@ -241,8 +241,8 @@ def part_diffusion2(dev, tiny: bool) -> dict:
 
 
 def part_fit(dev, tiny: bool) -> dict:
-    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
     from ..kernels.metrics import psnr
+    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
     from .interrupt import _sample
 
     res, iters = (64, 30) if tiny else (256, FitConfig().iterations)

@@ -273,8 +273,8 @@ def stage_diffusion2(args, ctx):
                   view_weight_min=0.25, steps=steps, vrs_steps=1, seed=0)
         return (f"Diffusion² Sampler (ComfyUI, tiny SVD + SV3D_p), 4 x 4 at 64², {steps} steps",
                 lambda: Diffusion2Sampler().run(**kw))
-    from ..kernels.dynamic.diffusion2 import lambda_schedule, sample_matrix, view_weights
     from ..kernels.diffusion import edm
+    from ..kernels.dynamic.diffusion2 import lambda_schedule, sample_matrix, view_weights
 
     net = _StandIn()
     n_views, n_frames = 8, 8
@@ -424,8 +424,8 @@ def main(argv=None) -> int:
     # its first optimiser, ~3 s, once per process; ComfyUI has done so before any node runs)
     importlib.import_module("torch._dynamo")
 
-    from . import tiny_comfy
     from ..nodes import host
+    from . import tiny_comfy
 
     model_management = tiny_comfy.load_comfyui()
     trace = install_trace(model_management)

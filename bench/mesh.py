@@ -189,9 +189,9 @@ def run_one(gt, a, extra: bool = True, degrade: str | None = None) -> tuple[dict
     chamfer_hi / fast / open3d side results of the single-mesh run. ``degrade``: a preset of
     bench/degrade.py: the views are rendered degraded (and masked by thresholding), the
     pipeline still gets the nominal cameras."""
+    from ..kernels.mesh.neural_sdf import POLISH
     from ..kernels.mesh.render import normalize_mesh, render_mesh
     from ..kernels.metrics import evaluate_mesh
-    from ..kernels.mesh.neural_sdf import POLISH
 
     gt, _, _ = normalize_mesh(gt)
     el, cams = orbit_cameras(a)
@@ -210,8 +210,8 @@ def run_one(gt, a, extra: bool = True, degrade: str | None = None) -> tuple[dict
     stages = {}
     depths = None
     if a.source == "gaussians":
-        from ..kernels.splat.fit import FitConfig, fit_gaussians
         from ..kernels.mesh.pipeline import gaussians_depth
+        from ..kernels.splat.fit import FitConfig, fit_gaussians
 
         cfg = FitConfig(iterations=a.fit_iters)
         res = fit_gaussians(images, cams, masks, cfg)

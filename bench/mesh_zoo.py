@@ -83,9 +83,9 @@ def _has_texture(mesh) -> bool:
 
 def seen_genus(masks, cams, grid: int) -> int | None:
     """Genus of the visual hull of ``masks`` (the holes the orbit sees through), or None."""
+    from ..kernels.geometry.visual_hull import hull_sdf
     from ..kernels.mesh import extract as mesh_extract
     from ..kernels.metrics import genus
-    from ..kernels.geometry.visual_hull import hull_sdf
 
     try:
         f = hull_sdf(masks.float(), cams, grid)

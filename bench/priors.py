@@ -34,8 +34,8 @@ from .tiny_comfy import tiny_sd15, tiny_vae
 
 
 def _fit_eval(gt, cams, test_gt, test_cams, iters, reg, seed, mesh=None):
-    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
     from ..kernels.metrics import psnr
+    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
 
     t = time.perf_counter()
     res = fit_gaussians(gt["rgb"], cams, gt["mask"], FitConfig(iterations=iters, seed=seed),
@@ -67,8 +67,8 @@ def diffusion_cost(iters: int = 6, res: int = 48, frames: int = 5, latent: int =
     import logging
 
     logging.getLogger().setLevel(logging.ERROR)  # the tiny VAE's 'missing keys' warning
-    from ..kernels.splat.fit import FitConfig, fit_gaussians
     from ..kernels.sample import load_sample_orbit
+    from ..kernels.splat.fit import FitConfig, fit_gaussians
     from ..nodes.gaussians import build_regularizer
     from ..nodes.priors import IPSMDiffusionPriors, SV3DSDSPriors
 

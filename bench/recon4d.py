@@ -20,6 +20,7 @@ import torch
 
 from . import print_result
 
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -48,12 +49,12 @@ def main(argv=None) -> int:
 
     import trimesh
 
-    from ..kernels.geometry.cameras import interpolate_orbit, make_orbit_cameras, uniform_orbit
-    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
     from ..kernels.dynamic.fit4d import Fit4DConfig, fit_sequence, merge_times
+    from ..kernels.geometry.cameras import interpolate_orbit, make_orbit_cameras, uniform_orbit
     from ..kernels.mesh.render import render_mesh
     from ..kernels.metrics import psnr, ssim
     from ..kernels.sample import load_sample_mesh
+    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
 
     mesh = load_sample_mesh()
     el, az = uniform_orbit(args.views, (args.elevation,))

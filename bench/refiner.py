@@ -287,9 +287,9 @@ def bench_consistency(size=128, iterations=300, mono_dir=None):
         reprojection_error,
         to_disparity,
     )
-    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
     from ..kernels.mesh.render import render_mesh
     from ..kernels.sample import load_sample_mesh, load_sample_orbit
+    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
 
     images, masks, cams = load_sample_orbit()
     n = len(cams)

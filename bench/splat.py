@@ -52,10 +52,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     from ..kernels.geometry.cameras import interpolate_orbit, make_orbit_cameras, sv3d_static_orbit
-    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
     from ..kernels.mesh.render import load_mesh, normalize_mesh, render_mesh
     from ..kernels.metrics import psnr, ssim
     from ..kernels.sample import spot_mesh_path
+    from ..kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians
 
     path = args.mesh or spot_mesh_path()
     mesh, _, _ = normalize_mesh(load_mesh(path))

@@ -47,8 +47,8 @@ def init_random_(module: torch.nn.Module, std: float = 0.02, bias_std: float = 0
 
 
 def _patcher(model):
-    from comfy import model_management
     import comfy.model_patcher
+    from comfy import model_management
 
     model.eval()
     return comfy.model_patcher.ModelPatcher(model, load_device=model_management.get_torch_device(),

@@ -91,11 +91,11 @@ def results(ply: str, glb: str | None, pick: list):
     import trimesh
 
     from orbitforge.kernels.geometry.cameras import interpolate_orbit
-    from orbitforge.kernels.splat.fit import render_gaussians
     from orbitforge.kernels.mesh.render import render_mesh
-    from orbitforge.kernels.splat.ply import read_ply
-    from orbitforge.kernels.splat.frame import from_splat_frame
     from orbitforge.kernels.sample import load_sample_orbit
+    from orbitforge.kernels.splat.fit import render_gaussians
+    from orbitforge.kernels.splat.frame import from_splat_frame
+    from orbitforge.kernels.splat.ply import read_ply
 
     images, masks, cams = load_sample_orbit()
     g = from_splat_frame(read_ply(ply))  # saved PLYs are in the 3DGS frame (y down)
@@ -179,10 +179,10 @@ def main(argv=None) -> int:
 
 
 def _depth_strip(ply: str, idx: list) -> torch.Tensor:
-    from orbitforge.kernels.splat.fit import render_gaussians
-    from orbitforge.kernels.splat.ply import read_ply
-    from orbitforge.kernels.splat.frame import from_splat_frame
     from orbitforge.kernels.sample import load_sample_orbit
+    from orbitforge.kernels.splat.fit import render_gaussians
+    from orbitforge.kernels.splat.frame import from_splat_frame
+    from orbitforge.kernels.splat.ply import read_ply
     from orbitforge.nodes.gaussians import depth_to_image
 
     _i, _m, cams = load_sample_orbit()

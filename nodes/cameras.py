@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..kernels.geometry.camera_plot import plot_camera_path
 from ..kernels.geometry.cameras import (
     DEFAULT_RADIUS,
     ORBITS as ORBIT_TYPES,
@@ -9,7 +10,6 @@ from ..kernels.geometry.cameras import (
     interpolate_orbit,
     orbit_cameras,
 )
-from ..kernels.geometry.camera_plot import plot_camera_path
 from . import host
 
 ORBITS = list(ORBIT_TYPES)

@@ -6,9 +6,23 @@ import logging
 
 import torch
 
-from ..kernels.geometry.cameras import DEFAULT_RADIUS, SV3D_FOV_DEG, make_orbit_cameras, orbit_angles
-from ..kernels.dynamic.diffusion2 import MAX_VIDEO_FRAMES, MatrixSettings, PROMPTS, check_prompt, frame_times, lambda_schedule, view_weights, view_weights_from_azimuths
 from ..kernels.diffusion.sv3d import prepare_input_image
+from ..kernels.dynamic.diffusion2 import (
+    MAX_VIDEO_FRAMES,
+    PROMPTS,
+    MatrixSettings,
+    check_prompt,
+    frame_times,
+    lambda_schedule,
+    view_weights,
+    view_weights_from_azimuths,
+)
+from ..kernels.geometry.cameras import (
+    DEFAULT_RADIUS,
+    SV3D_FOV_DEG,
+    make_orbit_cameras,
+    orbit_angles,
+)
 from . import host
 
 log = logging.getLogger("orbitforge")

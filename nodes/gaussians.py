@@ -14,14 +14,14 @@ import os
 import torch
 
 from ..kernels.geometry.cameras import Cameras, check_cameras_see_object
-from ..kernels.splat.fit import FitConfig, check_views, fit_gaussians, render_gaussians
-from ..kernels.splat.ply import read_ply, write_ply
 from ..kernels.priors.regularizers import IPSMGeometryRegularizer
+from ..kernels.splat.fit import FitConfig, check_views, fit_gaussians, render_gaussians
 from ..kernels.splat.frame import from_splat_frame, to_splat_frame
+from ..kernels.splat.ply import read_ply, write_ply
 from . import host
 from .calibrate import CALIBRATE_CHOICES, CALIBRATE_TOOLTIP, calibrate_for_reconstruction
-from .host import geometry
 from .cameras import parse_color, parse_floats
+from .host import geometry
 
 PLY_FRAMES = ["3dgs", "y-up"]  # LoadGaussians: the frame a PLY file's coordinates are in
 

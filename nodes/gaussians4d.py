@@ -6,8 +6,6 @@ import os
 
 import torch
 
-from ..kernels.geometry.cameras import check_cameras_see_object
-from ..kernels.splat.fit import FitConfig
 from ..kernels.dynamic.fit4d import (
     FRAME_ORDER,
     Fit4DConfig,
@@ -18,6 +16,8 @@ from ..kernels.dynamic.fit4d import (
     sequence_paths,
     write_ply_sequence,
 )
+from ..kernels.geometry.cameras import check_cameras_see_object
+from ..kernels.splat.fit import FitConfig
 from ..kernels.splat.frame import to_splat_frame
 from . import host
 from .cameras import parse_color

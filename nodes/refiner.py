@@ -9,8 +9,8 @@ from ..kernels.diffusion.depth_condition import (
     HI3D_STEPS,
     check_refine_inputs,
 )
-from .host.models import load_refiner, refiner_files
 from .host.family import require
+from .host.models import load_refiner, refiner_files
 
 MODES = {
     "hi3d_stage2": "hi3d_depth_refiner",

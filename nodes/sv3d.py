@@ -6,6 +6,8 @@ import logging
 
 import torch
 
+from ..kernels.diffusion.guidance import make_guidance
+from ..kernels.diffusion.sv3d import check_frames_and_orbit, prepare_input_image
 from ..kernels.geometry.cameras import (
     DEFAULT_RADIUS,
     SV3D_FOV_DEG,
@@ -13,8 +15,6 @@ from ..kernels.geometry.cameras import (
     make_orbit_cameras,
     orbit_angles,
 )
-from ..kernels.diffusion.sv3d import check_frames_and_orbit, prepare_input_image
-from ..kernels.diffusion.guidance import make_guidance
 from . import host
 
 log = logging.getLogger("orbitforge")

@@ -944,7 +944,10 @@ def fuzz_stage2_layout(folder: str) -> List[Outcome]:
     """What Load Hi3D Refiner validates after reading: in memory, plus a few through the file."""
     from safetensors.torch import save
 
-    from orbitforge.kernels.diffusion.hi3d_checkpoint import load_stage2_unet, stage2_from_state_dict
+    from orbitforge.kernels.diffusion.hi3d_checkpoint import (
+        load_stage2_unet,
+        stage2_from_state_dict,
+    )
 
     cases = stage2_layout_cases(random.Random(1805))
     src = os.path.join(folder, "stage2.safetensors")
@@ -970,11 +973,11 @@ def fuzz_images(folder: str = "") -> List[Outcome]:
     ``images``), Depth Refiner (square ``views`` and ``depth``)."""
     import torch
 
-    from orbitforge.kernels.mesh import color as mesh_color
+    from orbitforge.kernels.diffusion.depth_condition import check_refine_inputs
     from orbitforge.kernels.geometry import visual_hull
     from orbitforge.kernels.geometry.cameras import make_orbit_cameras
+    from orbitforge.kernels.mesh import color as mesh_color
     from orbitforge.kernels.splat.fit import check_views
-    from orbitforge.kernels.diffusion.depth_condition import check_refine_inputs
 
     rng = random.Random(1807)
     n, h, w = 3, 24, 32
@@ -1018,11 +1021,10 @@ def summary(names: Optional[List[str]] = None) -> dict:
     of this process's peak RSS while the cases ran (catches allocations tracemalloc cannot see,
     e.g. torch's)."""
     import collections
+    import importlib
     import resource
     import tempfile
     import time
-
-    import importlib
 
     for mod in ("trimesh", "safetensors.torch", "orbitforge.kernels.mesh.render",
                 "orbitforge.kernels.mesh.color", "orbitforge.kernels.splat.fit",

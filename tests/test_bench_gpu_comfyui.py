@@ -4,9 +4,9 @@ with cond + uncond in one batch, one chunked Diffusion² pass over an 8 x 8 matr
 
 import json
 
-from comfy_host import require_comfyui
-
 from orbitforge.bench import gpu
+
+from comfy_host import require_comfyui
 
 
 def test_model_parts_run_at_tiny_size(capsys):

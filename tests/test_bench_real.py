@@ -5,8 +5,13 @@ import pytest
 import torch
 from PIL import Image
 
-from orbitforge.bench.real import (contact_sheet, erase_edge_lines, held_out_frames, load_orbit,
-                                   train_frames)
+from orbitforge.bench.real import (
+    contact_sheet,
+    erase_edge_lines,
+    held_out_frames,
+    load_orbit,
+    train_frames,
+)
 
 
 def test_split_is_every_third_frame():

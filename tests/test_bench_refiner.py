@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from orbitforge.bench.refiner import condition_disagreement
-from orbitforge.kernels.geometry.cameras import camera_rays, intrinsics_from_fov, make_orbit_cameras
 from orbitforge.kernels.diffusion.depth_condition import (
     normalize_per_frame,
     reprojection_error,
     to_disparity,
 )
+from orbitforge.kernels.geometry.cameras import camera_rays, intrinsics_from_fov, make_orbit_cameras
 
 SIZE = 48
 RADIUS = 0.45  # sphere at the origin

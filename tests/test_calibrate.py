@@ -11,12 +11,17 @@ import torch
 import trimesh
 
 from orbitforge.kernels.geometry.calibrate import (
-    AUTO, CalibrationConfig, apply_calibration, calibrate_orbit, held_out_consistency,
-    orbit_consistency)
+    AUTO,
+    CalibrationConfig,
+    apply_calibration,
+    calibrate_orbit,
+    held_out_consistency,
+    orbit_consistency,
+)
 from orbitforge.kernels.geometry.cameras import (
-    Cameras,
     DEFAULT_RADIUS,
     SV3D_FOV_DEG,
+    Cameras,
     make_orbit_cameras,
     sv3d_static_orbit,
 )

@@ -137,8 +137,13 @@ def test_backproject_project_and_rays_agree():
     """A pixel's depth back-projected, then projected again, lands on that pixel centre in its own
     camera and on the same point in the others (per-camera and shared points); the world rays
     reach the same points at t = depth."""
-    from orbitforge.kernels.geometry.cameras import (backproject, camera_rays, make_orbit_cameras,
-                                            pixel_rays, project)
+    from orbitforge.kernels.geometry.cameras import (
+        backproject,
+        camera_rays,
+        make_orbit_cameras,
+        pixel_rays,
+        project,
+    )
 
     cams = make_orbit_cameras([10.0, -20.0, 35.0], [0.0, 120.0, 250.0], 2.5, 40.0, 12, 8)
     vm, Ks = cams.viewmats.double(), cams.Ks.double()

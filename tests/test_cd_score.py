@@ -9,7 +9,14 @@ import statistics
 
 import pytest
 import torch
-from orbitforge.kernels.diffusion.cd_score import PROMPT_TEMPLATE, cd_dataset, cd_score, cd_terms, make_prompt
+
+from orbitforge.kernels.diffusion.cd_score import (
+    PROMPT_TEMPLATE,
+    cd_dataset,
+    cd_score,
+    cd_terms,
+    make_prompt,
+)
 
 # --------------------------------------------------------------------------------- formula
 

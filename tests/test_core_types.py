@@ -17,12 +17,16 @@ import torch
 from orbitforge.kernels.geometry.cameras import Cameras, make_orbit_cameras
 from orbitforge.kernels.mesh.core_mesh import core_mesh_fields, mesh_items
 from orbitforge.kernels.mesh.gltf import linear_to_srgb, srgb_to_linear
-from orbitforge.kernels.splat.fit import render_gaussians
-from orbitforge.kernels.splat.gaussians import Gaussians, quat_to_rotmat
 from orbitforge.kernels.mesh.types import ColoredMesh
+from orbitforge.kernels.splat.fit import render_gaussians
+from orbitforge.kernels.splat.frame import (
+    gaussians_to_splat_fields,
+    sh_rotation_matrix,
+    splat_fields_to_gaussians,
+    to_splat_frame,
+)
+from orbitforge.kernels.splat.gaussians import Gaussians, quat_to_rotmat
 from orbitforge.kernels.splat.sh import eval_sh
-from orbitforge.kernels.splat.frame import (gaussians_to_splat_fields, sh_rotation_matrix,
-                                            splat_fields_to_gaussians, to_splat_frame)
 from orbitforge.nodes.host import geometry
 
 M = torch.diag(torch.tensor([1.0, -1.0, -1.0]))

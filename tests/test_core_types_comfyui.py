@@ -79,9 +79,9 @@ def out_dir(tmp_path, monkeypatch):
 def sdf_meshes():
     """SDF Mesh node outputs (vertex colours, and a baked texture) of a red/blue sphere."""
     require_comfyui()
-    from test_visual_hull import ring_cams, sphere_views
-
     from orbitforge.nodes.mesh import SDFMesh
+
+    from test_visual_hull import ring_cams, sphere_views
 
     cams = ring_cams(8, 48)
     masks, _, rgb = sphere_views(cams, radius=0.3, colors=((0.9, 0.1, 0.1), (0.1, 0.1, 0.9)))
@@ -364,11 +364,11 @@ def test_our_splat_renders_upright_in_core_render_splat():
 
 def test_gaussian_reconstruct_output_through_core_splat_nodes(out_dir):
     gs = _core("comfy_extras.nodes_gaussian_splat")
-    from test_node_contracts import _tiny_scene
-
     from orbitforge.nodes.gaussians import GaussianReconstruct, GaussianRender, SaveGaussians
     from orbitforge.nodes.host import geometry
     from orbitforge.nodes.mesh import SaveMesh
+
+    from test_node_contracts import _tiny_scene
 
     img, msk, cams = _tiny_scene()
     with torch.inference_mode():

@@ -5,12 +5,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from orbitforge.bench.degrade import (DegradeConfig, draw_degradations, only, preset,
-                                      quantize_palette, render_degraded, warp_field, warp_images)
+from orbitforge.bench.degrade import (
+    DegradeConfig,
+    draw_degradations,
+    only,
+    preset,
+    quantize_palette,
+    render_degraded,
+    warp_field,
+    warp_images,
+)
 from orbitforge.kernels.geometry.cameras import make_orbit_cameras
-from orbitforge.kernels.splat.fit import masks_from_background
 from orbitforge.kernels.mesh.render import normalize_mesh, render_mesh
 from orbitforge.kernels.sample import load_sample_mesh
+from orbitforge.kernels.splat.fit import masks_from_background
 
 RES = 32
 

@@ -5,8 +5,23 @@ import math
 
 import pytest
 import torch
-from orbitforge.kernels.dynamic.diffusion2 import MatrixStats, cfg_combine, compose, composition_weights, count_forwards, flatten_matrix, frame_times, lambda_schedule, sample_matrix, unflatten_matrix, view_weights, view_weights_from_azimuths
+
 from orbitforge.kernels.diffusion.edm import edm_sigmas, sample_euler
+from orbitforge.kernels.dynamic.diffusion2 import (
+    MatrixStats,
+    cfg_combine,
+    compose,
+    composition_weights,
+    count_forwards,
+    flatten_matrix,
+    frame_times,
+    lambda_schedule,
+    sample_matrix,
+    unflatten_matrix,
+    view_weights,
+    view_weights_from_azimuths,
+)
+
 from gaussian_matrix import GaussianMatrix, gaussian_denoise  # tests/gaussian_matrix.py
 
 # The official code's table of 0.5 * (1 + cos(2 pi (v + 1) / 10.5)) for v = 0..20

@@ -4,6 +4,7 @@ SVD and SV3D_p built with ComfyUI's own classes, a tiny CLIP vision model and VA
 
 import pytest
 import torch
+
 from comfy_host import tiny_host
 
 SIZE = 64
@@ -119,6 +120,7 @@ def test_interrupt_leaves_no_outputs(host):
 def test_guider_with_core_sampling(host):
     """The GUIDER path: core's CFGGuider.sample drives our composed x0 (both models loaded by core)."""
     import comfy.samplers
+
     from orbitforge.nodes.diffusion2 import Diffusion2Guider
     from orbitforge.nodes.host.diffusion2 import model_sigmas
 

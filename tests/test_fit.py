@@ -4,12 +4,18 @@ import pytest
 import torch
 
 from orbitforge.kernels.geometry.cameras import make_orbit_cameras, uniform_orbit
-from orbitforge.kernels.splat.densify import DensifyConfig, DensifyState, refine
-from orbitforge.kernels.splat.fit import (FitConfig, check_views, fit_gaussians, init_from_hull,
-                                    masks_from_background, render_gaussians)
-from orbitforge.kernels.splat.gaussians import Gaussians
 from orbitforge.kernels.metrics import psnr
 from orbitforge.kernels.sample import load_sample_orbit
+from orbitforge.kernels.splat.densify import DensifyConfig, DensifyState, refine
+from orbitforge.kernels.splat.fit import (
+    FitConfig,
+    check_views,
+    fit_gaussians,
+    init_from_hull,
+    masks_from_background,
+    render_gaussians,
+)
+from orbitforge.kernels.splat.gaussians import Gaussians
 
 
 def _sample_views(every: int, size: int = 48):

@@ -7,8 +7,8 @@ import os
 
 import pytest
 import torch
+
 from orbitforge.kernels.dynamic import fit4d
-from orbitforge.kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians, scene_bbox
 from orbitforge.kernels.dynamic.fit4d import (
     Fit4DConfig,
     GaussianSequence,
@@ -24,8 +24,10 @@ from orbitforge.kernels.dynamic.fit4d import (
     write_ply_sequence,
 )
 from orbitforge.kernels.metrics import psnr
-from orbitforge.kernels.splat.ply import read_ply
+from orbitforge.kernels.splat.fit import FitConfig, fit_gaussians, render_gaussians, scene_bbox
 from orbitforge.kernels.splat.frame import to_splat_frame
+from orbitforge.kernels.splat.ply import read_ply
+
 from test_visual_hull import ring_cams, sphere_views
 
 COLORS = ((1.0, 0.2, 0.2), (0.2, 0.2, 1.0))

@@ -18,9 +18,20 @@ import os
 
 import pytest
 import torch
-from comfy_host import require_comfyui
 
-from orbitforge.bench.fullsize import UNET_PREFIX, _image, build_checkpoints, checkpoint_unet_layout, fp16_unet_on_cpu, load_image_only, step_diffusion2, step_refiner, step_sv3d
+from orbitforge.bench.fullsize import (
+    UNET_PREFIX,
+    _image,
+    build_checkpoints,
+    checkpoint_unet_layout,
+    fp16_unet_on_cpu,
+    load_image_only,
+    step_diffusion2,
+    step_refiner,
+    step_sv3d,
+)
+
+from comfy_host import require_comfyui
 
 FULL = os.environ.get("ORBITFORGE_FULLSIZE") == "1"
 needs_full = pytest.mark.skipif(not FULL, reason="opt-in: set ORBITFORGE_FULLSIZE=1 (and "
@@ -115,8 +126,8 @@ def test_image_only_loader_detects_each_file(files, kind, caplog):
 @needs_full
 def test_nodes_pick_the_right_variant_and_refuse_the_wrong_one(files):
     """One or two full-size models loaded at a time (memory)."""
-    from orbitforge.nodes.host.guiders import sv3d_variant
     from orbitforge.nodes.host.diffusion2 import check_models
+    from orbitforge.nodes.host.guiders import sv3d_variant
     from orbitforge.nodes.host.models import load_refiner, model_kind
     from orbitforge.nodes.sv3d import SV3DSampler
 

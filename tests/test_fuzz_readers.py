@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import random
 
-import fuzz
 import pytest
+
+import fuzz
 
 MIN_CASES = 200
 
@@ -56,8 +57,8 @@ def test_torch_allocations_stay_bounded():
 def test_big_images_are_checked_without_a_copy():
     """16k x 16k IMAGE / MASK inputs (stride-0 views): validation runs in slices."""
     from orbitforge.kernels.geometry.cameras import make_orbit_cameras
-    from orbitforge.kernels.splat.fit import check_views
     from orbitforge.kernels.inputs import check_mask
+    from orbitforge.kernels.splat.fit import check_views
 
     cams = make_orbit_cameras([0.0], [0.0], 2.0, 33.8, fuzz.BIG, fuzz.BIG)
     big = fuzz.big_image_cases()

@@ -7,8 +7,12 @@ import torch
 
 from orbitforge.kernels.geometry.cameras import make_orbit_cameras
 from orbitforge.kernels.sample import load_sample_orbit
-from orbitforge.nodes.gaussians import (GaussianReconstruct, GaussianRender, LoadGaussians,
-                                        SaveGaussians)
+from orbitforge.nodes.gaussians import (
+    GaussianReconstruct,
+    GaussianRender,
+    LoadGaussians,
+    SaveGaussians,
+)
 from orbitforge.nodes.priors import IPSMGeometryPriors
 
 

@@ -5,10 +5,21 @@ import math
 
 import pytest
 import torch
+
 from orbitforge.kernels.diffusion import edm, sv3d
 from orbitforge.kernels.diffusion.guidance import (
-    FULL, NO_INPUT, NO_VIEWS, cfg_x0, constant_scales, guided_denoiser, harmonyview_x0,
-    linear_scales, make_guidance, make_scales, triangle_scales)
+    FULL,
+    NO_INPUT,
+    NO_VIEWS,
+    cfg_x0,
+    constant_scales,
+    guided_denoiser,
+    harmonyview_x0,
+    linear_scales,
+    make_guidance,
+    make_scales,
+    triangle_scales,
+)
 from orbitforge.kernels.geometry.cameras import sv3d_static_orbit
 
 # official TrianglePredictionGuider(max_scale=2.5, num_frames=21).scale, printed from the

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from orbitforge.nodes import host
+
 from scenes import sample_scene
 
 
@@ -231,8 +232,8 @@ def test_cancel_stops_the_sv3d_sampling_loop(cancel):
     ("_eval_chunked", 1, None, 2)])  # during pass 1: its next chunk stops
 def test_cancel_stops_the_diffusion2_matrix_loop(cancel, target, skip, by, n_calls):
     """Per pass (the sampler's progress) and per chunk of sequences (inside a pass)."""
-    from orbitforge.kernels.dynamic.diffusion2 import lambda_schedule, sample_matrix, view_weights
     from orbitforge.kernels.diffusion import edm
+    from orbitforge.kernels.dynamic.diffusion2 import lambda_schedule, sample_matrix, view_weights
 
     flag = cancel(target, skip=skip)
     steps = 6

@@ -5,9 +5,15 @@ import math
 import pytest
 import torch
 
+from orbitforge.kernels.geometry.cameras import (
+    Cameras,
+    camera_centers,
+    camera_rays,
+    look_at,
+    make_orbit_cameras,
+    project,
+)
 from orbitforge.kernels.priors import ipsm
-from orbitforge.kernels.geometry.cameras import (Cameras, camera_centers, camera_rays, look_at,
-                                        make_orbit_cameras, project)
 
 # ----------------------------------------------------------------------------------------------
 # An exact synthetic scene: two textured spheres, ray cast analytically (camera-space z depth)
@@ -398,8 +404,8 @@ def test_cross_view_validates_shapes():
 
 
 def test_cross_view_term_runs_inside_a_fit():
-    from orbitforge.kernels.splat.fit import FitConfig, fit_gaussians
     from orbitforge.kernels.priors.regularizers import IPSMGeometryConfig, IPSMGeometryRegularizer
+    from orbitforge.kernels.splat.fit import FitConfig, fit_gaussians
 
     cams = cams_at([0.0, 60.0, 120.0, 180.0], size=32)
     rgb, depth, _, _ = raycast(cams)

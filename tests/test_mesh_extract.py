@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+
+from orbitforge.kernels.geometry.visual_hull import hull_sdf, voxel_grid
 from orbitforge.kernels.mesh.color import bake_texture, vertex_colors
 from orbitforge.kernels.mesh.extract import (
     decimate,
@@ -14,7 +16,7 @@ from orbitforge.kernels.mesh.extract import (
     reconstruct_fast,
 )
 from orbitforge.kernels.mesh.tsdf import combine_hull_tsdf, tsdf_fuse
-from orbitforge.kernels.geometry.visual_hull import hull_sdf, voxel_grid
+
 from test_visual_hull import ring_cams, sphere_views
 
 

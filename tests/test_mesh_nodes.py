@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+
 from orbitforge.kernels.mesh.core_mesh import mesh_items
 from orbitforge.kernels.mesh.render import load_mesh
 from orbitforge.kernels.mesh.types import ColoredMesh
 from orbitforge.nodes.mesh import MeshTurntable, SaveMesh, SDFMesh
+
 from test_visual_hull import ring_cams, sphere_views
 
 RED_BLUE = ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0))

@@ -6,10 +6,22 @@ import torch
 import trimesh
 from PIL import Image
 
-from orbitforge.kernels.mesh.render import DEFAULT_GREY, HAVE_EMBREE, LIGHT_DIR, ambient_occlusion, load_mesh, normalize_mesh, render_mesh
 from orbitforge.kernels.geometry.cameras import make_orbit_cameras
-from orbitforge.kernels.sample import (load_sample_mesh, load_sample_orbit, spot_mesh_path,
-                                       SAMPLE_RADIUS)
+from orbitforge.kernels.mesh.render import (
+    DEFAULT_GREY,
+    HAVE_EMBREE,
+    LIGHT_DIR,
+    ambient_occlusion,
+    load_mesh,
+    normalize_mesh,
+    render_mesh,
+)
+from orbitforge.kernels.sample import (
+    SAMPLE_RADIUS,
+    load_sample_mesh,
+    load_sample_orbit,
+    spot_mesh_path,
+)
 
 S = 65  # odd: the centre pixel's centre is exactly the principal point
 

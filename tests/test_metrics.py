@@ -8,7 +8,15 @@ import torch
 import trimesh
 
 from orbitforge.kernels.metrics import (
-    chamfer, evaluate_mesh, fscore, inside_mesh, psnr, sample_surface, ssim, volume_iou)
+    chamfer,
+    evaluate_mesh,
+    fscore,
+    inside_mesh,
+    psnr,
+    sample_surface,
+    ssim,
+    volume_iou,
+)
 
 
 def _sphere(r, center=(0.0, 0.0, 0.0)):

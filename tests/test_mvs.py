@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from orbitforge.kernels.mesh import mvs
+
 from orbitforge.kernels.geometry.cameras import make_orbit_cameras, uniform_orbit
+from orbitforge.kernels.geometry.visual_hull import DEFAULT_BBOX, hull_sdf
+from orbitforge.kernels.mesh import mvs
 from orbitforge.kernels.mesh.pipeline import reconstruct_mesh
 from orbitforge.kernels.mesh.render import render_mesh
 from orbitforge.kernels.mesh.tsdf import combine_hull_tsdf, tsdf_fuse
-from orbitforge.kernels.geometry.visual_hull import DEFAULT_BBOX, hull_sdf
 
 PIT_DEPTH = 0.12
 

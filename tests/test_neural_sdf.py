@@ -5,9 +5,22 @@ import math
 import pytest
 import torch
 
-from orbitforge.kernels.mesh.neural_sdf import NeuralSDFConfig, _grad_norm, _laplacian, band_regularisers, fill_cavities, gather_lerp, neus_render, redistance, refine_sdf, sample_grid, scatter_sum, trilinear_corners
 from orbitforge.kernels.geometry.cameras import make_orbit_cameras, uniform_orbit
 from orbitforge.kernels.geometry.visual_hull import DEFAULT_BBOX, voxel_grid
+from orbitforge.kernels.mesh.neural_sdf import (
+    NeuralSDFConfig,
+    _grad_norm,
+    _laplacian,
+    band_regularisers,
+    fill_cavities,
+    gather_lerp,
+    neus_render,
+    redistance,
+    refine_sdf,
+    sample_grid,
+    scatter_sum,
+    trilinear_corners,
+)
 
 
 def test_sample_grid_is_trilinear_on_a_linear_field():
@@ -107,8 +120,9 @@ def test_redistance_fills_the_truncated_inside():
 
 
 def _sphere_scene(res=48, grid=32, views=8):
-    from orbitforge.kernels.mesh.render import render_mesh
     import trimesh
+
+    from orbitforge.kernels.mesh.render import render_mesh
 
     mesh = trimesh.creation.icosphere(subdivisions=4, radius=0.3)
     el, az = uniform_orbit(views // 2, [-20.0, 25.0])

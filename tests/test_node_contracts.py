@@ -17,8 +17,8 @@ import os
 import pytest
 import torch
 
-from orbitforge.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, NODE_MODULES
-from orbitforge.nodes import host
+from orbitforge.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, NODE_MODULES, host
+
 from scenes import sample_scene
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -253,9 +253,9 @@ def test_interrupt_stops_sdf_mesh(monkeypatch, tiny_fit):
 
 def test_save_into_unwritable_folder_fails_before_writing(tiny_fit, tmp_path, monkeypatch):
     """A bad output folder is a ValueError naming it, and no file (or temp file) is left."""
+    from orbitforge.kernels.mesh.types import ColoredMesh
     from orbitforge.nodes.gaussians import SaveGaussians
     from orbitforge.nodes.mesh import SaveMesh
-    from orbitforge.kernels.mesh.types import ColoredMesh
 
     *_, g, _r = tiny_fit
     blocker = tmp_path / "out"

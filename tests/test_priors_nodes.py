@@ -7,9 +7,14 @@ import types
 import pytest
 import torch
 
+from orbitforge.nodes.priors import (
+    IPSMDiffusionPriors,
+    IPSMGeometryPriors,
+    SV3DSDSPriors,
+    merge_priors,
+)
+
 from comfy_host import require_comfyui
-from orbitforge.nodes.priors import (IPSMDiffusionPriors, IPSMGeometryPriors, SV3DSDSPriors,
-                                     merge_priors)
 
 FRAMES = 5
 LAT = 8  # SV3D latent size -> 64 px renders
@@ -49,7 +54,6 @@ def test_every_input_has_a_tooltip():
 def tiny():
     require_comfyui()
     from orbitforge.bench.tiny_comfy import tiny_sd15, tiny_vae, tiny_video_model
-
     from orbitforge.kernels.sample import load_sample_orbit
 
     images, masks, cams = load_sample_orbit()

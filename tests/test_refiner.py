@@ -9,6 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
+from orbitforge.kernels.diffusion import edm
 from orbitforge.kernels.diffusion.depth_condition import (
     anchor_alphas,
     check_refine_inputs,
@@ -23,12 +25,10 @@ from orbitforge.kernels.diffusion.depth_condition import (
     to_disparity,
     unpack_depth,
 )
-from orbitforge.kernels.diffusion import edm
-from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
 from orbitforge.kernels.diffusion.hi3d_checkpoint import (
-    CheckpointError,
     FORMAT_TAG,
     HI3D_STAGE2,
+    CheckpointError,
     UNetConfig,
     convert_main,
     load_stage2_unet,

@@ -7,11 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comfy_host import require_comfyui
-from orbitforge.kernels.diffusion.depth_condition import depth_from_image, pack_depth, roll_to_front
 from orbitforge.bench.tiny_hi3d import random_unet_state_dict, tiny_config
+from orbitforge.kernels.diffusion.depth_condition import depth_from_image, pack_depth, roll_to_front
 from orbitforge.kernels.diffusion.hi3d_checkpoint import HI3D_STAGE2, unet_layout
 from orbitforge.kernels.geometry.cameras import make_orbit_cameras
+
+from comfy_host import require_comfyui
 
 
 class FakeVAE:
@@ -125,9 +126,8 @@ def test_refiner_node_end_to_end_wiring(tmp_path):
 def test_anchored_mode_with_sv3d_model():
     require_comfyui()
     import comfy.model_detection
-    from comfy import model_management
     import comfy.model_patcher
-    from comfy import supported_models
+    from comfy import model_management, supported_models
 
     sd = random_unet_state_dict(tiny_config(in_channels=8, adm_in_channels=256), seed=4)
     cfg = supported_models.SV3D_u(comfy.model_detection.detect_unet_config(sd, ""))

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from orbitforge.kernels.diffusion import edm
-from orbitforge.kernels.priors import sds
 from orbitforge.kernels.geometry.cameras import camera_centers, camera_rays, make_orbit_cameras
+from orbitforge.kernels.priors import sds
 
 # ----------------------------------------------------------------------------------------------
 # A unit-diameter sphere ray cast analytically

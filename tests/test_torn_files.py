@@ -23,10 +23,10 @@ import pytest
 import torch
 
 from orbitforge.kernels.atomic import TEMP_SUFFIX, atomic_write, is_temp_name
-from orbitforge.kernels.splat.gaussians import Gaussians
 from orbitforge.kernels.mesh.types import ColoredMesh
-from orbitforge.kernels.splat.ply import ply_bytes, read_ply, write_ply
 from orbitforge.kernels.splat.frame import to_splat_frame
+from orbitforge.kernels.splat.gaussians import Gaussians
+from orbitforge.kernels.splat.ply import ply_bytes, read_ply, write_ply
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -257,7 +257,11 @@ def test_killed_ply_sequence(tmp_path, monkeypatch, hook, nth, delay):
     """A 4D PLY sequence (``write_ply_sequence`` at the 4D node's numbered paths): killed while
     writing, no sequence file appears; killed during the final renames, every file that appeared
     is complete."""
-    from orbitforge.kernels.dynamic.fit4d import GaussianSequence, sequence_paths, write_ply_sequence
+    from orbitforge.kernels.dynamic.fit4d import (
+        GaussianSequence,
+        sequence_paths,
+        write_ply_sequence,
+    )
     from orbitforge.nodes.gaussians4d import sequence_output_paths
 
     monkeypatch.setenv("ORBITFORGE_OUTPUT", str(tmp_path))

@@ -4,7 +4,13 @@ import math
 
 import pytest
 import torch
-from orbitforge.kernels.geometry.cameras import camera_rays, make_orbit_cameras, project, uniform_orbit
+
+from orbitforge.kernels.geometry.cameras import (
+    camera_rays,
+    make_orbit_cameras,
+    project,
+    uniform_orbit,
+)
 from orbitforge.kernels.geometry.visual_hull import (
     carve_visual_hull,
     hull_sdf,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+
 from orbitforge.nodes import NODE_CLASS_MAPPINGS
 from orbitforge.workflow.api import ui_to_api
 from orbitforge.workflow.check import check_files, check_workflow
@@ -440,7 +441,6 @@ def _backend_validate(monkeypatch, api):
 
     require_comfyui()
     import execution
-
     import nodes as comfy_nodes
 
     for k, v in NODE_CLASS_MAPPINGS.items():

@@ -7,8 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 from .graph import LinkGraph, node_label, widget_values
-from .schema import (FRONTEND_ONLY, MODE_BYPASS, MODE_NEVER, NOTE_TYPES, PRIMITIVE, REROUTE,
-                     Schemas, match_layout, types_match)
+from .schema import (
+    FRONTEND_ONLY,
+    MODE_BYPASS,
+    MODE_NEVER,
+    NOTE_TYPES,
+    PRIMITIVE,
+    REROUTE,
+    Schemas,
+    match_layout,
+    types_match,
+)
 
 
 def _api_value(v: Any) -> Any:

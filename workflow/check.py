@@ -12,9 +12,20 @@ import os
 from collections.abc import Iterable
 
 from .graph import LinkGraph, node_label, structure_problems, widget_values
-from .schema import (COMBO_CONTROL_VALUES, CONTROL_VALUES, FRONTEND_ONLY, MODE_BYPASS, MODE_NEVER,
-                     PRIMITIVE, Schemas, check_value, core_schema_files, load_core_schemas,
-                     match_layout, types_match)
+from .schema import (
+    COMBO_CONTROL_VALUES,
+    CONTROL_VALUES,
+    FRONTEND_ONLY,
+    MODE_BYPASS,
+    MODE_NEVER,
+    PRIMITIVE,
+    Schemas,
+    check_value,
+    core_schema_files,
+    load_core_schemas,
+    match_layout,
+    types_match,
+)
 
 
 def check_workflow(ui_json: dict, node_classes: dict | None = None,

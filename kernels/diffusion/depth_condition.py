@@ -33,8 +33,8 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import edm
 from ..geometry.cameras import backproject, project
+from . import edm
 
 SHUFFLE = 3  # Hi3D DepthEmbedder shuffle_size
 DEPTH_CHANNELS = SHUFFLE * SHUFFLE  # 9

@@ -199,7 +199,11 @@ def branch_conditions(crossattn: torch.Tensor, concat: torch.Tensor, vector: tor
 
     The vector (cameras, cond_aug) is identical in every branch.
     """
-    from .guidance import FULL, NO_INPUT, NO_VIEWS  # noqa: PLC0415 - sibling, avoids a cycle at import
+    from .guidance import (  # noqa: PLC0415 - sibling, avoids a cycle at import
+        FULL,
+        NO_INPUT,
+        NO_VIEWS,
+    )
 
     frames = concat.shape[0]
     ca, cc, vv, ioi = [], [], [], []

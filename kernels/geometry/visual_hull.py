@@ -27,9 +27,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .cameras import Cameras, project
 from ..inputs import check_mask
 from ..interrupt import check_interrupt
+from .cameras import Cameras, project
 
 BBox = tuple[Sequence[float], Sequence[float]]
 DEFAULT_BBOX = ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))

@@ -380,8 +380,8 @@ def fast_field(masks: torch.Tensor, cams, resolution: int = 128, depths=None,
     """
     import time
 
-    from .tsdf import combine_hull_tsdf, tsdf_fuse
     from ..geometry.visual_hull import hull_sdf_and_depth
+    from .tsdf import combine_hull_tsdf, tsdf_fuse
 
     need = estimate_grid_bytes(resolution)
     if max_bytes is not None and need > max_bytes:

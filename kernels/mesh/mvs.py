@@ -35,7 +35,6 @@ punch a hole.
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -39,8 +39,8 @@ from typing import Callable, Optional
 import torch
 
 from ..geometry.cameras import Cameras, camera_rays, pixel_rays
-from ..interrupt import check_interrupt
 from ..geometry.visual_hull import DEFAULT_BBOX
+from ..interrupt import check_interrupt
 
 
 @dataclass

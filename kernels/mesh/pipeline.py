@@ -31,9 +31,9 @@ import torch
 import trimesh
 
 from ..geometry.cameras import Cameras
+from ..geometry.visual_hull import DEFAULT_BBOX
 from .export import check_mesh_format, write_mesh
 from .tsdf import MAX_CARVE
-from ..geometry.visual_hull import DEFAULT_BBOX
 
 DEPTH_SOURCES = ("mvs", "gaussians", "depth", "none")
 MODES = ("fast", "neural")

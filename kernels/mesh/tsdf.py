@@ -23,7 +23,6 @@ from ..geometry.cameras import Cameras, pixel_rays, project
 from ..geometry.visual_hull import DEFAULT_BBOX, voxel_grid
 from ..interrupt import check_interrupt
 
-
 # How deep below the visual hull depth may carve (world units; the object fills a unit box).
 # Measured with 0.25 (the plane sweep reaching as deep): on clean renders (bench mesh --zoo) the
 # L-bracket's chamfer 0.0084 -> 0.0071, bunny 0.0048 -> 0.0045, the rest within 1 %, but on real

@@ -26,9 +26,8 @@ from typing import Optional
 
 import torch
 
+from ..geometry.cameras import SV3D_FOV_DEG, make_orbit_cameras, neighbor_views
 from . import ipsm, sds
-from ..geometry.cameras import SV3D_FOV_DEG, make_orbit_cameras
-from ..geometry.cameras import neighbor_views
 
 
 @dataclass

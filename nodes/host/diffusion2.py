@@ -18,10 +18,18 @@ import math
 
 import torch
 
-from ...kernels.dynamic.diffusion2 import MatrixSettings, MatrixStats, cfg_combine, denoise_matrix, flatten_matrix, sample_matrix, unflatten_matrix
 from ...kernels.diffusion import edm
 from ...kernels.diffusion.guidance import make_scales
 from ...kernels.diffusion.sv3d import noisy_cond_pixels
+from ...kernels.dynamic.diffusion2 import (
+    MatrixSettings,
+    MatrixStats,
+    cfg_combine,
+    denoise_matrix,
+    flatten_matrix,
+    sample_matrix,
+    unflatten_matrix,
+)
 from . import check_interrupt, intermediate_device, oom_exceptions, torch_device
 from .family import require
 from .models import clip_image_embed, vae_decode_chunked, vae_encode_chunked

@@ -148,8 +148,8 @@ def read_splat(value, input_name: str, single: bool = True):
     """Any ``SPLAT`` (core or ours; an OrbitForge :class:`Gaussians` passes as is) -> Gaussians in
     OrbitForge's frame: one scene if ``single`` (a batch is refused, naming ``input_name``), else
     a list."""
-    from ...kernels.splat.gaussians import Gaussians  # noqa: PLC0415
     from ...kernels.splat.frame import splat_fields_to_gaussians  # noqa: PLC0415
+    from ...kernels.splat.gaussians import Gaussians  # noqa: PLC0415
 
     if isinstance(value, Gaussians):
         items = [value]

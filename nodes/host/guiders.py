@@ -22,8 +22,8 @@ from typing import Optional
 import torch
 
 from ...kernels.diffusion import edm
+from ...kernels.diffusion.guidance import FULL, NO_INPUT, NO_VIEWS, Guidance, make_guidance
 from ...kernels.diffusion.sv3d import COND_AUG, noisy_cond_pixels
-from ...kernels.diffusion.guidance import FULL, Guidance, NO_INPUT, NO_VIEWS, make_guidance
 from .conditioning import sv3d_conditioning
 from .family import require
 
@@ -193,8 +193,8 @@ def make_guider(model, positive, kind="harmonyview", **kw):
 # ----------------------------------------------------------------------------- sampler
 def euler_sampler(s_churn: float = 0.0):
     """A core SAMPLER running the official Euler-EDM loop of :mod:`...kernels.diffusion.edm`."""
-    from comfy import model_management  # noqa: PLC0415
     import comfy.samplers  # noqa: PLC0415
+    from comfy import model_management  # noqa: PLC0415
 
     def fn(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=s_churn):
         extra_args = extra_args or {}
@@ -221,10 +221,10 @@ def model_sigmas(model, steps: int) -> torch.Tensor:
 
 def run_sampling(model, guider, latent: dict, steps: int, seed: int, s_churn: float = 0.0) -> torch.Tensor:
     """Sample through core (model management, previews, interrupts). Returns raw latents [F,4,h,w]."""
-    from comfy import model_management  # noqa: PLC0415
     import comfy.sample  # noqa: PLC0415
     import comfy.utils  # noqa: PLC0415
     import latent_preview  # noqa: PLC0415
+    from comfy import model_management  # noqa: PLC0415
 
     lat = latent["samples"]
     noise = comfy.sample.prepare_noise(lat, int(seed))

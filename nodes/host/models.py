@@ -71,9 +71,9 @@ def refiner_path(name: str) -> str:
 @functools.lru_cache(maxsize=None)
 def stage2_classes():
     import comfy.conds  # noqa: PLC0415
+    import comfy.utils  # noqa: PLC0415
     from comfy import model_base  # noqa: PLC0415
     from comfy import supported_models  # noqa: PLC0415
-    import comfy.utils  # noqa: PLC0415
 
     class Hi3DStage2(model_base.SVD_img2vid):
         """SVD video UNet, 17 input channels, vector = [elevation 256 | cond_aug 256]."""
@@ -133,9 +133,9 @@ def build_refiner_model(unet_sd: dict):
     """A core MODEL (ModelPatcher) from a validated stage-2 UNet state dict (UNet-relative keys),
     the way ComfyUI's own diffusion-model loader does it (dtype choice, manual cast, offload)."""
     import comfy.model_detection  # noqa: PLC0415
-    from comfy import model_management  # noqa: PLC0415
     import comfy.model_patcher  # noqa: PLC0415
     import comfy.utils  # noqa: PLC0415
+    from comfy import model_management  # noqa: PLC0415
 
     validate_stage2(unet_sd)
     _, Config = stage2_classes()

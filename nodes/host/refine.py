@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from ...kernels.diffusion import edm
 from ...kernels.diffusion.depth_condition import (
     anchor_alphas,
     depth_from_image,
@@ -16,10 +17,10 @@ from ...kernels.diffusion.depth_condition import (
     roll_to_front,
     square_resize,
 )
-from ...kernels.diffusion import edm
-from ...kernels.geometry.cameras import make_orbit_cameras, orbit_cameras
 from ...kernels.diffusion.sv3d import noisy_cond_pixels
+from ...kernels.geometry.cameras import make_orbit_cameras, orbit_cameras
 from . import Progress, intermediate_device
+from .conditioning import sv3d_conditioning
 from .models import (
     anchored_sampler,
     clip_image_embed,
@@ -29,7 +30,6 @@ from .models import (
     vae_decode_chunked,
     vae_encode_chunked,
 )
-from .conditioning import sv3d_conditioning
 
 
 def refine_views(model, kind: str, clip_vision, vae, views: torch.Tensor, input_image: torch.Tensor,
