@@ -1,4 +1,5 @@
-"""``python -m orbitforge demo``: the bundled spot orbit -> Gaussians (PLY) -> renders -> mesh (GLB).
+"""``python -m orbitforge demo``: the bundled spot orbit -> Gaussians (PLY) -> renders -> mesh
+(GLB).
 
 Runs on the CPU with no model files: the 21 views of the public-domain spot mesh bundled in
 ``assets/sample_orbit`` stand in for an SV3D orbit.

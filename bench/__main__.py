@@ -12,11 +12,13 @@ BENCHES = {
     "mesh": "mesh from a mesh's orbit views and masks: chamfer, IoU, F-score, time, memory",
     "refiner": "Hi3D stage-2 refiner: time/step vs resolution, peak memory, depth consistency",
     "guidance": "SV3D sampling step cost: HarmonyView (3 branches, one batch) vs plain CFG",
-    "diffusion2": "Diffusion² matrix sampler: time per pass vs single-frame baseline, forwards, memory",
+    "diffusion2": "Diffusion² matrix sampler: time per pass vs single-frame baseline, forwards, "
+                  "memory",
     "recon4d": "4D reconstruction of a turning mesh: held-out PSNR per time step, time, memory",
     "priors": "sparse-view fits with and without IPSM geometry regularisers (PSNR, time)",
     "core": "side by side with ComfyUI core splat nodes: render time/PSNR, mesh accuracy, PLY path",
-    "core_schemas": "(tool) regenerate a host snapshot workflow/core_schemas*.json (checkout or --url)",
+    "core_schemas": "(tool) regenerate a host snapshot workflow/core_schemas*.json (checkout or "
+                    "--url)",
     "interrupt": "time from the interrupt flag to each long node raising; no file left behind",
     "fullsize": "(opt-in) random full-size SV3D/SVD/Hi3D checkpoints through ComfyUI's loaders: "
                 "load time, peak RSS, s/step on the CPU",

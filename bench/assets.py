@@ -69,7 +69,8 @@ def main(argv=None) -> int:
     t_render = time.time() - t1
 
     mask = out["mask"]
-    border = float(max(mask[:, 0].max(), mask[:, -1].max(), mask[:, :, 0].max(), mask[:, :, -1].max()))
+    border = float(max(mask[:, 0].max(), mask[:, -1].max(), mask[:, :, 0].max(),
+                       mask[:, :, -1].max()))
     if border > 0:
         raise ValueError(f"spot touches the image border at radius {SAMPLE_RADIUS}; increase it")
     ys, xs = np.nonzero(mask.amax(0).numpy() > 0)

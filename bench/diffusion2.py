@@ -110,7 +110,8 @@ def build_models(views: int, frames: int, h: int, w: int, device="cpu", seed: in
 def run_matrix(views, frames, size, steps, column_chunk, row_chunk, device="cpu", seed=0, vrs=0):
     h = w = size // 8
     col, row = build_models(views, frames, h, w, device, seed)
-    x = edm.initial_noise((views, frames, 4, h, w), 700.0, torch.Generator().manual_seed(seed), device=device)
+    x = edm.initial_noise((views, frames, 4, h, w), 700.0, torch.Generator().manual_seed(seed),
+                          device=device)
     sig = edm.edm_sigmas(steps, 0.002, 700.0)
     stats = MatrixStats()
     times = []
@@ -126,7 +127,8 @@ def run_matrix(views, frames, size, steps, column_chunk, row_chunk, device="cpu"
     with torch.inference_mode():
         out = sample_matrix(x, sig, col, row, view_weights(views), lambda_schedule(steps),
                             vrs_steps=vrs, column_chunk=column_chunk, row_chunk=row_chunk,
-                            generator=torch.Generator().manual_seed(seed + 1), callback=cb, stats=stats)
+                            generator=torch.Generator().manual_seed(seed + 1), callback=cb,
+                            stats=stats)
     return out, stats, times, col, row
 
 
@@ -189,15 +191,16 @@ def _child(args) -> dict:
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        _, stats, _times, col, row = run_matrix(args.views, args.frames, args.size, 2, args.column_chunk,
-                                                args.row_chunk, dev)
+        _, stats, _times, col, row = run_matrix(args.views, args.frames, args.size, 2,
+                                                args.column_chunk, args.row_chunk, dev)
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         with _RssPeak() as m:
-            _, stats, _times, col, row = run_matrix(args.views, args.frames, args.size, 2, args.column_chunk,
-                                                    args.row_chunk, dev)
+            _, stats, _times, col, row = run_matrix(args.views, args.frames, args.size, 2,
+                                                    args.column_chunk, args.row_chunk, dev)
         peak = (m.peak - m.base) / 2**20
-    return {"column_chunk": args.column_chunk, "row_chunk": args.row_chunk, "peak_mib": round(peak, 2),
+    return {"column_chunk": args.column_chunk, "row_chunk": args.row_chunk,
+            "peak_mib": round(peak, 2),
             "unet_forwards_per_pass": (col.forwards + row.forwards) / stats.passes,
             "memory_kind": "cuda max_memory_allocated" if dev == "cuda" else "cpu peak RSS growth (polled)"}
 
@@ -238,7 +241,8 @@ def main(argv=None) -> int:
         "seconds_per_pass": round(per_pass, 4),
         "seconds_single_frame_baseline": round(base, 4),
         "ratio_pass_over_baseline": round(per_pass / base, 3) if base > 0 else None,
-        "sequences_per_pass": {"columns": stats.column_sequences[-1] * 2, "rows": stats.row_sequences[-1] * 2,
+        "sequences_per_pass": {"columns": stats.column_sequences[-1] * 2,
+                               "rows": stats.row_sequences[-1] * 2,
                                "expected": 2 * (F + V)},
         "unet_forwards_per_pass": (col.forwards + row.forwards) / passes,
         "frames_through_unet_per_pass": 2 * 2 * V * F,

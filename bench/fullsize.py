@@ -13,12 +13,13 @@ key names and shapes of the networks ComfyUI's loaders read -- filled with cheap
   ``first_stage_model.`` (AutoencoderKL encoder + the temporal ``VideoDecoder``), SV3D's
   ``conditioner.embedders.1.encoder.`` (the plain AutoencoderKL that ComfyUI reads for SV3D).
 * Hi3D's stage-2 UNet (``configs/inference-v02.yaml`` of yanghb22-fdu/Hi3D-Official: the same
-  video UNet with 17 input channels and a 512 vector, :data:`kernels.diffusion.hi3d_checkpoint.HI3D_STAGE2`)
-  under ``model.diffusion_model.``, as ``hi3d_stage2.safetensors``.
+  video UNet with 17 input channels and a 512 vector,
+  :data:`kernels.diffusion.hi3d_checkpoint.HI3D_STAGE2`) under ``model.diffusion_model.``, as
+  ``hi3d_stage2.safetensors``.
 
-The UNet layouts come from :func:`kernels.diffusion.hi3d_checkpoint.unet_layout` (derived from the official
-configs; the opt-in test checks them key by key against ComfyUI's own model classes), the CLIP
-layout is OpenCLIP's ``VisionTransformer`` naming, and the VAE layouts are taken from ComfyUI's
+The UNet layouts come from :func:`kernels.diffusion.hi3d_checkpoint.unet_layout` (derived from the
+official configs; the opt-in test checks them key by key against ComfyUI's own model classes), the
+CLIP layout is OpenCLIP's ``VisionTransformer`` naming, and the VAE layouts are taken from ComfyUI's
 own VAE classes instantiated on the ``meta`` device (so the VAE part needs ComfyUI). Tensors are
 written one at a time into the safetensors container (bounded memory, a few hundred MB at most),
 in ``--dtype`` (default fp16: half the disk of fp32; ComfyUI casts weights to its compute dtype at

@@ -1,5 +1,5 @@
-"""``python -m orbitforge.bench guidance [--json] [--frames 21] [--latent 16] [--repeats 7] [--warmup 2]
-[--threads 2] [--backend auto|diffusers|comfyui|both]``
+"""``python -m orbitforge.bench guidance [--json] [--frames 21] [--latent 16] [--repeats 7]
+[--warmup 2] [--threads 2] [--backend auto|diffusers|comfyui|both]``
 
 Cost per sampling step of HarmonyView (3 branches: full, no_input, no_views, in ONE batched
 forward) against plain CFG (2 branches: no_input, full) on tiny random-weight SVD-family UNets at
@@ -65,10 +65,11 @@ def image_only_indicator(unet, ioi: torch.Tensor):
             h.remove()
 
 
-def diffusers_branch_denoiser(unet, crossattn: torch.Tensor, concat: torch.Tensor, added_time_ids: torch.Tensor,
-                              concat_scale_no_views: float = 4.0):
+def diffusers_branch_denoiser(unet, crossattn: torch.Tensor, concat: torch.Tensor,
+                              added_time_ids: torch.Tensor, concat_scale_no_views: float = 4.0):
     """Branch denoiser (:mod:`...kernels.diffusion.guidance` protocol) over a diffusers
-    ``UNetSpatioTemporalConditionModel`` with V-scaling EDM (:func:`...kernels.diffusion.edm.vpred_denoise`).
+    ``UNetSpatioTemporalConditionModel`` with V-scaling EDM
+    (:func:`...kernels.diffusion.edm.vpred_denoise`).
 
     ``crossattn [F,1,D]`` (one embedding per frame, the same for all frames), ``concat [F,4,h,w]``,
     ``added_time_ids [1,3]``. All branches go through ONE UNet call as ``n`` videos of ``F``
@@ -80,7 +81,8 @@ def diffusers_branch_denoiser(unet, crossattn: torch.Tensor, concat: torch.Tenso
 
     def den(x, sigma, branches):
         n = len(branches)
-        conds = branch_conditions(crossattn, concat, torch.zeros(frames, 1), branches, concat_scale_no_views)
+        conds = branch_conditions(crossattn, concat, torch.zeros(frames, 1), branches,
+                                  concat_scale_no_views)
 
         def net(x_in, c_noise):
             sample = torch.cat([x_in, conds["concat"].to(x_in)], 1)  # [n*F, 8, h, w]
@@ -103,8 +105,10 @@ def tiny_diffusers_unet(cross_dim: int = 16, channels=(32, 64), seed: int = 0):
         sample_size=4, in_channels=8, out_channels=4,
         down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
         up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-        block_out_channels=tuple(channels), addition_time_embed_dim=8, projection_class_embeddings_input_dim=24,
-        layers_per_block=1, cross_attention_dim=cross_dim, num_attention_heads=(2, 4), num_frames=21)
+        block_out_channels=tuple(channels), addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=24,
+        layers_per_block=1, cross_attention_dim=cross_dim, num_attention_heads=(2, 4),
+        num_frames=21)
     return m.eval()
 
 
@@ -151,7 +155,8 @@ def _time_steps(step, warmup, repeats, dev):
         _sync(dev)
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    return {"wall_s_median": statistics.median(wall), "wall_s_min": min(wall), "cpu_s_median": statistics.median(cpu),
+    return {"wall_s_median": statistics.median(wall), "wall_s_min": min(wall),
+            "cpu_s_median": statistics.median(cpu),
             "wall_s_all": [round(w, 4) for w in wall]}
 
 
@@ -176,8 +181,10 @@ def bench_diffusers(frames, latent, warmup, repeats, dev):
     sig = edm.edm_sigmas(50).to(dev)
     sigma, sigma_next = sig[25], sig[26]
     x = torch.randn(frames, 4, latent, latent, generator=g).to(dev) * float(sigma)
-    out = {"model": "diffusers UNetSpatioTemporalConditionModel, block_out (32, 64), 1 layer/block, random weights",
-           "params": sum(p.numel() for p in unet.parameters()), "latent": [4, latent, latent], "modes": {}}
+    out = {"model": "diffusers UNetSpatioTemporalConditionModel, block_out (32, 64), 1 "
+                    "layer/block, random weights",
+           "params": sum(p.numel() for p in unet.parameters()), "latent": [4, latent, latent],
+           "modes": {}}
     guid = {"cfg": make_guidance("constant", frames, max_scale=2.5),
             "harmonyview": make_guidance("harmonyview", frames, s1=2.0, s2=1.0)}
     with torch.inference_mode():
@@ -185,7 +192,8 @@ def bench_diffusers(frames, latent, warmup, repeats, dev):
             fn = guided_denoiser(den, gd)
             _reset_peak(dev)
             forwards.clear()
-            r = _time_steps(lambda fn=fn: edm.euler_step(x, fn(x, sigma), sigma, sigma_next), warmup, repeats, dev)
+            r = _time_steps(lambda fn=fn: edm.euler_step(x, fn(x, sigma), sigma, sigma_next),
+                            warmup, repeats, dev)
             r["forwards_per_step"] = len(forwards) / (warmup + repeats)
             r["batch_items_per_forward"] = len(gd.branches) * frames
             r["branches"] = list(gd.branches)
@@ -236,7 +244,8 @@ def bench_comfyui(frames, latent, warmup, repeats):
     dm = model.model.diffusion_model
     el, az = sv3d_static_orbit(10.0, frames)
     g = torch.Generator().manual_seed(0)
-    extra = {"elevation": [float(e) for e in el], "azimuth": [float(a) for a in az], "augmentation_level": 1e-5}
+    extra = {"elevation": [float(e) for e in el], "azimuth": [float(a) for a in az],
+             "augmentation_level": 1e-5}
     lat_img = torch.randn(1, 4, latent, latent, generator=g)
     pooled = torch.randn(1, 1, 1024, generator=g)
     pos = [[pooled, {"concat_latent_image": lat_img, **extra}]]
@@ -252,7 +261,8 @@ def bench_comfyui(frames, latent, warmup, repeats):
         return orig(x, *a, **k)
 
     out = {"model": "ComfyUI SV3D_p (VideoUNet) 64 ch, mult (1, 2), context 1024, random weights",
-           "params": sum(p.numel() for p in dm.parameters()), "device": str(dev), "latent": [4, latent, latent],
+           "params": sum(p.numel() for p in dm.parameters()), "device": str(dev),
+           "latent": [4, latent, latent],
            "modes": {}}
     guiders = {"cfg": make_guider(model, pos, "triangle", min_scale=1.0, max_scale=2.5),
                "harmonyview": make_guider(model, pos, "harmonyview", s1=2.0, s2=1.0)}
@@ -298,7 +308,8 @@ def bench_comfyui(frames, latent, warmup, repeats):
 
 # ------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m orbitforge.bench guidance", description=__doc__.split("\n\n")[1])
+    ap = argparse.ArgumentParser(prog="python -m orbitforge.bench guidance",
+                                 description=__doc__.split("\n\n")[1])
     ap.add_argument("--json", action="store_true", help="(the output is always one JSON object)")
     ap.add_argument("--frames", type=int, default=21)
     ap.add_argument("--latent", type=int, default=16, help="latent side (image side / 8)")
@@ -309,15 +320,18 @@ def main(argv=None) -> int:
                     help="auto: both when COMFYUI_PATH is set, else diffusers")
     a = ap.parse_args(argv)
     if a.frames < 1 or a.latent < 4 or a.latent % 4 or a.repeats < 1 or a.warmup < 0 or a.threads < 1:
-        raise SystemExit("need frames >= 1, latent >= 4 and a multiple of 4, repeats >= 1, warmup >= 0, threads >= 1")
+        raise SystemExit("need frames >= 1, latent >= 4 and a multiple of 4, repeats >= 1, warmup "
+                         ">= 0, threads >= 1")
     torch.set_num_threads(a.threads)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backend = a.backend
     if backend == "auto":
         backend = "both" if os.environ.get("COMFYUI_PATH") else "diffusers"
-    res = {"bench": "guidance", "frames": a.frames, "latent_side": a.latent, "repeats": a.repeats, "warmup": a.warmup,
+    res = {"bench": "guidance", "frames": a.frames, "latent_side": a.latent, "repeats": a.repeats,
+           "warmup": a.warmup,
            "threads": torch.get_num_threads(), "device": str(dev), "torch": torch.__version__,
-           "loadavg_start": list(os.getloadavg()), "must_ratio_max": 1.6, "ideal_ratio": 1.5, "backends": {}}
+           "loadavg_start": list(os.getloadavg()), "must_ratio_max": 1.6, "ideal_ratio": 1.5,
+           "backends": {}}
     t0 = time.perf_counter()
     if backend in ("diffusers", "both"):
         res["backends"]["diffusers"] = bench_diffusers(a.frames, a.latent, a.warmup, a.repeats, dev)
@@ -331,7 +345,8 @@ def main(argv=None) -> int:
             verdict[k] = {"ratio_wall_median": round(v["ratio_wall_median"], 3),
                           "ratio_cpu_median": round(v["ratio_cpu_median"], 3),
                           "one_forward_per_step": v["modes"]["harmonyview"]["forwards_per_step"] == 1.0,
-                          "pass_wall": v["ratio_wall_median"] <= 1.6, "pass_cpu": v["ratio_cpu_median"] <= 1.6}
+                          "pass_wall": v["ratio_wall_median"] <= 1.6,
+                          "pass_cpu": v["ratio_cpu_median"] <= 1.6}
     res["verdict"] = verdict
     print_result(res, a.json, default=float)
     return 0

@@ -13,8 +13,8 @@ Cancel button sets; progress-bar updates check it as ComfyUI's server does) when
 names a ComfyUI checkout, else the pack's fallback flag (``nodes.host.request_interrupt``). The
 SV3D and Diffusion² nodes need ComfyUI's models (tiny random-weight ones, ``bench/tiny_comfy.py``);
 without ComfyUI their kernel loops (``kernels.diffusion.edm.sample_euler`` and
-``kernels.dynamic.diffusion2.sample_matrix``) run with a small stand-in denoiser instead, and the JSON
-says so (``"what"``).
+``kernels.dynamic.diffusion2.sample_matrix``) run with a small stand-in denoiser instead, and the
+JSON says so (``"what"``).
 
 Target: <= 1 s everywhere on 2 CPU cores, judged on the node thread's CPU seconds (torch runs
 with 1 thread here, so they equal the wall clock on an otherwise idle core; on a shared box the
@@ -252,8 +252,8 @@ def stage_sv3d(args, ctx):
         x = edm.initial_noise((21, 4, 72, 72), float(sig[0]), torch.Generator().manual_seed(0))
         prog = host.Progress(steps)
         return edm.sample_euler(net, x, sig, callback=lambda i, *_: prog.update(i + 1))
-    return (f"kernels.diffusion.edm.sample_euler (stand-in denoiser, no ComfyUI), 21 x 4 x 72², {steps} "
-            "steps", run)
+    return ("kernels.diffusion.edm.sample_euler (stand-in denoiser, no ComfyUI), 21 x 4 x 72², "
+            f"{steps} steps", run)
 
 
 def stage_diffusion2(args, ctx):

@@ -24,12 +24,13 @@ gets the nominal cameras), ``{"clean": {...}, "degraded": {...}}`` with chamfer,
 fscore_001, roughness_deg, and ``roughness_ratio`` (degraded / clean).
 
 Orbit (``--orbit``, reported as ``orbit`` in the JSON, with the camera ``elevations``): the
-default is **SV3D's dynamic orbit** (``kernels.geometry.cameras.sv3d_dynamic_orbit(10, 21, seed=0)``:
-21 azimuths with elevations varying roughly between -40 and +60 degrees). This is the orbit
-the SV3D paper generates for its 3D-reconstruction experiments (SV3D^p, dynamic orbits), i.e.
-the realistic setting for the pack's image -> orbit -> mesh path, so it is the benchmark
-setting. ``--orbit static`` (one ring at ``--elevation``) is kept for comparison: a single ring
-cannot see tops/undersides, so the visual hull stays loose there (measured worse on every mesh).
+default is **SV3D's dynamic orbit**
+(``kernels.geometry.cameras.sv3d_dynamic_orbit(10, 21, seed=0)``: 21 azimuths with elevations
+varying roughly between -40 and +60 degrees). This is the orbit the SV3D paper generates for its
+3D-reconstruction experiments (SV3D^p, dynamic orbits), i.e. the realistic setting for the pack's
+image -> orbit -> mesh path, so it is the benchmark setting. ``--orbit static`` (one ring at
+``--elevation``) is kept for comparison: a single ring cannot see tops/undersides, so the visual
+hull stays loose there (measured worse on every mesh).
 
 Depth source: ``--source images`` (default) uses ``--depth mvs``: hull-bounded plane-sweep
 stereo on the views (kernels/mesh/mvs.py, seconds on a CPU) -- chosen over the Gaussians' median

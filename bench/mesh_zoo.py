@@ -180,7 +180,8 @@ def run_zoo(a, run_one) -> dict:
     keys = ("chamfer", "iou", "fscore_001", "roughness_deg", "roughness_gt", "wall_s")
     mean = {k: float(np.mean([s[k] for s in shapes.values()])) for k in keys}
     return {"orbit": a.orbit, "views": a.views, "res": a.res, "grid": a.grid,
-            "shading": a.shading, "texture": getattr(a, "texture", "none"), "seed": a.seed, "targets": TARGETS, "shapes": shapes,
+            "shading": a.shading, "texture": getattr(a, "texture", "none"), "seed": a.seed,
+            "targets": TARGETS, "shapes": shapes,
             "mean": mean, "passed": sum(s["pass"] for s in shapes.values()),
             "total": len(shapes), "sheet": sheet}
 

@@ -36,7 +36,8 @@ def main(argv=None):
     ap.add_argument("--views", type=int, default=4, help="distinct orbit views timed per repeat")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--tile", type=int, default=None, help="tile size (default: rasterize's choice)")
+    ap.add_argument("--tile", type=int, default=None,
+                    help="tile size (default: rasterize's choice)")
     ap.add_argument("--sh-degree", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="(output is always one JSON object)")
     args = ap.parse_args(argv)

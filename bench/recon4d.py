@@ -2,11 +2,11 @@
 
 The bundled spot mesh turns about +y (0..``--degrees`` over ``--times`` time steps) while V orbit
 cameras film it; the V·F renders (view-major) are fitted frame by frame with warm start
-(:func:`orbitforge.kernels.dynamic.fit4d.fit_sequence`), then every time step is rendered from held-out
-cameras (Hi3D interpolation cameras between the training ones, never trained on) and compared
-with the mesh's renders at that time. Prints one JSON object: held-out PSNR/SSIM per time step,
-wall time, Gaussians per step, peak RSS. ``--compare-cold`` also fits each later time step from
-scratch with the same iteration count (what the warm start saves).
+(:func:`orbitforge.kernels.dynamic.fit4d.fit_sequence`), then every time step is rendered from
+held-out cameras (Hi3D interpolation cameras between the training ones, never trained on) and
+compared with the mesh's renders at that time. Prints one JSON object: held-out PSNR/SSIM per time
+step, wall time, Gaussians per step, peak RSS. ``--compare-cold`` also fits each later time step
+from scratch with the same iteration count (what the warm start saves).
 """
 
 from __future__ import annotations

@@ -122,8 +122,10 @@ class _DiffusersVAE:
     def __init__(self, size, device):
         from diffusers import AutoencoderKL
 
-        self.m = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                               up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32,) * 4,
+        self.m = AutoencoderKL(in_channels=3, out_channels=3,
+                               down_block_types=("DownEncoderBlock2D",) * 4,
+                               up_block_types=("UpDecoderBlock2D",) * 4,
+                               block_out_channels=(32,) * 4,
                                layers_per_block=1, latent_channels=4, norm_num_groups=32,
                                sample_size=size).eval().to(device)
         _init_weights(self.m)
@@ -174,8 +176,10 @@ def _vae_worker(spec: str) -> dict:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb()
-    return {"op": op, "chunk": chunk, "frames": frames, "s": round(dt, 3), "out_shape": list(out.shape),
-            "base_mb": round(base, 1), "peak_mb": round(peak, 1), "peak_over_base_mb": round(peak - base, 1)}
+    return {"op": op, "chunk": chunk, "frames": frames, "s": round(dt, 3),
+            "out_shape": list(out.shape),
+            "base_mb": round(base, 1), "peak_mb": round(peak, 1),
+            "peak_over_base_mb": round(peak - base, 1)}
 
 
 def bench_vae_memory(frames=8, size=256, chunks=(1, 4, 0), threads=2):
@@ -188,7 +192,8 @@ def bench_vae_memory(frames=8, size=256, chunks=(1, 4, 0), threads=2):
     out = {"backend": backend, "frames": frames, "size": size,
            "vae": "AutoencoderKL ch 32, ch_mult 1,1,1,1, 1 res block, random weights",
            "peak_kind": "cuda max_memory_allocated over the loaded model" if cuda
-           else "process peak RSS (ru_maxrss) over the RSS before the call, fresh process", "runs": []}
+           else "process peak RSS (ru_maxrss) over the RSS before the call, fresh process",
+           "runs": []}
     if backend == "diffusers":
         out["note"] = ("COMFYUI_PATH unset: diffusers' AutoencoderKL of the same shape behind the "
                        "ComfyUI VAE interface, through the node's chunked functions")
@@ -197,7 +202,8 @@ def bench_vae_memory(frames=8, size=256, chunks=(1, 4, 0), threads=2):
         for c in chunks:
             c = frames if c <= 0 else min(c, frames)
             spec = f"{op},{c},{frames},{size},{backend}"
-            out["runs"].append(run_child(__spec__.name if __spec__ else __name__, "--vae-worker", spec,
+            out["runs"].append(run_child(__spec__.name if __spec__ else __name__,
+                                         "--vae-worker", spec,
                                          "--threads", str(threads), env=env, op=op, chunk=c))
     for op in ("encode", "decode"):
         r = {x["chunk"]: x.get("peak_over_base_mb") for x in out["runs"] if x["op"] == op}
@@ -255,8 +261,8 @@ def _load_mono(dirname, n, size):
         raise SystemExit(f"--mono-depth {dirname!r} is not a directory")
     names = sorted(f for f in os.listdir(dirname) if f.lower().endswith(".png"))
     if len(names) != n:
-        raise SystemExit(f"--mono-depth {dirname!r} has {len(names)} PNGs; need {n}, one per sample "
-                         "frame (assets/sample_orbit/frame_*.png), in the same name order")
+        raise SystemExit(f"--mono-depth {dirname!r} has {len(names)} PNGs; need {n}, one per "
+                         "sample frame (assets/sample_orbit/frame_*.png), in the same name order")
     maps = []
     for f in names:
         with Image.open(os.path.join(dirname, f)) as im:
@@ -296,8 +302,8 @@ def bench_consistency(size=128, iterations=300, mono_dir=None):
     c = cams.resized(size, size)
     out = {"views": n, "size": size, "pairs": "adjacent in orbit order, closed (20 -> 0)",
            "metric": "reprojection_rel_err = |z_proj - D_j| / z_proj (nearest pixel) over points "
-                     "of view i landing on view j's surface; condition_abs_diff = |c_i(p) - c_j(p')| "
-                     "at ground-truth correspondences visible in both views (c in [0, 1])",
+                     "of view i landing on view j's surface; condition_abs_diff = |c_i(p) - "
+                     "c_j(p')| at ground-truth correspondences visible in both views (c in [0, 1])",
            "sources": {}}
     t0 = time.perf_counter()
     gt = render_mesh(load_sample_mesh(), c)["depth"].float()  # [N, H, W] z, 0 = empty
@@ -325,13 +331,14 @@ def bench_consistency(size=128, iterations=300, mono_dir=None):
         sources["per_frame_mono"] = (mono_depth, mono_valid, mono)
         out["mono"] = {"dir": mono_dir, "files": len(names),
                        "depth_for_reprojection": "per-frame least-squares scale+shift of the map "
-                                                 "to ground-truth disparity (MiDaS protocol), then 1/x"}
+                                                 "to ground-truth disparity (MiDaS protocol), then "
+                                                 "1/x"}
     else:
         out["sources"]["per_frame_mono"] = {
             "measured": False,
-            "reason": "no monocular depth network runs offline here; pass --mono-depth DIR with one "
-                      "grey PNG per sample frame (near = bright, as depth nodes output) made by any "
-                      "depth estimator from assets/sample_orbit/frame_*.png"}
+            "reason": "no monocular depth network runs offline here; pass --mono-depth DIR with "
+                      "one grey PNG per sample frame (near = bright, as depth nodes output) made "
+                      "by any depth estimator from assets/sample_orbit/frame_*.png"}
 
     for name, (depth, valid, raw) in sources.items():
         err = reprojection_error(depth, c.viewmats, c.Ks)
@@ -361,14 +368,17 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object (always JSON)")
     ap.add_argument("--frames", type=int, default=4, help="frames for the UNet step timing")
     ap.add_argument("--sizes", default="256,512")
-    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads on CPU (2 threads made the 3DGS fit 18x slower on the busy 2-core box)")
+    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads on CPU (2 "
+                                                           "threads made the 3DGS fit 18x slower "
+                                                           "on the busy 2-core box)")
     ap.add_argument("--vae-frames", type=int, default=8)
     ap.add_argument("--vae-size", type=int, default=256)
     ap.add_argument("--vae-chunks", default="1,4,0", help="chunk sizes, 0 = all frames at once")
     ap.add_argument("--depth-size", type=int, default=128)
     ap.add_argument("--fit-iterations", type=int, default=300)
     ap.add_argument("--mono-depth", default=None,
-                    help="folder of per-frame monocular depth PNGs of the sample orbit (near = bright)")
+                    help="folder of per-frame monocular depth PNGs of the sample orbit (near = "
+                         "bright)")
     ap.add_argument("--skip-steps", action="store_true")
     ap.add_argument("--skip-vae", action="store_true")
     ap.add_argument("--skip-consistency", action="store_true")
@@ -389,9 +399,11 @@ def main(argv=None) -> int:
         result["steps"] = bench_steps(sizes, args.frames)
     if not args.skip_vae:
         chunks = [int(x) for x in args.vae_chunks.split(",") if x.strip()]
-        result["vae_chunked"] = bench_vae_memory(args.vae_frames, args.vae_size, chunks, args.threads)
+        result["vae_chunked"] = bench_vae_memory(args.vae_frames, args.vae_size, chunks,
+                                                 args.threads)
     if not args.skip_consistency:
-        result["consistency"] = bench_consistency(args.depth_size, args.fit_iterations, args.mono_depth)
+        result["consistency"] = bench_consistency(args.depth_size, args.fit_iterations,
+                                                  args.mono_depth)
     print(json.dumps(result))
     return 0
 

@@ -35,7 +35,8 @@ def main(argv=None) -> int:
                     help="view size (default 256; 128 with --degrade)")
     ap.add_argument("--iters", type=int, default=None, help="fit iterations (default: FitConfig)")
     ap.add_argument("--elevation", type=float, default=10.0)
-    ap.add_argument("--radius", type=float, default=2.2, help="camera distance (2.2 keeps spot whole at elevation 10)")
+    ap.add_argument("--radius", type=float, default=2.2,
+                    help="camera distance (2.2 keeps spot whole at elevation 10)")
     ap.add_argument("--held-out-per-gap", type=int, default=1,
                     help="Hi3D interpolation views per gap used for evaluation")
     ap.add_argument("--sh-degree", type=int, default=0)

@@ -1,6 +1,7 @@
 """Tiny Hi3D stage-2 UNets for tests and benchmarks: a small config with the stage-2 structure
-and random weights in the real key layout of :func:`orbitforge.kernels.diffusion.hi3d_checkpoint.unet_layout`
-(host-free: plain state dicts, no ComfyUI)."""
+and random weights in the real key layout of
+:func:`orbitforge.kernels.diffusion.hi3d_checkpoint.unet_layout` (host-free: plain state dicts, no
+ComfyUI)."""
 
 from __future__ import annotations
 

@@ -85,7 +85,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor, mask: Optional[torch.Tensor] = None,
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window_size: int = 11) -> torch.Tensor:
-    """Mean SSIM (kornia, Gaussian window 11, data range 1) of ``[H,W,C]`` / ``[N,H,W,C]`` images."""
+    """Mean SSIM (kornia, Gaussian window 11, data range 1) of ``[H,W,C]`` / ``[N,H,W,C]``
+    images."""
     import kornia
 
     a, b = _as_batch(a, "a"), _as_batch(b, "b")
@@ -105,7 +106,8 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window_size: int = 11) -> torch.Tenso
 def sample_surface(mesh: trimesh.Trimesh, n: int, seed: int = 0) -> np.ndarray:
     """``n`` points ``[n, 3]`` uniformly (area-weighted) on the surface, deterministic per seed."""
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise ValueError(f"sample_surface needs a non-empty trimesh.Trimesh, got {type(mesh).__name__}")
+        raise ValueError("sample_surface needs a non-empty trimesh.Trimesh, got "
+                         f"{type(mesh).__name__}")
     if n < 1:
         raise ValueError(f"number of surface samples must be >= 1, got {n}")
     tris = np.asarray(mesh.triangles, dtype=np.float64)  # [F, 3, 3]

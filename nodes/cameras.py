@@ -52,9 +52,10 @@ def parse_keyframes(text: str) -> list[tuple[float, float, float]]:
 
 class OrbitCameras:
     DESCRIPTION = (
-        "Makes a CAMERAS set orbiting the object (y-up world, azimuth 0 looks at the front from +z, "
-        "azimuth 90 from +x). sv3d_static is SV3D's official orbit: frame f at (f+1)*360/frames, "
-        "the conditioning view last at azimuth 0. Also outputs a plot of the path.")
+        "Makes a CAMERAS set orbiting the object (y-up world, azimuth 0 looks at the front from "
+        "+z, azimuth 90 from +x). sv3d_static is SV3D's official orbit: frame f at "
+        "(f+1)*360/frames, the conditioning view last at azimuth 0. Also outputs a plot of the "
+        "path.")
     CATEGORY = "OrbitForge/cameras"
     FUNCTION = "make"
     RETURN_TYPES = ("CAMERAS", "IMAGE")
@@ -70,7 +71,8 @@ class OrbitCameras:
             "frames": ("INT", {"default": 21, "min": 1, "max": 1024, "tooltip": "Number of cameras "
                        "(per ring for 'uniform'). SV3D was trained on 21."}),
             "elevation": ("FLOAT", {"default": 10.0, "min": -90.0, "max": 90.0, "step": 0.5,
-                          "tooltip": "Elevation in degrees (SV3D orbits; base of the dynamic one)."}),
+                          "tooltip": "Elevation in degrees (SV3D orbits; base of the dynamic "
+                                     "one)."}),
             "radius": ("FLOAT", {"default": DEFAULT_RADIUS, "min": 0.1, "max": 100.0, "step": 0.05,
                        "tooltip": "Camera distance from the origin, for an object scaled to a unit "
                        "bounding box."}),
@@ -82,7 +84,8 @@ class OrbitCameras:
                        "tooltip": "Image height in pixels."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
                      "tooltip": "Seed of the sv3d_dynamic orbit."}),
-            "elevations": ("STRING", {"default": "0, 20", "tooltip": "uniform: comma-separated ring "
+            "elevations": ("STRING", {"default": "0, 20",
+                                      "tooltip": "uniform: comma-separated ring "
                            "elevations in degrees."}),
             "keyframes": ("STRING", {"default": "0, 0, 0; 20, 30, 340", "multiline": True,
                           "tooltip": "keyframed: 'frame, elevation, azimuth' separated by ';'."}),
@@ -97,8 +100,8 @@ class OrbitCameras:
 
 
 class InterpolateCameras:
-    DESCRIPTION = ("Hi3D interpolation views: M extra cameras between each pair of adjacent cameras "
-                   "(elevation, azimuth and radius interpolated along the orbit).")
+    DESCRIPTION = ("Hi3D interpolation views: M extra cameras between each pair of adjacent "
+                   "cameras (elevation, azimuth and radius interpolated along the orbit).")
     CATEGORY = "OrbitForge/cameras"
     FUNCTION = "interpolate"
     RETURN_TYPES = ("CAMERAS", "IMAGE")

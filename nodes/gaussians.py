@@ -3,8 +3,8 @@
 Scenes cross node boundaries as ``SPLAT`` (ComfyUI's own type since v0.33; a stand-in class with
 the same attributes on older hosts), in the 3DGS splat frame, so core splat nodes (RenderSplat,
 SplatToFile3D, SplatToMesh, TransformSplat, MergeSplat) take our scenes upright and ours take
-theirs. Inside a node the scene is a :class:`..kernels.splat.gaussians.Gaussians` in OrbitForge's y-up
-world; :mod:`.host.geometry` converts (frame map, SH rotation) at the boundary.
+theirs. Inside a node the scene is a :class:`..kernels.splat.gaussians.Gaussians` in OrbitForge's
+y-up world; :mod:`.host.geometry` converts (frame map, SH rotation) at the boundary.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ def _check_cameras(cameras) -> Cameras:
 class GaussianReconstruct:
     DESCRIPTION = (
         "Fits 3D Gaussians to views with known cameras (3D Gaussian Splatting). Starts from the "
-        "masks' visual hull coloured from the views; L1 + D-SSIM + mask loss; densifies and prunes. "
-        "Robust to generated views that disagree: per-view colour compensation and a truncated "
-        "photometric loss (on by default), optional per-view camera refinement. "
-        "Runs on the CPU in pure torch, and uses gsplat's CUDA rasteriser when available.")
+        "masks' visual hull coloured from the views; L1 + D-SSIM + mask loss; densifies and "
+        "prunes. Robust to generated views that disagree: per-view colour compensation and a "
+        "truncated photometric loss (on by default), optional per-view camera refinement. Runs on "
+        "the CPU in pure torch, and uses gsplat's CUDA rasteriser when available.")
     CATEGORY = "OrbitForge/3d"
     FUNCTION = "reconstruct"
     RETURN_TYPES = ("SPLAT", "IMAGE")

@@ -41,7 +41,8 @@ def _parse_weights(text: str, views: int, times: int):
 
 
 def sequence_output_paths(prefix: str, times: int):
-    """(folder, base) for the first free ``<prefix>_<counter>_t000.ply`` run in the output folder."""
+    """(folder, base) for the first free ``<prefix>_<counter>_t000.ply`` run in the output
+    folder."""
     folder, sub, base = host.prepare_output_folder(prefix)
     names = set(os.listdir(folder))
     i = 1
@@ -127,7 +128,8 @@ class Gaussian4DReconstruct:
 
     def reconstruct(self, views, cameras, frames_per_view, iterations, warm_iterations,
                     temporal_weight, confidence, resolution, sh_degree, seed, filename_prefix,
-                    mask=None, background="1, 1, 1", mask_weight=0.1, warm_lr_scale=5.0, image_weights=""):
+                    mask=None, background="1, 1, 1", mask_weight=0.1, warm_lr_scale=5.0,
+                    image_weights=""):
         cams = _check_cameras(cameras)
         bg = parse_color(background)
         times = int(frames_per_view)

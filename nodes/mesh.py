@@ -62,11 +62,13 @@ class SDFMesh:
             "smooth_iterations": ("INT", {"default": 5, "min": 0, "max": 200, "tooltip":
                                   "Taubin smoothing iterations (0 = off); removes voxel steps "
                                   "without shrinking."}),
-            "color": (list(COLOR_MODES), {"default": "vertex", "tooltip": "vertex: colours per vertex "
+            "color": (list(COLOR_MODES), {"default": "vertex",
+                                          "tooltip": "vertex: colours per vertex "
                       "from the views; texture: xatlas UV unwrap + baked texture; none."}),
             "texture_size": ("INT", {"default": 1024, "min": 64, "max": 8192, "step": 64,
                              "tooltip": "Texture side in pixels (color = texture)."}),
-            "depth_source": (list(DEPTH_CHOICES), {"default": "auto", "tooltip": "Depth that carves "
+            "depth_source": (list(DEPTH_CHOICES), {"default": "auto",
+                                                   "tooltip": "Depth that carves "
                              "concavities the silhouettes miss. mvs: stereo on the views (needs "
                              "images; seconds); gaussians: median depth of the connected "
                              "gaussians; depth: the depth_maps input; none: hull only; auto: mvs "
@@ -143,7 +145,8 @@ class SaveMesh:
             "mesh": ("MESH", {"tooltip": "The mesh to save (OrbitForge or core MESH)."}),
             "filename_prefix": ("STRING", {"default": "orbitforge/mesh", "tooltip": "Path "
                                 "relative to the output folder; a counter is appended."}),
-            "format": (list(MESH_FORMATS), {"default": "glb", "tooltip": "glb: one file, colours/texture "
+            "format": (list(MESH_FORMATS), {"default": "glb",
+                                            "tooltip": "glb: one file, colours/texture "
                        "embedded (best for viewers); obj: + .mtl/.png for textures; ply: vertex "
                        "colours."}),
         }}

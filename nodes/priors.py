@@ -185,7 +185,8 @@ class SV3DSDSPriors:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "SV3D_p (or SV3D_u) from ImageOnlyCheckpointLoader."}),
+                "model": ("MODEL",
+                          {"tooltip": "SV3D_p (or SV3D_u) from ImageOnlyCheckpointLoader."}),
                 "vae": ("VAE", {"tooltip": "The VAE of the same loader."}),
                 "positive": ("CONDITIONING", {"tooltip": "From OrbitForge SV3D Orbit (or core "
                              "SV3D_Conditioning): input image, cameras, size."}),

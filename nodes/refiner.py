@@ -21,10 +21,11 @@ MODES = {
 
 
 class LoadRefiner:
-    DESCRIPTION = ("Loads Hi3D's stage-2 refiner UNet (second_stage.pt read with weights_only=True, "
-                   "or its convert-hi3d safetensors) from models/orbitforge_refiner as a core MODEL "
-                   "(17 input channels: latent 4 + depth 9 + condition latent 4; vector 512). "
-                   "Mismatched checkpoints fail with the list of differing keys/shapes.")
+    DESCRIPTION = ("Loads Hi3D's stage-2 refiner UNet (second_stage.pt read with "
+                   "weights_only=True, or its convert-hi3d safetensors) from "
+                   "models/orbitforge_refiner as a core MODEL (17 input channels: latent 4 + depth "
+                   "9 + condition latent 4; vector 512). Mismatched checkpoints fail with the list "
+                   "of differing keys/shapes.")
     CATEGORY = "OrbitForge/refine"
     FUNCTION = "load"
     RETURN_TYPES = ("MODEL",)
@@ -46,9 +47,9 @@ class DepthRefiner:
     DESCRIPTION = (
         "Hi3D stage 2: refines low-res orbit views to high resolution with a depth-conditioned "
         "video-to-video UNet (25 Euler-EDM steps, linear CFG 1->2 over frames, latent anchoring "
-        "alpha_i=[(1+cos(i/25))/2]^40). Depth: any depth IMAGE, or depth rendered from the 3DGS fit "
-        "(multi-view consistent). With an SVD/SV3D MODEL instead of the Hi3D checkpoint it runs "
-        "the 'anchored' mode: the same anchoring, no depth. The mode output says which ran.")
+        "alpha_i=[(1+cos(i/25))/2]^40). Depth: any depth IMAGE, or depth rendered from the 3DGS "
+        "fit (multi-view consistent). With an SVD/SV3D MODEL instead of the Hi3D checkpoint it "
+        "runs the 'anchored' mode: the same anchoring, no depth. The mode output says which ran.")
     CATEGORY = "OrbitForge/refine"
     FUNCTION = "refine"
     RETURN_TYPES = ("IMAGE", "CAMERAS", "STRING")
@@ -61,13 +62,14 @@ class DepthRefiner:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "Hi3D stage-2 refiner (OrbitForgeLoadRefiner), or an "
-                          "SVD/SV3D MODEL for the anchored mode without depth."}),
+                "model": ("MODEL", {"tooltip": "Hi3D stage-2 refiner (OrbitForgeLoadRefiner), or "
+                          "an SVD/SV3D MODEL for the anchored mode without depth."}),
                 "clip_vision": ("CLIP_VISION", {"tooltip": "OpenCLIP ViT-H (the SVD/SV3D one)."}),
                 "vae": ("VAE", {"tooltip": "The SVD/SV3D VAE."}),
                 "views": ("IMAGE", {"tooltip": "Low-res orbit views (square), e.g. SV3D output."}),
                 "input_image": ("IMAGE", {"tooltip": "The input image (white background); replaces "
-                                "the input-view frame before refinement, as the official pipeline."}),
+                                "the input-view frame before refinement, as the official "
+                                "pipeline."}),
                 "target_size": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 64,
                                 "tooltip": "Output side in pixels (multiple of 64; Hi3D: 1024)."}),
                 "steps": ("INT", {"default": HI3D_STEPS, "min": 1, "max": 200,
@@ -77,7 +79,8 @@ class DepthRefiner:
                 "cfg_max": ("FLOAT", {"default": HI3D_CFG[1], "min": 0.0, "max": 30.0, "step": 0.05,
                             "tooltip": "CFG of the last frame (Hi3D: 2.0)."}),
                 "anchor_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                    "tooltip": "Multiplies the anchoring alphas (1 = official, 0 = off)."}),
+                                    "tooltip": "Multiplies the anchoring alphas (1 = official, 0 = "
+                                               "off)."}),
                 "cond_aug": ("FLOAT", {"default": HI3D_COND_AUG, "min": 0.0, "max": 1.0,
                              "step": 0.001, "tooltip": "Noise added to the condition frames (in "
                              "[-1,1] units) and fed to the model (Hi3D: 0.02; SV3D: 1e-5)."}),
@@ -87,14 +90,16 @@ class DepthRefiner:
                               "tooltip": "Input-view elevation in degrees, used when no cameras "
                               "are connected."}),
                 "depth_kind": (list(DEPTH_KINDS), {"default": "near_bright", "tooltip":
-                               "near_bright: MiDaS/Depth-Anything style (near is bright); far_bright: "
-                               "far is bright, 0 = background; metric: distance, 0 = background."}),
-                "vae_chunk": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Frames per VAE "
+                               "near_bright: MiDaS/Depth-Anything style (near is bright); "
+                               "far_bright: far is bright, 0 = background; metric: distance, 0 = "
+                               "background."}),
+                "vae_chunk": ("INT", {"default": 4, "min": 1, "max": 64,
+                                      "tooltip": "Frames per VAE "
                               "encode/decode call (lower = less memory)."}),
             },
             "optional": {
-                "cameras": ("CAMERAS", {"tooltip": "Cameras of the views; the one nearest azimuth 0 is "
-                            "the input view (SV3D: last; Hi3D: first)."}),
+                "cameras": ("CAMERAS", {"tooltip": "Cameras of the views; the one nearest azimuth "
+                            "0 is the input view (SV3D: last; Hi3D: first)."}),
                 "depth": ("IMAGE", {"tooltip": "Depth per view (same count as views). Required for "
                           "the Hi3D refiner; ignored in anchored mode."}),
             },
@@ -107,7 +112,8 @@ class DepthRefiner:
 
         kind = require(model, "video")
         check_refine_inputs(kind, views, depth, cameras, target_size, cfg_min, cfg_max)
-        images, out_cams = refine_views(model, kind, clip_vision, vae, views, input_image, target_size,
+        images, out_cams = refine_views(model, kind, clip_vision, vae, views, input_image,
+                                        target_size,
                                         steps, cfg_min, cfg_max, anchor_strength, cond_aug, seed,
                                         elevation, depth_kind, vae_chunk, cameras, depth)
         return (images, out_cams, MODES[kind])

@@ -103,7 +103,8 @@ def foreign(rng: random.Random, n: int = 8) -> List[Case]:
            Case("png-magic", b"\x89PNG\r\n\x1a\n" + b"\x00" * 32),
            Case("zip-magic", b"PK\x03\x04" + b"\x00" * 40)]
     for k in range(n):
-        out.append(Case(f"noise{k}", bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4096)))))
+        out.append(Case(f"noise{k}",
+                        bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4096)))))
     return out
 
 
@@ -210,7 +211,8 @@ def run_cases(reader: Callable[[str], Any], cases: Iterable[Case], folder: str, 
     return outcomes
 
 
-def run_inputs(func: Callable[[Any], Any], cases: Iterable[Case], names: List[str]) -> List[Outcome]:
+def run_inputs(func: Callable[[Any], Any], cases: Iterable[Case],
+               names: List[str]) -> List[Outcome]:
     """In-memory inputs (node tensors): ``func(case.data)``; a ``ValueError`` must name one of
     ``names`` (the input's name)."""
     outcomes = []
@@ -480,7 +482,8 @@ def cameras_cases(rng: random.Random) -> List[Case]:
                 {k: v for k, v in doc.items() if k != key}).encode(), "error"))
         out.append(Case(tag + "empty-lists", json.dumps(dict(doc, viewmats=[], Ks=[])).encode(),
                         "error"))
-        out.append(Case(tag + "ks-count-mismatch", json.dumps(dict(doc, Ks=doc["Ks"] + doc["Ks"][:1]))
+        out.append(Case(tag + "ks-count-mismatch",
+                        json.dumps(dict(doc, Ks=doc["Ks"] + doc["Ks"][:1]))
                         .encode(), "error"))
         out.append(Case(tag + "scaled-pose", json.dumps(dict(doc, viewmats=[
             [[2 * x for x in row] for row in m] for m in doc["viewmats"]])).encode(), "error"))
@@ -556,7 +559,8 @@ def small_state_dict(rng: random.Random):
     import torch
 
     g = torch.Generator().manual_seed(rng.randrange(2**31))
-    return {"module.model.diffusion_model.input_blocks.0.0.weight": torch.randn(4, 3, 3, 3, generator=g),
+    return {"module.model.diffusion_model.input_blocks.0.0.weight": torch.randn(4, 3, 3, 3,
+                                                                                generator=g),
             "module.model.diffusion_model.out.2.bias": torch.randn(4, generator=g),
             "module.first_stage_model.w": torch.randn(2, 5, generator=g).half(),
             "module.cond.idx": torch.arange(6, dtype=torch.int64),
@@ -645,7 +649,8 @@ def checkpoint_file_cases(rng: random.Random, marker: str) -> List[tuple]:
         torch.save({"module": sd}, buf, _use_new_zipfile_serialization=zipfmt)
         good = _stable_storage_keys(buf.getvalue())
         pt = [Case(f"{fmt}:valid", good, "ok", ok)]
-        for name, obj in (("evil-top", Evil(marker)), ("evil-value", {"module": {"a": Evil(marker)}}),
+        for name, obj in (("evil-top", Evil(marker)), ("evil-value",
+                                                       {"module": {"a": Evil(marker)}}),
                           ("evil-key", {"module": {"a": torch.zeros(1)}, "x": [Evil(marker)]}),
                           ("int-values", {"module": {"a": 1, "b": torch.zeros(1)}}),
                           ("int-keys", {1: torch.zeros(1)}), ("list", [torch.zeros(1)]),
@@ -684,7 +689,8 @@ def stage2_layout_cases(rng: random.Random) -> List[Case]:
     def pack(d, prefix=pre):
         return {prefix + k: v for k, v in d.items()}
 
-    out = [Case("valid-engine", pack(sd), "ok", check), Case("valid-bare", pack(sd, ""), "ok", check),
+    out = [Case("valid-engine", pack(sd), "ok", check), Case("valid-bare", pack(sd, ""),
+                                                             "ok", check),
            Case("valid-with-vae", {**pack(sd), "first_stage_model.w": torch.zeros(3)}, "ok", check),
            Case("no-unet", {"first_stage_model.w": torch.zeros(3)}, "error")]
     specials = ["input_blocks.0.0.weight", "out.2.weight", "label_emb.0.0.weight",
@@ -765,7 +771,8 @@ def mesh_cases(rng: random.Random) -> List[tuple]:
                 cs.append(Case(f"ply:face-count={c}", good.replace(
                     f"element face {nf}\n".encode(), f"element face {c}\n".encode(), 1)))
             cs.append(Case("ply:dup-property", good.replace(b"property float x\n",
-                                                            b"property float x\nproperty float x\n")))
+                                                            b"property float x\nproperty float "
+                                                            b"x\n")))
             cs.append(Case("ply:list-count-255", good.replace(b"end_header\n", b"end_header\n", 1)
                            [:good.index(b"end_header\n") + 11] + b"\xff" + good[good.index(
                                b"end_header\n") + 12:]))
@@ -819,7 +826,8 @@ def image_variants(rng: random.Random, n: int, h: int, w: int) -> List[Case]:
 
     g = torch.Generator().manual_seed(rng.randrange(2**31))
     base = torch.rand(n, h, w, 3, generator=g)
-    out = [Case("valid", base, "ok"), Case("rgba", torch.cat([base, torch.ones(n, h, w, 1)], -1), "ok"),
+    out = [Case("valid", base, "ok"), Case("rgba", torch.cat([base, torch.ones(n, h, w, 1)], -1),
+                                           "ok"),
            Case("rgba-empty-alpha", torch.cat([base, torch.zeros(n, h, w, 1)], -1)),
            Case("float64", base.double(), "ok"), Case("float16", base.half(), "ok"),
            Case("non-contiguous", base.transpose(1, 2).contiguous().transpose(1, 2), "ok"),
@@ -851,7 +859,8 @@ def mask_variants(rng: random.Random, n: int, h: int, w: int) -> List[Case]:
     m[:, h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1
     out = [Case("mask-valid", m, "ok"), Case("mask-bool", m > 0.5, "ok"),
            Case("mask-soft", m * 0.9 + 0.05, "ok"), Case("mask-float64", m.double(), "ok"),
-           Case("mask-empty", torch.zeros(n, h, w)), Case("mask-all-0.4", torch.full((n, h, w), 0.4)),
+           Case("mask-empty", torch.zeros(n, h, w)),
+           Case("mask-all-0.4", torch.full((n, h, w), 0.4)),
            Case("mask-full", torch.ones(n, h, w)), Case("mask-inverted", 1 - m)]
     one_empty = m.clone()
     one_empty[rng.randrange(n)] = 0

@@ -1,5 +1,5 @@
-"""Camera self-calibration of orbits (kernels/geometry/calibrate.py, the Calibrate Orbit node and the
-``calibrate`` option of Gaussian Reconstruct / SDF Mesh), on renders of the bundled spot."""
+"""Camera self-calibration of orbits (kernels/geometry/calibrate.py, the Calibrate Orbit node and
+the ``calibrate`` option of Gaussian Reconstruct / SDF Mesh), on renders of the bundled spot."""
 
 from __future__ import annotations
 

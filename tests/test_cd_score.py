@@ -36,11 +36,14 @@ def test_hand_computed_example():
     m = sum(text) / 4
     s_var = sum((v - m) ** 2 for v in text) / 3  # sample variance (n - 1)
     assert r.S_var == pytest.approx(s_var, rel=1e-12)
-    assert r.S_var == pytest.approx(statistics.variance(text), rel=1e-12)  # the official script's call
+    # the official script's call
+    assert r.S_var == pytest.approx(statistics.variance(text), rel=1e-12)
     assert r.cd == pytest.approx(sum(dissim) / s_var, rel=1e-12)
     assert cd_score(f, t, 0) == r.cd
-    # numbers written out: D = 1 + (1 - 0.70711) + (1 + 0.98058) = 3.27347; S_var = var(100, 0, 70.711, 0) = 2571.49
-    assert r.D == pytest.approx(3.273474, abs=1e-5) and r.S_var == pytest.approx(2571.4887, rel=1e-6)
+    # numbers written out: D = 1 + (1 - 0.70711) + (1 + 0.98058) = 3.27347; S_var = var(100, 0,
+    # 70.711, 0) = 2571.49
+    assert r.D == pytest.approx(3.273474, abs=1e-5) and r.S_var == pytest.approx(2571.4887,
+                                                                                 rel=1e-6)
 
 
 def test_reference_index_and_report():
@@ -66,7 +69,8 @@ def test_invariant_to_positive_scaling_and_l2_normalisation():
     normed = cd_terms(f / f.norm(dim=-1, keepdim=True), t / t.norm(), 0)
     for r in (scaled, normed):
         assert r.cd == pytest.approx(base.cd, rel=1e-6)  # float32 inputs
-        assert r.D == pytest.approx(base.D, rel=1e-6) and r.S_var == pytest.approx(base.S_var, rel=1e-6)
+        assert r.D == pytest.approx(base.D, rel=1e-6) and r.S_var == pytest.approx(base.S_var,
+                                                                                   rel=1e-6)
     # a rotation of the joint space (applied to image AND text) changes nothing either
     q, _ = torch.linalg.qr(torch.randn(32, 32, generator=g, dtype=torch.float64))
     rot = cd_terms(f.double() @ q, t.double() @ q, 0)
@@ -122,7 +126,8 @@ def test_prompt_official_cleanup():
 
 # --------------------------------------------------------------------------------- node glue
 class _FakeVision:
-    """Documented stand-in with core CLIP_VISION's interface: encode_image(IMAGE) -> {'image_embeds': [n, D]}."""
+    """Documented stand-in with core CLIP_VISION's interface: encode_image(IMAGE) ->
+    {'image_embeds': [n, D]}."""
 
     def __init__(self, w):
         self.w = w  # [3, D]
@@ -168,9 +173,12 @@ def _init_(module, seed):
 def _tiny_clip_vision(tmp_path, proj_dim):
     import comfy.clip_vision
 
-    cfg = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 32, "image_size": 32,
-           "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 64, "layer_norm_eps": 1e-5,
-           "model_type": "clip_vision_model", "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": 2,
+    cfg = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 32,
+           "image_size": 32,
+           "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 64,
+           "layer_norm_eps": 1e-5,
+           "model_type": "clip_vision_model", "num_attention_heads": 2, "num_channels": 3,
+           "num_hidden_layers": 2,
            "patch_size": 16, "projection_dim": proj_dim, "torch_dtype": "float32"}
     p = os.path.join(tmp_path, f"tiny_clip_vision_{proj_dim}.json")
     with open(p, "w") as f:
@@ -181,7 +189,8 @@ def _tiny_clip_vision(tmp_path, proj_dim):
 
 
 def _tiny_clip_text():
-    """A core CLIP (SD1 CLIP-L classes and tokenizer) with a tiny random text transformer, width W."""
+    """A core CLIP (SD1 CLIP-L classes and tokenizer) with a tiny random text transformer, width
+    W."""
     import comfy.sd
     import comfy.sd1_clip
 
@@ -190,7 +199,8 @@ def _tiny_clip_text():
         tokenizer = comfy.sd1_clip.SD1Tokenizer
         params = {}  # noqa: RUF012 - read-only, as core's model targets
 
-    small = {"hidden_size": W, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
+    small = {"hidden_size": W, "intermediate_size": 64, "num_attention_heads": 2,
+             "num_hidden_layers": 2,
              "projection_dim": W}
     clip = comfy.sd.CLIP(Target(), model_options={"clip_l_model_config": small})
     _init_(clip.cond_stage_model, 3)
@@ -246,7 +256,8 @@ def test_comfy_node_matches_kernel_on_core_embeddings(host):
     from orbitforge.nodes.host.cd_score import text_embedding
 
     views = _views(5)
-    cd, D, S, rep = CDScore().run(host["cv"], host["clip"], views, "coffee_mug2", -1, PROMPT_TEMPLATE, True)
+    cd, D, S, rep = CDScore().run(host["cv"], host["clip"], views,
+                                  "coffee_mug2", -1, PROMPT_TEMPLATE, True)
     img = host["cv"].encode_image(views)["image_embeds"]
     txt = text_embedding(host["clip"], "An image of coffee mug")
     want = cd_terms(img, txt, reference=4)
@@ -254,7 +265,8 @@ def test_comfy_node_matches_kernel_on_core_embeddings(host):
     assert S == pytest.approx(want.S_var, rel=1e-6) and math.isfinite(cd) and cd > 0
     assert "'An image of coffee mug'" in rep and "<- reference" in rep and len(rep.splitlines()) == 3 + 5
     # reference first vs last: same numbers on the reversed batch
-    cd0, *_ = CDScore().run(host["cv"], host["clip"], views.flip(0), "coffee_mug2", 0, PROMPT_TEMPLATE, True)
+    cd0, *_ = CDScore().run(host["cv"], host["clip"], views.flip(0),
+                            "coffee_mug2", 0, PROMPT_TEMPLATE, True)
     assert cd0 == pytest.approx(cd, rel=1e-5)
 
 

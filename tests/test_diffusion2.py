@@ -93,7 +93,8 @@ def test_composition_formula_and_limits():
 
 def _true_noisy_start(gm, n, smax, gen):
     """Exact samples of the noisy matrix at sigma_max ``[V, F, n, C]``: x0 + sigma_max eps."""
-    return gm.sample(n, gen) + smax * torch.randn(gm.V, gm.F, n, gm.C, generator=gen, dtype=torch.float64)
+    return gm.sample(n, gen) + smax * torch.randn(gm.V, gm.F, n, gm.C, generator=gen,
+                                                  dtype=torch.float64)
 
 
 def test_gaussian_matrix_composition_is_exact_and_recovers_joint_statistics():
@@ -315,7 +316,8 @@ def test_interrupt_leaves_input_untouched_and_bad_input_raises():
     with pytest.raises(ValueError, match="renoise"):
         sample_matrix(x, sig, col, row, view_weights(V), lambda_schedule(steps), renoise="x")
     with pytest.raises(ValueError, match="returned"):
-        sample_matrix(x, sig, lambda a, s, i: a[:, :-1], row, view_weights(V), lambda_schedule(steps))
+        sample_matrix(x, sig, lambda a, s, i: a[:, :-1], row, view_weights(V),
+                      lambda_schedule(steps))
 
 
 def test_layout_helpers():
@@ -348,6 +350,7 @@ def test_tiny_diffusers_unets_end_to_end_chunking_and_cost():
     out1, _stats1, _, col1, row1 = run_matrix(V, F, 64, steps, 1, 2, vrs=vrs, seed=3)
     assert col1.max_batch == 2 and row1.max_batch == 4
     assert col1.forwards == F * passes and row1.forwards == 2 * passes
-    assert (out1 - out).abs().max() < 2e-3  # chunking: only float32 round-off (|x| ~ 700 at the start)
+    assert (out1 - out).abs().max() < 2e-3  # chunking: only float32 round-off (|x| ~ 700 at the
+                                            # start)
     out2, *_ = run_matrix(V, F, 64, steps, None, None, vrs=vrs, seed=4)
     assert (out2 - out).abs().max() > 1e-2  # the seed matters

@@ -25,11 +25,15 @@ def _image(n=1):
 def _run(host, prompt, prompt_type="image", V=3, F=4, steps=2, vrs=1, **kw):
     from orbitforge.nodes.diffusion2 import Diffusion2Sampler
 
-    args = dict(video_model=host["video"], multiview_model=host["mv"], clip_vision=host["clip_vision"],  # noqa: C408
-                vae=host["vae"], prompt=prompt, prompt_type=prompt_type, views=V, frames=F, size=SIZE,
-                elevation=10.0, multiview_cfg=2.5, video_cfg_min=1.5, video_cfg_max=3.0, motion_bucket_id=127,
+    args = dict(video_model=host["video"], multiview_model=host["mv"],
+                clip_vision=host["clip_vision"],  # noqa: C408
+                vae=host["vae"], prompt=prompt, prompt_type=prompt_type, views=V, frames=F,
+                size=SIZE,
+                elevation=10.0, multiview_cfg=2.5, video_cfg_min=1.5, video_cfg_max=3.0,
+                motion_bucket_id=127,
                 fps=25, video_cond_aug=0.02, multiview_cond_aug=1e-5, lambda_schedule="constant",
-                lambda_value=0.6, logistic_k=15.0, view_weight_min=0.25, steps=steps, vrs_steps=vrs, seed=0)
+                lambda_value=0.6, logistic_k=15.0, view_weight_min=0.25, steps=steps, vrs_steps=vrs,
+                seed=0)
     args.update(kw)
     return Diffusion2Sampler().run(**args)
 
@@ -38,14 +42,16 @@ def test_image_to_4d_end_to_end(host):
     V, F = 3, 4
     calls = []
     frames, cams, times, grid, ref_orbit, ref_video = _run(host, _image(), V=V, F=F, max_chunk=2,
-                                                           progress_callback=lambda v, t: calls.append((v, t)))
+                                                           progress_callback=lambda v,
+                                                           t: calls.append((v, t)))
     assert frames.shape == (V * F, SIZE, SIZE, 3) and frames.dtype == torch.float32
     assert torch.isfinite(frames).all() and frames.min() >= 0 and frames.max() <= 1
     assert len(cams) == V and cams.width == SIZE
     assert torch.allclose(times, torch.arange(F) / 25.0)
     assert grid.shape == (1, V * 96, F * 96, 3)
     assert ref_orbit.shape == (V, SIZE, SIZE, 3) and ref_video.shape == (F, SIZE, SIZE, 3)
-    assert torch.allclose(ref_orbit[-1], _image()[0], atol=1e-6)  # input view replaces the last view
+    # input view replaces the last view
+    assert torch.allclose(ref_orbit[-1], _image()[0], atol=1e-6)
     # progress: 2 reference runs of 2 steps, then 2 + 1 (VRS) matrix passes
     assert calls[-1] == (2 * 2 + 3, 2 * 2 + 3)
     # determinism (1 step is enough to see the seed)
@@ -118,7 +124,8 @@ def test_interrupt_leaves_no_outputs(host):
 
 
 def test_guider_with_core_sampling(host):
-    """The GUIDER path: core's CFGGuider.sample drives our composed x0 (both models loaded by core)."""
+    """The GUIDER path: core's CFGGuider.sample drives our composed x0 (both models loaded by
+    core)."""
     import comfy.samplers
 
     from orbitforge.nodes.diffusion2 import Diffusion2Guider
@@ -126,7 +133,8 @@ def test_guider_with_core_sampling(host):
 
     V, F = 3, 4
     g, latent, cams = Diffusion2Guider().get_guider(
-        host["video"], host["mv"], host["clip_vision"], host["vae"], _image(V), _image(F), SIZE, 10.0, 2.5, 1.5,
+        host["video"], host["mv"], host["clip_vision"],
+        host["vae"], _image(V), _image(F), SIZE, 10.0, 2.5, 1.5,
         3.0, 127, 25, 0.02, 1e-5, "logistic_paper", 0.6, 15.0, 0.25, 0, max_chunk=2)
     assert latent["samples"].shape == (V * F, 4, SIZE // 8, SIZE // 8) and len(cams) == V
     sig = model_sigmas(host["video"], 2)
@@ -135,4 +143,5 @@ def test_guider_with_core_sampling(host):
     assert out.shape == latent["samples"].shape and torch.isfinite(out).all()
     assert g.stats.passes == 2 and g.stats.column_sequences == [F, F] and g.stats.row_sequences == [V, V]
     with pytest.raises(ValueError, match="views x frames"):
-        g.sample(noise[:5], latent["samples"][:5], comfy.samplers.sampler_object("euler"), sig, seed=0)
+        g.sample(noise[:5], latent["samples"][:5],
+                 comfy.samplers.sampler_object("euler"), sig, seed=0)

@@ -1,4 +1,5 @@
-"""4D reconstruction: frame order, warm start, temporal term, confidences, node, all-or-nothing PLYs.
+"""4D reconstruction: frame order, warm start, temporal term, confidences, node, all-or-nothing
+PLYs.
 
 A two-coloured sphere moving along +x, seen by 8 tiny cameras; fits are a few iterations only.
 """

@@ -24,10 +24,14 @@ from orbitforge.kernels.geometry.cameras import sv3d_static_orbit
 
 # official TrianglePredictionGuider(max_scale=2.5, num_frames=21).scale, printed from the
 # official class (float32)
-OFFICIAL_TRIANGLE_21 = [1.0, 1.149999976158142, 1.2999999523162842, 1.4500000476837158, 1.600000023841858, 1.75,
-                        1.9000000953674316, 2.049999952316284, 2.200000047683716, 2.3499999046325684, 2.5,
-                        2.3499999046325684, 2.1999998092651367, 2.0500001907348633, 1.9000000953674316, 1.75,
-                        1.5999999046325684, 1.4499999284744263, 1.3000000715255737, 1.1500000953674316, 1.0]
+OFFICIAL_TRIANGLE_21 = [1.0, 1.149999976158142, 1.2999999523162842, 1.4500000476837158,
+                        1.600000023841858, 1.75,
+                        1.9000000953674316, 2.049999952316284, 2.200000047683716,
+                        2.3499999046325684, 2.5,
+                        2.3499999046325684, 2.1999998092651367, 2.0500001907348633,
+                        1.9000000953674316, 1.75,
+                        1.5999999046325684, 1.4499999284744263, 1.3000000715255737,
+                        1.1500000953674316, 1.0]
 
 
 def test_triangle_matches_official_and_formula():
@@ -65,9 +69,11 @@ def test_cfg_and_harmonyview_formulas():
     for b in range(2):
         for f in range(F_):
             i = b * F_ + f
-            torch.testing.assert_close(hvb[i], s2b[i] + sc[f] * (s2b[i] - u1b[i]) + 0.1 * sc[f] * (s2b[i] - u2b[i]))
+            torch.testing.assert_close(hvb[i],
+                                       s2b[i] + sc[f] * (s2b[i] - u1b[i]) + 0.1 * sc[f] * (s2b[i] - u2b[i]))
     # HarmonyView with s2 = 0, s1 = s - 1 is CFG with scale s
-    torch.testing.assert_close(harmonyview_x0(s, u1, u2, sc - 1, 0.0), cfg_x0(u1, s, sc), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(harmonyview_x0(s, u1, u2, sc - 1, 0.0), cfg_x0(u1, s, sc), rtol=1e-5,
+                               atol=1e-5)
     with pytest.raises(ValueError, match="per-frame"):
         cfg_x0(u1, s, torch.ones(3), frames=3)
     with pytest.raises(ValueError, match="per-frame"):
@@ -95,7 +101,8 @@ def _gaussian_branch_denoiser(mus: dict, sd: float, calls: list):
 def test_guided_gaussian_sampling_closed_form(kind):
     F_ = 21
     sd = 0.4
-    mus = {FULL: torch.linspace(-1, 1, F_, dtype=torch.float64), NO_INPUT: torch.zeros(F_, dtype=torch.float64),
+    mus = {FULL: torch.linspace(-1, 1, F_, dtype=torch.float64),
+           NO_INPUT: torch.zeros(F_, dtype=torch.float64),
            NO_VIEWS: 0.3 * torch.ones(F_, dtype=torch.float64)}
     if kind == "harmonyview":
         gd = make_guidance("harmonyview", F_, s1=2.0, s2=1.0)
@@ -108,7 +115,8 @@ def test_guided_gaussian_sampling_closed_form(kind):
     fn = guided_denoiser(_gaussian_branch_denoiser(mus, sd, calls), gd)
     steps = 12
     sig = edm.edm_sigmas(steps, dtype=torch.float64)
-    x_init = edm.initial_noise((F_, 2, 3, 3), 700.0, torch.Generator().manual_seed(3), dtype=torch.float64)
+    x_init = edm.initial_noise((F_, 2, 3, 3), 700.0, torch.Generator().manual_seed(3),
+                               dtype=torch.float64)
     out = edm.sample_euler(fn, x_init.clone(), sig)
     # guided x0 is again a Gaussian denoiser with mean mu_eff -> closed-form Euler recursion
     y = x_init - mu_eff.view(-1, 1, 1, 1)
@@ -142,15 +150,18 @@ def test_official_orbit_angles_and_vector():
     vec = sv3d.sv3d_vector("p", el, az, 1e-5)
     assert vec.shape == (21, 1280)
     # last frame azimuth 0 (official script): cos part all 1, sin part all 0
-    assert torch.equal(vec[-1, 768:1024], torch.ones(256)) and torch.equal(vec[-1, 1024:], torch.zeros(256))
+    assert torch.equal(vec[-1, 768:1024], torch.ones(256)) and torch.equal(vec[-1, 1024:],
+                                                                           torch.zeros(256))
     vec2 = sv3d.sv3d_vector("p", el, az, 1e-5, last_azimuth_2pi=True)
     assert torch.equal(vec[:-1], vec2[:-1]) and not torch.allclose(vec[-1], vec2[-1], atol=1e-3)
-    # embedding formula (official timestep_embedding): [cos(t f_k) | sin(t f_k)], f_k = 10000^(-k/half)
+    # embedding formula (official timestep_embedding): [cos(t f_k) | sin(t f_k)], f_k =
+    # 10000^(-k/half)
     e = sv3d.timestep_embedding(torch.tensor([0.5]), 8)[0]
     ref = [math.cos(0.5 * 10000 ** (-k / 4)) for k in range(4)] + [math.sin(0.5 * 10000 ** (-k / 4)) for k in range(4)]
     torch.testing.assert_close(e, torch.tensor(ref))
     assert sv3d.sv3d_vector("u", el, az).shape == (21, 256)
-    torch.testing.assert_close(vec[0, 256:768], sv3d.timestep_embedding(torch.tensor([math.radians(80.0)]), 512)[0])
+    torch.testing.assert_close(vec[0, 256:768],
+                               sv3d.timestep_embedding(torch.tensor([math.radians(80.0)]), 512)[0])
     with pytest.raises(ValueError, match="elevation"):
         sv3d.sv3d_vector("p", [95.0] * 21, az)
 
@@ -179,7 +190,8 @@ def tiny_unet():
     _import_diffusers_unet()
     unet = tiny_diffusers_unet(cross_dim=16, channels=(32, 64))
     forwards = []
-    handle = unet.register_forward_hook(lambda m, a, o: forwards.append(a[0].shape[0]))  # videos per forward
+    handle = unet.register_forward_hook(lambda m, a,
+                                        o: forwards.append(a[0].shape[0]))  # videos per forward
     try:
         yield unet, forwards
     finally:
@@ -243,7 +255,8 @@ def test_tiny_unet_sampling_deterministic_and_consistent(tiny_unet):
     # HarmonyView(s1 = 1.5, s2 = 0) == CFG 2.5 with the same network
     torch.testing.assert_close(a, c, rtol=1e-3, atol=1e-3)
     assert calls == [3] * 2 + [2] * 4  # one batched call per step
-    assert forwards == [3] * 2 + [2] * 4  # ... and ONE UNet forward per call, all branches as videos
+    assert forwards == [3] * 2 + [2] * 4  # ... and ONE UNet forward per call, all branches as
+                                          # videos
 
 
 def test_tiny_unet_no_views_branch_has_no_cross_frame_interaction(tiny_unet):
@@ -265,8 +278,10 @@ def test_tiny_unet_no_views_branch_has_no_cross_frame_interaction(tiny_unet):
         o2 = den(torch.cat([x2] * 3), sigma, branches).chunk(3)
         nv_alone = den(x, sigma, (NO_VIEWS,))
     assert forwards == [3, 3, 1]
-    torch.testing.assert_close(o1[2][0], o2[2][0])  # no_views: frame 0 unaffected without temporal mixing
+    torch.testing.assert_close(o1[2][0], o2[2][0])  # no_views: frame 0 unaffected without temporal
+                                                    # mixing
     assert (o1[0][0] - o2[0][0]).abs().max() > 1e-4  # the full branch mixes frames
     assert (o1[1][0] - o2[1][0]).abs().max() > 1e-4  # so does no_input
-    # batching the branches does not leak the indicator across videos: no_views alone == in the batch
+    # batching the branches does not leak the indicator across videos: no_views alone == in the
+    # batch
     torch.testing.assert_close(nv_alone, o1[2], rtol=1e-4, atol=1e-5)

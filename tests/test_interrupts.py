@@ -78,7 +78,8 @@ def cancel(monkeypatch, tmp_path):
         if host.in_comfyui():
             from comfy import model_management
 
-            watch = _CancelDuring(target, skip, lambda: model_management.interrupt_current_processing(True))
+            watch = _CancelDuring(target, skip,
+                                  lambda: model_management.interrupt_current_processing(True))
             real = model_management.throw_exception_if_processing_interrupted
 
             def traced():
@@ -90,7 +91,8 @@ def cancel(monkeypatch, tmp_path):
                     raise
                 watch.after_check(name)
 
-            monkeypatch.setattr(model_management, "throw_exception_if_processing_interrupted", traced)
+            monkeypatch.setattr(model_management,
+                                "throw_exception_if_processing_interrupted", traced)
             watch.is_set = model_management.processing_interrupted
         else:
             flag = _Flag()

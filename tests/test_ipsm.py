@@ -1,4 +1,5 @@
-"""IPSM geometry regularisers (kernels/priors/ipsm.py): pseudo cameras, inverse warp, masks, losses."""
+"""IPSM geometry regularisers (kernels/priors/ipsm.py): pseudo cameras, inverse warp, masks,
+losses."""
 
 import math
 
@@ -276,7 +277,8 @@ def test_pearson_depth_loss_finite_difference_gradient():
     mono = torch.rand(1, 6, 6, 1, dtype=torch.float64)
     mask = torch.rand(1, 6, 6, 1) > 0.2
     for patch in (0, 3):
-        f = lambda x: ipsm.pearson_depth_loss(x, mono, mask, kind="depth", patch=patch,  # noqa: E731
+        f = lambda x: ipsm.pearson_depth_loss(x, mono, mask,
+                                              kind="depth", patch=patch,  # noqa: E731
                                               min_pixels=2)
         assert torch.autograd.gradcheck(f, (d,), eps=1e-6, atol=1e-5)
         # a descent step increases the correlation

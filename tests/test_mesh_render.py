@@ -192,7 +192,8 @@ def test_load_glb_scene_and_ply(tmp_path):
     b = a.copy()
     scene = trimesh.Scene()
     scene.add_geometry(a, node_name="a")
-    scene.add_geometry(b, node_name="b", transform=trimesh.transformations.translation_matrix((3, 0, 0)))
+    scene.add_geometry(b, node_name="b",
+                       transform=trimesh.transformations.translation_matrix((3, 0, 0)))
     p = str(tmp_path / "two.glb")
     scene.export(p)
     m = load_mesh(p)

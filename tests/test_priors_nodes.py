@@ -73,7 +73,8 @@ def _text_cond(v):
 def _sv3d_cond():
     g = torch.Generator().manual_seed(0)
     az = [(f + 1) * 360.0 / FRAMES % 360.0 for f in range(FRAMES)]
-    d = {"concat_latent_image": torch.randn(1, 4, LAT, LAT, generator=g), "elevation": [10.0] * FRAMES,
+    d = {"concat_latent_image": torch.randn(1, 4, LAT, LAT, generator=g),
+         "elevation": [10.0] * FRAMES,
          "azimuth": az, "augmentation_level": 1e-5}
     pos = [[torch.randn(1, 1, 1024, generator=g) * 0.1, d]]
     neg = [[torch.zeros(1, 1, 1024), dict(d, concat_latent_image=torch.zeros(1, 4, LAT, LAT))]]

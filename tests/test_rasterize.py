@@ -53,7 +53,8 @@ NAMES = ("means", "quats", "scales", "opacities", "colors")
                                                   (2, True, 8)])
 def test_tiled_matches_reference_float64(sh_degree, dense, tile):
     """In float64 the tiled path equals the brute-force reference to rounding, gradients too."""
-    params = _scene(120 if dense else 180, seed=1 + (sh_degree or 0), sh_degree=sh_degree, dense=dense)
+    params = _scene(120 if dense else 180, seed=1 + (sh_degree or 0), sh_degree=sh_degree,
+                    dense=dense)
     vm, K = _cams()
     bg = torch.tensor([[0.2, 0.5, 0.9], [1.0, 0.0, 0.3]], dtype=torch.float64)
     ref, g_ref = _render_and_grads(params, vm, K, "reference", sh_degree, bg)
@@ -91,7 +92,8 @@ def test_float32_tiled_close_to_float64_reference():
     for k in ("rgb", "alpha", "depth"):
         torch.testing.assert_close(getattr(out, k).double(), getattr(ref, k), atol=2e-5, rtol=0)
     for name, a, b in zip(NAMES, g_out, g_ref):
-        torch.testing.assert_close(a.double(), b, atol=1e-4 * b.abs().max().item(), rtol=1e-4, msg=name)
+        torch.testing.assert_close(a.double(), b, atol=1e-4 * b.abs().max().item(), rtol=1e-4,
+                                   msg=name)
 
 
 def test_tile_size_does_not_change_result():
@@ -127,7 +129,8 @@ def test_single_isotropic_gaussian_analytic():
         out = rasterize(means, quats, scales, torch.tensor([o]), col, vm, K, W, H, backgrounds=bg,
                         backend=backend)
         assert abs(out.alpha[0, 20, 30, 0].item() - o) < 1e-5
-        torch.testing.assert_close(out.rgb[0, 20, 30], col[0] * o + bg[0] * (1 - o), atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.rgb[0, 20, 30], col[0] * o + bg[0] * (1 - o), atol=1e-5,
+                                   rtol=0)
         # off-centre pixel, offset (2, 0): EWA covariance J (s^2 I) J^T + 0.3 I, J = f/z [I | -p/z]
         k = (100.0 * s / z) ** 2
         vxx, vyy, vxy = k * (1 + (x / z) ** 2) + 0.3, k * (1 + (y / z) ** 2) + 0.3, k * x * y / z ** 2
@@ -154,7 +157,8 @@ def test_clamp_and_early_termination():
     cols = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     bg = torch.tensor([[0.0, 0.0, 0.0]])
     for backend in ("torch", "reference"):
-        out = rasterize(means, quats, scales, opac, cols, vm, K, W, H, backgrounds=bg, backend=backend)
+        out = rasterize(means, quats, scales, opac, cols, vm, K, W, H, backgrounds=bg,
+                        backend=backend)
         c = out.rgb[0, 24, 32]
         assert abs(c[0].item() - 0.98) < 1e-5
         assert abs(c[1].item() - 0.02 * 0.99) < 1e-6  # 0.99 clamp, not 0.999
@@ -263,7 +267,8 @@ def test_sh_basis_orthonormal_and_signs():
     torch.testing.assert_close(gram, torch.eye(16, dtype=torch.float64), atol=2e-3, rtol=0)
     # 3DGS sign convention for degree 1: Y1 = -C1 y, Y2 = C1 z, Y3 = -C1 x
     yb = sh_basis(1, torch.tensor([[0.0, 2.0, 0.0], [3.0, 0.0, 0.0]]))
-    torch.testing.assert_close(yb, torch.tensor([[SH_C0, -SH_C1, 0.0, 0.0], [SH_C0, 0.0, 0.0, -SH_C1]]))
+    torch.testing.assert_close(yb, torch.tensor([[SH_C0, -SH_C1, 0.0, 0.0], [SH_C0, 0.0, 0.0,
+                                                                             -SH_C1]]))
     coeffs = torch.zeros(1, 16, 3)
     coeffs[0, 0] = 1.0
     torch.testing.assert_close(eval_sh(3, torch.tensor([[0.3, 0.1, 0.2]]), coeffs),

@@ -1,4 +1,5 @@
-"""Hi3D stage-2 refiner: depth packing, anchoring, anchored loop, checkpoint read/validate/convert."""
+"""Hi3D stage-2 refiner: depth packing, anchoring, anchored loop, checkpoint
+read/validate/convert."""
 
 import hashlib
 import math
@@ -139,7 +140,8 @@ def test_anchoring_pulls_towards_anchor():
     den = _toy_denoiser(torch.zeros_like(z))  # a model that knows nothing about z
     on = refine_latents(den, z, steps=10, strength=1.0, generator=torch.Generator().manual_seed(3))
     off = refine_latents(den, z, steps=10, strength=0.0, generator=torch.Generator().manual_seed(3))
-    again = refine_latents(den, z, steps=10, strength=1.0, generator=torch.Generator().manual_seed(3))
+    again = refine_latents(den, z, steps=10, strength=1.0,
+                           generator=torch.Generator().manual_seed(3))
     assert torch.equal(on, again)  # seeded
     assert (on - z).norm() < (off - z).norm()
 
@@ -167,7 +169,8 @@ def test_reprojection_error_zero_for_true_depth_of_plane():
     d = torch.stack(depths).float()
     err = reprojection_error(d, cams.viewmats, cams.Ks, closed=False)
     assert err[0] < 2e-2  # nearest-pixel sampling only
-    err_bad = reprojection_error(torch.stack([d[0], d[1] * 1.3]), cams.viewmats, cams.Ks, closed=False)
+    err_bad = reprojection_error(torch.stack([d[0], d[1] * 1.3]), cams.viewmats, cams.Ks,
+                                 closed=False)
     assert err_bad[0] > 0.15
 
 
@@ -305,7 +308,8 @@ def test_convert_argument_errors(tmp_path, capsys):
 def test_node_bad_inputs():
     v = torch.rand(4, 32, 32, 3)
     d = torch.rand(4, 32, 32, 3)
-    ok = dict(kind="hi3d_stage2", views=v, depth=d, cameras=None, target_size=64, cfg_min=1.0, cfg_max=2.0)
+    ok = dict(kind="hi3d_stage2", views=v, depth=d, cameras=None, target_size=64, cfg_min=1.0,
+              cfg_max=2.0)
     check_refine_inputs(**ok)
     with pytest.raises(ValueError, match="square"):
         check_refine_inputs(**dict(ok, views=torch.rand(4, 32, 48, 3), depth=d))

@@ -77,5 +77,7 @@ def test_one_orbit_registry_for_the_camera_and_sv3d_nodes():
         _, el, az = resolve_orbit(name, 21, 10.0, 3, 32, 32)
         ref = OrbitCameras().make(cameras.SV3D_ORBITS[name], 21, 10.0, 2.0, 33.8, 32, 32, 3,
                                   "0", "0, 0, 0")[0]
-        assert torch.allclose(ref.azimuth.double(), torch.tensor(az, dtype=torch.float64), atol=1e-4)
-        assert torch.allclose(ref.elevation.double(), torch.tensor(el, dtype=torch.float64), atol=1e-4)
+        assert torch.allclose(ref.azimuth.double(), torch.tensor(az, dtype=torch.float64),
+                              atol=1e-4)
+        assert torch.allclose(ref.elevation.double(), torch.tensor(el, dtype=torch.float64),
+                              atol=1e-4)

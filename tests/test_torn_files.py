@@ -47,8 +47,10 @@ def comfy_listed(folder: str) -> list:
         try:
             import folder_paths
 
-            listed = set(folder_paths.filter_files_extensions(files, MODEL_EXTS | set(folder_paths.supported_pt_extensions)))
-            listed |= set(folder_paths.filter_files_content_types(files, ["image", "video", "audio", "model"]))
+            listed = set(folder_paths.filter_files_extensions(files,
+                                                              MODEL_EXTS | set(folder_paths.supported_pt_extensions)))
+            listed |= set(folder_paths.filter_files_content_types(files, ["image", "video", "audio",
+                                                                          "model"]))
         finally:
             sys.path.remove(comfy)
     else:

@@ -341,7 +341,8 @@ def test_modern_frontend_widget_sockets_are_accepted():
     prev = preview_node(ui)
     ui.link(img, 0, prev, "images")
     assert problems_of(ui) == []
-    assert ui_to_api(ui.json())["1"] == {"class_type": "LoadImage", "inputs": {"image": "chair.png"}}
+    assert ui_to_api(ui.json())["1"] == {"class_type": "LoadImage",
+                                         "inputs": {"image": "chair.png"}}
     img["inputs"].append({"name": "mask_file", "type": "STRING", "link": None})  # not a widget
     (msg,) = problems_of(ui)
     assert "node 1 (LoadImage): input slot 2 'mask_file' is not an input of LoadImage" == msg

@@ -100,8 +100,8 @@ def check_workflow(ui_json: dict, node_classes: dict | None = None,
             problems.append(f"{node_label(node)}: {err}")
             continue
         if schema is None:
-            problems.append(f"{node_label(node)}: unknown node type '{ntype}' (neither an OrbitForge "
-                            f"node nor a core node in core_schemas.json)")
+            problems.append(f"{node_label(node)}: unknown node type '{ntype}' (neither an "
+                            "OrbitForge node nor a core node in core_schemas.json)")
             continue
         problems.extend(_check_node(g, node, schema, schemas))
     return problems
@@ -153,13 +153,13 @@ def _check_node(g: LinkGraph, node: dict, schema: dict, schemas: Schemas) -> lis
         if src_schema is None:
             continue  # reported on the source node
         if not 0 <= sslot < len(src_schema["outputs"]):
-            out.append(f"{lab} input '{name}': linked from output slot {sslot} of {node_label(src)}, "
-                       f"which has only {len(src_schema['outputs'])} outputs")
+            out.append(f"{lab} input '{name}': linked from output slot {sslot} of "
+                       f"{node_label(src)}, which has only {len(src_schema['outputs'])} outputs")
             continue
         otype = src_schema["outputs"][sslot]
         if not types_match(otype, inp["type"]):
-            out.append(f"{lab} input '{name}' ({inp['type']}): linked from {node_label(src)} output "
-                       f"{sslot} '{src_schema['output_names'][sslot]}' of type {otype}")
+            out.append(f"{lab} input '{name}' ({inp['type']}): linked from {node_label(src)} "
+                       f"output {sslot} '{src_schema['output_names'][sslot]}' of type {otype}")
     for k, slot in enumerate(node.get("outputs") or []):
         if k >= len(schema["outputs"]) and slot.get("links"):
             out.append(f"{lab}: output slot {k} '{slot.get('name')}' does not exist on "

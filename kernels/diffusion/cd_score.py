@@ -37,10 +37,12 @@ def official_object_name(name: str) -> str:
 
 def make_prompt(name: str, template: str = PROMPT_TEMPLATE, clean: bool = True) -> str:
     if "{name}" not in template:
-        raise ValueError(f"prompt template {template!r} has no '{{name}}' placeholder: e.g. {PROMPT_TEMPLATE!r}")
+        raise ValueError(f"prompt template {template!r} has no '{{name}}' placeholder: e.g. "
+                         f"{PROMPT_TEMPLATE!r}")
     n = official_object_name(name) if clean else str(name).strip()
     if not n:
-        raise ValueError(f"object name {name!r} is empty after clean-up: give what the object is (e.g. 'alarm clock')")
+        raise ValueError(f"object name {name!r} is empty after clean-up: give what the object is "
+                         "(e.g. 'alarm clock')")
     return template.replace("{name}", n)
 
 
@@ -48,15 +50,17 @@ def check_joint_space(image_dim: int, text_dim: int) -> None:
     """Image and text embeddings must have the same width (one CLIP model's joint space)."""
     if int(image_dim) != int(text_dim):
         raise ValueError(
-            f"image embeddings are {int(image_dim)}-d but the text embedding is {int(text_dim)}-d: they are not in one "
-            "CLIP joint space. Use an image encoder and a text encoder of the SAME CLIP model (paper: OpenAI ViT-L/14, "
-            "768-d: clip_vision ViT-L/14 + the clip_l text encoder; or OpenCLIP ViT-H/14, 1024-d: SV3D's CLIP_VISION "
-            "+ an SD2.x text encoder)")
+            f"image embeddings are {int(image_dim)}-d but the text embedding is {int(text_dim)}-d: "
+            "they are not in one CLIP joint space. Use an image encoder and a text encoder of the "
+            "SAME CLIP model (paper: OpenAI ViT-L/14, 768-d: clip_vision ViT-L/14 + the clip_l "
+            "text encoder; or OpenCLIP ViT-H/14, 1024-d: SV3D's CLIP_VISION + an SD2.x text "
+            "encoder)")
 
 
 @dataclass
 class CDResult:
-    """Per-sample CD terms. ``dissim [n]`` = 1 - cos(f_ref, f_i); ``text_sim [n]`` = 100 max(cos(t, f_i), 0)."""
+    """Per-sample CD terms. ``dissim [n]`` = 1 - cos(f_ref, f_i); ``text_sim [n]`` = 100 max(cos(t,
+    f_i), 0)."""
 
     D: float
     S_var: float
@@ -73,7 +77,8 @@ class CDResult:
                  "view   1-cos(ref)   text_sim(100*max(cos,0))"]
         for i in range(n):
             mark = "  <- reference" if i == self.reference else ""
-            lines.append(f"{labels[i]:>4}   {self.dissim[i]:10.5f}   {self.text_sim[i]:10.4f}{mark}")
+            lines.append(f"{labels[i]:>4}   {self.dissim[i]:10.5f}   "
+                         f"{self.text_sim[i]:10.4f}{mark}")
         if self.S_var == 0.0:
             lines.append("note: S_var = 0 (every view equally similar to the text): CD is infinite")
         return "\n".join(lines)
@@ -84,7 +89,8 @@ def _as_matrix(x: torch.Tensor, what: str) -> torch.Tensor:
     if x.ndim == 3 and x.shape[1] == 1:
         x = x[:, 0]
     if x.ndim != 2:
-        raise ValueError(f"{what} must be [n, D] (one embedding per view), got shape {tuple(x.shape)}")
+        raise ValueError(f"{what} must be [n, D] (one embedding per view), got shape "
+                         f"{tuple(x.shape)}")
     return x
 
 
@@ -112,12 +118,15 @@ def cd_terms(image_embeds: torch.Tensor, text_embed: torch.Tensor, reference: in
     check_joint_space(f.shape[-1], t.shape[-1])
     n = f.shape[0]
     if n < 2:
-        raise ValueError(f"{n} view(s): the CD score needs at least 2 views (a variance over views; paper: 16)")
+        raise ValueError(f"{n} view(s): the CD score needs at least 2 views (a variance over "
+                         "views; paper: 16)")
     if not (-n <= int(reference) < n):
-        raise ValueError(f"reference view index {reference} is out of range for {n} views (use 0..{n - 1} or -1 for the last)")
+        raise ValueError(f"reference view index {reference} is out of range for {n} views (use "
+                         f"0..{n - 1} or -1 for the last)")
     ref = int(reference) % n
     if not (torch.isfinite(f).all() and torch.isfinite(t).all()):
-        raise ValueError("embeddings contain NaN/inf: check the encoders (e.g. a text projection that was never loaded)")
+        raise ValueError("embeddings contain NaN/inf: check the encoders (e.g. a text projection "
+                         "that was never loaded)")
     t = t.to(f.device)
     dissim = 1.0 - _cos(f[ref:ref + 1].expand_as(f), f)  # [n]
     text_sim = 100.0 * _cos(t.expand_as(f), f).clamp_min(0.0)  # [n]
@@ -139,6 +148,7 @@ def cd_dataset(D: Sequence[float], S_var: Sequence[float]) -> float:
     d = [float(v) for v in D]
     s = [float(v) for v in S_var]
     if len(d) != len(s) or not d:
-        raise ValueError(f"need as many D as S_var values and at least one sample, got {len(d)} and {len(s)}")
+        raise ValueError(f"need as many D as S_var values and at least one sample, got {len(d)} "
+                         f"and {len(s)}")
     ms = sum(s) / len(s)
     return (sum(d) / len(d)) / ms if ms > 0 else math.inf

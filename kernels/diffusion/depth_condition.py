@@ -147,7 +147,8 @@ def anchor_alphas(steps: int = HI3D_STEPS, strength: float = 1.0, power: float =
     return float(strength) * (0.5 * (1.0 + torch.cos(i / steps))) ** float(power)
 
 
-def anchor(x: torch.Tensor, z: torch.Tensor, eps: torch.Tensor, sigma, alpha: float) -> torch.Tensor:
+def anchor(x: torch.Tensor, z: torch.Tensor, eps: torch.Tensor, sigma,
+           alpha: float) -> torch.Tensor:
     """One anchoring blend: ``(1 - alpha) x + alpha (z + sigma eps)``."""
     if alpha == 0.0:
         return x

@@ -48,7 +48,8 @@ def edm_sigmas(
     if steps < 1:
         raise ValueError(f"steps={steps}: need at least 1 sampling step")
     if not (0 < sigma_min < sigma_max):
-        raise ValueError(f"sigma_min={sigma_min}, sigma_max={sigma_max}: need 0 < sigma_min < sigma_max")
+        raise ValueError(f"sigma_min={sigma_min}, sigma_max={sigma_max}: need 0 < sigma_min < "
+                         "sigma_max")
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
     if steps == 1:
         ramp = torch.zeros(1, dtype=torch.float64)  # linspace(0,1,1) == [0] too; explicit
@@ -60,7 +61,8 @@ def edm_sigmas(
 
 
 def vscaling(sigma):
-    """``VScalingWithEDMcNoise``: returns (c_skip, c_out, c_in, c_noise) for tensor (or float) sigma."""
+    """``VScalingWithEDMcNoise``: returns (c_skip, c_out, c_in, c_noise) for tensor (or float)
+    sigma."""
     s = sigma if torch.is_tensor(sigma) else torch.tensor(float(sigma), dtype=torch.float64)
     c_skip = 1.0 / (s**2 + 1.0)
     c_out = -s / (s**2 + 1.0) ** 0.5
@@ -78,7 +80,8 @@ def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def vpred_denoise(network: Callable, x: torch.Tensor, sigma, *args, **kwargs) -> torch.Tensor:
-    """The official ``Denoiser.forward`` with V scaling: ``F(x c_in, c_noise, ...) c_out + x c_skip``.
+    """The official ``Denoiser.forward`` with V scaling:
+    ``F(x c_in, c_noise, ...) c_out + x c_skip``.
 
     ``network(x_in, c_noise, *args, **kwargs)`` is the raw UNet (v-prediction). ``sigma`` is a
     scalar or ``[B]``; c_noise is passed with sigma's shape (``[B]`` if per-batch).
@@ -120,8 +123,10 @@ def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma, sigma_next) -> to
     return x + d * (_bcast(sigma_next, x) - _bcast(sigma, x))
 
 
-def churn_gamma(sigma: float, steps: int, s_churn: float, s_tmin: float = 0.0, s_tmax: float = float("inf")) -> float:
-    """Official ``EDMSampler`` gamma: ``min(s_churn / steps, sqrt(2) - 1)`` inside [s_tmin, s_tmax]."""
+def churn_gamma(sigma: float, steps: int, s_churn: float, s_tmin: float = 0.0,
+                s_tmax: float = float("inf")) -> float:
+    """Official ``EDMSampler`` gamma: ``min(s_churn / steps, sqrt(2) - 1)`` inside [s_tmin,
+    s_tmax]."""
     if s_tmin <= float(sigma) <= s_tmax:
         return min(float(s_churn) / max(int(steps), 1), 2**0.5 - 1)
     return 0.0

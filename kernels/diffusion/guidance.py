@@ -41,9 +41,11 @@ Scale = Union[float, torch.Tensor]
 
 
 # --------------------------------------------------------------------------- schedules
-def triangle_scales(frames: int, min_scale: float = 1.0, max_scale: float = 2.5, period: float = 1.0) -> torch.Tensor:
-    """Official ``TrianglePredictionGuider``: ``v = linspace(0,1,F)``, ``tri = 2|v/p - floor(v/p + .5)|``,
-    ``s = min + (max - min) tri`` -> ``[F]`` (1 at f=0, 2.5 at f=10, 1 at f=20 for F=21)."""
+def triangle_scales(frames: int, min_scale: float = 1.0, max_scale: float = 2.5,
+                    period: float = 1.0) -> torch.Tensor:
+    """Official ``TrianglePredictionGuider``: ``v = linspace(0,1,F)``,
+    ``tri = 2|v/p - floor(v/p + .5)|``, ``s = min + (max - min) tri`` -> ``[F]`` (1 at f=0, 2.5 at
+    f=10, 1 at f=20 for F=21)."""
     _check_frames(frames)
     v = torch.linspace(0, 1, frames)
     tri = 2 * (v / period - torch.floor(v / period + 0.5)).abs()
@@ -62,7 +64,8 @@ def constant_scales(frames: int, scale: float = 2.5) -> torch.Tensor:
     return torch.full((frames,), float(scale))
 
 
-def make_scales(kind: str, frames: int, min_scale: float = 1.0, max_scale: float = 2.5) -> torch.Tensor:
+def make_scales(kind: str, frames: int, min_scale: float = 1.0,
+                max_scale: float = 2.5) -> torch.Tensor:
     """``kind`` in {"triangle", "linear", "constant"} (constant uses ``max_scale``)."""
     if kind == "triangle":
         return triangle_scales(frames, min_scale, max_scale)
@@ -79,20 +82,24 @@ def _check_frames(frames: int) -> None:
 
 
 def _per_frame(scale: Scale, x: torch.Tensor, frames: int) -> torch.Tensor:
-    """Broadcast a scalar or ``[F]`` scale to ``x`` ``[B*F, ...]`` (frames fastest, as ``(b t)``)."""
+    """Broadcast a scalar or ``[F]`` scale to ``x`` ``[B*F, ...]`` (frames fastest, as
+    ``(b t)``)."""
     s = torch.as_tensor(scale, device=x.device, dtype=x.dtype)
     if s.ndim == 0:
         return s
     if s.ndim != 1 or s.shape[0] != frames:
-        raise ValueError(f"per-frame scale has shape {tuple(s.shape)}; expected [{frames}] (one per frame)")
+        raise ValueError(f"per-frame scale has shape {tuple(s.shape)}; expected [{frames}] (one "
+                         "per frame)")
     if x.shape[0] % frames:
-        raise ValueError(f"per-frame scale for {frames} frames does not fit a batch of {x.shape[0]} latents")
+        raise ValueError(f"per-frame scale for {frames} frames does not fit a batch of "
+                         f"{x.shape[0]} latents")
     b = x.shape[0] // frames
     return s.repeat(b).reshape((x.shape[0],) + (1,) * (x.ndim - 1))
 
 
 # --------------------------------------------------------------------------- combinations
-def cfg_x0(d_uncond: torch.Tensor, d_cond: torch.Tensor, scale: Scale, frames: int | None = None) -> torch.Tensor:
+def cfg_x0(d_uncond: torch.Tensor, d_cond: torch.Tensor, scale: Scale,
+           frames: int | None = None) -> torch.Tensor:
     """``D_u + s_f (D_c - D_u)``; ``d_*``: ``[B*F, ...]``; scale scalar or ``[F]``."""
     frames = frames if frames is not None else (scale.shape[0] if torch.is_tensor(scale) and scale.ndim else d_cond.shape[0])
     s = _per_frame(scale, d_cond, frames)
@@ -100,7 +107,8 @@ def cfg_x0(d_uncond: torch.Tensor, d_cond: torch.Tensor, scale: Scale, frames: i
 
 
 def harmonyview_x0(
-    s: torch.Tensor, s_uc1: torch.Tensor, s_uc2: torch.Tensor, s1: Scale = 2.0, s2: Scale = 1.0, frames: int | None = None
+    s: torch.Tensor, s_uc1: torch.Tensor, s_uc2: torch.Tensor, s1: Scale = 2.0, s2: Scale = 1.0,
+    frames: int | None = None
 ) -> torch.Tensor:
     """HarmonyView: ``s + s1 (s - s_uc1) + s2 (s - s_uc2)`` (x0 space; s1/s2 scalar or ``[F]``)."""
     if frames is None:
@@ -128,15 +136,16 @@ def cfg_guidance(scales: Scale, frames: int) -> Guidance:
 
 
 def harmonyview_guidance(frames: int, s1: Scale = 2.0, s2: Scale = 1.0) -> Guidance:
-    return Guidance((FULL, NO_INPUT, NO_VIEWS), lambda o: harmonyview_x0(o[0], o[1], o[2], s1, s2, frames), "harmonyview")
+    return Guidance((FULL, NO_INPUT, NO_VIEWS),
+                    lambda o: harmonyview_x0(o[0], o[1], o[2], s1, s2, frames), "harmonyview")
 
 
 def no_guidance() -> Guidance:
     return Guidance((FULL,), lambda o: o[0], "none")
 
 
-def make_guidance(kind: str, frames: int, min_scale: float = 1.0, max_scale: float = 2.5, s1: Scale = 2.0, s2: Scale = 1.0,
-                  harmony_schedule: str = "constant") -> Guidance:
+def make_guidance(kind: str, frames: int, min_scale: float = 1.0, max_scale: float = 2.5,
+                  s1: Scale = 2.0, s2: Scale = 1.0, harmony_schedule: str = "constant") -> Guidance:
     """``kind``: "triangle" | "linear" | "constant" (CFG) | "harmonyview" | "none".
 
     ``harmony_schedule="triangle"`` multiplies s1 and s2 by the official triangle wave
@@ -150,22 +159,28 @@ def make_guidance(kind: str, frames: int, min_scale: float = 1.0, max_scale: flo
             s1 = w * torch.as_tensor(s1, dtype=torch.float32)
             s2 = w * torch.as_tensor(s2, dtype=torch.float32)
         elif harmony_schedule != "constant":
-            raise ValueError(f"harmony_schedule={harmony_schedule!r}: choose 'constant' or 'triangle'")
+            raise ValueError(f"harmony_schedule={harmony_schedule!r}: choose 'constant' or "
+                             "'triangle'")
         return harmonyview_guidance(frames, s1, s2)
     if kind == "none":
         return no_guidance()
-    raise ValueError(f"guidance={kind!r}: choose 'triangle', 'linear', 'constant', 'harmonyview' or 'none'")
+    raise ValueError(f"guidance={kind!r}: choose 'triangle', 'linear', 'constant', 'harmonyview' "
+                     "or 'none'")
 
 
-def guided_denoiser(branch_denoiser: Callable, guidance: Guidance) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Turn a branch denoiser into ``fn(x, sigma) -> guided x0``: all branches in ONE batched call."""
+def guided_denoiser(branch_denoiser: Callable, guidance: Guidance) -> Callable[[torch.Tensor,
+                                                                                torch.Tensor],
+                                                                               torch.Tensor]:
+    """Turn a branch denoiser into ``fn(x, sigma) -> guided x0``: all branches in ONE batched
+    call."""
     n = len(guidance.branches)
 
     def fn(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         xs = torch.cat([x] * n) if n > 1 else x  # [n*B*F, C, h, w]
         out = branch_denoiser(xs, sigma, guidance.branches)
         if out.shape != xs.shape:
-            raise RuntimeError(f"branch denoiser returned {tuple(out.shape)}, expected {tuple(xs.shape)}")
+            raise RuntimeError(f"branch denoiser returned {tuple(out.shape)}, expected "
+                               f"{tuple(xs.shape)}")
         return guidance.combine(out.chunk(n))
 
     return fn

@@ -207,7 +207,8 @@ def _fmt_list(items: Sequence[str], limit: int = 12) -> str:
 
 def infer_config(sd: Dict[str, torch.Tensor]) -> UNetConfig:
     """Read the hyper-parameters of a video UNet from its (UNet-relative) state dict."""
-    need = ["input_blocks.0.0.weight", "out.2.weight", "label_emb.0.0.weight", "time_embed.0.weight"]
+    need = ["input_blocks.0.0.weight", "out.2.weight", "label_emb.0.0.weight",
+            "time_embed.0.weight"]
     missing = [k for k in need if k not in sd]
     if missing:
         raise CheckpointError(f"not an SVD-style video UNet: missing {_fmt_list(missing)}")
@@ -273,9 +274,9 @@ def validate_stage2(sd: Dict[str, torch.Tensor], require_official: bool = False)
     cfg = infer_config(sd)
     problems = []
     if cfg.in_channels != 17:
-        problems.append(f"input conv input_blocks.0.0.weight has {cfg.in_channels} input "
-                        "channels, the Hi3D stage-2 refiner has 17 (latent 4 + depth 9 + condition "
-                        "latent 4); an 8-channel model is SVD/SV3D: use it in anchored mode instead")
+        problems.append(f"input conv input_blocks.0.0.weight has {cfg.in_channels} input channels, "
+                        "the Hi3D stage-2 refiner has 17 (latent 4 + depth 9 + condition latent "
+                        "4); an 8-channel model is SVD/SV3D: use it in anchored mode instead")
     if cfg.out_channels != 4:
         problems.append(f"out.2.weight has {cfg.out_channels} output channels, expected 4")
     if cfg.adm_in_channels != 512:
@@ -399,7 +400,8 @@ def read_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]
     return plain_state_dict(_load_pickle(path), path), {}
 
 
-def extract_unet(sd: Dict[str, torch.Tensor], source: str = "checkpoint") -> Dict[str, torch.Tensor]:
+def extract_unet(sd: Dict[str, torch.Tensor],
+                 source: str = "checkpoint") -> Dict[str, torch.Tensor]:
     """The UNet part of a full engine state dict (``model.diffusion_model.*``), or ``sd`` itself
     when it already is a bare UNet state dict."""
     for p in UNET_PREFIXES:
@@ -471,11 +473,13 @@ def convert_main(argv: Optional[Sequence[str]] = None) -> int:
 
     ap = argparse.ArgumentParser(
         prog="python -m orbitforge convert-hi3d",
-        description="Convert Hi3D's second_stage.pt (DeepSpeed pickle, read with weights_only=True) "
-                    "to a safetensors file holding only the stage-2 UNet.")
+        description="Convert Hi3D's second_stage.pt (DeepSpeed pickle, read with "
+                    "weights_only=True) to a safetensors file holding only the stage-2 UNet.")
     ap.add_argument("input", help="second_stage.pt (or any stage-2 checkpoint / safetensors)")
-    ap.add_argument("output", help="output .safetensors (e.g. models/orbitforge_refiner/hi3d_stage2.safetensors)")
-    ap.add_argument("--dtype", default="keep", choices=list(_DTYPES), help="cast floats (default keep)")
+    ap.add_argument("output", help="output .safetensors (e.g. "
+                                   "models/orbitforge_refiner/hi3d_stage2.safetensors)")
+    ap.add_argument("--dtype", default="keep", choices=list(_DTYPES),
+                    help="cast floats (default keep)")
     ap.add_argument("--official", action="store_true",
                     help="also require the exact official architecture (320 channels, ...)")
     args = ap.parse_args(list(argv) if argv is not None else None)

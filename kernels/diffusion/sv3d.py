@@ -46,7 +46,8 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 def polar_azimuth_rad(elevations_deg, azimuths_deg, last_azimuth_2pi: bool = False):
-    """SV3D angles: ``polar = rad(90 - elevation)``, ``azimuth = rad(a % 360)`` -> two ``[F]`` float64.
+    """SV3D angles: ``polar = rad(90 - elevation)``, ``azimuth = rad(a % 360)`` -> two ``[F]``
+    float64.
 
     ``last_azimuth_2pi`` turns an azimuth of exactly 0 on the LAST frame into 2*pi (demo variant).
     """
@@ -55,7 +56,8 @@ def polar_azimuth_rad(elevations_deg, azimuths_deg, last_azimuth_2pi: bool = Fal
     if e.numel() == 1 and a.numel() > 1:
         e = e.expand(a.numel())
     if e.numel() != a.numel():
-        raise ValueError(f"{e.numel()} elevations for {a.numel()} azimuths: give one or one per frame")
+        raise ValueError(f"{e.numel()} elevations for {a.numel()} azimuths: give one or one per "
+                         "frame")
     if (e.abs() > 90).any():
         raise ValueError(f"elevation must be within [-90, 90] degrees, got {e.tolist()}")
     polar = torch.deg2rad(90.0 - e)
@@ -81,7 +83,8 @@ def sv3d_vector(variant: str, elevations_deg, azimuths_deg, cond_aug: float = CO
 
 # ------------------------------------------------------------------------------- images
 def split_alpha(image: torch.Tensor, mask: Optional[torch.Tensor] = None):
-    """``image [H,W,3|4]`` (+ ComfyUI MASK ``[H,W]``, 1 = transparent) -> ``(rgb [H,W,3], alpha [H,W] | None)``.
+    """``image [H,W,3|4]`` (+ ComfyUI MASK ``[H,W]``, 1 = transparent) ->
+    ``(rgb [H,W,3], alpha [H,W] | None)``.
 
     A MASK wins over an alpha channel (LoadImage gives both, mask = 1 - alpha).
     """
@@ -99,8 +102,8 @@ def split_alpha(image: torch.Tensor, mask: Optional[torch.Tensor] = None):
     return rgb, alpha
 
 
-def prepare_input_image(image: torch.Tensor, mask: Optional[torch.Tensor] = None, size: int = SV3D_SIZE,
-                        object_scale: float = 0.85, min_side: int = 64):
+def prepare_input_image(image: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                        size: int = SV3D_SIZE, object_scale: float = 0.85, min_side: int = 64):
     """SV3D input view: composite on white, object centred and scaled so its longest bounding-box
     side is ``object_scale`` of the frame (the official ``image_frame_ratio``).
 
@@ -110,15 +113,18 @@ def prepare_input_image(image: torch.Tensor, mask: Optional[torch.Tensor] = None
     """
     if image.ndim == 4:
         if image.shape[0] != 1:
-            raise ValueError(f"expected one input image, got a batch of {image.shape[0]}; pick one (e.g. ImageFromBatch)")
+            raise ValueError(f"expected one input image, got a batch of {image.shape[0]}; pick one "
+                             "(e.g. ImageFromBatch)")
         image = image[0]
     if image.ndim != 3 or image.shape[-1] not in (3, 4):
         raise ValueError(f"image must be [H,W,3] or [H,W,4], got {tuple(image.shape)}")
     h, w = image.shape[:2]
     if min(h, w) < min_side:
-        raise ValueError(f"image is {w}x{h} px; SV3D needs at least {min_side} px on each side (576 recommended)")
+        raise ValueError(f"image is {w}x{h} px; SV3D needs at least {min_side} px on each side "
+                         "(576 recommended)")
     if not (0.05 <= object_scale <= 1.0):
-        raise ValueError(f"object_scale={object_scale}: must be in [0.05, 1] (fraction of the frame the object spans)")
+        raise ValueError(f"object_scale={object_scale}: must be in [0.05, 1] (fraction of the "
+                         "frame the object spans)")
     rgb, alpha = split_alpha(image.float(), mask)
     if alpha is None:
         alpha = torch.ones(h, w, dtype=rgb.dtype, device=rgb.device)
@@ -127,11 +133,13 @@ def prepare_input_image(image: torch.Tensor, mask: Optional[torch.Tensor] = None
     else:
         ys, xs = torch.nonzero(alpha > (0.5 / 255.0), as_tuple=True)
         if ys.numel() == 0:
-            raise ValueError("the input's alpha/mask is empty (fully transparent): give a MASK that covers the object "
-                             "(LoadImage's mask is 1 on the background) or an RGBA image with the object opaque")
+            raise ValueError("the input's alpha/mask is empty (fully transparent): give a MASK "
+                             "that covers the object (LoadImage's mask is 1 on the background) or "
+                             "an RGBA image with the object opaque")
         y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
         scale_to = float(object_scale)
-    premult = torch.cat([rgb * alpha[..., None], alpha[..., None]], dim=-1)[y0:y1, x0:x1]  # [h',w',4]
+    premult = torch.cat([rgb * alpha[..., None], alpha[..., None]], dim=-1)[y0:y1,
+                                                                            x0:x1]  # [h',w',4]
     ch, cw = premult.shape[:2]
     k = size * scale_to / max(ch, cw)
     nh, nw = max(1, min(size, round(ch * k))), max(1, min(size, round(cw * k)))
@@ -145,9 +153,11 @@ def prepare_input_image(image: torch.Tensor, mask: Optional[torch.Tensor] = None
     return out.permute(1, 2, 0).contiguous(), a
 
 
-def noisy_cond_pixels(rgb01: torch.Tensor, cond_aug: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Official ``cond_frames = image + cond_aug * N(0,1)`` with image in [-1,1], returned in the 0..1
-    space a ComfyUI VAE expects (``p + cond_aug * N / 2``; not clamped, as the official code)."""
+def noisy_cond_pixels(rgb01: torch.Tensor, cond_aug: float,
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Official ``cond_frames = image + cond_aug * N(0,1)`` with image in [-1,1], returned in the
+    0..1 space a ComfyUI VAE expects (``p + cond_aug * N / 2``; not clamped, as the official
+    code)."""
     gdev = generator.device if generator is not None else torch.device("cpu")
     n = torch.randn(rgb01.shape, generator=generator, device=gdev, dtype=torch.float32).to(rgb01)
     return rgb01 + 0.5 * float(cond_aug) * n
@@ -168,24 +178,27 @@ def clip_preprocess(images: torch.Tensor, size: int = 224) -> torch.Tensor:
     return (x - mean) / std
 
 
-def check_frames_and_orbit(frames: int, elevations: Sequence[float], azimuths: Sequence[float]) -> list[str]:
+def check_frames_and_orbit(frames: int, elevations: Sequence[float],
+                           azimuths: Sequence[float]) -> list[str]:
     """Validate an orbit against the frame count; returns warnings (e.g. frames != 21)."""
     warnings = []
     if int(frames) < 1:
         raise ValueError(f"frames={frames}: need at least 1")
     if len(azimuths) != frames or len(elevations) != frames:
-        raise ValueError(f"the orbit has {len(azimuths)} cameras but frames={frames}: give one camera per frame")
+        raise ValueError(f"the orbit has {len(azimuths)} cameras but frames={frames}: give one "
+                         "camera per frame")
     for e in elevations:
         if not (-90.0 <= float(e) <= 90.0):
             raise ValueError(f"elevation {float(e)} is outside [-90, 90] degrees")
     if frames != 21:
-        warnings.append(f"frames={frames}: SV3D was trained on 21 frames; other counts may give poor views")
+        warnings.append(f"frames={frames}: SV3D was trained on 21 frames; other counts may give "
+                        "poor views")
     return warnings
 
 
 # ------------------------------------------------------------------------------- branches
-def branch_conditions(crossattn: torch.Tensor, concat: torch.Tensor, vector: torch.Tensor, branches: Sequence[str],
-                      concat_scale_no_views: float = 4.0):
+def branch_conditions(crossattn: torch.Tensor, concat: torch.Tensor, vector: torch.Tensor,
+                      branches: Sequence[str], concat_scale_no_views: float = 4.0):
     """Batched conditions for the guidance branches (see :mod:`.guidance`), official SV3D layout.
 
     ``crossattn [F, 1, D]`` (CLIP embedding repeated per frame), ``concat [F, 4, h, w]`` (VAE

@@ -116,7 +116,8 @@ def check_prompt(prompt: torch.Tensor, prompt_type: str, s: MatrixSettings, came
         raise ValueError(f"the prompt video has {prompt.shape[0]} frames, shorter than frames={F}; "
                          f"lower frames or give a longer video")
     if prompt_type == "orbit" and prompt.shape[0] != V:
-        raise ValueError(f"the prompt orbit has {prompt.shape[0]} views but views={V}; they must match")
+        raise ValueError(f"the prompt orbit has {prompt.shape[0]} views but views={V}; they must "
+                         "match")
 
 
 def view_weights(views: int, min_weight: float = OFFICIAL_MIN_VIEW_WEIGHT, periods: float = 2.0,
@@ -158,9 +159,10 @@ def lambda_schedule(steps: int, kind: str = "constant", value: float = OFFICIAL_
     """Multi-view weight ``lam_i`` for each step ``i`` ``[steps]`` (official ``ScaleScheduler``).
 
     * ``constant``: ``value`` (official default 0.6);
-    * ``logistic``: ``x = i / (steps - 1)``, ``lmin + (1 - 1 / (1 + exp(-k (x - value)))) (lmax - lmin)``
-      with ``value`` the midpoint s0 -- decreasing: the multi-view model dominates early, the video
-      model late (code s0 0.6 / k 15, paper s0 0.5 / k 20);
+    * ``logistic``: ``x = i / (steps - 1)``,
+      ``lmin + (1 - 1 / (1 + exp(-k (x - value)))) (lmax - lmin)`` with ``value`` the midpoint s0 --
+      decreasing: the multi-view model dominates early, the video model late (code s0 0.6 / k 15,
+      paper s0 0.5 / k 20);
     * ``linear``: from ``lmax`` down to ``lmin``; ``cosine``: half cosine from ``lmax`` to ``lmin``.
     """
     steps = int(steps)
@@ -189,7 +191,8 @@ def composition_weights(w: torch.Tensor, lam: float) -> tuple[torch.Tensor, torc
 
 
 def compose(d_mv: torch.Tensor, d_video: torch.Tensor, w: torch.Tensor, lam: float) -> torch.Tensor:
-    """Diffusion² composition in x0 space for matrices ``[V, F, *rest]`` and view weights ``[V]``."""
+    """Diffusion² composition in x0 space for matrices ``[V, F, *rest]`` and view weights
+    ``[V]``."""
     if d_mv.shape != d_video.shape:
         raise ValueError(f"denoised shapes differ: {tuple(d_mv.shape)} vs {tuple(d_video.shape)}")
     a, b = composition_weights(w.to(d_mv), lam)
@@ -203,7 +206,8 @@ def cfg_combine(d_uncond: torch.Tensor, d_cond: torch.Tensor, scale) -> torch.Te
     s = torch.as_tensor(scale, dtype=d_cond.dtype, device=d_cond.device)
     if s.ndim == 1:
         if s.shape[0] != d_cond.shape[1]:
-            raise ValueError(f"{s.shape[0]} guidance scales for sequences of {d_cond.shape[1]} frames")
+            raise ValueError(f"{s.shape[0]} guidance scales for sequences of {d_cond.shape[1]} "
+                             "frames")
         s = s.reshape((1, -1) + (1,) * (d_cond.ndim - 2))
     return d_uncond + s * (d_cond - d_uncond)
 
@@ -271,7 +275,8 @@ def _eval_chunked(fn: SequenceDenoiser, seqs: Callable[[int, int], torch.Tensor]
             continue
         expect = seqs(i, j).shape
         if tuple(out.shape) != tuple(expect):
-            raise ValueError(f"{kind} denoiser returned {tuple(out.shape)} for input {tuple(expect)}")
+            raise ValueError(f"{kind} denoiser returned {tuple(out.shape)} for input "
+                             f"{tuple(expect)}")
         write(i, j, out)
         if kind == "column":
             stats.column_calls += 1
@@ -391,6 +396,7 @@ def count_forwards(views: int, frames: int, steps: int, vrs_steps: int = OFFICIA
                    branches: int = 2) -> dict:
     """Sequence evaluations the sampler makes: per pass F columns and V rows per branch."""
     passes = steps + max(0, min(vrs_steps, steps))
-    return {"passes": passes, "column_per_pass": frames * branches, "row_per_pass": views * branches,
+    return {"passes": passes, "column_per_pass": frames * branches,
+            "row_per_pass": views * branches,
             "total_sequences": passes * (frames + views) * branches,
             "total_frames": passes * 2 * views * frames * branches}

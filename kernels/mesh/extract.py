@@ -1,8 +1,8 @@
 """Marching cubes on voxel fields and mesh finishing (components, watertight, decimation, Taubin).
 
 Fields are ``[R, R, R]`` indexed ``'ij'`` over ``(x, y, z)`` on the voxel centres of
-:func:`.geometry.visual_hull.voxel_grid` over ``bbox``; signed fields are **negative inside**. Before
-marching cubes the field is padded by one voxel of "outside", so the surface is always closed
+:func:`.geometry.visual_hull.voxel_grid` over ``bbox``; signed fields are **negative inside**.
+Before marching cubes the field is padded by one voxel of "outside", so the surface is always closed
 where the object touches the box.
 
 Meshes here are ``(vertices [N, 3] float64 numpy, faces [M, 3] int64 numpy)`` pairs, or
@@ -224,9 +224,9 @@ def finish_mesh(verts, faces, keep_components: int = 1, watertight: bool = True,
 
     Order: keep the largest ``keep_components`` components (0 = all); Taubin smoothing
     (``smooth_iterations``, 0 = off); feature-preserving smoothing (``feature_smooth`` passes of
-    :func:`bilateral_normal_smooth`, 0 = off); decimation to ``target_faces`` (0 = off); watertight repair.
-    Quadric decimation can occasionally create non-manifold edges or holes that the repair cannot
-    close; then decimation is retried at 1.25x and 1.6x the target and finally skipped (the
+    :func:`bilateral_normal_smooth`, 0 = off); decimation to ``target_faces`` (0 = off); watertight
+    repair. Quadric decimation can occasionally create non-manifold edges or holes that the repair
+    cannot close; then decimation is retried at 1.25x and 1.6x the target and finally skipped (the
     undecimated marching-cubes mesh is closed by construction), so ``watertight=True`` only fails
     when even the undecimated mesh cannot be repaired. Raises ``ValueError`` for an empty or
     non-manifold result -- never returns an empty mesh.
@@ -357,8 +357,8 @@ def fast_field(masks: torch.Tensor, cams, resolution: int = 128, depths=None,
     """Masks (+ optional depth maps) -> ``(field, hull)``, both ``[R, R, R]`` narrow-band signed
     fields (negative inside): the fused one and the visual hull alone.
 
-    The hull is :func:`.geometry.visual_hull.hull_sdf` (sub-voxel silhouette distance, soft voting with
-    ``min_background_views``, narrow band); with ``depths`` it is further carved by
+    The hull is :func:`.geometry.visual_hull.hull_sdf` (sub-voxel silhouette distance, soft voting
+    with ``min_background_views``, narrow band); with ``depths`` it is further carved by
     :func:`.tsdf.combine_hull_tsdf` (voxels no depth observes stay inside; never deeper than
     ``max_carve`` below the hull; only where the observations' weights sum to ``min_weight``:
     with ``angle_weight`` each depth observation counts ``|cos|`` of its viewing angle to the

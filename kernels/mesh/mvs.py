@@ -11,11 +11,11 @@ Method, per reference view ``r`` (all vectorised in torch):
    camera. The true surface is never in front of the hull, so the search starts there.
 2. **Plane sweep behind the hull**: hypotheses ``d = h_r + k * step`` for ``k = 0..K-1`` up to
    ``depth_range`` behind the hull (default a little deeper than the fusion's
-   :data:`.tsdf.MAX_CARVE`, as a minimum on the last plane is not trusted). Each hypothesis point is projected into the
-   ``n_neighbors`` cameras nearest to ``r`` (by viewing direction); the neighbour's colour is
-   sampled bilinearly, and the matching cost over a ``window x window`` patch is a blend of
-   zero-mean NCC (robust to exposure changes between generated views) and a truncated mean
-   absolute colour difference (needed on untextured, smoothly shaded surfaces where NCC is
+   :data:`.tsdf.MAX_CARVE`, as a minimum on the last plane is not trusted). Each hypothesis point is
+   projected into the ``n_neighbors`` cameras nearest to ``r`` (by viewing direction); the
+   neighbour's colour is sampled bilinearly, and the matching cost over a ``window x window`` patch
+   is a blend of zero-mean NCC (robust to exposure changes between generated views) and a truncated
+   mean absolute colour difference (needed on untextured, smoothly shaded surfaces where NCC is
    ill-conditioned). Points that fall on a neighbour's background are invalid there.
 3. **Visibility, roughly**: per hypothesis the score is the mean of the best ``best_k``
    neighbours, so a neighbour that sees an occluder instead of the point does not veto it.
@@ -24,9 +24,9 @@ Method, per reference view ``r`` (all vectorised in torch):
    matters where it carves, so "deeper than the hull" needs positive evidence), and is not on
    the last plane (an unbounded minimum), and carving needs texture: the reference window's
    intensity standard deviation must be at least ``min_std`` (a flat colour matches at every
-   depth) and the whole window must lie on the object's mask. Sub-plane refinement by a parabola through the
-   neighbouring scores. Everything else gets depth 0 ("no depth"), and pixels whose hull depth
-   is kept report it (they are valid observations that the surface is at the hull).
+   depth) and the whole window must lie on the object's mask. Sub-plane refinement by a parabola
+   through the neighbouring scores. Everything else gets depth 0 ("no depth"), and pixels whose hull
+   depth is kept report it (they are valid observations that the surface is at the hull).
 
 The result feeds :func:`.tsdf.tsdf_fuse` + :func:`.tsdf.combine_hull_tsdf`, which let depth carve
 only where several views agree and never deeper than ``max_carve``, so a wrong match cannot
@@ -46,7 +46,8 @@ from .tsdf import MAX_CARVE
 
 def hull_depth_maps(field: torch.Tensor, cams: Cameras, bbox) -> torch.Tensor:
     """Depth maps ``[C, H, W]`` (camera z, 0 = ray misses) of the zero level set of a voxel field
-    (negative inside, e.g. :func:`.geometry.visual_hull.hull_sdf`), by marching cubes + Embree ray casting.
+    (negative inside, e.g. :func:`.geometry.visual_hull.hull_sdf`), by marching cubes + Embree ray
+    casting.
     """
     from .extract import marching_cubes
     from .render import HAVE_EMBREE
@@ -104,8 +105,8 @@ def _box(x: torch.Tensor, w: int) -> torch.Tensor:
 
 
 def plane_sweep_depth(images: torch.Tensor, masks: torch.Tensor, cams: Cameras,
-                      hull_depth: torch.Tensor, depth_range: float = 1.2 * MAX_CARVE, n_planes: int = 24,
-                      n_neighbors: int = 4, best_k: int = 2, window: int = 5,
+                      hull_depth: torch.Tensor, depth_range: float = 1.2 * MAX_CARVE,
+                      n_planes: int = 24, n_neighbors: int = 4, best_k: int = 2, window: int = 5,
                       ncc_weight: float = 0.25, sad_trunc: float = 0.1, min_score: float = 0.6,
                       margin: float = 0.03, min_std: float = 0.01, views=None, progress=None
                       ) -> tuple[torch.Tensor, torch.Tensor]:

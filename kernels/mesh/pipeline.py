@@ -11,7 +11,8 @@ orbitforge demo`` (:func:`gaussians_to_mesh_file`) and ``bench mesh``:
    * ``"gaussians"`` -- the median depth rendered from fitted 3D Gaussians (the fit itself
      costs minutes on a CPU, so this is for when a fit exists anyway; measured on spot, splat
      depth from a short CPU fit scored *worse* than the hull alone (IoU 0.88 against 0.96),
-     and the fusion below only lets depth carve where several views agree, never deeper than ``max_carve``);
+     and the fusion below only lets depth carve where several views agree, never deeper than
+     ``max_carve``);
    * ``"depth"`` -- given depth maps (camera z, 0 = none);
    * ``"none"`` -- the hull alone;
 3. TSDF fusion + :func:`.tsdf.combine_hull_tsdf` (depth may carve, never punch holes);

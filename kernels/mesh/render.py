@@ -1,8 +1,8 @@
 """CPU reference rendering of triangle meshes (trimesh + Embree ray casting).
 
 Used to make reference views (the bundled sample orbit, benchmarks, evaluation) in the ONE
-camera convention of :mod:`.geometry.cameras`: pixel ``(i, j)`` is centred at ``(j + 0.5, i + 0.5)``,
-``viewmats`` are world -> camera (OpenCV: x right, y down, z forward).
+camera convention of :mod:`.geometry.cameras`: pixel ``(i, j)`` is centred at
+``(j + 0.5, i + 0.5)``, ``viewmats`` are world -> camera (OpenCV: x right, y down, z forward).
 
 Shading is deliberately **view independent** -- ``albedo * (ambient + diffuse * max(0, n.l))``
 with a fixed world-space light from above-front and two-sided normals -- so that a 3D Gaussian
@@ -176,13 +176,14 @@ def load_mesh(path: str, texture: Optional[str] = None) -> trimesh.Trimesh:
 
     Scenes are flattened with their node transforms. Texture + UVs (``TextureVisuals``) or vertex
     colours are kept; vertex colours are sRGB whatever the format (a GLB/GLTF stores linear
-    ``COLOR_0``, converted here). Vertices are not merged or reordered (``process=False``), so UV seams stay
-    split. For an OBJ with UVs but no material image, ``texture`` (or, when None, an image found
-    next to it: ``<stem>.png``, ``<stem>_texture.png``, ``<prefix>_texture.png`` or the only image
-    in the folder) becomes its texture.
+    ``COLOR_0``, converted here). Vertices are not merged or reordered (``process=False``), so UV
+    seams stay split. For an OBJ with UVs but no material image, ``texture`` (or, when None, an
+    image found next to it: ``<stem>.png``, ``<stem>_texture.png``, ``<prefix>_texture.png`` or the
+    only image in the folder) becomes its texture.
     """
     if not os.path.isfile(path):
-        raise ValueError(f"mesh file not found: {path!r}; give the path of an OBJ/PLY/GLB/GLTF file")
+        raise ValueError(f"mesh file not found: {path!r}; give the path of an OBJ/PLY/GLB/GLTF "
+                         "file")
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".obj", ".ply", ".glb", ".gltf", ".off", ".stl"):
         raise ValueError(f"unsupported mesh format {ext!r} ({path}); use OBJ, PLY, GLB or GLTF")
@@ -453,7 +454,8 @@ def render_mesh(mesh: trimesh.Trimesh, cams: Cameras, background: Sequence[float
         facing the camera (0 where empty).
     """
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise ValueError(f"render_mesh needs a non-empty trimesh.Trimesh, got {type(mesh).__name__}")
+        raise ValueError("render_mesh needs a non-empty trimesh.Trimesh, got "
+                         f"{type(mesh).__name__}")
     if int(ss) != ss or ss < 1:
         raise ValueError(f"ss (supersampling) must be an integer >= 1, got {ss}")
     bg = np.asarray(background, dtype=np.float64).flatten()

@@ -1,15 +1,16 @@
 """TSDF fusion of depth maps and its combination with the visual hull (projective TSDF, as in
 KinectFusion; voxels no view observes default to inside and are carved by the masks).
 
-``tsdf_fuse`` is projective TSDF fusion on the voxel centres of :func:`.geometry.visual_hull.voxel_grid`:
-for each view the signed distance along the ray ``d(uv) - z`` (positive in front of the observed
-surface = outside), truncated to ``±trunc`` and averaged over the views that observe the voxel
-(observed = projects into the image onto a valid depth, not more than ``trunc`` behind it; or
-onto background with ``masks``, which is an "outside" observation). **Voxels never observed
-count as inside** (else the fused surface gets a double shell).
+``tsdf_fuse`` is projective TSDF fusion on the voxel centres of
+:func:`.geometry.visual_hull.voxel_grid`: for each view the signed distance along the ray
+``d(uv) - z`` (positive in front of the observed surface = outside), truncated to ``±trunc`` and
+averaged over the views that observe the voxel (observed = projects into the image onto a valid
+depth, not more than ``trunc`` behind it; or onto background with ``masks``, which is an "outside"
+observation). **Voxels never observed count as inside** (else the fused surface gets a double
+shell).
 
-``combine_hull_tsdf`` merges it with the hull field of :func:`.geometry.visual_hull.hull_sdf`: the depth
-may only carve (make outside) voxels that the hull calls inside -- concavities the silhouettes
+``combine_hull_tsdf`` merges it with the hull field of :func:`.geometry.visual_hull.hull_sdf`: the
+depth may only carve (make outside) voxels that the hull calls inside -- concavities the silhouettes
 cannot see -- and only where at least ``min_weight`` views agree and no deeper than
 ``max_carve`` below the hull surface, so noisy depth cannot punch holes in a good hull.
 Everything is negative inside, in world units.

@@ -147,8 +147,10 @@ class Warp:
 
     image: torch.Tensor  # [P, H, W, Ch] training image sampled (nearest), 0 outside mask_warp
     depth: torch.Tensor  # [P, H, W, 1] training rendered depth sampled there, 0 outside
-    proj_depth: torch.Tensor  # [P, H, W, 1] z of the back-projected pseudo point in the training camera
-    mask_warp: torch.Tensor  # [P, H, W, 1] bool: pseudo surface pixel landing inside the training image
+    proj_depth: torch.Tensor  # [P, H, W, 1] z of the back-projected pseudo point in the training
+                              # camera
+    mask_warp: torch.Tensor  # [P, H, W, 1] bool: pseudo surface pixel landing inside the training
+                             # image
     pseudo_valid: torch.Tensor  # [P, H, W, 1] bool: pseudo pixel has a surface (depth > 0, alpha)
 
 
@@ -256,7 +258,8 @@ def depth_masks(pseudo_depth: torch.Tensor, warped_depth: torch.Tensor, mask_war
     nothing are never in ``mask_depth``.
     """
     if not (0 < strict <= threshold):
-        raise ValueError(f"need 0 < strict <= threshold, got strict={strict}, threshold={threshold}")
+        raise ValueError(f"need 0 < strict <= threshold, got strict={strict}, "
+                         f"threshold={threshold}")
     if compare not in ("pseudo", "source"):
         raise ValueError(f"compare must be 'pseudo' or 'source', got {compare!r}")
     with torch.no_grad():

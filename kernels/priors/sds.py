@@ -11,8 +11,8 @@ already see it; the SDS gradient is multiplied by ``M = 1 - smoothstep(max_c v_c
 reference camera faces is repainted. :func:`visibility_mask` / :func:`visibility_mask_from_depth`.
 
 SDS in SV3D's EDM parameterisation (``x = z + sigma * eps``, x0-predicting denoiser ``D``, e.g.
-:func:`.diffusion.edm.vpred_denoise` around the SV3D UNet): ``eps_hat = (x - D(x, sigma)) / sigma`` and
-the gradient on the latents is ``g = w(sigma) (eps_hat - eps) = w(sigma) (z - D) / sigma``; the
+:func:`.diffusion.edm.vpred_denoise` around the SV3D UNet): ``eps_hat = (x - D(x, sigma)) / sigma``
+and the gradient on the latents is ``g = w(sigma) (eps_hat - eps) = w(sigma) (z - D) / sigma``; the
 default ``w = sigma^2/(1+sigma^2)`` is DreamFusion's ``1 - alpha_bar`` in EDM terms.
 :func:`edm_sds_loss`.
 
@@ -257,7 +257,8 @@ IPSM_RAMP = 500  # iterations
 
 def sd_alphas_cumprod(steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012,
                       device=None) -> torch.Tensor:
-    """SD-1.x training schedule (``scaled_linear``): alpha_bar ``[steps]`` (float64 maths, f32 out)."""
+    """SD-1.x training schedule (``scaled_linear``): alpha_bar ``[steps]`` (float64 maths, f32
+    out)."""
     betas = torch.linspace(beta_start**0.5, beta_end**0.5, steps, dtype=torch.float64) ** 2
     return torch.cumprod(1 - betas, 0).to(device=device, dtype=torch.float32)
 

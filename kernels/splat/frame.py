@@ -1,9 +1,9 @@
 """Gaussian scenes between OrbitForge's world frame and the 3DGS splat frame (host-free maths).
 
-OrbitForge's world (:mod:`.geometry.cameras`) is y-up, right-handed, the object at the origin: the frame
-of glTF and three.js. Splat files (the 3DGS PLY of Kerbl et al. 2023, .splat, .spz, .ksplat) and
-ComfyUI's ``SPLAT`` type use the 3DGS capture frame, which is y-down / z-forward (the OpenCV camera
-convention of COLMAP). The two differ by a rotation of 180 degrees about x::
+OrbitForge's world (:mod:`.geometry.cameras`) is y-up, right-handed, the object at the origin: the
+frame of glTF and three.js. Splat files (the 3DGS PLY of Kerbl et al. 2023, .splat, .spz, .ksplat)
+and ComfyUI's ``SPLAT`` type use the 3DGS capture frame, which is y-down / z-forward (the OpenCV
+camera convention of COLMAP). The two differ by a rotation of 180 degrees about x::
 
     p_splat = M p_world,   M = diag(1, -1, -1) = R_x(180 deg)   (det +1: no mirror)
 
@@ -16,7 +16,8 @@ so a scene moves between the frames as a rigid rotation:
   ``d`` in one frame is seen from ``M d`` in the other): ``sh' = D(M) sh`` where ``D`` is the
   block-diagonal real-SH rotation matrix. For ``M`` it is diagonal with entries +-1 (each basis
   polynomial is odd or even in ``(y, z)`` jointly), computed here for any rotation by a
-  least-squares fit of the basis, exact to float round-off because each SH band is closed under rotation.
+  least-squares fit of the basis, exact to float round-off because each SH band is closed under
+  rotation.
 
 ``M`` is its own inverse, so :func:`to_splat_frame` and :func:`from_splat_frame` are the same map.
 ComfyUI's ``SPLAT`` also stores activated values (linear scales, opacities in [0, 1], normalised

@@ -75,11 +75,13 @@ def rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
     check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
                  backgrounds, tile_size)
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be 'auto', 'torch', 'gsplat' or 'reference', got {backend!r}")
+        raise ValueError("backend must be 'auto', 'torch', 'gsplat' or 'reference', got "
+                         f"{backend!r}")
     if backend == "auto":
         backend = "gsplat" if _gsplat_usable(means) else "torch"
     if backend == "gsplat":
-        return rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+        return rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width,
+                                height,
                                 sh_degree=sh_degree, backgrounds=backgrounds, near_plane=near_plane,
                                 far_plane=far_plane, tile_size=tile_size,
                                 retain_means2d_grad=retain_means2d_grad)

@@ -52,7 +52,8 @@ def rasterize_reference(means, quats, scales, opacities, colors, viewmats, Ks, w
         det = cov2[:, 0, 0] * cov2[:, 1, 1] - cov2[:, 0, 1] * cov2[:, 1, 0]
         det_s = torch.where(det > 0, det, torch.ones_like(det))
         inv2 = torch.stack([torch.stack([cov2[:, 1, 1], -cov2[:, 0, 1]], -1),
-                            torch.stack([-cov2[:, 1, 0], cov2[:, 0, 0]], -1)], -2) / det_s[:, None, None]
+                            torch.stack([-cov2[:, 1, 0], cov2[:, 0, 0]], -1)], -2) / det_s[:, None,
+                                                                                           None]
         uvw = p_cam @ K.T  # [N, 3]
         m2d = uvw[:, :2] / zs[:, None]  # [N, 2]
         with torch.no_grad():
@@ -88,7 +89,8 @@ def rasterize_reference(means, quats, scales, opacities, colors, viewmats, Ks, w
         rgb = rgb + (1 - acc) * bg
         dsum = w @ z_s[:, None]
         ok = acc > 1e-6
-        depth = torch.where(ok, dsum / torch.where(ok, acc, torch.ones_like(acc)), torch.zeros_like(acc))
+        depth = torch.where(ok, dsum / torch.where(ok, acc, torch.ones_like(acc)),
+                            torch.zeros_like(acc))
         with torch.no_grad():
             T_after = T * (1 - a)
             hit = (a > 0) & (T_after <= 0.5)
@@ -104,5 +106,6 @@ def rasterize_reference(means, quats, scales, opacities, colors, viewmats, Ks, w
     meta = {"means2d": torch.stack(outs["means2d"]), "radii": torch.stack(outs["radii"]),
             "depths": torch.stack(outs["depths"]), "width": int(width), "height": int(height),
             "n_cameras": C, "backend": "reference"}
-    return RenderOutput(torch.stack(outs["rgb"]), torch.stack(outs["alpha"]), torch.stack(outs["depth"]),
+    return RenderOutput(torch.stack(outs["rgb"]), torch.stack(outs["alpha"]),
+                        torch.stack(outs["depth"]),
                         torch.stack(outs["median"]), meta)

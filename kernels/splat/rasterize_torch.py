@@ -139,8 +139,8 @@ def _bin_pairs(means2d, cov2d, conics, depths, radii, opacities, width, height, 
     pty = ty0.index_select(0, src) + row
     # exact cull: does the footprint ellipse reach the tile's pixel-centre rectangle?
     con = conics.reshape(-1, 3).index_select(0, flat_s)
-    keep = _ellipse_hits_rect(con.index_select(0, src), m.index_select(0, src), e2.index_select(0, src),
-                              ptx, pty, tile, width, height)
+    keep = _ellipse_hits_rect(con.index_select(0, src), m.index_select(0, src),
+                              e2.index_select(0, src), ptx, pty, tile, width, height)
     kidx = torch.nonzero(keep).flatten()
     src = src.index_select(0, kidx)
     ptx = ptx.index_select(0, kidx).long()
@@ -218,7 +218,8 @@ def _pixel_basis(tile, dtype, device):
 
 def _alpha_floor(dtype) -> float:
     """Largest value below 1/255 in ``dtype``: ``threshold(x, floor)`` keeps ``x >= 1/255``."""
-    return float(torch.nextafter(torch.tensor(ALPHA_MIN, dtype=dtype), torch.tensor(0.0, dtype=dtype)))
+    return float(torch.nextafter(torch.tensor(ALPHA_MIN, dtype=dtype),
+                                 torch.tensor(0.0, dtype=dtype)))
 
 
 def _chunk_forward(ncoef, basis_t, clampable, floor, carry, done):
@@ -394,7 +395,8 @@ class _Composite(torch.autograd.Function):
                     B.masked_fill_(a >= ALPHA_MAX, 0.0)
                 flat = sl.reshape(-1)
                 g_coef.index_add_(0, flat, torch.matmul(basis, B).transpose(1, 2).reshape(-1, 6))
-                g_feat.index_add_(0, flat, torch.bmm(go.transpose(1, 2), w).transpose(1, 2).reshape(-1, n_ch))
+                g_feat.index_add_(0, flat,
+                                  torch.bmm(go.transpose(1, 2), w).transpose(1, 2).reshape(-1, n_ch))
         ctx.per_bucket = None
         return g_coef[:P], g_feat[:P], None, None
 
@@ -408,8 +410,8 @@ def rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width
                     sh_degree=None, backgrounds=None, near_plane=0.01, far_plane=1e10, tile_size=8,
                     retain_means2d_grad=False, block_elems=1 << 21, save_elems=48 << 20,
                     chunk_slots=48) -> RenderOutput:
-    """Same arguments and output as :func:`orbitforge.kernels.splat.rasterize.rasterize`, which validates
-    them first (``width``, ``height`` and ``tile_size`` are ints here)."""
+    """Same arguments and output as :func:`orbitforge.kernels.splat.rasterize.rasterize`, which
+    validates them first (``width``, ``height`` and ``tile_size`` are ints here)."""
     dt, dev = means.dtype, means.device
     viewmats = viewmats.to(dtype=dt, device=dev)
     Ks = Ks.to(dtype=dt, device=dev)

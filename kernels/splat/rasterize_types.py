@@ -39,25 +39,27 @@ def check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, h
     for name, t, shape in (("quats", quats, (n, 4)), ("scales", scales, (n, 3)),
                            ("opacities", opacities, (n,))):
         if tuple(t.shape) != shape:
-            raise ValueError(f"{name} must be {list(shape)} for N={n} Gaussians, got {list(t.shape)}")
+            raise ValueError(f"{name} must be {list(shape)} for N={n} Gaussians, got "
+                             f"{list(t.shape)}")
     if sh_degree is None:
         if tuple(colors.shape) != (n, 3):
-            raise ValueError(f"colors must be [N, 3] RGB when sh_degree is None, got {list(colors.shape)}"
-                             " (pass sh_degree for SH coefficients [N, K, 3])")
+            raise ValueError("colors must be [N, 3] RGB when sh_degree is None, got "
+                             f"{list(colors.shape)} (pass sh_degree for SH coefficients [N, K, 3])")
     else:
         if sh_degree not in (0, 1, 2, 3):
             raise ValueError(f"sh_degree must be None or 0..3, got {sh_degree}")
         k = (sh_degree + 1) ** 2
         if colors.ndim != 3 or colors.shape[0] != n or colors.shape[2] != 3 or colors.shape[1] < k:
-            raise ValueError(f"colors must be SH coefficients [N, K>={k}, 3] for sh_degree {sh_degree}, "
-                             f"got {list(colors.shape)}")
+            raise ValueError(f"colors must be SH coefficients [N, K>={k}, 3] for sh_degree "
+                             f"{sh_degree}, got {list(colors.shape)}")
     if viewmats.ndim != 3 or viewmats.shape[1:] != (4, 4):
         raise ValueError(f"viewmats must be [C, 4, 4], got {list(viewmats.shape)}")
     c = viewmats.shape[0]
     if tuple(Ks.shape) != (c, 3, 3):
         raise ValueError(f"Ks must be [C, 3, 3] with C={c}, got {list(Ks.shape)}")
     if backgrounds is not None and tuple(backgrounds.shape) != (c, 3):
-        raise ValueError(f"backgrounds must be [C, 3] with C={c} or None, got {list(backgrounds.shape)}")
+        raise ValueError(f"backgrounds must be [C, 3] with C={c} or None, got "
+                         f"{list(backgrounds.shape)}")
     if int(width) < 1 or int(height) < 1:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     if int(tile_size) < 1:

@@ -1,9 +1,9 @@
 """Real spherical harmonics (degree 0..3) in the convention of 3D Gaussian Splatting / gsplat.
 
 The basis ordering and signs are those of the reference 3DGS code (``Y_1 = -C1 y``, ``Y_2 = C1 z``,
-``Y_3 = -C1 x``, ...), so SH coefficients read from a standard 3DGS PLY evaluate to the same colours.
-A colour is ``max(0, sum_k Y_k(d) * coeff_k + 0.5)`` with ``d`` the unit direction from the camera
-centre to the Gaussian.
+``Y_3 = -C1 x``, ...), so SH coefficients read from a standard 3DGS PLY evaluate to the same
+colours. A colour is ``max(0, sum_k Y_k(d) * coeff_k + 0.5)`` with ``d`` the unit direction from the
+camera centre to the Gaussian.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def num_sh_bases(degree: int) -> int:
 
 
 def sh_basis(degree: int, dirs: torch.Tensor) -> torch.Tensor:
-    """Basis values ``[..., (degree+1)^2]`` at directions ``dirs`` ``[..., 3]`` (normalised here)."""
+    """Basis values ``[..., (degree+1)^2]`` at directions ``dirs`` ``[..., 3]`` (normalised
+    here)."""
     if degree not in (0, 1, 2, 3):
         raise ValueError(f"sh degree must be 0, 1, 2 or 3, got {degree}")
     d = torch.nn.functional.normalize(dirs, dim=-1)

@@ -1,4 +1,5 @@
-"""The host layer: the only code that talks to the ComfyUI host (``comfy``, ``folder_paths``, ``server``).
+"""The host layer: the only code that talks to the ComfyUI host (``comfy``, ``folder_paths``,
+``server``).
 
 This package is the pack's single host layer. Modules beside this one (e.g. ``guiders.py``) hold
 code that must subclass host classes; they too import ComfyUI only inside functions.

@@ -49,15 +49,17 @@ def check_models(video_model, multiview_model) -> None:
     kv, km = require(video_model, "video"), require(multiview_model, "video")
     if kv != "svd":
         swapped = " -- the two models look swapped" if km == "svd" else ""
-        raise ValueError(f"video_model is {kv.upper()}, expected Stable Video Diffusion (svd_xt.safetensors)"
-                         f"{swapped}; connect SVD-XT to video_model and SV3D_p to multiview_model")
+        raise ValueError(f"video_model is {kv.upper()}, expected Stable Video Diffusion "
+                         f"(svd_xt.safetensors){swapped}; connect SVD-XT to video_model and SV3D_p "
+                         "to multiview_model")
     if km not in ("sv3d_p", "sv3d_u"):
         raise ValueError(f"multiview_model is {km.upper()}, expected SV3D_p (sv3d_p.safetensors); "
                          "load it with Image Only Checkpoint Loader")
     cv, cm = latent_channels(video_model), latent_channels(multiview_model)
     if cv != cm:
-        raise ValueError(f"the models have different latent channels ({cv} vs {cm}); Diffusion² needs "
-                         "two models sharing one latent space (SVD-XT and SV3D share the SD VAE)")
+        raise ValueError(f"the models have different latent channels ({cv} vs {cm}); Diffusion² "
+                         "needs two models sharing one latent space (SVD-XT and SV3D share the SD "
+                         "VAE)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,7 +88,8 @@ def svd_vector(model, fps: int, motion_bucket_id: int, cond_aug: float) -> torch
 def sv3d_vector(model, elevations, azimuths, cond_aug: float) -> torch.Tensor:
     """SV3D's vector condition, one row per view ``[V, A]`` (SV3D_p: cameras; SV3D_u: cond_aug)."""
     V = len(azimuths)
-    y = model.model.encode_adm(augmentation_level=cond_aug, elevation=[float(e) for e in elevations],
+    y = model.model.encode_adm(augmentation_level=cond_aug,
+                               elevation=[float(e) for e in elevations],
                                azimuth=[float(a) for a in azimuths], noise=torch.zeros(V, 1, 1, 1))
     return y.float().cpu().expand(V, -1) if y.shape[0] == 1 else y.float().cpu()
 
@@ -137,7 +140,8 @@ def load_both(video_model, multiview_model, frame_shape, frames: int) -> None:
     """Load both models with ComfyUI's model management (kept loaded while sampling)."""
     from comfy import model_management
 
-    need = max(_seq_memory(video_model, frame_shape, frames), _seq_memory(multiview_model, frame_shape, frames))
+    need = max(_seq_memory(video_model, frame_shape, frames), _seq_memory(multiview_model,
+                                                                          frame_shape, frames))
     model_management.load_models_gpu([video_model, multiview_model], memory_required=need)
 
 
@@ -175,11 +179,12 @@ def model_sigmas(model, steps: int) -> torch.Tensor:
 
 def sample_sequence(seq_model: HostSequenceModel, length: int, latent_hw, steps: int, seed: int,
                     progress=None, offset: int = 0) -> torch.Tensor:
-    """One reference sequence (orbit or video) with the official Euler-EDM loop: ``[L, 4, h, w]``."""
+    """One reference sequence (orbit or video) with the official Euler-EDM loop:
+    ``[L, 4, h, w]``."""
     dev = torch_device()
     sig = model_sigmas(seq_model.model, steps)
-    x = edm.initial_noise((1, length, 4) + tuple(latent_hw), float(sig[0]), torch.Generator().manual_seed(seed),
-                          device=dev)
+    x = edm.initial_noise((1, length, 4) + tuple(latent_hw), float(sig[0]),
+                          torch.Generator().manual_seed(seed), device=dev)
 
     def den(xx, s):
         return seq_model(xx, s, torch.zeros(1, dtype=torch.long))
@@ -231,7 +236,8 @@ def multiview_denoiser(multiview_model, clip_vision, vae, refs: torch.Tensor, el
     (constant CFG ``s.multiview_cfg``; the cameras in the vector)."""
     emb, lat = encode_references(clip_vision, vae, refs, s.multiview_cond_aug, seed)
     return HostSequenceModel(multiview_model, emb, lat,
-                             sv3d_vector(multiview_model, elevations, azimuths, s.multiview_cond_aug),
+                             sv3d_vector(multiview_model, elevations, azimuths,
+                                         s.multiview_cond_aug),
                              make_scales("constant", s.views, max_scale=s.multiview_cfg))
 
 
@@ -249,12 +255,13 @@ def matrix_denoisers(video_model, multiview_model, clip_vision, vae, ref_orbit: 
                      ref_video: torch.Tensor, elevations, azimuths, s: MatrixSettings):
     """``(column_fn, row_fn)`` of the matrix: SV3D on the F columns (column t conditioned on
     video frame t) and SVD on the V rows (row v conditioned on orbit view v)."""
-    return (multiview_denoiser(multiview_model, clip_vision, vae, ref_video, elevations, azimuths, s,
-                               s.seed + 2),
+    return (multiview_denoiser(multiview_model, clip_vision, vae, ref_video, elevations, azimuths,
+                               s, s.seed + 2),
             video_denoiser(video_model, clip_vision, vae, ref_orbit, s, s.seed + 3))
 
 
-def sample_4d(video_model, multiview_model, clip_vision, vae, images: torch.Tensor, prompt_type: str,
+def sample_4d(video_model, multiview_model, clip_vision, vae, images: torch.Tensor,
+              prompt_type: str,
               elevations, azimuths, view_weight: torch.Tensor, lambdas: torch.Tensor,
               s: MatrixSettings, progress_callback=None):
     """The all-in-one Diffusion² run on prepared prompt ``images`` ``[N, S, S, 3]``: the
@@ -275,8 +282,8 @@ def sample_4d(video_model, multiview_model, clip_vision, vae, images: torch.Tens
     with torch.inference_mode():
         if prompt_type in ("image", "video"):
             front = images[-1:]  # image, or the last video frame (official)
-            mv1 = multiview_denoiser(multiview_model, clip_vision, vae, front, elevations, azimuths, s,
-                                     seed)
+            mv1 = multiview_denoiser(multiview_model, clip_vision, vae, front, elevations, azimuths,
+                                     s, seed)
             z = sample_sequence(mv1, V, (h, h), steps, seed + 11, prog, done)
             done += steps
             ref_orbit = decode(vae, multiview_model.model.process_latent_out(z), s.decode_chunk)
@@ -298,7 +305,8 @@ def sample_4d(video_model, multiview_model, clip_vision, vae, images: torch.Tens
                               torch.Generator().manual_seed(seed), device=torch_device())
         stats = MatrixStats()
         out = sample_matrix(x, sig, col_fn, row_fn, view_weight, lambdas, vrs_steps=s.vrs_steps,
-                            column_chunk=auto_chunk(multiview_model, frame_shape, V, F, s.max_chunk),
+                            column_chunk=auto_chunk(multiview_model, frame_shape, V, F,
+                                                    s.max_chunk),
                             row_chunk=auto_chunk(video_model, frame_shape, F, V, s.max_chunk),
                             generator=torch.Generator().manual_seed(seed + 1),
                             callback=lambda k, tot, i, xx, dd: prog.update(done + k),
@@ -319,9 +327,9 @@ def guider_class():
     """``OrbitForgeDiffusion2Guider`` (a ``comfy.samplers.CFGGuider``), built once.
 
     The latent is the flattened matrix ``[V*F, 4, h, w]`` (view-major). Each ``predict_noise``
-    returns the composed x0 of the whole matrix (:func:`kernels.dynamic.diffusion2.denoise_matrix`); lambda
-    is indexed by the step, found from the sampler's sigmas captured in :meth:`sample`. VRS is a
-    sampler feature and is not applied in guider mode (use the all-in-one node for it). The
+    returns the composed x0 of the whole matrix (:func:`kernels.dynamic.diffusion2.denoise_matrix`);
+    lambda is indexed by the step, found from the sampler's sigmas captured in :meth:`sample`. VRS
+    is a sampler feature and is not applied in guider mode (use the all-in-one node for it). The
     multi-view model is registered as an additional model so core loads both.
     """
     if "guider" in _CACHE:
@@ -343,8 +351,9 @@ def guider_class():
 
         def sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
             if noise.shape[0] != self.V * self.F:
-                raise ValueError(f"latent batch {noise.shape[0]} is not views x frames = {self.V}x{self.F}; "
-                                 "use the LATENT output of the Diffusion² guider node")
+                raise ValueError(f"latent batch {noise.shape[0]} is not views x frames = "
+                                 f"{self.V}x{self.F}; use the LATENT output of the Diffusion² "
+                                 "guider node")
             self._sig = sigmas.detach().double().cpu()
             self._lams = self.lambda_fn(max(1, len(sigmas) - 1))
             fs = tuple(noise.shape[1:])
@@ -352,13 +361,14 @@ def guider_class():
             self._rc = auto_chunk(self.model_patcher, fs, self.F, self.V, self.max_chunk)
             return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
-        def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 - core signature
+        def predict_noise(self, x, timestep, model_options={},
+                          seed=None):  # noqa: B006 - core signature
             s = float(timestep.flatten()[0])
             i = int((self._sig[:-1] - s).abs().argmin()) if self._sig is not None else 0
             lam = float(self._lams[min(i, len(self._lams) - 1)])
             xm = unflatten_matrix(x, self.V, self.F)
-            d, self.stats = denoise_matrix(xm, torch.tensor(s), self.col_fn, self.row_fn, self.w, lam,
-                                           self._cc, self._rc, oom(), self.stats)
+            d, self.stats = denoise_matrix(xm, torch.tensor(s), self.col_fn, self.row_fn, self.w,
+                                           lam, self._cc, self._rc, oom(), self.stats)
             self._cc, self._rc = self.stats.column_chunk, self.stats.row_chunk
             return flatten_matrix(d)
 

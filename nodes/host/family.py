@@ -54,13 +54,15 @@ def _detect(model) -> str:
     except Exception:  # noqa: BLE001 - ComfyUI absent: the unet config decides
         model_base = supported_models = None
     if model_base is not None:
-        for cls, fam in ((model_base.SV3D_p, "sv3d_p"), (model_base.SV3D_u, "sv3d_u"), (model_base.SVD_img2vid, "svd")):
+        for cls, fam in ((model_base.SV3D_p, "sv3d_p"), (model_base.SV3D_u, "sv3d_u"),
+                         (model_base.SVD_img2vid, "svd")):
             if isinstance(base, cls):
                 return fam
     if cfgobj is None:
         return f"other:{name}"
     if supported_models is not None:
-        for cls, fam in ((supported_models.SV3D_p, "sv3d_p"), (supported_models.SV3D_u, "sv3d_u"), (supported_models.SVD_img2vid, "svd"),
+        for cls, fam in ((supported_models.SV3D_p, "sv3d_p"), (supported_models.SV3D_u, "sv3d_u"),
+                         (supported_models.SVD_img2vid, "svd"),
                          ((supported_models.SDXL, supported_models.SDXLRefiner), "sdxl")):
             if isinstance(cfgobj, cls):
                 return fam

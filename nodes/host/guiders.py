@@ -48,14 +48,17 @@ def encode_clip(clip_vision, rgb: torch.Tensor, expected_dim: Optional[int]) -> 
     out = clip_vision.encode_image(rgb)
     emb = out["image_embeds"]
     if expected_dim is not None and emb.shape[-1] != expected_dim:
-        raise ValueError(f"CLIP_VISION gives {emb.shape[-1]}-d image embeddings but SV3D needs {expected_dim}: "
-                         "use the CLIP_VISION from the same ImageOnlyCheckpointLoader (OpenCLIP ViT-H/14)")
+        raise ValueError(f"CLIP_VISION gives {emb.shape[-1]}-d image embeddings but SV3D needs "
+                         f"{expected_dim}: use the CLIP_VISION from the same "
+                         "ImageOnlyCheckpointLoader (OpenCLIP ViT-H/14)")
     return emb.reshape(1, 1, -1).float()
 
 
 # ----------------------------------------------------------------------------- conditioning
-def make_conditioning(clip_vision, vae, rgb: torch.Tensor, elevations, azimuths, width: int, height: int,
-                      cond_aug: float = COND_AUG, seed: int = 0, expected_dim: Optional[int] = 1024):
+def make_conditioning(clip_vision, vae, rgb: torch.Tensor, elevations, azimuths, width: int,
+                      height: int,
+                      cond_aug: float = COND_AUG, seed: int = 0,
+                      expected_dim: Optional[int] = 1024):
     """(positive, negative, latent) for SV3D as the official script, in ComfyUI's format.
 
     ``rgb``: the prepared input ``[1,H,W,3]`` (on white). Positive = CLIP embedding + VAE mode of
@@ -136,8 +139,8 @@ def guider_class():
         def set_guidance(self, kind="triangle", min_scale=1.0, max_scale=2.5, s1=2.0, s2=1.0,
                          concat_scale=4.0, harmony_schedule="constant"):
             self.kind = kind
-            self.params = dict(min_scale=float(min_scale), max_scale=float(max_scale), s1=float(s1), s2=float(s2),
-                               harmony_schedule=harmony_schedule)
+            self.params = dict(min_scale=float(min_scale), max_scale=float(max_scale), s1=float(s1),
+                               s2=float(s2), harmony_schedule=harmony_schedule)
             make_guidance(kind, 21, **self.params)  # validate now, before sampling
             self.concat_scale = float(concat_scale)
             self.cfg = (1.0 + float(s1)) if kind == "harmonyview" else float(max_scale)  # scalar for patches
@@ -160,11 +163,14 @@ def guider_class():
             gd = self._guidance(frames)
             pos = self.conds.get("positive", None)
             conds = [_branch_conds(pos, b, frames, self.concat_scale, ioi_cls) for b in gd.branches]
-            out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
+            out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep,
+                                                 model_options)
             self.forwards += 1
             for fn in model_options.get("sampler_pre_cfg_function", []):
-                args = {"conds": conds, "conds_out": out, "cond_scale": self.cfg, "timestep": timestep,
-                        "input": x, "sigma": timestep, "model": self.inner_model, "model_options": model_options}
+                args = {"conds": conds, "conds_out": out, "cond_scale": self.cfg,
+                        "timestep": timestep,
+                        "input": x, "sigma": timestep, "model": self.inner_model,
+                        "model_options": model_options}
                 out = fn(args)
             if "sampler_cfg_function" in model_options and not self._warned:
                 log.warning("OrbitForge guider: the model's sampler_cfg_function patch is ignored "
@@ -172,9 +178,12 @@ def guider_class():
                 self._warned = True
             result = gd.combine(tuple(out))
             for fn in model_options.get("sampler_post_cfg_function", []):
-                args = {"denoised": result, "cond": conds[0], "uncond": conds[1] if len(conds) > 1 else None,
-                        "cond_scale": self.cfg, "model": self.inner_model, "uncond_denoised": out[1] if len(out) > 1 else out[0],
-                        "cond_denoised": out[0], "sigma": timestep, "model_options": model_options, "input": x}
+                args = {"denoised": result, "cond": conds[0],
+                        "uncond": conds[1] if len(conds) > 1 else None,
+                        "cond_scale": self.cfg, "model": self.inner_model,
+                        "uncond_denoised": out[1] if len(out) > 1 else out[0],
+                        "cond_denoised": out[0], "sigma": timestep, "model_options": model_options,
+                        "input": x}
                 result = fn(args)
             return result
 
@@ -219,8 +228,10 @@ def model_sigmas(model, steps: int) -> torch.Tensor:
     return edm.edm_sigmas(steps, float(ms.sigma_min), float(ms.sigma_max))
 
 
-def run_sampling(model, guider, latent: dict, steps: int, seed: int, s_churn: float = 0.0) -> torch.Tensor:
-    """Sample through core (model management, previews, interrupts). Returns raw latents [F,4,h,w]."""
+def run_sampling(model, guider, latent: dict, steps: int, seed: int,
+                 s_churn: float = 0.0) -> torch.Tensor:
+    """Sample through core (model management, previews, interrupts). Returns raw latents
+    [F,4,h,w]."""
     import comfy.sample  # noqa: PLC0415
     import comfy.utils  # noqa: PLC0415
     import latent_preview  # noqa: PLC0415

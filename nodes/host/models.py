@@ -103,9 +103,10 @@ def stage2_classes():
             depth = comfy.utils.resize_to_batch_size(depth, f)
             latent = comfy.utils.resize_to_batch_size(latent, f)
             if depth.shape[-2:] != (h, w) or latent.shape[-2:] != (h, w):
-                raise ValueError(f"refiner conditions {tuple(depth.shape)}/{tuple(latent.shape)} do "
-                                 f"not match the latent {h}x{w}")
-            out["c_concat"] = comfy.conds.CONDNoiseShape(torch.cat([depth.to(latent.dtype), latent], 1))
+                raise ValueError(f"refiner conditions {tuple(depth.shape)}/{tuple(latent.shape)} "
+                                 f"do not match the latent {h}x{w}")
+            out["c_concat"] = comfy.conds.CONDNoiseShape(torch.cat([depth.to(latent.dtype), latent],
+                                                                   1))
             cross_attn = kwargs.get("cross_attn", None)
             if cross_attn is not None:
                 out["c_crossattn"] = comfy.conds.CONDCrossAttn(cross_attn)
@@ -145,8 +146,10 @@ def build_refiner_model(unet_sd: dict):
     params = comfy.utils.calculate_parameters(unet_sd)
     weight_dtype = comfy.utils.weight_dtype(unet_sd)
     dtypes = list(config.supported_inference_dtypes)
-    unet_dtype = model_management.unet_dtype(model_params=params, supported_dtypes=dtypes, weight_dtype=weight_dtype)
-    manual_cast = model_management.unet_manual_cast(unet_dtype, load_device, config.supported_inference_dtypes)
+    unet_dtype = model_management.unet_dtype(model_params=params, supported_dtypes=dtypes,
+                                             weight_dtype=weight_dtype)
+    manual_cast = model_management.unet_manual_cast(unet_dtype, load_device,
+                                                    config.supported_inference_dtypes)
     config.set_inference_dtype(unet_dtype, manual_cast)
     model = config.get_model(unet_sd, "")
     model.load_model_weights(unet_sd, "")
@@ -182,11 +185,13 @@ def latent_scale_in(model, z: torch.Tensor) -> torch.Tensor:
 
 
 def vae_encode_chunked(vae, images: torch.Tensor, chunk: int) -> torch.Tensor:
-    """``images`` [F,H,W,3] 0..1 -> raw latents [F,4,H/8,W/8] (encoder mode), ``chunk`` at a time."""
+    """``images`` [F,H,W,3] 0..1 -> raw latents [F,4,H/8,W/8] (encoder mode), ``chunk`` at a
+    time."""
     out = []
     for i in range(0, images.shape[0], max(1, chunk)):
         check_interrupt()
-        out.append(vae.encode(images[i:i + chunk, :, :, :3]).to(intermediate_device(), torch.float32))
+        out.append(vae.encode(images[i:i + chunk, :, :, :3]).to(intermediate_device(),
+                                                                torch.float32))
     return torch.cat(out)
 
 

@@ -1,8 +1,8 @@
 """Host side of the reconstruction priors (IPSM diffusion, SV3D masked SDS): checks and model
 callables.
 
-Everything imports ComfyUI lazily. The maths lives in ``kernels/priors/sds.py`` / ``kernels/priors/ipsm.py``;
-this module turns core objects into what those kernels call:
+Everything imports ComfyUI lazily. The maths lives in ``kernels/priors/sds.py`` /
+``kernels/priors/ipsm.py``; this module turns core objects into what those kernels call:
 
 * :func:`model_family` -- the pack's model-family detector (:func:`.family.family`): 'sd15_inpaint'
   | 'sd15' | 'sd2' | 'sdxl' | 'sv3d_p' | 'sv3d_u' | 'svd' | 'hi3d_stage2' | 'other:<Class>'.
@@ -173,7 +173,8 @@ def _encoder(model, vae):
 
 
 def build_ipsm_diffusion(spec: dict):
-    """RECON_PRIORS ``ipsm_diffusion`` entry -> :class:`...kernels.priors.regularizers.IPSMDiffusionRegularizer`.
+    """RECON_PRIORS ``ipsm_diffusion`` entry ->
+    :class:`...kernels.priors.regularizers.IPSMDiffusionRegularizer`.
 
     Re-checks the inputs, loads both UNets and the VAE together (before the fit); the epsilon
     callables are created on first use (inside the fit, outside inference mode)."""
@@ -201,8 +202,8 @@ def sv3d_orbit_of(positive) -> tuple:
     d = positive[0][1]
     lat = d.get("concat_latent_image")
     if lat is None or not torch.is_tensor(lat):
-        raise ValueError("the SV3D conditioning has no concat_latent_image; use the positive output "
-                         "of OrbitForge SV3D Orbit or core SV3D_Conditioning")
+        raise ValueError("the SV3D conditioning has no concat_latent_image; use the positive "
+                         "output of OrbitForge SV3D Orbit or core SV3D_Conditioning")
     az = d.get("azimuth")
     el = d.get("elevation")
     if az is None:  # SV3D_u conditioning carries no cameras: its fixed static orbit
@@ -262,7 +263,8 @@ def sv3d_denoiser_factory(model, positive, negative=None, cfg: float = 2.5):
 
 
 def build_sv3d_sds(spec: dict):
-    """RECON_PRIORS ``sv3d_sds`` entry -> :class:`...kernels.priors.regularizers.SV3DSDSRegularizer`."""
+    """RECON_PRIORS ``sv3d_sds`` entry ->
+    :class:`...kernels.priors.regularizers.SV3DSDSRegularizer`."""
     import dataclasses  # noqa: PLC0415
 
     from ...kernels.priors.regularizers import SV3DSDSRegularizer  # noqa: PLC0415

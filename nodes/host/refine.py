@@ -1,7 +1,8 @@
 """The Hi3D stage-2 refiner run (and its anchored mode on SVD/SV3D models) on ComfyUI models:
 views resized to the target, the input view restored, VAE latents as the anchor, conditions
 (depth for Hi3D; cameras for SV3D_p), the anchored Euler-EDM loop with per-frame CFG, decoding.
-The maths (depth packing, anchoring alphas, frame order) is :mod:`...kernels.diffusion.depth_condition`."""
+The maths (depth packing, anchoring alphas, frame order) is
+:mod:`...kernels.diffusion.depth_condition`."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from .models import (
 
 
 def refine_views(model, kind: str, clip_vision, vae, views: torch.Tensor, input_image: torch.Tensor,
-                 target_size: int, steps: int, cfg_min: float, cfg_max: float, anchor_strength: float,
+                 target_size: int, steps: int, cfg_min: float, cfg_max: float,
+                 anchor_strength: float,
                  cond_aug: float, seed: int, elevation: float, depth_kind: str, vae_chunk: int,
                  cameras=None, depth=None):
     """Refined views ``[F, S, S, 3]`` (same order as ``views``) and their CAMERAS at ``S`` =
@@ -88,6 +90,7 @@ def refine_views(model, kind: str, clip_vision, vae, views: torch.Tensor, input_
     if cameras is not None:
         out_cams = cameras.resized(s, s)
     else:
-        out_cams = make_orbit_cameras(elevs.double(), torch.arange(n, dtype=torch.float64) * 360.0 / n,
+        out_cams = make_orbit_cameras(elevs.double(),
+                                      torch.arange(n, dtype=torch.float64) * 360.0 / n,
                                       width=s, height=s)
     return images, out_cams
