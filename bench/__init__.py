@@ -24,7 +24,8 @@ def run_child(module: str, *args: str, env: dict | None = None, **fields) -> dic
             return json.loads(lines[-1])
         except ValueError:
             pass
-    why = f"exit {p.returncode}" + (" (killed: out of memory?)" if p.returncode in (-9, 137) else "")
+    killed = " (killed: out of memory?)" if p.returncode in (-9, 137) else ""
+    why = f"exit {p.returncode}" + killed
     return {**fields, "error": f"{why}: {(p.stderr or p.stdout).strip()[-1500:]}"}
 
 

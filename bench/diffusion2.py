@@ -202,7 +202,8 @@ def _child(args) -> dict:
     return {"column_chunk": args.column_chunk, "row_chunk": args.row_chunk,
             "peak_mib": round(peak, 2),
             "unet_forwards_per_pass": (col.forwards + row.forwards) / stats.passes,
-            "memory_kind": "cuda max_memory_allocated" if dev == "cuda" else "cpu peak RSS growth (polled)"}
+            "memory_kind": ("cuda max_memory_allocated" if dev == "cuda"
+                            else "cpu peak RSS growth (polled)")}
 
 
 def main(argv=None) -> int:
@@ -224,7 +225,8 @@ def main(argv=None) -> int:
         return 0
     V, F = args.views, args.frames
     _, stats, times, col, row = run_matrix(V, F, args.size, args.steps + 1, None, None, args.device)
-    per_pass = sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0]  # median, no warm-up
+    # median, no warm-up
+    per_pass = sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0]
     base = single_frame_baseline(V, F, args.size, args.device)
     mem = []
     for cc, rc in ((F, V), (1, 1)):

@@ -87,7 +87,8 @@ def diffusers_branch_denoiser(unet, crossattn: torch.Tensor, concat: torch.Tenso
         def net(x_in, c_noise):
             sample = torch.cat([x_in, conds["concat"].to(x_in)], 1)  # [n*F, 8, h, w]
             sample = sample.reshape(n, frames, *sample.shape[1:])
-            ctx = conds["crossattn"].to(x_in).reshape(n, frames, *crossattn.shape[1:])[:, 0]  # [n,1,D]
+            ctx = conds["crossattn"].to(x_in)
+            ctx = ctx.reshape(n, frames, *crossattn.shape[1:])[:, 0]  # [n,1,D]
             with image_only_indicator(unet, conds["image_only_indicator"]):
                 out = unet(sample, c_noise[0], ctx, added_time_ids.to(x_in).expand(n, -1)).sample
             return out.reshape(n * frames, *out.shape[2:])
@@ -141,7 +142,8 @@ def _peak_mb(dev):
         pass
     import resource
 
-    return {"peak_rss_mb_process_lifetime": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"peak_rss_mb_process_lifetime": round(peak_kib / 1024, 1)}
 
 
 def _time_steps(step, warmup, repeats, dev):
@@ -301,8 +303,9 @@ def bench_comfyui(frames, latent, warmup, repeats):
         del dm.forward
     out.update(_ratios(out["modes"]))
     if "core_cfg" in out["modes"]:
-        out["ratio_harmonyview_over_core_cfg_wall_median"] = (out["modes"]["harmonyview"]["wall_s_median"]
-                                                             / out["modes"]["core_cfg"]["wall_s_median"])
+        modes = out["modes"]
+        out["ratio_harmonyview_over_core_cfg_wall_median"] = (
+            modes["harmonyview"]["wall_s_median"] / modes["core_cfg"]["wall_s_median"])
     return out
 
 
@@ -319,7 +322,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", choices=["auto", "diffusers", "comfyui", "both"], default="auto",
                     help="auto: both when COMFYUI_PATH is set, else diffusers")
     a = ap.parse_args(argv)
-    if a.frames < 1 or a.latent < 4 or a.latent % 4 or a.repeats < 1 or a.warmup < 0 or a.threads < 1:
+    if (a.frames < 1 or a.latent < 4 or a.latent % 4 or a.repeats < 1 or a.warmup < 0
+            or a.threads < 1):
         raise SystemExit("need frames >= 1, latent >= 4 and a multiple of 4, repeats >= 1, warmup "
                          ">= 0, threads >= 1")
     torch.set_num_threads(a.threads)
@@ -344,7 +348,8 @@ def main(argv=None) -> int:
         if "ratio_wall_median" in v:
             verdict[k] = {"ratio_wall_median": round(v["ratio_wall_median"], 3),
                           "ratio_cpu_median": round(v["ratio_cpu_median"], 3),
-                          "one_forward_per_step": v["modes"]["harmonyview"]["forwards_per_step"] == 1.0,
+                          "one_forward_per_step":
+                              v["modes"]["harmonyview"]["forwards_per_step"] == 1.0,
                           "pass_wall": v["ratio_wall_median"] <= 1.6,
                           "pass_cpu": v["ratio_cpu_median"] <= 1.6}
     res["verdict"] = verdict

@@ -434,7 +434,8 @@ def main(argv=None) -> int:
     os.environ["ORBITFORGE_OUTPUT"] = out
     ctx = {"model_management": model_management, "tmp": [out]}
     result = {"mechanism": host.interrupt_mechanism(),
-              "flag": ("comfy.model_management.interrupt_current_processing" if model_management is not None
+              "flag": ("comfy.model_management.interrupt_current_processing"
+                       if model_management is not None
                        else "orbitforge nodes.host.request_interrupt (fallback, no ComfyUI)"),
               "threads": torch.get_num_threads(), "target_s": TARGET_S,
               "target_on": "node-thread CPU seconds (= wall seconds on an idle core)",

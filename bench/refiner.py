@@ -75,7 +75,8 @@ def bench_steps(sizes, frames, repeats=2):
         dt = (time.perf_counter() - t0) / repeats
         peak = (torch.cuda.max_memory_allocated() / 2**20) if dev.type == "cuda" else _rss_mb()
         out["sizes"][str(s)] = {"s_per_step": round(dt, 4), "peak_mb": round(peak, 1),
-                                "peak_kind": "cuda_allocated" if dev.type == "cuda" else "process_rss"}
+                                "peak_kind": ("cuda_allocated" if dev.type == "cuda"
+                                              else "process_rss")}
     if len(sizes) >= 2:
         a, b = out["sizes"][str(sizes[0])], out["sizes"][str(sizes[-1])]
         out["time_ratio"] = round(b["s_per_step"] / max(a["s_per_step"], 1e-9), 2)
@@ -314,7 +315,8 @@ def bench_consistency(size=128, iterations=300, mono_dir=None):
     fit = fit_gaussians(images, cams, masks, FitConfig(iterations=iterations, resolution=size))
     out["fit_s"] = round(time.perf_counter() - t0, 2)
     out["fit"] = {"iterations": iterations, "gaussians": int(fit.gaussians.means.shape[0]),
-                  "train_psnr_last": round(float(fit.history[-1]["psnr"]), 2) if fit.history else None}
+                  "train_psnr_last": (round(float(fit.history[-1]["psnr"]), 2) if fit.history
+                                      else None)}
     _, alpha, _, dmed = render_gaussians(fit.gaussians, c)
     gs_valid = (alpha[..., 0] > 0.5) & (dmed[..., 0] > 0)
     gs = torch.where(gs_valid, dmed[..., 0], torch.zeros_like(gt))
@@ -326,7 +328,8 @@ def bench_consistency(size=128, iterations=300, mono_dir=None):
         disp_gt = to_disparity(gt, "metric")
         aligned = align_scale_shift(mono, disp_gt, gt_valid)  # MiDaS protocol, per frame
         mono_valid = gt_valid & (aligned > 1e-6)
-        mono_depth = torch.where(mono_valid, 1.0 / aligned.clamp_min(1e-6), torch.zeros_like(aligned)).float()
+        mono_depth = torch.where(mono_valid, 1.0 / aligned.clamp_min(1e-6),
+                                 torch.zeros_like(aligned)).float()
         # the condition comes from the raw map (as the node packs a near-bright depth IMAGE)
         sources["per_frame_mono"] = (mono_depth, mono_valid, mono)
         out["mono"] = {"dir": mono_dir, "files": len(names),

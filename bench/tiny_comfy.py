@@ -73,7 +73,8 @@ def tiny_video_model(kind: str = "sv3d_p", seed: int = 0, context_dim: int = 102
         "video_kernel_size": [3, 1, 1], "use_temporal_resblock": True,
         "use_temporal_attention": True, "disable_temporal_crossattention": False,
     }
-    cls = {"svd": supported_models.SVD_img2vid, "sv3d_u": supported_models.SV3D_u, "sv3d_p": supported_models.SV3D_p}[kind]
+    cls = {"svd": supported_models.SVD_img2vid, "sv3d_u": supported_models.SV3D_u,
+           "sv3d_p": supported_models.SV3D_p}[kind]
     cfg = cls(unet_config)
     cfg.set_inference_dtype(torch.float32, None)
     torch.manual_seed(seed)

@@ -55,7 +55,8 @@ def load_sample_mesh() -> trimesh.Trimesh:
 
 
 def sample_frame_paths() -> list:
-    names = sorted(f for f in os.listdir(SAMPLE_DIR) if f.startswith("frame_") and f.endswith(".png"))
+    names = sorted(f for f in os.listdir(SAMPLE_DIR)
+                   if f.startswith("frame_") and f.endswith(".png"))
     return [os.path.join(SAMPLE_DIR, n) for n in names]
 
 

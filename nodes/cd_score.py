@@ -54,9 +54,9 @@ class CDScore:
             "prompt_template": ("STRING", {"default": PROMPT_TEMPLATE,
                                            "tooltip": "Text prompt; {name} is replaced "
                                            "by the object name (official: 'An image of {name}')."}),
-            "official_name_cleanup": ("BOOLEAN", {"default": True,
-                                                  "tooltip": "As the official script: '_' -> space, "
-                                                  "digits removed from the name."}),
+            "official_name_cleanup": ("BOOLEAN", {
+                "default": True,
+                "tooltip": "As the official script: '_' -> space, digits removed from the name."}),
         }}
 
     def run(self, clip_vision, clip, views, object_name, reference_index, prompt_template,

@@ -145,11 +145,11 @@ class Diffusion2Sampler:
                                                  "step": 1e-5,
                                                  "round": False,
                                                  "tooltip": "SV3D noise augmentation (1e-5)."}),
-                "lambda_schedule": (LAMBDA_CHOICES, {"default": "constant",
-                                                     "tooltip": "Multi-view weight "
-                                    "per step: constant (official code, 0.6), logistic_code (s0 0.6, k 15), "
-                                    "logistic_paper (s0 0.5, k 20), logistic (s0 = lambda_value, k), linear / "
-                                    "cosine (1 -> 0)."}),
+                "lambda_schedule": (LAMBDA_CHOICES, {
+                    "default": "constant",
+                    "tooltip": "Multi-view weight per step: constant (official code, 0.6), "
+                               "logistic_code (s0 0.6, k 15), logistic_paper (s0 0.5, k 20), "
+                               "logistic (s0 = lambda_value, k), linear / cosine (1 -> 0)."}),
                 "lambda_value": ("FLOAT", {"default": 0.6, "min": 0.0, "max": 1.0, "step": 0.01,
                                            "tooltip": "Constant lambda, or the logistic midpoint "
                                                       "s0."}),
@@ -294,5 +294,7 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 NODE_CLASS_MAPPINGS = {"OrbitForgeDiffusion2Sampler": Diffusion2Sampler,
                        "OrbitForgeDiffusion2Guider": Diffusion2Guider}
-NODE_DISPLAY_NAME_MAPPINGS = {"OrbitForgeDiffusion2Sampler": "Diffusion² 4D Matrix Sampler (OrbitForge)",
-                              "OrbitForgeDiffusion2Guider": "Diffusion² Guider (OrbitForge)"}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "OrbitForgeDiffusion2Sampler": "Diffusion² 4D Matrix Sampler (OrbitForge)",
+    "OrbitForgeDiffusion2Guider": "Diffusion² Guider (OrbitForge)",
+}

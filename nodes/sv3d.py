@@ -238,8 +238,8 @@ class HarmonyViewGuider:
             "positive": ("CONDITIONING", _tip("From OrbitForge SV3D Orbit or core "
                                               "SV3D_Conditioning; the no-input branch is derived "
                                               "from it.")),
-            "mode": (["harmonyview", "triangle", "linear", "constant"], {"default": "harmonyview",
-                                                                         "tooltip": "Guidance formula."}),
+            "mode": (["harmonyview", "triangle", "linear", "constant"],
+                     {"default": "harmonyview", "tooltip": "Guidance formula."}),
             "s1": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 30.0, "step": 0.05,
                              "tooltip": "HarmonyView consistency scale (paper 2.0)."}),
             "s2": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.05,
@@ -247,8 +247,10 @@ class HarmonyViewGuider:
             "concat_scale": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 10.0, "step": 0.1,
                                        "tooltip": "Concat latent multiplier in the no-views branch "
                                                   "(official HarmonyView code: 4; 1 = off)."}),
-            "schedule": (["constant", "triangle"], {"default": "constant",
-                                                    "tooltip": "HarmonyView: constant s1/s2, or scaled per frame by the official triangle wave."}),
+            "schedule": (["constant", "triangle"], {
+                "default": "constant",
+                "tooltip": "HarmonyView: constant s1/s2, or scaled per frame by the official "
+                           "triangle wave."}),
             "min_cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.05,
                                   "tooltip": "CFG modes: scale at the ends."}),
             "max_cfg": ("FLOAT", {"default": 2.5, "min": 0.0, "max": 30.0, "step": 0.05,

@@ -42,8 +42,8 @@ def gaussian_denoise(x: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor, sigma
     d = mu.shape[0]
     s2 = float(sigma) ** 2
     eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
-    gain = torch.linalg.solve(cov + s2 * eye, cov)  # (K + s2 I)^-1 K (symmetric: K and (K + s2
-                                                    # I)^-1 commute)
+    # (K + s2 I)^-1 K (symmetric: K and (K + s2 I)^-1 commute)
+    gain = torch.linalg.solve(cov + s2 * eye, cov)
     return mu + (x - mu) @ gain.to(x.dtype)
 
 
@@ -108,15 +108,15 @@ class GaussianMatrix:
                 eye = torch.eye(k.shape[-1], dtype=k.dtype)
                 return torch.linalg.solve(k + key**2 * eye, k)
 
-            col_single = torch.stack([torch.stack([self.col_cov[t][v * C:(v + 1) * C,
-                                                                   v * C:(v + 1) * C]
-                                                   for t in range(F)]) for v in range(V - 1)])
-            row_single = torch.stack([self.row_cov[t * C:(t + 1) * C, t * C:(t + 1) * C] for t in range(F)])
+            blk = [slice(v * C, (v + 1) * C) for v in range(V - 1)]
+            col_single = torch.stack([torch.stack([self.col_cov[t][b, b] for t in range(F)])
+                                      for b in blk])
+            row_single = torch.stack([self.row_cov[t * C:(t + 1) * C, t * C:(t + 1) * C]
+                                      for t in range(F)])
             self._g = {
                 "col": gain(self.col_cov),  # [F, dc, dc]
                 "row": gain(self.row_cov),  # [FC, FC]
-                "col_single": gain(col_single),  # [V-1, F, C, C] single entries of the column
-                                                 # blocks
+                "col_single": gain(col_single),  # [V-1, F, C, C] column blocks' single entries
                 "row_single": gain(row_single),  # [F, C, C] single entries of the reference row
             }
             self._gkey = key

@@ -88,7 +88,8 @@ def test_hi3d_interpolation_cameras_lie_between_neighbours():
     # wrap-around the short way: 350 -> 10 passes through 0, not 180
     c2 = cameras.make_orbit_cameras([0, 0], [350, 10], 2.0, 30, 8, 8)
     m2 = cameras.interpolate_orbit(c2, 1, closed=False)
-    assert float(m2.azimuth[0]) == pytest.approx(0.0, abs=1e-3) or float(m2.azimuth[0]) == pytest.approx(360.0, abs=1e-3)
+    az0 = float(m2.azimuth[0])
+    assert az0 == pytest.approx(0.0, abs=1e-3) or az0 == pytest.approx(360.0, abs=1e-3)
 
 
 def test_cameras_json_roundtrip_and_subset(tmp_path):

@@ -40,8 +40,8 @@ def test_hand_computed_example():
     assert r.S_var == pytest.approx(statistics.variance(text), rel=1e-12)
     assert r.cd == pytest.approx(sum(dissim) / s_var, rel=1e-12)
     assert cd_score(f, t, 0) == r.cd
-    # numbers written out: D = 1 + (1 - 0.70711) + (1 + 0.98058) = 3.27347; S_var = var(100, 0,
-    # 70.711, 0) = 2571.49
+    # numbers written out: D = 1 + (1 - 0.70711) + (1 + 0.98058) = 3.27347;
+    # S_var = var(100, 0, 70.711, 0) = 2571.49
     assert r.D == pytest.approx(3.273474, abs=1e-5) and r.S_var == pytest.approx(2571.4887,
                                                                                  rel=1e-6)
 
@@ -263,7 +263,8 @@ def test_comfy_node_matches_kernel_on_core_embeddings(host):
     want = cd_terms(img, txt, reference=4)
     assert cd == pytest.approx(want.cd, rel=1e-6) and D == pytest.approx(want.D, rel=1e-6)
     assert S == pytest.approx(want.S_var, rel=1e-6) and math.isfinite(cd) and cd > 0
-    assert "'An image of coffee mug'" in rep and "<- reference" in rep and len(rep.splitlines()) == 3 + 5
+    assert "'An image of coffee mug'" in rep and "<- reference" in rep
+    assert len(rep.splitlines()) == 3 + 5
     # reference first vs last: same numbers on the reversed batch
     cd0, *_ = CDScore().run(host["cv"], host["clip"], views.flip(0),
                             "coffee_mug2", 0, PROMPT_TEMPLATE, True)

@@ -232,7 +232,8 @@ def test_cost_exactly_F_columns_and_V_rows_per_branch_per_pass():
 
 def _nonlinear_fns(V, F):
     def col(x, s, idx):
-        return torch.tanh(x / (1 + float(s))) * (1 + 0.1 * idx.to(x).reshape(-1, *[1] * (x.ndim - 1)))
+        per_item = idx.to(x).reshape(-1, *[1] * (x.ndim - 1))
+        return torch.tanh(x / (1 + float(s))) * (1 + 0.1 * per_item)
 
     def row(x, s, idx):
         return torch.sin(x / (1 + float(s))) + 0.05 * idx.to(x).reshape(-1, *[1] * (x.ndim - 1))
@@ -350,7 +351,7 @@ def test_tiny_diffusers_unets_end_to_end_chunking_and_cost():
     out1, _stats1, _, col1, row1 = run_matrix(V, F, 64, steps, 1, 2, vrs=vrs, seed=3)
     assert col1.max_batch == 2 and row1.max_batch == 4
     assert col1.forwards == F * passes and row1.forwards == 2 * passes
-    assert (out1 - out).abs().max() < 2e-3  # chunking: only float32 round-off (|x| ~ 700 at the
-                                            # start)
+    # chunking: only float32 round-off (|x| ~ 700 at the start)
+    assert (out1 - out).abs().max() < 2e-3
     out2, *_ = run_matrix(V, F, 64, steps, None, None, vrs=vrs, seed=4)
     assert (out2 - out).abs().max() > 1e-2  # the seed matters

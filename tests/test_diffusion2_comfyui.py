@@ -41,9 +41,8 @@ def _run(host, prompt, prompt_type="image", V=3, F=4, steps=2, vrs=1, **kw):
 def test_image_to_4d_end_to_end(host):
     V, F = 3, 4
     calls = []
-    frames, cams, times, grid, ref_orbit, ref_video = _run(host, _image(), V=V, F=F, max_chunk=2,
-                                                           progress_callback=lambda v,
-                                                           t: calls.append((v, t)))
+    frames, cams, times, grid, ref_orbit, ref_video = _run(
+        host, _image(), V=V, F=F, max_chunk=2, progress_callback=lambda v, t: calls.append((v, t)))
     assert frames.shape == (V * F, SIZE, SIZE, 3) and frames.dtype == torch.float32
     assert torch.isfinite(frames).all() and frames.min() >= 0 and frames.max() <= 1
     assert len(cams) == V and cams.width == SIZE
@@ -141,7 +140,8 @@ def test_guider_with_core_sampling(host):
     noise = torch.randn(latent["samples"].shape, generator=torch.Generator().manual_seed(0))
     out = g.sample(noise, latent["samples"], comfy.samplers.sampler_object("euler"), sig, seed=0)
     assert out.shape == latent["samples"].shape and torch.isfinite(out).all()
-    assert g.stats.passes == 2 and g.stats.column_sequences == [F, F] and g.stats.row_sequences == [V, V]
+    assert g.stats.passes == 2
+    assert g.stats.column_sequences == [F, F] and g.stats.row_sequences == [V, V]
     with pytest.raises(ValueError, match="views x frames"):
         g.sample(noise[:5], latent["samples"][:5],
                  comfy.samplers.sampler_object("euler"), sig, seed=0)

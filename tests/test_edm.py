@@ -50,9 +50,12 @@ def test_vscaling_values():
                                                     dtype=torch.float64))
     torch.testing.assert_close(
         c_out,
-        torch.tensor([-700 / math.sqrt(700**2 + 1), -1 / math.sqrt(2), -0.002 / math.sqrt(1 + 0.002**2)], dtype=torch.float64)
+        torch.tensor([-700 / math.sqrt(700**2 + 1), -1 / math.sqrt(2),
+                      -0.002 / math.sqrt(1 + 0.002**2)], dtype=torch.float64)
     )
-    torch.testing.assert_close(c_in, torch.tensor([1 / math.sqrt(700**2 + 1), 1 / math.sqrt(2), 1 / math.sqrt(1 + 0.002**2)], dtype=torch.float64))
+    torch.testing.assert_close(c_in, torch.tensor([1 / math.sqrt(700**2 + 1), 1 / math.sqrt(2),
+                                                   1 / math.sqrt(1 + 0.002**2)],
+                                                  dtype=torch.float64))
     torch.testing.assert_close(c_noise, torch.tensor([1.637770083760851, 0.0, -1.5536520246055479],
                                                      dtype=torch.float64))
     # V-prediction consistency (sigma_data 1): c_skip + c_out^2 == 1
@@ -64,8 +67,8 @@ def test_vscaling_values():
 
 def test_vpred_denoise_recovers_x0_from_true_velocity():
     # For x = x0 + sigma*n, the v-target in this parameterisation is F* = (x0*c_skip... ) solved:
-    # D = F c_out + x c_skip == x0  <=>  F = (x0 - x c_skip)/c_out. A network returning F* must give
-    # x0.
+    # D = F c_out + x c_skip == x0  <=>  F = (x0 - x c_skip)/c_out.
+    # A network returning F* must give x0.
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(3, 4, 5, 5, generator=g)
     sig = torch.tensor([700.0, 3.0, 0.01])
@@ -151,13 +154,13 @@ def test_churn_matches_official_gamma_and_is_seeded():
     assert torch.equal(a, b)
     # denoiser sees sigma_hat = sigma (1 + churn/steps)
     assert seen[0] == pytest.approx(700.0 * 1.2)
-    c = edm.sample_euler(D, x.clone(), sig)  # deterministic: D == 0 -> x scales by s_next/s each
-                                             # step
+    # deterministic: D == 0 -> x scales by s_next/s each step
+    c = edm.sample_euler(D, x.clone(), sig)
     torch.testing.assert_close(c, torch.zeros(4, dtype=torch.float64))
 
 
 def test_callback_called_each_step():
     calls = []
-    edm.sample_euler(lambda x, s: x * 0, torch.ones(2), edm.edm_sigmas(7), callback=lambda i, x, d,
-                     s: calls.append(i))
+    edm.sample_euler(lambda x, s: x * 0, torch.ones(2), edm.edm_sigmas(7),
+                     callback=lambda i, x, d, s: calls.append(i))
     assert calls == list(range(7))

@@ -70,7 +70,8 @@ def test_cfg_and_harmonyview_formulas():
         for f in range(F_):
             i = b * F_ + f
             torch.testing.assert_close(hvb[i],
-                                       s2b[i] + sc[f] * (s2b[i] - u1b[i]) + 0.1 * sc[f] * (s2b[i] - u2b[i]))
+                                       s2b[i] + sc[f] * (s2b[i] - u1b[i])
+                                       + 0.1 * sc[f] * (s2b[i] - u2b[i]))
     # HarmonyView with s2 = 0, s1 = s - 1 is CFG with scale s
     torch.testing.assert_close(harmonyview_x0(s, u1, u2, sc - 1, 0.0), cfg_x0(u1, s, sc), rtol=1e-5,
                                atol=1e-5)
@@ -154,10 +155,11 @@ def test_official_orbit_angles_and_vector():
                                                                            torch.zeros(256))
     vec2 = sv3d.sv3d_vector("p", el, az, 1e-5, last_azimuth_2pi=True)
     assert torch.equal(vec[:-1], vec2[:-1]) and not torch.allclose(vec[-1], vec2[-1], atol=1e-3)
-    # embedding formula (official timestep_embedding): [cos(t f_k) | sin(t f_k)], f_k =
-    # 10000^(-k/half)
+    # embedding formula (official timestep_embedding): [cos(t f_k) | sin(t f_k)],
+    # f_k = 10000^(-k/half)
     e = sv3d.timestep_embedding(torch.tensor([0.5]), 8)[0]
-    ref = [math.cos(0.5 * 10000 ** (-k / 4)) for k in range(4)] + [math.sin(0.5 * 10000 ** (-k / 4)) for k in range(4)]
+    ref = ([math.cos(0.5 * 10000 ** (-k / 4)) for k in range(4)]
+           + [math.sin(0.5 * 10000 ** (-k / 4)) for k in range(4)])
     torch.testing.assert_close(e, torch.tensor(ref))
     assert sv3d.sv3d_vector("u", el, az).shape == (21, 256)
     torch.testing.assert_close(vec[0, 256:768],
@@ -172,9 +174,11 @@ def test_branch_contents():
     cc = torch.randn(F_, 4, 2, 2)
     vec = torch.randn(F_, 16)
     out = sv3d.branch_conditions(ca, cc, vec, (FULL, NO_INPUT, NO_VIEWS))
-    assert torch.equal(out["crossattn"][:F_], ca) and torch.equal(out["crossattn"][F_:2 * F_], torch.zeros_like(ca))
+    assert torch.equal(out["crossattn"][:F_], ca)
+    assert torch.equal(out["crossattn"][F_:2 * F_], torch.zeros_like(ca))
     assert torch.equal(out["crossattn"][2 * F_:], ca)
-    assert torch.equal(out["concat"][F_:2 * F_], torch.zeros_like(cc)) and torch.equal(out["concat"][2 * F_:], 4 * cc)
+    assert torch.equal(out["concat"][F_:2 * F_], torch.zeros_like(cc))
+    assert torch.equal(out["concat"][2 * F_:], 4 * cc)
     for k in range(3):
         assert torch.equal(out["vector"][k * F_:(k + 1) * F_], vec)  # cameras kept in every branch
     assert out["image_only_indicator"].tolist() == [[0.0] * F_, [0.0] * F_, [1.0] * F_]
@@ -190,8 +194,8 @@ def tiny_unet():
     _import_diffusers_unet()
     unet = tiny_diffusers_unet(cross_dim=16, channels=(32, 64))
     forwards = []
-    handle = unet.register_forward_hook(lambda m, a,
-                                        o: forwards.append(a[0].shape[0]))  # videos per forward
+    # videos per forward
+    handle = unet.register_forward_hook(lambda m, a, o: forwards.append(a[0].shape[0]))
     try:
         yield unet, forwards
     finally:
@@ -205,7 +209,8 @@ def _import_diffusers_unet():
     import sys
 
     stub = {k: m for k, m in sys.modules.items()
-            if (k == "torchvision" or k.startswith("torchvision.")) and getattr(m, "__file__", None) is None}
+            if (k == "torchvision" or k.startswith("torchvision."))
+            and getattr(m, "__file__", None) is None}
     for k in stub:
         del sys.modules[k]
     try:
@@ -245,9 +250,11 @@ def test_tiny_unet_sampling_deterministic_and_consistent(tiny_unet):
     forwards.clear()
     with torch.no_grad():
         hv = guided_denoiser(den, make_guidance("harmonyview", F_, s1=1.5, s2=0.0))
-        a = edm.sample_euler(hv, edm.initial_noise((F_, 4, 4, 4), 700.0, torch.Generator().manual_seed(7)), sig)
+        x0 = edm.initial_noise((F_, 4, 4, 4), 700.0, torch.Generator().manual_seed(7))
+        a = edm.sample_euler(hv, x0, sig)
         cfg = guided_denoiser(den, make_guidance("constant", F_, max_scale=2.5))
-        c = edm.sample_euler(cfg, edm.initial_noise((F_, 4, 4, 4), 700.0, torch.Generator().manual_seed(7)), sig)
+        x0 = edm.initial_noise((F_, 4, 4, 4), 700.0, torch.Generator().manual_seed(7))
+        c = edm.sample_euler(cfg, x0, sig)
         # deterministic for a seed: the same first denoised step twice
         x0 = edm.initial_noise((F_, 4, 4, 4), 700.0, torch.Generator().manual_seed(7))
         assert torch.equal(cfg(x0, sig[0]), cfg(x0.clone(), sig[0]))
@@ -255,8 +262,8 @@ def test_tiny_unet_sampling_deterministic_and_consistent(tiny_unet):
     # HarmonyView(s1 = 1.5, s2 = 0) == CFG 2.5 with the same network
     torch.testing.assert_close(a, c, rtol=1e-3, atol=1e-3)
     assert calls == [3] * 2 + [2] * 4  # one batched call per step
-    assert forwards == [3] * 2 + [2] * 4  # ... and ONE UNet forward per call, all branches as
-                                          # videos
+    # ... and ONE UNet forward per call, all branches as videos
+    assert forwards == [3] * 2 + [2] * 4
 
 
 def test_tiny_unet_no_views_branch_has_no_cross_frame_interaction(tiny_unet):
@@ -278,10 +285,10 @@ def test_tiny_unet_no_views_branch_has_no_cross_frame_interaction(tiny_unet):
         o2 = den(torch.cat([x2] * 3), sigma, branches).chunk(3)
         nv_alone = den(x, sigma, (NO_VIEWS,))
     assert forwards == [3, 3, 1]
-    torch.testing.assert_close(o1[2][0], o2[2][0])  # no_views: frame 0 unaffected without temporal
-                                                    # mixing
+    # no_views: frame 0 unaffected without temporal mixing
+    torch.testing.assert_close(o1[2][0], o2[2][0])
     assert (o1[0][0] - o2[0][0]).abs().max() > 1e-4  # the full branch mixes frames
     assert (o1[1][0] - o2[1][0]).abs().max() > 1e-4  # so does no_input
-    # batching the branches does not leak the indicator across videos: no_views alone == in the
-    # batch
+    # batching the branches does not leak the indicator across videos:
+    # no_views alone == in the batch
     torch.testing.assert_close(nv_alone, o1[2], rtol=1e-4, atol=1e-5)

@@ -192,7 +192,8 @@ def stage_violations(graph: dict) -> list:
 def test_kernels_are_grouped_by_stage_in_data_flow_order():
     mods = package_modules()
     assert all(f"orbitforge.kernels.{s}" in mods for s in KERNEL_STAGES)
-    top = {m.split(".")[2] for m in mods if m.count(".") == 2 and m.startswith("orbitforge.kernels.")}
+    top = {m.split(".")[2] for m in mods
+           if m.count(".") == 2 and m.startswith("orbitforge.kernels.")}
     assert top - set(KERNEL_STAGES) == SHARED_KERNEL_MODULES, (
         "kernels/ top level holds only the stages and the shared modules; put a new kernel module "
         "into its stage's subpackage")

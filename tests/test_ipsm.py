@@ -263,7 +263,8 @@ def test_pearson_depth_loss_values():
     # local (patch) correlation: a per-patch affine change leaves the loss at 0, not globally
     tiled = d.clone()
     tiled[:, :8, :8] = 5 * tiled[:, :8, :8] + 7
-    assert ipsm.pearson_depth_loss(d, tiled, kind="depth", patch=8).item() == pytest.approx(0, abs=1e-5)
+    loss = ipsm.pearson_depth_loss(d, tiled, kind="depth", patch=8).item()
+    assert loss == pytest.approx(0, abs=1e-5)
     assert ipsm.pearson_depth_loss(d, tiled, kind="depth").item() > 0.05
     with pytest.raises(ValueError, match="kind"):
         ipsm.pearson_depth_loss(d, d, kind="metric")

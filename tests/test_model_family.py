@@ -25,7 +25,8 @@ VIDEO = {"context_dim": 1024, "use_temporal_attention": True, "in_channels": 8}
 def test_family_from_the_unet_config():
     assert family(stand_in(SD15)) == "sd15"
     assert family(stand_in(dict(SD15, in_channels=9))) == "sd15_inpaint"
-    assert family(stand_in({"context_dim": 2048, "adm_in_channels": 2816, "in_channels": 4})) == "sdxl"
+    sdxl = {"context_dim": 2048, "adm_in_channels": 2816, "in_channels": 4}
+    assert family(stand_in(sdxl)) == "sdxl"
     assert family(stand_in({"context_dim": 1024, "adm_in_channels": None})) == "sd2"
     assert family(stand_in(dict(VIDEO, adm_in_channels=768))) == "svd"
     assert family(stand_in(dict(VIDEO, adm_in_channels=256))) == "sv3d_u"

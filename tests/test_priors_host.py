@@ -37,8 +37,8 @@ def test_model_family_detection(comfy):
     assert priors.model_family(fake_model(supported_models.SDXL, sdxl)) == "sdxl"
     sdxl_inp = dict(sdxl, in_channels=9)
     assert priors.model_family(fake_model(supported_models.SDXL, sdxl_inp)) == "sdxl"
-    assert priors.model_family(fake_model(supported_models.SV3D_p, dict(supported_models.SV3D_p.unet_config))) == "sv3d_p"
-    assert priors.model_family(fake_model(supported_models.SV3D_u, dict(supported_models.SV3D_u.unet_config))) == "sv3d_u"
+    for cls, name in ((supported_models.SV3D_p, "sv3d_p"), (supported_models.SV3D_u, "sv3d_u")):
+        assert priors.model_family(fake_model(cls, dict(cls.unet_config))) == name
     assert priors.model_family(object()).startswith("other:")
 
 

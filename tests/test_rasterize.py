@@ -133,7 +133,9 @@ def test_single_isotropic_gaussian_analytic():
                                    rtol=0)
         # off-centre pixel, offset (2, 0): EWA covariance J (s^2 I) J^T + 0.3 I, J = f/z [I | -p/z]
         k = (100.0 * s / z) ** 2
-        vxx, vyy, vxy = k * (1 + (x / z) ** 2) + 0.3, k * (1 + (y / z) ** 2) + 0.3, k * x * y / z ** 2
+        vxx = k * (1 + (x / z) ** 2) + 0.3
+        vyy = k * (1 + (y / z) ** 2) + 0.3
+        vxy = k * x * y / z ** 2
         expect = o * math.exp(-0.5 * 4.0 * vyy / (vxx * vyy - vxy * vxy))
         assert abs(out.alpha[0, 20, 32, 0].item() - expect) < 1e-5
         assert abs(out.depth[0, 20, 30, 0].item() - z) < 1e-5

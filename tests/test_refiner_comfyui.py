@@ -81,7 +81,9 @@ def _run(model, mode_views=4, depth=True, seed=0, capture=None, cams=True):
 
     views = torch.rand(mode_views, 32, 32, 3, generator=torch.Generator().manual_seed(0))
     inp = torch.rand(1, 40, 40, 3, generator=torch.Generator().manual_seed(1))
-    d = torch.rand(mode_views, 32, 32, 3, generator=torch.Generator().manual_seed(2)) if depth else None
+    d = None
+    if depth:
+        d = torch.rand(mode_views, 32, 32, 3, generator=torch.Generator().manual_seed(2))
     cameras = None
     if cams:
         az = [(i + 1) * 360.0 / mode_views % 360.0 for i in range(mode_views)]  # SV3D: input last

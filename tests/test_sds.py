@@ -242,7 +242,8 @@ def test_ipsm_score_terms_formula_and_finite_difference():
 
     def f(th):
         zz = (A @ th).view(2, 4, 4, 4)
-        return 0.5 * (0.2 * 0.5 * (zz - target1).pow(2).mean() + 2.0 * 0.5 * (zz - target2).pow(2).mean())
+        return 0.5 * (0.2 * 0.5 * (zz - target1).pow(2).mean()
+                      + 2.0 * 0.5 * (zz - target2).pow(2).mean())
 
     h = 1e-6
     fd = torch.stack([(f(theta.detach() + h * e) - f(theta.detach() - h * e)) / (2 * h)
@@ -295,7 +296,8 @@ def test_ipsm_prior_loss_with_tiny_models():
     assert torch.equal(x9[:, 4:5], mask_lat) and torch.equal(x9[:, 5:], masked_lat)
     assert torch.allclose(sd_net.inputs[-1][0], z_t, atol=1e-6)
     assert torch.equal(t_seen, t)
-    exp = 0.5 * a * (0.2 * (info["eps_inp"] - info["noise"]) + 2.0 * (info["eps_inp"] - info["eps_sd"]))
+    exp = 0.5 * a * (0.2 * (info["eps_inp"] - info["noise"])
+                     + 2.0 * (info["eps_inp"] - info["eps_sd"]))
     assert torch.allclose(z.grad, exp / z.numel(), atol=1e-9)
     assert all(p.grad is None for p in inp_net.parameters())  # models run without grad
     # before the ramp starts the loss contributes nothing

@@ -50,7 +50,8 @@ def test_orbit_node_conditioning(host):
     adm = host["model"].model.encode_adm(augmentation_level=1e-5, elevation=d["elevation"],
                                          azimuth=d["azimuth"],
                                          noise=torch.zeros(FRAMES, 4, 8, 8))
-    torch.testing.assert_close(adm, sv3d_vector("p", d["elevation"], d["azimuth"], 1e-5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(adm, sv3d_vector("p", d["elevation"], d["azimuth"], 1e-5),
+                               atol=1e-5, rtol=0)
 
 
 def test_bad_inputs_fail_before_sampling(host):
@@ -109,8 +110,8 @@ def test_sampler_node_and_guider_with_core(host):
     orig = dm.forward
 
     def counting(x, *a, **k):
-        calls.append((x.shape[0],
-                      None if k.get("image_only_indicator") is None else k["image_only_indicator"].clone()))
+        ioi = k.get("image_only_indicator")
+        calls.append((x.shape[0], None if ioi is None else ioi.clone()))
         return orig(x, *a, **k)
 
     dm.forward = counting

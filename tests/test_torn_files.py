@@ -47,8 +47,8 @@ def comfy_listed(folder: str) -> list:
         try:
             import folder_paths
 
-            listed = set(folder_paths.filter_files_extensions(files,
-                                                              MODEL_EXTS | set(folder_paths.supported_pt_extensions)))
+            exts = MODEL_EXTS | set(folder_paths.supported_pt_extensions)
+            listed = set(folder_paths.filter_files_extensions(files, exts))
             listed |= set(folder_paths.filter_files_content_types(files, ["image", "video", "audio",
                                                                           "model"]))
         finally:

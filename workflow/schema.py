@@ -129,7 +129,8 @@ def normalize_node_info(info: dict) -> dict:
         for name in names:
             if name in defs:
                 inputs.append(normalize_input(name, section, defs[name]))
-    outputs = ["COMBO" if isinstance(t, (list, tuple)) else str(t) for t in info.get("output") or ()]
+    outputs = ["COMBO" if isinstance(t, (list, tuple)) else str(t)
+               for t in info.get("output") or ()]
     names = list(info.get("output_name") or outputs)
     return {"inputs": inputs, "outputs": outputs, "output_names": [str(n) for n in names],
             "output_node": bool(info.get("output_node", False))}
@@ -279,7 +280,8 @@ def check_value(inp: dict, value: Any) -> str | None:
                 isinstance(value, float) and not value.is_integer()):
             return f"value {value!r} is not an integer"
     elif t == "FLOAT":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value)):
             return f"value {value!r} is not a number"
     elif t == "BOOLEAN":
         if not isinstance(value, bool):

@@ -159,7 +159,8 @@ def sample_euler(
         sigma_hat = sigma * (gamma + 1.0)
         if gamma > 0:
             gdev = generator.device if generator is not None else x.device
-            eps = torch.randn(x.shape, generator=generator, device=gdev, dtype=x.dtype).to(x.device) * s_noise
+            eps = torch.randn(x.shape, generator=generator, device=gdev, dtype=x.dtype)
+            eps = eps.to(x.device) * s_noise
             x = x + eps * (sigma_hat**2 - sigma**2) ** 0.5
         denoised = denoise_fn(x, sigma_hat)
         x = euler_step(x, denoised, sigma_hat, sigma_next)

@@ -101,7 +101,8 @@ def _per_frame(scale: Scale, x: torch.Tensor, frames: int) -> torch.Tensor:
 def cfg_x0(d_uncond: torch.Tensor, d_cond: torch.Tensor, scale: Scale,
            frames: int | None = None) -> torch.Tensor:
     """``D_u + s_f (D_c - D_u)``; ``d_*``: ``[B*F, ...]``; scale scalar or ``[F]``."""
-    frames = frames if frames is not None else (scale.shape[0] if torch.is_tensor(scale) and scale.ndim else d_cond.shape[0])
+    if frames is None:
+        frames = scale.shape[0] if torch.is_tensor(scale) and scale.ndim else d_cond.shape[0]
     s = _per_frame(scale, d_cond, frames)
     return d_uncond + s * (d_cond - d_uncond)
 
@@ -168,9 +169,8 @@ def make_guidance(kind: str, frames: int, min_scale: float = 1.0, max_scale: flo
                      "or 'none'")
 
 
-def guided_denoiser(branch_denoiser: Callable, guidance: Guidance) -> Callable[[torch.Tensor,
-                                                                                torch.Tensor],
-                                                                               torch.Tensor]:
+def guided_denoiser(branch_denoiser: Callable,
+                    guidance: Guidance) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Turn a branch denoiser into ``fn(x, sigma) -> guided x0``: all branches in ONE batched
     call."""
     n = len(guidance.branches)

@@ -239,7 +239,8 @@ def infer_config(sd: Dict[str, torch.Tensor]) -> UNetConfig:
             cur_nrb += 1
             if f"input_blocks.{idx}.1.proj_in.weight" in sd:
                 cur_attn = True
-                depth = sum(1 for k in sd if k.startswith(f"input_blocks.{idx}.1.transformer_blocks.")
+                blocks = f"input_blocks.{idx}.1.transformer_blocks."
+                depth = sum(1 for k in sd if k.startswith(blocks)
                             and k.endswith(".attn1.to_q.weight"))
                 kk = f"input_blocks.{idx}.1.transformer_blocks.0.attn2.to_k.weight"
                 if ctx is None and kk in sd:

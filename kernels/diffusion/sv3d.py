@@ -37,7 +37,8 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     """Official sinusoidal embedding: ``[N] -> [N, dim]`` = ``[cos(t f) | sin(t f)]`` (float32)."""
     t = torch.as_tensor(t).reshape(-1)
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(0, half, dtype=torch.float32) / half).to(t.device)
+    k = torch.arange(0, half, dtype=torch.float32)
+    freqs = torch.exp(-math.log(max_period) * k / half).to(t.device)
     args = t[:, None].float() * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
@@ -95,7 +96,8 @@ def split_alpha(image: torch.Tensor, mask: Optional[torch.Tensor] = None):
         if m.ndim == 3:
             m = m[0]
         if m.shape != image.shape[:2]:
-            m = F.interpolate(m[None, None].float(), size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+            m = F.interpolate(m[None, None].float(), size=image.shape[:2], mode="bilinear",
+                              align_corners=False)[0, 0]
         alpha = (1.0 - m.to(rgb)).clamp(0, 1)
     elif image.shape[-1] == 4:
         alpha = image[..., 3].clamp(0, 1)
@@ -144,7 +146,8 @@ def prepare_input_image(image: torch.Tensor, mask: Optional[torch.Tensor] = None
     k = size * scale_to / max(ch, cw)
     nh, nw = max(1, min(size, round(ch * k))), max(1, min(size, round(cw * k)))
     t = premult.permute(2, 0, 1)[None]  # [1,4,h',w']
-    t = F.interpolate(t, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)[0]
+    t = F.interpolate(t, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+    t = t.clamp(0, 1)[0]
     canvas = torch.zeros(4, size, size, dtype=t.dtype, device=t.device)
     top, left = (size - nh) // 2, (size - nw) // 2
     canvas[:, top:top + nh, left:left + nw] = t
@@ -224,9 +227,13 @@ def branch_conditions(crossattn: torch.Tensor, concat: torch.Tensor, vector: tor
         if b == FULL:
             ca.append(crossattn); cc.append(concat); ioi.append(torch.zeros(frames))  # noqa: E702
         elif b == NO_INPUT:
-            ca.append(torch.zeros_like(crossattn)); cc.append(torch.zeros_like(concat)); ioi.append(torch.zeros(frames))  # noqa: E702
+            ca.append(torch.zeros_like(crossattn))
+            cc.append(torch.zeros_like(concat))
+            ioi.append(torch.zeros(frames))
         elif b == NO_VIEWS:
-            ca.append(crossattn); cc.append(concat * concat_scale_no_views); ioi.append(torch.ones(frames))  # noqa: E702
+            ca.append(crossattn)
+            cc.append(concat * concat_scale_no_views)
+            ioi.append(torch.ones(frames))
         else:
             raise ValueError(f"unknown branch {b!r}")
         vv.append(vector)

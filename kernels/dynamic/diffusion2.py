@@ -383,7 +383,8 @@ def sample_matrix(
                     amp = (sigma - sigma_next).abs()
                 else:
                     amp = (sigma**2 - sigma_next**2).clamp_min(0).sqrt()
-                eps = torch.randn(x.shape, generator=generator, device=gdev, dtype=x.dtype).to(x.device)
+                eps = torch.randn(x.shape, generator=generator, device=gdev, dtype=x.dtype)
+                eps = eps.to(x.device)
                 x_new = x_new + eps * amp.to(x.dtype)
             x = x_new
             k += 1

@@ -106,8 +106,8 @@ class Fit4DConfig:
     temporal_weight: float = 0.02  # weight of the smoothness term vs the previous time step
     confidence: str = "none"  # "none" | "ssim"
     warm_densify: bool = False  # densify later frames too (breaks the one-to-one alignment)
-    warm_lr_scale: float = 5.0  # learning-rate multiplier (means, colours, opacities) of later
-                                # frames
+    # learning-rate multiplier (means, colours, opacities) of later frames
+    warm_lr_scale: float = 5.0
 
     def __post_init__(self):
         if self.temporal_weight < 0 or not math.isfinite(self.temporal_weight):
@@ -161,8 +161,8 @@ def check_sequence(images: torch.Tensor, cams: Cameras, times: int,
     if int(times) != times or times < 1:
         raise ValueError(f"times (frames per view) must be an integer >= 1, got {times}")
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):
-        raise ValueError("views must be an IMAGE [V*F,H,W,3], got "
-                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)}")
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
+        raise ValueError(f"views must be an IMAGE [V*F,H,W,3], got {got}")
     v = len(cams)
     if images.shape[0] != v * times:
         raise ValueError(

@@ -147,10 +147,8 @@ class Warp:
 
     image: torch.Tensor  # [P, H, W, Ch] training image sampled (nearest), 0 outside mask_warp
     depth: torch.Tensor  # [P, H, W, 1] training rendered depth sampled there, 0 outside
-    proj_depth: torch.Tensor  # [P, H, W, 1] z of the back-projected pseudo point in the training
-                              # camera
-    mask_warp: torch.Tensor  # [P, H, W, 1] bool: pseudo surface pixel landing inside the training
-                             # image
+    proj_depth: torch.Tensor  # [P, H, W, 1] z of the back-projected pseudo point, training camera
+    mask_warp: torch.Tensor  # [P, H, W, 1] bool: pseudo surface pixel lands in the training image
     pseudo_valid: torch.Tensor  # [P, H, W, 1] bool: pseudo pixel has a surface (depth > 0, alpha)
 
 

@@ -173,8 +173,8 @@ class IPSMDiffusionConfig:
     start: float = 0.0  # fraction of the fit before the terms switch on
     ramp: int = sds.IPSM_RAMP  # ramp-in length in steps after the start
     pseudo_views: int = 1
-    size: int = 0  # long side (pixels, multiple of 8) the pseudo renders are encoded at; 0 = as
-                   # rendered
+    # long side (pixels, multiple of 8) the pseudo renders are encoded at; 0 = as rendered
+    size: int = 0
     t_range: tuple = sds.IPSM_T_RANGE
     seed: int = 0
 

@@ -79,7 +79,10 @@ def refine(params: dict, opt: torch.optim.Optimizer, state: DensifyState, cfg: D
     scales = torch.exp(params["log_scales"])  # [N, 3]
     opac = torch.sigmoid(params["opacity_logits"])  # [N]
     avg = state.grad / state.count.clamp_min(1)
-    grow = (avg > cfg.grad_threshold) & (state.count > 0) if allow_grow else torch.zeros_like(opac, dtype=torch.bool)
+    if allow_grow:
+        grow = (avg > cfg.grad_threshold) & (state.count > 0)
+    else:
+        grow = torch.zeros_like(opac, dtype=torch.bool)
     small = scales.max(-1).values <= cfg.small_scale * scene_extent
     clone = grow & small
     split = grow & ~small
@@ -94,7 +97,8 @@ def refine(params: dict, opt: torch.optim.Optimizer, state: DensifyState, cfg: D
         sel[top] = True
         clone &= sel
         split &= sel
-    prune = (opac < cfg.prune_opacity) | (scales.max(-1).values > cfg.prune_big_scale * scene_extent)
+    too_big = scales.max(-1).values > cfg.prune_big_scale * scene_extent
+    prune = (opac < cfg.prune_opacity) | too_big
     keep_mask = ~prune & ~split  # split parents are replaced by their two children
     keep = torch.nonzero(keep_mask).flatten()
 

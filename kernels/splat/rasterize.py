@@ -81,9 +81,8 @@ def rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
         backend = "gsplat" if _gsplat_usable(means) else "torch"
     if backend == "gsplat":
         return rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width,
-                                height,
-                                sh_degree=sh_degree, backgrounds=backgrounds, near_plane=near_plane,
-                                far_plane=far_plane, tile_size=tile_size,
+                                height, sh_degree=sh_degree, backgrounds=backgrounds,
+                                near_plane=near_plane, far_plane=far_plane, tile_size=tile_size,
                                 retain_means2d_grad=retain_means2d_grad)
     if backend == "reference":
         return rasterize_reference(means, quats, scales, opacities, colors, viewmats, Ks, width,

@@ -52,8 +52,8 @@ def rasterize_reference(means, quats, scales, opacities, colors, viewmats, Ks, w
         det = cov2[:, 0, 0] * cov2[:, 1, 1] - cov2[:, 0, 1] * cov2[:, 1, 0]
         det_s = torch.where(det > 0, det, torch.ones_like(det))
         inv2 = torch.stack([torch.stack([cov2[:, 1, 1], -cov2[:, 0, 1]], -1),
-                            torch.stack([-cov2[:, 1, 0], cov2[:, 0, 0]], -1)], -2) / det_s[:, None,
-                                                                                           None]
+                            torch.stack([-cov2[:, 1, 0], cov2[:, 0, 0]], -1)], -2)
+        inv2 = inv2 / det_s[:, None, None]
         uvw = p_cam @ K.T  # [N, 3]
         m2d = uvw[:, :2] / zs[:, None]  # [N, 2]
         with torch.no_grad():

@@ -395,8 +395,8 @@ class _Composite(torch.autograd.Function):
                     B.masked_fill_(a >= ALPHA_MAX, 0.0)
                 flat = sl.reshape(-1)
                 g_coef.index_add_(0, flat, torch.matmul(basis, B).transpose(1, 2).reshape(-1, 6))
-                g_feat.index_add_(0, flat,
-                                  torch.bmm(go.transpose(1, 2), w).transpose(1, 2).reshape(-1, n_ch))
+                g_w = torch.bmm(go.transpose(1, 2), w).transpose(1, 2).reshape(-1, n_ch)
+                g_feat.index_add_(0, flat, g_w)
         ctx.per_bucket = None
         return g_coef[:P], g_feat[:P], None, None
 

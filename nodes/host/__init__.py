@@ -5,18 +5,20 @@ This package is the pack's single host layer. Modules beside this one (e.g. ``gu
 code that must subclass host classes; they too import ComfyUI only inside functions.
 
 Every import of the host happens lazily inside a function, so the pack (and its tests) import
-without ComfyUI. Outside ComfyUI each helper falls back to something sane:
+without ComfyUI. Outside ComfyUI each helper falls back to something sane
+(helper: inside ComfyUI / outside):
 
-| helper                 | inside ComfyUI                                   | outside                       |
-|------------------------|--------------------------------------------------|-------------------------------|
-| ``torch_device()``     | ``comfy.model_management.get_torch_device()``    | cuda if available, else cpu   |
-| ``intermediate_device()`` | ``comfy.model_management.intermediate_device()`` | cpu                        |
-| ``Progress``           | ``comfy.utils.ProgressBar`` (previews, interrupt) | optional callback             |
-| ``check_interrupt()``  | ``throw_exception_if_processing_interrupted()``  | the pack's own flag (below)   |
-| ``request_interrupt()`` | ``interrupt_current_processing()``              | sets the pack's own flag      |
-| ``output_directory()`` | ``folder_paths.get_output_directory()``          | ./output (``$ORBITFORGE_OUTPUT`` overrides both) |
-| ``oom_exceptions()``   | ``comfy.model_management.OOM_EXCEPTION``          | ``torch.OutOfMemoryError``    |
-| ``geometry.*_class()`` | core ``MESH`` / ``SPLAT`` / ``File3D`` (v0.33)    | stand-ins, same attributes    |
+- ``torch_device()``: ``comfy.model_management.get_torch_device()`` / cuda if available, else cpu
+- ``intermediate_device()``: ``comfy.model_management.intermediate_device()`` / cpu
+- ``Progress``: ``comfy.utils.ProgressBar`` (previews, interrupt) / an optional callback
+- ``check_interrupt()``: ``throw_exception_if_processing_interrupted()`` / the pack's own flag
+  (below)
+- ``request_interrupt()``: ``interrupt_current_processing()`` / sets the pack's own flag
+- ``output_directory()``: ``folder_paths.get_output_directory()`` / ./output
+  (``$ORBITFORGE_OUTPUT`` overrides both)
+- ``oom_exceptions()``: ``comfy.model_management.OOM_EXCEPTION`` / ``torch.OutOfMemoryError``
+- ``geometry.*_class()``: core ``MESH`` / ``SPLAT`` / ``File3D`` (v0.33) / stand-ins, same
+  attributes
 """
 
 from __future__ import annotations
@@ -100,7 +102,9 @@ _kernel_interrupt.set_interrupt_hook(check_interrupt)
 def interrupt_exceptions() -> tuple:
     """The exception types :func:`check_interrupt` raises (to catch them in scripts and tests)."""
     model_management = _comfy_model_management()
-    exc = getattr(model_management, "InterruptProcessingException", None) if model_management is not None else None
+    exc = None
+    if model_management is not None:
+        exc = getattr(model_management, "InterruptProcessingException", None)
     return (ProcessingInterrupted,) + ((exc,) if exc is not None else ())
 
 
@@ -121,7 +125,7 @@ def soft_empty_cache() -> None:
 def oom_exceptions() -> tuple:
     model_management = _comfy_model_management()
     excs = [torch.OutOfMemoryError] if hasattr(torch, "OutOfMemoryError") else []
-    if model_management is not None and getattr(model_management, "OOM_EXCEPTION", None) is not None:
+    if getattr(model_management, "OOM_EXCEPTION", None) is not None:
         excs.append(model_management.OOM_EXCEPTION)
     return tuple(excs) or (RuntimeError,)
 

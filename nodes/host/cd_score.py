@@ -33,8 +33,8 @@ def image_embeddings(clip_vision, images: torch.Tensor) -> torch.Tensor:
 
 
 def _text_projections(cond_stage_model):
-    return [m for n,
-            m in cond_stage_model.named_modules() if n.endswith("text_projection") and hasattr(m, "weight")]
+    return [m for n, m in cond_stage_model.named_modules()
+            if n.endswith("text_projection") and hasattr(m, "weight")]
 
 
 def text_embedding(clip, text: str) -> torch.Tensor:
@@ -45,7 +45,8 @@ def text_embedding(clip, text: str) -> torch.Tensor:
                          "checkpoint's CLIP")
     for p in _text_projections(csm):
         w = p.weight
-        if w is not None and (not torch.isfinite(w.float()).all() or float(w.float().abs().max()) == 0.0):
+        if w is not None and (not torch.isfinite(w.float()).all()
+                              or float(w.float().abs().max()) == 0.0):
             raise ValueError("the CLIP text model's text_projection is empty/uninitialised (SD1.x "
                              "checkpoints do not store it): load the text encoder with Load CLIP "
                              "from a full CLIP text model (e.g. clip_l.safetensors for ViT-L/14)")

@@ -104,7 +104,8 @@ class HostSequenceModel:
         self.concat = concat  # [N, 4, h, w] one per sequence
         self.vector = vector  # [L, A] or [1, A]
         self.scales = scales  # [L]
-        self.transformer_options = dict((model_options or model.model_options).get("transformer_options", {}))
+        options = model_options or model.model_options
+        self.transformer_options = dict(options.get("transformer_options", {}))
         self.forwards = 0
         self.sequences = 0
 

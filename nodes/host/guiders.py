@@ -70,7 +70,8 @@ def make_conditioning(clip_vision, vae, rgb: torch.Tensor, elevations, azimuths,
 
     frames = len(azimuths)
     pooled = encode_clip(clip_vision, rgb, expected_dim)
-    pix = comfy.utils.common_upscale(rgb.movedim(-1, 1), width, height, "bilinear", "center").movedim(1, -1)
+    pix = comfy.utils.common_upscale(rgb.movedim(-1, 1), width, height, "bilinear", "center")
+    pix = pix.movedim(1, -1)
     gen = torch.Generator().manual_seed(int(seed))
     noisy = noisy_cond_pixels(pix.float().cpu(), cond_aug, gen)
     t = vae.encode(noisy[..., :3])
@@ -143,7 +144,8 @@ def guider_class():
                                s2=float(s2), harmony_schedule=harmony_schedule)
             make_guidance(kind, 21, **self.params)  # validate now, before sampling
             self.concat_scale = float(concat_scale)
-            self.cfg = (1.0 + float(s1)) if kind == "harmonyview" else float(max_scale)  # scalar for patches
+            # scalar for patches
+            self.cfg = (1.0 + float(s1)) if kind == "harmonyview" else float(max_scale)
             self.forwards = 0
             self._warned = False
 
