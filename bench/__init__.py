@@ -29,6 +29,13 @@ def run_child(module: str, *args: str, env: dict | None = None, **fields) -> dic
     return {**fields, "error": f"{why}: {(p.stderr or p.stdout).strip()[-1500:]}"}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB (``ru_maxrss``, KiB on Linux)."""
+    import resource  # Unix only: imported where a benchmark measures
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def pick(csv: str, allowed, what: str, where: str = "") -> list:
     """The names of a comma-separated command-line list, in order; ``SystemExit`` naming the
     unknown ones (``what``: e.g. ``"part"``; ``where``: e.g. the folder) and the choices,

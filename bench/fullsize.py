@@ -48,7 +48,7 @@ import time
 
 import torch
 
-from . import run_child
+from . import peak_rss_mb, run_child
 
 VIDEO_ADM = {"svd_xt": 768, "sv3d_u": 256, "sv3d_p": 1280}
 KINDS = ("sv3d_u", "sv3d_p", "svd_xt", "hi3d_stage2")
@@ -238,12 +238,6 @@ def build_checkpoints(folder: str, kinds=KINDS, dtype=torch.float16, seed: int =
 # ----------------------------------------------------------------------------------------------
 
 
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def load_image_only(path: str):
     """ComfyUI's own ImageOnlyCheckpointLoader on ``path`` (registered as a checkpoints folder)."""
     import folder_paths
@@ -337,7 +331,7 @@ def _worker(spec: dict) -> dict:
         res["step"] = f"Depth-Conditioned Refiner (Hi3D stage 2), 1 step, 4 frames at {size}²"
     else:
         raise ValueError(what)
-    res["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    res["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return res
 
 

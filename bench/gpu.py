@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from . import pick
+from . import peak_rss_mb, pick
 
 PARTS = ("raster", "sv3d_p", "refiner", "diffusion2", "fit")
 
@@ -48,9 +48,7 @@ def _reset_peak(dev):
 def _peak(dev) -> dict:
     if dev.type == "cuda":
         return {"peak_vram_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)}
-    import resource
-
-    return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    return {"peak_rss_mib": round(peak_rss_mb(), 1)}
 
 
 def _timed(fn, dev, repeats: int = 2) -> float:

@@ -41,7 +41,7 @@ import torch
 from ..kernels.diffusion import edm
 from ..kernels.diffusion.guidance import guided_denoiser, make_guidance
 from ..kernels.diffusion.sv3d import branch_conditions
-from . import print_result
+from . import peak_rss_mb, print_result
 
 
 # ------------------------------------------------------------------------------ host-free denoiser
@@ -140,10 +140,7 @@ def _peak_mb(dev):
                     return {"peak_rss_mb": round(int(line.split()[1]) / 1024, 1)}
     except OSError:
         pass
-    import resource
-
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_rss_mb_process_lifetime": round(peak_kib / 1024, 1)}
+    return {"peak_rss_mb_process_lifetime": round(peak_rss_mb(), 1)}
 
 
 def _time_steps(step, warmup, repeats, dev):

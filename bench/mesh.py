@@ -79,6 +79,8 @@ import time
 
 import torch
 
+from . import peak_rss_mb
+
 # the test meshes beside the checkout (``../shared/meshes``), where they are
 DEFAULT_MESHES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "shared", "meshes")
@@ -87,10 +89,6 @@ DEFAULT_MESHES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirnam
 def _cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _open3d_tsdf(depths, rgb, cams, res: int) -> dict:
@@ -256,7 +254,7 @@ def run_one(gt, a, extra: bool = True, degrade: str | None = None) -> tuple[dict
            **{k: q[k] for k in ("chamfer_hi", "chamfer_floor", "chamfer_floor_hi") if k in q},
            "chamfer": q["chamfer"], "iou": q["iou"], "fscore_001": q["fscore_001"],
            "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "faces": len(mesh.faces),
-           "watertight": bool(mesh.is_watertight), "peak_rss_mb": round(_peak_rss_mb(), 1),
+           "watertight": bool(mesh.is_watertight), "peak_rss_mb": round(peak_rss_mb(), 1),
            "stages": {k: round(v, 3) for k, v in stages.items()},
            "threads": a.threads,
            "polish_steps": (None if a.mode == "neural" else

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 
 import numpy as np
 import torch
 
+from . import peak_rss_mb
 from .tiny_comfy import tiny_sd15, tiny_vae
 
 
@@ -188,11 +188,11 @@ def main(argv=None) -> int:
         out[f"max_{name}_time_ratio"] = max((r[f"{name}_time_ratio"] for r in results
                                              if f"{name}_time_ratio" in r), default=None)
     out.update({
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "threads": torch.get_num_threads()})
     if args.diffusion_cost:
         out["diffusion_cost"] = diffusion_cost()
-        out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     print(json.dumps(out))
     return 0
 

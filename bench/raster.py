@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import statistics
 import time
 
 import torch
+
+from . import peak_rss_mb
 
 
 def make_scene(n: int, seed: int = 0, sh_degree: int = 0):
@@ -88,7 +89,7 @@ def main(argv=None):
         "fwd_bwd_cpu_s_median": round(statistics.median(cpu), 4),
         "pairs_per_view_mean": round(sum(pairs) / len(pairs)),
         "samples": len(fwd_bwd),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     print(json.dumps(res))
     return 0

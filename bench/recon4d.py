@@ -12,17 +12,12 @@ from scratch with the same iteration count (what the warm start saves).
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import numpy as np
 import torch
 
-from . import print_result
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+from . import peak_rss_mb, print_result
 
 
 def main(argv=None) -> int:

@@ -22,15 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 
-from . import run_child
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+from . import peak_rss_mb, run_child
 
 
 def _comfy():
@@ -73,7 +68,7 @@ def bench_steps(sizes, frames, repeats=2):
             if dev.type == "cuda":
                 torch.cuda.synchronize()
         dt = (time.perf_counter() - t0) / repeats
-        peak = (torch.cuda.max_memory_allocated() / 2**20) if dev.type == "cuda" else _rss_mb()
+        peak = (torch.cuda.max_memory_allocated() / 2**20) if dev.type == "cuda" else peak_rss_mb()
         out["sizes"][str(s)] = {"s_per_step": round(dt, 4), "peak_mb": round(peak, 1),
                                 "peak_kind": ("cuda_allocated" if dev.type == "cuda"
                                               else "process_rss")}
@@ -170,13 +165,13 @@ def _vae_worker(spec: str) -> dict:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated() / 2**20
         else:
-            base = _rss_mb()
+            base = peak_rss_mb()
         t0 = time.perf_counter()
         out = fn(vae, x, chunk)
         if cuda:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb()
+        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb()
     return {"op": op, "chunk": chunk, "frames": frames, "s": round(dt, 3),
             "out_shape": list(out.shape),
             "base_mb": round(base, 1), "peak_mb": round(peak, 1),

@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 
 import torch
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+from . import peak_rss_mb
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.diffusion.cd_score import PROMPT_TEMPLATE, cd_terms, check_joint_space, make_prompt
+from ..kernels.diffusion.cd_score import (
+    PROMPT_TEMPLATE,
+    cd_terms,
+    check_joint_space,
+    check_views,
+    make_prompt,
+)
 
 
 class CDScore:
@@ -66,13 +72,7 @@ class CDScore:
         if not torch.is_tensor(views) or views.ndim != 4 or views.shape[-1] < 3:
             raise ValueError("views must be an IMAGE [n,H,W,C], got "
                              f"{getattr(views, 'shape', type(views))}")
-        n = views.shape[0]
-        if n < 2:
-            raise ValueError(f"{n} view(s): the CD score needs at least 2 views (a variance over "
-                             "views; paper: 16)")
-        if not (-n <= int(reference_index) < n):
-            raise ValueError(f"reference_index={reference_index} is out of range for {n} views "
-                             f"(0..{n - 1}, or -1 for the last)")
+        check_views(views.shape[0], reference_index, "reference_index")
         prompt = make_prompt(object_name, prompt_template, bool(official_name_cleanup))
         txt = text_embedding(clip, escape_prompt(prompt))  # [1, Dt]
         check_joint_space(_width_hint(clip_vision, txt.shape[-1]), txt.shape[-1])

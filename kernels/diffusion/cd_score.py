@@ -84,6 +84,19 @@ class CDResult:
         return "\n".join(lines)
 
 
+def check_views(n: int, reference: int, name: str = "reference") -> int:
+    """``ValueError`` unless there are at least 2 views (S_var is a variance over views) and
+    ``reference`` (the argument ``name``) indexes one of them, negative counting from the end;
+    returns the reference index in ``0..n-1``."""
+    if n < 2:
+        raise ValueError(f"{n} view(s): the CD score needs at least 2 views (a variance over "
+                         "views; paper: 16)")
+    if not (-n <= int(reference) < n):
+        raise ValueError(f"{name}={reference} is out of range for {n} views (use 0..{n - 1}, "
+                         "or -1 for the last)")
+    return int(reference) % n
+
+
 def _as_matrix(x: torch.Tensor, what: str) -> torch.Tensor:
     x = torch.as_tensor(x).detach()
     if x.ndim == 3 and x.shape[1] == 1:
@@ -116,14 +129,7 @@ def cd_terms(image_embeds: torch.Tensor, text_embed: torch.Tensor, reference: in
     if t.shape[0] != 1:
         raise ValueError(f"expected ONE text embedding, got {t.shape[0]}")
     check_joint_space(f.shape[-1], t.shape[-1])
-    n = f.shape[0]
-    if n < 2:
-        raise ValueError(f"{n} view(s): the CD score needs at least 2 views (a variance over "
-                         "views; paper: 16)")
-    if not (-n <= int(reference) < n):
-        raise ValueError(f"reference view index {reference} is out of range for {n} views (use "
-                         f"0..{n - 1} or -1 for the last)")
-    ref = int(reference) % n
+    ref = check_views(f.shape[0], reference)
     if not (torch.isfinite(f).all() and torch.isfinite(t).all()):
         raise ValueError("embeddings contain NaN/inf: check the encoders (e.g. a text projection "
                          "that was never loaded)")
