@@ -11,11 +11,14 @@ workflow would run them:
    masks are the views' non-white pixels (``kernels.splat.fit.masks_from_background``) after the
    animation grid's 1-px cell borders along the image edges are painted white;
    ``--calibrate auto`` (default, as the reconstruction nodes' ``calibrate`` option; ``on``:
-   always; ``off``: the nominal static orbit) self-calibrates the cameras from the 14 training
-   silhouettes (``kernels.geometry.calibrate``, the method of ``OrbitForgeCalibrateOrbit``) once, and
-   moves the held-out cameras by the same calibration (``apply_calibration``: elevation
-   offset, fov/distance scales, smooth per-view corrections at their azimuths), so held-out
-   views never inform their own cameras; the nodes then run with ``calibrate`` off;
+   always; ``off``: the nominal static orbit) self-calibrates the cameras of the 14 training
+   views once, exactly as the nodes do (``nodes.calibrate.reconstruction_calibration``): from
+   their silhouettes (``kernels.geometry.calibrate``, the method of
+   ``OrbitForgeCalibrateOrbit``), and for a dynamic orbit then photometrically (every view
+   registered to a short 3DGS fit of all of them, ``kernels.splat.register.register_orbit``);
+   the silhouette calibration also moves the held-out cameras (``apply_calibration``:
+   elevation offset, fov/distance scales, smooth per-view corrections at their azimuths), so
+   held-out views never inform the calibration; the nodes then run with ``calibrate`` off;
 2. ``OrbitForgeGaussianReconstruct`` on the 14 views (node defaults, ``--iters`` steps);
 3. ``OrbitForgeSDFMesh`` on the 14 views + masks (node defaults);
 4. the held-out cameras: ``--held-out-cameras registered`` (default) registers each held-out
@@ -172,19 +175,18 @@ def run_object(name: str, folder: str, a) -> dict:
     cam_tr, cam_te = cams[tr], cams[te]
     report = None
     if a.calibrate != "off":
-        # what the reconstruction nodes' ``calibrate`` option runs (same configuration), once,
-        # on the training silhouettes; its result also moves the held-out cameras
-        from ..kernels.geometry.calibrate import (
-            AUTO, CalibrationConfig, apply_calibration, calibrate_orbit)
+        # what the reconstruction nodes' ``calibrate`` option runs, once, on the training
+        # views; its silhouette calibration also moves the held-out cameras
+        from ..kernels.geometry.calibrate import apply_calibration
+        from ..nodes.calibrate import reconstruction_calibration
 
         t = time.perf_counter()
-        ccfg = (CalibrationConfig(**AUTO) if a.calibrate == "auto"
-                else CalibrationConfig(per_view="auto"))
-        res = calibrate_orbit(masks[tr], cam_tr, ccfg)
-        if res.calibrated:
-            cam_tr = res.cameras
+        cam_tr, res, reg = reconstruction_calibration(views[tr], masks[tr], cam_tr, a.calibrate)
+        if res is not None:
             cam_te = apply_calibration(res, cam_te)
-        report = {k: v for k, v in res.to_dict().items() if k != "cameras"}
+            report = {k: v for k, v in res.to_dict().items() if k != "cameras"}
+            if reg is not None:
+                report["registered"] = reg.to_dict()
         times["calibrate_s"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()

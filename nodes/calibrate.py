@@ -16,6 +16,7 @@ from ..kernels.geometry.calibrate import (
     AUTO, CalibrationConfig, calibrate_orbit, check_calibration_inputs)
 from ..kernels.geometry.cameras import Cameras, DEFAULT_RADIUS, SV3D_FOV_DEG, orbit_cameras
 from ..kernels.splat.fit import masks_from_background
+from ..kernels.splat.register import register_orbit
 from . import host
 from .cameras import parse_color
 
@@ -53,42 +54,68 @@ def calibrate_for_reconstruction(views, mask, cams: Cameras, calibrate: str,
     """The ``calibrate`` option of the reconstruction nodes: ``cams`` or calibrated cameras
     (at the cameras' own image size); logs the report. ``views`` IMAGE or None (then ``mask``
     gives the silhouettes)."""
+    return reconstruction_calibration(views, mask, cams, calibrate, background)[0]
+
+
+def reconstruction_calibration(views, mask, cams: Cameras, calibrate: str,
+                               background=(1.0, 1.0, 1.0)):
+    """``(cameras, CalibrationResult or None, Registration or None)`` of the ``calibrate``
+    option. Silhouette calibration first; when it finds a dynamic orbit (per-view corrections
+    used) and the views are given, every view is then registered to a short 3DGS fit of all
+    of them (``kernels.splat.register.register_orbit``): the per-view silhouette corrections
+    are smooth along the orbit, a generated dynamic orbit's cameras are not."""
     if calibrate not in CALIBRATE_CHOICES:
         raise ValueError(f"calibrate must be one of {CALIBRATE_CHOICES}, got {calibrate!r}")
     if calibrate == "off":
-        return cams
+        return cams, None, None
     masks = _views_masks(views, mask, background)
     if calibrate == "auto":
         try:  # auto calibrates what it can and leaves the rest to the node's own checks
             check_calibration_inputs(masks, cams)
         except ValueError as e:
             log.info("OrbitForge calibration (auto) skipped: %s", e)
-            return cams
+            return cams, None, None
     cfg = CalibrationConfig(**AUTO) if calibrate == "auto" else \
         CalibrationConfig(per_view="auto")
-    key = _cache_key(masks, cams, calibrate)
-    res = _CACHE.get(key)
-    if res is None:
+    rgb = views[..., :3].float().cpu() if isinstance(views, torch.Tensor) else None
+    key = _cache_key(masks, cams, calibrate, rgb, background)
+    hit = _CACHE.get(key)
+    if hit is None:
         bar = host.Progress(10)
         res = calibrate_orbit(masks, cams.to(device="cpu"), cfg,
-                                progress=lambda i, t: bar.update(i * 10 // t),
-                                interrupt=host.check_interrupt)
-        _CACHE[key] = res
+                              progress=lambda i, t: bar.update(i * 10 // t),
+                              interrupt=host.check_interrupt)
+        reg = None
+        if res.calibrated and res.per_view_used and rgb is not None:
+            bar = host.Progress(100)
+            reg = register_orbit(rgb, res.cameras.to(device="cpu"), masks, background,
+                                 progress=lambda i, t: bar.update(i * 100 // t))
+        hit = _CACHE[key] = (res, reg)
         while len(_CACHE) > 4:
             _CACHE.pop(next(iter(_CACHE)))
+    res, reg = hit
     log.info("OrbitForge calibration (%s): %s", calibrate, res.message)
-    return res.cameras.to(device="cpu") if res.calibrated else cams
+    if reg is not None:
+        log.info("OrbitForge calibration (%s): views registered to a short 3DGS fit (dynamic "
+                 "orbit): elevation corrections up to %.1f deg, azimuth up to %.1f deg, mean "
+                 "colour error %.5f -> %.5f", calibrate, float(reg.d_elevation.abs().max()),
+                 float(reg.d_azimuth.abs().max()), float(reg.mse_before.mean()),
+                 float(reg.mse_after.mean()))
+        return reg.cameras.to(device="cpu"), res, reg
+    return (res.cameras.to(device="cpu") if res.calibrated else cams), res, None
 
 
 # Gaussian Reconstruct and SDF Mesh usually get the same views and cameras: calibrate once.
 _CACHE: dict = {}
 
 
-def _cache_key(masks: torch.Tensor, cams: Cameras, mode: str) -> str:
+def _cache_key(masks: torch.Tensor, cams: Cameras, mode: str, views=None,
+               background=(1.0, 1.0, 1.0)) -> str:
     h = hashlib.sha1()
-    for t in (masks, cams.viewmats, cams.Ks):
+    for t in (masks, cams.viewmats, cams.Ks) + (() if views is None else (views,)):
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    h.update(f"{mode}|{cams.width}x{cams.height}|{tuple(masks.shape)}".encode())
+    h.update(f"{mode}|{cams.width}x{cams.height}|{tuple(masks.shape)}|{views is None}|"
+             f"{tuple(background)}".encode())
     return h.hexdigest()
 
 
