@@ -31,8 +31,10 @@ CALIBRATE_TOOLTIP = (
     "how well the cameras explain the views' silhouettes (a tenth of a second); unless they "
     "explain them well (consistency >= 0.95), search the orbit's elevation (and per-view "
     "corrections for a dynamic orbit) and use the result when it explains the views clearly "
-    "better; off: use the cameras as given; on: always search. Generated orbits (SV3D_u: "
-    "elevation of the input photo; SV3D_p dynamic orbits) rarely match nominal cameras.")
+    "better; for a dynamic orbit then register every view to a short 3DGS fit of all of "
+    "them (tens of seconds on a CPU); off: use the cameras as given; on: always search. "
+    "Generated orbits (SV3D_u: elevation of the input photo; SV3D_p dynamic orbits) rarely "
+    "match nominal cameras.")
 
 
 def _views_masks(views, mask, background) -> torch.Tensor:
@@ -87,22 +89,33 @@ def reconstruction_calibration(views, mask, cams: Cameras, calibrate: str,
                               interrupt=host.check_interrupt)
         reg = None
         if res.calibrated and res.per_view_used and rgb is not None:
-            bar = host.Progress(100)
-            reg = register_orbit(rgb, res.cameras.to(device="cpu"), masks, background,
-                                 progress=lambda i, t: bar.update(i * 100 // t))
+            reg = _register(rgb, res.cameras, masks, background)
         hit = _CACHE[key] = (res, reg)
         while len(_CACHE) > 4:
             _CACHE.pop(next(iter(_CACHE)))
     res, reg = hit
     log.info("OrbitForge calibration (%s): %s", calibrate, res.message)
     if reg is not None:
-        log.info("OrbitForge calibration (%s): views registered to a short 3DGS fit (dynamic "
-                 "orbit): elevation corrections up to %.1f deg, azimuth up to %.1f deg, mean "
-                 "colour error %.5f -> %.5f", calibrate, float(reg.d_elevation.abs().max()),
-                 float(reg.d_azimuth.abs().max()), float(reg.mse_before.mean()),
-                 float(reg.mse_after.mean()))
+        log.info("OrbitForge calibration (%s): %s", calibrate, _registration_summary(reg))
         return reg.cameras.to(device="cpu"), res, reg
     return (res.cameras.to(device="cpu") if res.calibrated else cams), res, None
+
+
+def _register(views, cams: Cameras, masks, background):
+    """``register_orbit`` on the host's torch device; cameras back on the CPU."""
+    bar = host.Progress(100)
+    dev = host.torch_device()
+    reg = register_orbit(views.to(dev), cams.to(device=dev), masks.to(dev), background,
+                         progress=lambda i, t: bar.update(i * 100 // t))
+    reg.cameras = reg.cameras.to(device="cpu")
+    return reg
+
+
+def _registration_summary(reg) -> str:
+    return (f"views registered to a short 3DGS fit of all of them: elevation corrections up to "
+            f"{float(reg.d_elevation.abs().max()):.1f} deg, azimuth up to "
+            f"{float(reg.d_azimuth.abs().max()):.1f} deg, mean colour error "
+            f"{float(reg.mse_before.mean()):.5f} -> {float(reg.mse_after.mean()):.5f}")
 
 
 # Gaussian Reconstruct and SDF Mesh usually get the same views and cameras: calibrate once.
@@ -127,9 +140,10 @@ class CalibrateOrbit:
         "consistency score. A global search over the orbit's elevation (seconds), optionally "
         "the field of view, then for dynamic orbits smooth per-view elevation/azimuth "
         "corrections (azimuth kept increasing). The distance is set so the object's largest "
-        "extent is 1 (the unit box the mesh nodes carve in). Views no orbit explains (e.g. "
-        "unrelated images) are refused: the cameras come back unchanged and the report says "
-        "so with the score.")
+        "extent is 1 (the unit box the mesh nodes carve in). For dynamic orbits every view is "
+        "then registered to a short 3DGS fit of all views (photometric). Views no orbit "
+        "explains (e.g. unrelated images) are refused: the cameras come back unchanged and the "
+        "report says so with the score.")
     CATEGORY = "OrbitForge/cameras"
     FUNCTION = "calibrate"
     RETURN_TYPES = ("CAMERAS", "STRING", "STRING")
@@ -174,16 +188,24 @@ class CalibrateOrbit:
                 "normalize_distance": ("BOOLEAN", {"default": True, "tooltip": "Set the camera "
                                        "distance so the object's largest extent is 1 (the unit "
                                        "box of the mesh nodes); off keeps the given distance."}),
+                "photometric": (PER_VIEW, {"default": "auto", "tooltip": "Then register every "
+                                "view to a short 3DGS fit of all of them (its elevation and "
+                                "azimuth, by rendering; tens of seconds on a CPU). auto: for "
+                                "dynamic orbits (per-view corrections used), whose frames sit "
+                                "at cameras no smooth correction follows; on: always; off: "
+                                "silhouettes only."}),
             },
         }
 
     def calibrate(self, views, orbit, per_view, cameras=None, mask=None, background="1, 1, 1",
-                  fov=SV3D_FOV_DEG, search_fov=False, normalize_distance=True):
+                  fov=SV3D_FOV_DEG, search_fov=False, normalize_distance=True,
+                  photometric="auto"):
 
         if orbit not in ORBIT_MODES:
             raise ValueError(f"orbit must be one of {ORBIT_MODES}, got {orbit!r}")
-        if per_view not in PER_VIEW:
-            raise ValueError(f"per_view must be one of {PER_VIEW}, got {per_view!r}")
+        for name, v in (("per_view", per_view), ("photometric", photometric)):
+            if v not in PER_VIEW:
+                raise ValueError(f"{name} must be one of {PER_VIEW}, got {v!r}")
         bg = parse_color(background)
         masks = _views_masks(views, mask, bg)
         n, h, w = masks.shape
@@ -206,7 +228,15 @@ class CalibrateOrbit:
         log.info("OrbitForge Calibrate Orbit: %s", res.message)
         d = res.to_dict()
         d.pop("cameras")
-        return (res.cameras.to(device=host.intermediate_device()), report, json.dumps(d))
+        out = res.cameras
+        refused = res.status == "refused"
+        if not refused and (photometric == "on" or (photometric == "auto" and res.calibrated
+                                                    and res.per_view_used)):
+            reg = _register(views[..., :3].float().cpu(), out, masks, bg)
+            out = reg.cameras
+            report += "\n" + _registration_summary(reg)
+            d["registration"] = reg.to_dict()
+        return (out.to(device=host.intermediate_device()), report, json.dumps(d))
 
 
 NODE_CLASS_MAPPINGS = {"OrbitForgeCalibrateOrbit": CalibrateOrbit}

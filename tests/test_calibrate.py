@@ -202,6 +202,9 @@ def test_calibrate_orbit_node_refuses_and_checks_inputs(static20):
     assert torch.equal(cams.viewmats, given.viewmats) and torch.equal(cams.Ks, given.Ks)
     with pytest.raises(ValueError, match="needs the cameras input"):
         node.calibrate(out["rgb"], "given cameras", "auto")
+    with pytest.raises(ValueError, match="photometric must be one of"):
+        node.calibrate(out["rgb"], "SV3D static orbit, elevation unknown", "auto",
+                       photometric="sometimes")
     with pytest.raises(ValueError, match="at least 4 views"):
         node.calibrate(out["rgb"][:2], "SV3D static orbit, elevation unknown", "auto")
     with pytest.raises(ValueError, match="no object pixel"):
@@ -230,7 +233,6 @@ def test_reconstruction_option_calibrates_only_when_needed(static20):
 def test_sdf_mesh_node_uses_the_calibrated_orbit(static20):
     """SDF Mesh with the wrong elevation: calibrate off carves a hull that the views do not
     explain; auto recovers the orbit and the mesh's silhouettes match the views."""
-    from orbitforge.kernels.geometry.calibrate import orbit_consistency
     from orbitforge.nodes.host.geometry import read_mesh
     from orbitforge.nodes.mesh import SDFMesh
 

@@ -153,17 +153,19 @@ def register_views(g: Gaussians, views: torch.Tensor, cams: Cameras,
 
 
 def register_orbit(views: torch.Tensor, cams: Cameras, masks: Optional[torch.Tensor] = None,
-                   background=(1.0, 1.0, 1.0), iterations: int = 300, size: int = 256,
+                   background=(1.0, 1.0, 1.0), iterations: int = 200, size: int = 256,
                    config: Optional[RegisterConfig] = None,
                    progress: Optional[Callable[[int, int], None]] = None) -> Registration:
     """Photometric orbit calibration (see the module doc): a ``iterations``-step 3DGS fit of
     ``views`` ``[N, H, W, 3]`` (``masks`` ``[N, H, W]`` optional) at ``cams``, then every view
     registered to it. Works at ``size`` px longest side at most (views area-downsampled); the
-    returned cameras are at the views' size. ``config`` defaults to a +-16 degree window.
+    returned cameras are at the views' size. ``config`` defaults to a +-12 degree window and
+    1 degree steps at the end (measured on the real toycar orbit: the same silhouette
+    consistency, 0.873, as 300 steps, +-16 degrees and 0.5 degree steps, at half the cost).
     ``progress(done, total)`` over the fit's steps and the views."""
     if iterations < 1 or size < 16:
         raise ValueError(f"need iterations >= 1 and size >= 16, got {iterations}, {size}")
-    cfg = config or RegisterConfig(elevation_range=16.0, azimuth_range=16.0)
+    cfg = config or RegisterConfig(elevation_range=12.0, azimuth_range=12.0, final_step=1.0)
     views = views[..., :3]
     n, H, W = views.shape[:3]
     s = min(1.0, size / max(H, W))
