@@ -32,10 +32,11 @@ workflow would run them:
    those only. Registration uses the splat, never the mesh or the masks;
 5. ``OrbitForgeGaussianRender`` at the held-out cameras: ``splat_psnr``, ``splat_ssim``; the
    mesh rendered there (``kernels.mesh.render``, vertex colours unlit): ``mesh_silhouette_iou``
-   (coverage > 0.5 against the held-out masks, mean over views), ``mesh_psnr`` (inside the union of the
-   rendered and the held-out masks), and ``roughness_deg`` (``kernels.metrics.roughness_deg``:
-   mean angle between a face normal and its 0.03-neighbourhood's area-weighted normal, mesh
-   scaled to a largest extent of 1, 4000 faces drawn by area, seed 0);
+   (coverage > 0.5 against the held-out masks, mean over views), ``mesh_psnr`` (inside the
+   union of the rendered and the held-out masks), and ``roughness_deg``
+   (``kernels.metrics.roughness_deg``: mean angle between a face normal and its
+   0.03-neighbourhood's area-weighted normal, mesh scaled to a largest extent of 1, 4000 faces
+   drawn by area, seed 0);
 6. ``wall_s``: calibration + fit + mesh (registration and evaluation renders excluded), with
    the parts in ``times``.
 
@@ -156,11 +157,11 @@ def _evaluate(g, tm, cams, gt, gm) -> dict:
 
 
 def run_object(name: str, folder: str, a) -> dict:
-    from ..kernels.splat.fit import masks_from_background
+    from ..kernels.mesh.core_mesh import mesh_items
     from ..kernels.metrics import roughness_deg
+    from ..kernels.splat.fit import masks_from_background
     from ..nodes.cameras import OrbitCameras
     from ..nodes.gaussians import GaussianReconstruct
-    from ..kernels.mesh.core_mesh import mesh_items
     from ..nodes.host.geometry import read_splat
     from ..nodes.mesh import SDFMesh
 
@@ -296,7 +297,8 @@ def main(argv=None) -> int:
     out = {"bench": "real", "dir": a.dir, "elevation": a.elevation, "radius": a.radius,
            "fit": {"appearance": fc.appearance, "robust": fc.robust,
                    "refine_cameras": fc.refine_cameras, "options": a.fit_options},
-           "calibrate": a.calibrate, "held_out_cameras": a.held_out_cameras, "iters": a.iters, "grid": a.grid,
+           "calibrate": a.calibrate, "held_out_cameras": a.held_out_cameras,
+           "iters": a.iters, "grid": a.grid,
            "threads": torch.get_num_threads(), "objects": objects, "mean": mean}
     print(json.dumps(out))
     return 0

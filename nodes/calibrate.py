@@ -13,8 +13,12 @@ import logging
 import torch
 
 from ..kernels.geometry.calibrate import (
-    AUTO, CalibrationConfig, calibrate_orbit, check_calibration_inputs)
-from ..kernels.geometry.cameras import Cameras, DEFAULT_RADIUS, SV3D_FOV_DEG, orbit_cameras
+    AUTO,
+    CalibrationConfig,
+    calibrate_orbit,
+    check_calibration_inputs,
+)
+from ..kernels.geometry.cameras import DEFAULT_RADIUS, SV3D_FOV_DEG, Cameras, orbit_cameras
 from ..kernels.splat.fit import masks_from_background
 from ..kernels.splat.register import register_orbit
 from . import host
@@ -41,8 +45,8 @@ def _views_masks(views, mask, background) -> torch.Tensor:
     if views is None and isinstance(mask, torch.Tensor) and mask.ndim == 3:
         return mask.float().cpu()
     if not isinstance(views, torch.Tensor) or views.ndim != 4:
-        raise ValueError("views must be an IMAGE [B,H,W,3], got "
-                         f"{tuple(views.shape) if isinstance(views, torch.Tensor) else type(views)}")
+        got = tuple(views.shape) if isinstance(views, torch.Tensor) else type(views)
+        raise ValueError(f"views must be an IMAGE [B,H,W,3], got {got}")
     if mask is not None:
         if mask.ndim != 3 or tuple(mask.shape) != tuple(views.shape[:3]):
             raise ValueError(f"mask must be [B,H,W] = {list(views.shape[:3])} to match the "

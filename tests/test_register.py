@@ -34,7 +34,8 @@ def test_register_recovers_known_camera_offsets():
     reg = register_views(g, views, given, config=RegisterConfig(size=32))
     assert torch.allclose(reg.cameras.elevation.double(), torch.tensor(el, dtype=torch.float64),
                           atol=1.0)
-    err_az = (reg.cameras.azimuth.double() - torch.tensor(az, dtype=torch.float64) + 180) % 360 - 180
+    err_az = reg.cameras.azimuth.double() - torch.tensor(az, dtype=torch.float64)
+    err_az = (err_az + 180) % 360 - 180
     assert err_az.abs().max() <= 1.0
     assert torch.allclose(reg.d_elevation, -torch.tensor(d_el, dtype=torch.float64), atol=1.0)
     assert (reg.mse_after < reg.mse_before * 0.1).all()

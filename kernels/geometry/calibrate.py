@@ -15,8 +15,9 @@ with mask ``i`` by IoU. The score is the mean IoU over views. Leaving the view o
 the score discriminative: with all views the hull reprojects inside every mask by
 construction. Wrong cameras make the other views carve away what view ``i`` shows (or leave
 what it does not), so the score peaks at the true orbit (spot, 21 views at 128 px, default
-settings: 0.93 at the true elevation 20 degrees, 0.85 at 10, 0.73 at 0). All leave-one-out hulls come from one projection
-pass: a voxel is in hull ``i`` when no view, or only view ``i``, sees it on background.
+settings: 0.93 at the true elevation 20 degrees, 0.85 at 10, 0.73 at 0). All leave-one-out
+hulls come from one projection pass: a voxel is in hull ``i`` when no view, or only view
+``i``, sees it on background.
 
 **Search** (:func:`calibrate_orbit`):
 
@@ -178,8 +179,8 @@ def check_calibration_inputs(masks: torch.Tensor, cams: Cameras) -> None:
     if not isinstance(cams, Cameras):
         raise ValueError(f"cameras must be a CAMERAS value, got {type(cams).__name__}")
     if not isinstance(masks, torch.Tensor) or masks.ndim != 3:
-        raise ValueError("masks must be a [N, H, W] tensor (1 = object), got "
-                         f"{tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks)}")
+        got = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks)
+        raise ValueError(f"masks must be a [N, H, W] tensor (1 = object), got {got}")
     n, h, w = masks.shape
     if n < MIN_VIEWS:
         raise ValueError(f"calibration needs at least {MIN_VIEWS} views of the orbit, got {n}; "
@@ -474,7 +475,8 @@ def _per_view(p: _Problem, de: float, s: float, score0: float, check, progress,
     n_e = 1 + 2 * ke  # offset + harmonics
     theta = np.zeros(n_e + 2 * ka)
     order = np.sign(az_unw[-1] - az_unw[0]) or 1.0
-    kk = np.concatenate([[0.0], np.repeat(np.arange(1, ke + 1), 2), np.repeat(np.arange(1, ka + 1), 2)])
+    kk = np.concatenate([[0.0], np.repeat(np.arange(1, ke + 1), 2),
+                         np.repeat(np.arange(1, ka + 1), 2)])
     lam = float(cfg.smoothness) / C
 
     def corrections(t):

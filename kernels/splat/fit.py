@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from ..geometry.cameras import Cameras, project
-from .densify import DensifyConfig, DensifyState, refine
-from .gaussians import Gaussians, rgb_to_sh0, sh_coeffs
+from ..geometry.visual_hull import carve_visual_hull, voxel_grid
 from ..inputs import check_image, check_mask
 from ..interrupt import check_interrupt
+from .densify import DensifyConfig, DensifyState, refine
+from .gaussians import Gaussians, rgb_to_sh0, sh_coeffs
 from .rasterize import rasterize
-from ..geometry.visual_hull import carve_visual_hull, voxel_grid
 
 
 @dataclass

@@ -18,11 +18,12 @@ whose camera is off is pulled towards where the others put the object -- on six 
 orbits the three dynamic ones' silhouette consistency rises (train 0.742 -> 0.780, sofa 0.803
 -> 0.843) although registration never looks at silhouettes.
 
-Registering a view that informed no fit is test-time pose registration as pose-free novel-view-synthesis evaluations do it (BARF,
-Lin et al. 2021, and NoPe-NeRF, Bian et al. 2023, optimise each test view's pose with the scene
-frozen before measuring it): a generated orbit's frames sit at cameras no one knows exactly
-(SV3D's dynamic orbit adds a random walk to the azimuths), so a view that informed no fit can
-only be compared with the scene at the camera that explains it.
+Registering a view that informed no fit is test-time pose registration as pose-free
+novel-view-synthesis evaluations do it (BARF, Lin et al. 2021, and NoPe-NeRF, Bian et al. 2023,
+optimise each test view's pose with the scene frozen before measuring it): a generated orbit's
+frames sit at cameras no one knows exactly (SV3D's dynamic orbit adds a random walk to the
+azimuths), so a view that informed no fit can only be compared with the scene at the camera
+that explains it.
 """
 
 from __future__ import annotations
