@@ -343,7 +343,6 @@ def interrupted_run(run, delay: float, out: str) -> dict:
         host.request_interrupt(True)
 
     timer = threading.Timer(delay, fire)
-    t0 = time.perf_counter()
     timer.start()
     try:
         run()

@@ -21,7 +21,6 @@ import json
 import os
 import sys
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 

@@ -10,10 +10,7 @@ we exercise use them.
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
-import types
 
 import pytest
 

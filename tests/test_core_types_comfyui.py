@@ -365,7 +365,6 @@ def test_our_splat_renders_upright_in_core_render_splat():
 def test_gaussian_reconstruct_output_through_core_splat_nodes(out_dir):
     gs = _core("comfy_extras.nodes_gaussian_splat")
     from orbitforge.nodes.gaussians import GaussianReconstruct, GaussianRender, SaveGaussians
-    from orbitforge.nodes.host import geometry
     from orbitforge.nodes.mesh import SaveMesh
 
     from test_node_contracts import _tiny_scene

@@ -4,8 +4,6 @@ never a pickle executed. Generators live in ``tests/fuzz.py``."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 import fuzz

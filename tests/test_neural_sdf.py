@@ -1,6 +1,5 @@
 """Neural SDF refinement (kernels/mesh/neural_sdf.py): grid lookup, NeuS compositing, the fit."""
 
-import math
 
 import pytest
 import torch

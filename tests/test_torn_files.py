@@ -13,7 +13,6 @@ from __future__ import annotations
 import builtins
 import mimetypes
 import os
-import random
 import signal
 import sys
 import time
