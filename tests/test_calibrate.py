@@ -278,3 +278,20 @@ def test_reconstruction_option_registers_the_views_of_a_dynamic_orbit(spot, stat
     _, res20, reg20 = reconstruction_calibration(out20["rgb"], out20["mask"], _nominal(),
                                                  "auto")
     assert res20.calibrated and not res20.per_view_used and reg20 is None
+
+
+def test_calibrate_orbit_node_photometric_on_registers_every_view(spot):
+    """Calibrate Orbit with photometric on: the silhouette result, then every view registered
+    to a short 3DGS fit; the report and the JSON say so, and the static orbit's true
+    elevation survives the registration."""
+    from orbitforge.nodes.calibrate import CalibrateOrbit
+
+    el, az = sv3d_static_orbit(20.0)
+    out, _ = _render(spot, el, az, size=64)
+    cams, report, js = CalibrateOrbit().calibrate(
+        out["rgb"], "SV3D static orbit, elevation unknown", "off", photometric="on")
+    d = json.loads(js)
+    assert d["status"] == "calibrated" and len(d["registration"]["d_azimuth"]) == 21
+    assert "registered to a short 3DGS fit" in report
+    assert (cams.elevation - 20.0).abs().max() <= 3.0
+    assert (cams.width, cams.height) == (64, 64)
