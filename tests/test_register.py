@@ -47,6 +47,10 @@ def test_register_keeps_cameras_that_already_fit():
     views = render_gaussians(g, cams)[0]
     reg = register_views(g, views, cams, config=RegisterConfig(size=32))
     assert reg.d_elevation.abs().max() <= 0.5 and reg.d_azimuth.abs().max() <= 0.5
+    # near the pole the window is cut at +-89 degrees instead of failing
+    top = make_orbit_cameras([80.0], [30.0], 2.0, 33.8, 40, 40)
+    reg = register_views(g, render_gaussians(g, top)[0], top, config=RegisterConfig(size=32))
+    assert reg.cameras.elevation.abs().max() <= 89.0
 
 
 def test_register_rejects_bad_input():

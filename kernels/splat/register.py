@@ -118,8 +118,10 @@ def register_views(g: Gaussians, views: torch.Tensor, cams: Cameras,
 
     for i in range(n):
         check_interrupt()
-        m = mse(i, grid, w, h, small[i:i + 1])
-        best = grid[int(m.argmin())]
+        # orbit cameras stop short of the poles
+        gi = [o for o in grid if abs(float(el0[i]) + o[0]) <= 89.0]
+        m = mse(i, gi, w, h, small[i:i + 1])
+        best = gi[int(m.argmin())]
         full = views[i:i + 1]
         cur = float(mse(i, [best, (0.0, 0.0)], W, H, full)[0])
         m0 = float(mse(i, [(0.0, 0.0)], W, H, full)[0])
