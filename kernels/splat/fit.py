@@ -272,7 +272,7 @@ def project_colors(pts: torch.Tensor, nrm: torch.Tensor, images: torch.Tensor,
     return out.T.clamp(0, 1)
 
 
-def _downsample(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+def area_resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """[B,H,W,C] -> [B,h,w,C] with area averaging."""
     if x.shape[1:3] == (h, w):
         return x
@@ -354,8 +354,8 @@ def _fit(images, cams, masks, cfg: FitConfig, init, weights, progress, regulariz
     # training resolution
     scale = 1.0 if cfg.resolution <= 0 else min(1.0, cfg.resolution / max(h0, w0))
     h, w = max(8, round(h0 * scale)), max(8, round(w0 * scale))
-    images = _downsample(images, h, w)
-    masks = _downsample(masks[..., None], h, w)[..., 0]
+    images = area_resize(images, h, w)
+    masks = area_resize(masks[..., None], h, w)[..., 0]
     cams = cams.resized(w, h).to(dev)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -385,8 +385,8 @@ def _fit(images, cams, masks, cfg: FitConfig, init, weights, progress, regulariz
     dstate = DensifyState(params["means"].shape[0], dev)
     bg = torch.tensor(cfg.background, dtype=images.dtype, device=dev)
     coarse = cams.resized(max(8, w // 2), max(8, h // 2))
-    img_c = _downsample(images, coarse.height, coarse.width)
-    msk_c = _downsample(masks[..., None], coarse.height, coarse.width)[..., 0]
+    img_c = area_resize(images, coarse.height, coarse.width)
+    msk_c = area_resize(masks[..., None], coarse.height, coarse.width)[..., 0]
     d_start = int(cfg.densify_start * cfg.iterations)
     d_stop = int(cfg.densify_stop * cfg.iterations)
     history = []

@@ -32,11 +32,10 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..geometry.cameras import Cameras, make_orbit_cameras
 from ..interrupt import check_interrupt
-from .fit import FitConfig, fit_gaussians, render_gaussians
+from .fit import FitConfig, area_resize, fit_gaussians, render_gaussians
 from .gaussians import Gaussians
 
 
@@ -62,11 +61,6 @@ class Registration:
                 "d_azimuth": [round(float(x), 2) for x in self.d_azimuth],
                 "mse_before": [float(x) for x in self.mse_before],
                 "mse_after": [float(x) for x in self.mse_after]}
-
-
-def _area(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``[N, H, W, 3]`` -> ``[N, h, w, 3]`` by area averaging."""
-    return F.interpolate(x.permute(0, 3, 1, 2), size=(h, w), mode="area").permute(0, 2, 3, 1)
 
 
 def check_registration_inputs(g: Gaussians, views: torch.Tensor, cams: Cameras,
@@ -101,7 +95,7 @@ def register_views(g: Gaussians, views: torch.Tensor, cams: Cameras,
     n, H, W = views.shape[:3]
     s = cfg.size / max(H, W)
     h, w = max(1, round(H * s)), max(1, round(W * s))
-    small = _area(views, h, w)
+    small = area_resize(views, h, w)
     el0, az0 = cams.elevation.double(), cams.azimuth.double()
     rad, fov = cams.radius.double(), cams.fov.double()
     ne = int(cfg.elevation_range // cfg.step)
@@ -123,8 +117,7 @@ def register_views(g: Gaussians, views: torch.Tensor, cams: Cameras,
         m = mse(i, gi, w, h, small[i:i + 1])
         best = gi[int(m.argmin())]
         full = views[i:i + 1]
-        cur = float(mse(i, [best, (0.0, 0.0)], W, H, full)[0])
-        m0 = float(mse(i, [(0.0, 0.0)], W, H, full)[0])
+        cur, m0 = (float(x) for x in mse(i, [best, (0.0, 0.0)], W, H, full))
         if m0 <= cur:  # the grid's pick does not hold at full size
             best, cur = (0.0, 0.0), m0
         step = cfg.step / 2
@@ -173,12 +166,8 @@ def register_orbit(views: torch.Tensor, cams: Cameras, masks: Optional[torch.Ten
     n, H, W = views.shape[:3]
     s = min(1.0, size / max(H, W))
     h, w = max(1, round(H * s)), max(1, round(W * s))
-    small = _area(views.float(), h, w) if s < 1 else views.float()
-    m = None
-    if masks is not None:
-        m = masks.float()
-        if s < 1:
-            m = F.interpolate(m[:, None], size=(h, w), mode="area")[:, 0]
+    small = area_resize(views.float(), h, w)
+    m = None if masks is None else area_resize(masks.float()[..., None], h, w)[..., 0]
     c = cams.resized(w, h) if s < 1 else cams
     total = iterations + n
 
