@@ -92,12 +92,23 @@ class SDFMesh:
                              "field as is)."}),
             "calibrate": (CALIBRATE_CHOICES, {"default": "auto", "tooltip": CALIBRATE_TOOLTIP
                           + " Needs masks; the mesh lives in the calibrated cameras' frame."}),
+            "silhouette_tolerance": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 16.0,
+                                     "step": 0.25, "tooltip": "Pixels by which a view's "
+                                     "silhouette may disagree with the others before it carves "
+                                     "alone (what two views carve is always carved). -1 = auto: "
+                                     "1 px when the views' silhouettes disagree (generated "
+                                     "orbits: their shapes differ a little from view to view), "
+                                     "0 when they agree (renders: the exact visual hull)."}),
         }}
 
     def build(self, cameras, resolution, mode, min_background_views, watertight, target_faces,
               smooth_iterations, color, texture_size, depth_source="auto", images=None,
               masks=None, gaussians=None, depth_maps=None, neural_iterations=400,
-              polish_steps=100, calibrate="auto"):
+              polish_steps=100, calibrate="auto", silhouette_tolerance=-1.0):
+        tol = float(silhouette_tolerance)
+        if tol < 0 and tol != -1.0:
+            raise ValueError(f"silhouette_tolerance must be -1 (auto) or >= 0 pixels, got "
+                             f"{silhouette_tolerance}")
         if gaussians is not None:
             gaussians = geometry.read_splat(gaussians, "gaussians")
         out = views_to_mesh(
@@ -107,7 +118,8 @@ class SDFMesh:
             watertight=watertight, target_faces=target_faces,
             smooth_iterations=smooth_iterations, color=color, texture_size=texture_size,
             calibrate=lambda i, m, c: calibrate_for_reconstruction(i, m, c, calibrate),
-            progress=host.kernel_progress(), interrupt=host.check_interrupt)
+            progress=host.kernel_progress(), interrupt=host.check_interrupt,
+            silhouette_tolerance=None if tol < 0 else tol)
         return (geometry.make_mesh(_to_device(out, host.intermediate_device())),)
 
 

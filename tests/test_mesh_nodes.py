@@ -72,6 +72,34 @@ def test_sdf_mesh_node_refuses_bad_input(views):
         build(views, cameras=far)
 
 
+def test_sdf_mesh_forgives_views_that_disagree(views):
+    """Generated orbits show a slightly different object in every view: the automatic
+    silhouette tolerance keeps the shape the views share instead of their intersection, and
+    leaves views that agree (renders) with the exact hull."""
+    from orbitforge.kernels.mesh.pipeline import reconstruct_mesh
+
+    cams, masks, rgb = views
+    clean = reconstruct_mesh(masks, cams, 40, depth_source="none", polish_steps=0)
+    assert clean.metadata["silhouette_tolerance_px"] == 0.0
+    assert clean.metadata["silhouette_disagreement"] < 0.002
+    g = torch.Generator().manual_seed(1)
+    scale = 1 + (torch.rand(len(cams), generator=g) * 2 - 1) * 0.12
+    differ = torch.cat([sphere_views(cams[i:i + 1], radius=0.3 * float(scale[i]))[0]
+                        for i in range(len(cams))])
+    auto = reconstruct_mesh(differ, cams, 40, depth_source="none", polish_steps=0)
+    exact = reconstruct_mesh(differ, cams, 40, depth_source="none", polish_steps=0,
+                             silhouette_tolerance=0.0)
+    assert auto.metadata["silhouette_tolerance_px"] == 1.0
+    assert exact.metadata["silhouette_disagreement"] is None  # given, not measured
+    # the exact hull is the smallest view's sphere; the tolerant one is closer to the mean
+    assert auto.volume > 1.05 * exact.volume
+    assert abs(auto.volume - clean.volume) < abs(exact.volume - clean.volume)
+    node = build(views, masks=differ, polish_steps=0, depth_source="none")
+    assert mesh_items(node)[0].to_trimesh().volume == pytest.approx(auto.volume, rel=0.05)
+    with pytest.raises(ValueError, match="silhouette_tolerance"):
+        build(views, silhouette_tolerance=-0.5)
+
+
 @pytest.mark.parametrize("fmt", ["glb", "obj", "ply"])
 def test_save_mesh_formats(vmesh, tmp_path, monkeypatch, fmt):
     monkeypatch.setenv("ORBITFORGE_OUTPUT", str(tmp_path))

@@ -13,8 +13,11 @@ from orbitforge.kernels.geometry.cameras import (
 )
 from orbitforge.kernels.geometry.visual_hull import (
     carve_visual_hull,
+    DISAGREEMENT_GATE,
     hull_sdf,
     mask_signed_distance,
+    resolve_tolerance,
+    silhouette_disagreement,
     voxel_grid,
 )
 
@@ -145,3 +148,56 @@ def test_bad_inputs_are_refused():
         carve_visual_hull(torch.ones(4, 16, 16), cams, 16)
     with pytest.raises(ValueError, match="min_background_views"):
         carve_visual_hull(masks, cams, 16, min_background_views=5)
+
+
+def test_silhouette_disagreement_is_zero_for_one_solid_and_not_for_views_that_differ():
+    cams = ring_cams(8, 96, (0.0, 30.0))
+    # two off-centre spheres: silhouettes that change along the orbit
+    m1, _, _ = sphere_views(cams, (0.12, 0.0, 0.0), 0.22)
+    m2, _, _ = sphere_views(cams, (-0.15, 0.1, 0.05), 0.15)
+    masks = torch.maximum(m1, m2)
+    f, per = silhouette_disagreement(masks, cams)
+    assert per.shape == (16,)
+    assert f < DISAGREEMENT_GATE / 4  # one solid: every view agrees with the others' hull
+    assert resolve_tolerance(masks, cams, None) == (0.0, f)
+    # as generated orbits do, every view shows a slightly different object (radii +-10 %)
+    g = torch.Generator().manual_seed(0)
+    scale = 1 + (torch.rand(16, generator=g) * 2 - 1) * 0.10
+    differ = torch.stack([torch.maximum(sphere_views(cams[i:i + 1], (0.12, 0.0, 0.0),
+                                                     0.22 * float(scale[i]))[0],
+                                        sphere_views(cams[i:i + 1], (-0.15, 0.1, 0.05),
+                                                     0.15 * float(scale[i]))[0])[0]
+                          for i in range(16)])
+    fd, _ = silhouette_disagreement(differ, cams)
+    assert fd > 3 * DISAGREEMENT_GATE
+    tol, fr = resolve_tolerance(differ, cams, None)
+    assert tol == 1.0 and fr == pytest.approx(fd)
+    assert resolve_tolerance(differ, cams, 2.5) == (2.5, None)  # a given tolerance is kept
+    with pytest.raises(ValueError, match="tolerance"):
+        resolve_tolerance(masks, cams, -1.0)
+    with pytest.raises(ValueError, match="2 views"):
+        silhouette_disagreement(masks[:1], cams[:1])
+
+
+def test_hull_tolerance_forgives_one_narrow_silhouette_only():
+    cams = ring_cams(8, 96, (0.0, 40.0))
+    masks, _, _ = sphere_views(cams, radius=0.3)
+    exact = hull_sdf(masks, cams, 48)
+    assert torch.equal(hull_sdf(masks, cams, 48, tolerance_px=0.0), exact)
+    # one view's silhouette 1.5 px too narrow everywhere (an eroded mask)
+    narrow = masks.clone()
+    narrow[0] = (mask_signed_distance(masks[:1], smooth_px=0)[0] < -1.5).float()
+    shrunk = hull_sdf(narrow, cams, 48)
+    forgiven = hull_sdf(narrow, cams, 48, tolerance_px=2.0)
+    vol = lambda f: float((f < 0).float().sum())
+    assert vol(shrunk) < 0.97 * vol(exact)  # the exact hull follows the narrow view
+    assert vol(forgiven) >= 0.995 * vol(exact)  # the tolerant one keeps the others' shape
+    # ... but what two views carve is still carved: a 2-view tolerant hull of a smaller sphere
+    # inside the big one's silhouettes in all but two views is not the big sphere
+    small, _, _ = sphere_views(cams, radius=0.2)
+    mixed = masks.clone()
+    mixed[:2] = small[:2]
+    tol = hull_sdf(mixed, cams, 48, tolerance_px=2.0)
+    assert vol(tol) < 0.8 * vol(exact)
+    with pytest.raises(ValueError, match="tolerance_px"):
+        hull_sdf(masks, cams, 48, tolerance_px=-1.0)

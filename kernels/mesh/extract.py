@@ -332,13 +332,15 @@ def reconstruct_fast(masks: torch.Tensor, cams, resolution: int = 128,
                      depths=None, min_background_views: int = 1,
                      bbox=DEFAULT_BBOX, min_weight: float = 1.5, max_carve: float = MAX_CARVE,
                      max_bytes: int | None = None, progress=None, timings: dict | None = None,
-                     angle_weight: bool = True, **finish) -> trimesh.Trimesh:
+                     angle_weight: bool = True, silhouette_tolerance: float = 0.0,
+                     **finish) -> trimesh.Trimesh:
     """Masks (+ optional depth maps) -> finished mesh: :func:`fast_field`, then
     :func:`field_to_mesh` (``finish`` goes to :func:`finish_mesh`)."""
     import time
 
     field, _ = fast_field(masks, cams, resolution, depths, min_background_views, bbox,
-                          min_weight, max_carve, max_bytes, progress, timings, angle_weight)
+                          min_weight, max_carve, max_bytes, progress, timings, angle_weight,
+                          silhouette_tolerance=silhouette_tolerance)
     t = time.time()
     mesh = field_to_mesh(field, bbox, **finish)
     if timings is not None:
@@ -352,13 +354,14 @@ def fast_field(masks: torch.Tensor, cams, resolution: int = 128, depths=None,
                min_background_views: int = 1, bbox=DEFAULT_BBOX, min_weight: float = 1.5,
                max_carve: float = MAX_CARVE, max_bytes: int | None = None, progress=None,
                timings: dict | None = None, angle_weight: bool = True,
-               close_voxels: int = 2, carve_median: int = 3, carve_sigma: float = 1.0
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               close_voxels: int = 2, carve_median: int = 3, carve_sigma: float = 1.0,
+               silhouette_tolerance: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Masks (+ optional depth maps) -> ``(field, hull)``, both ``[R, R, R]`` narrow-band signed
     fields (negative inside): the fused one and the visual hull alone.
 
     The hull is :func:`.geometry.visual_hull.hull_sdf` (sub-voxel silhouette distance, soft voting
-    with ``min_background_views``, narrow band); with ``depths`` it is further carved by
+    with ``min_background_views``, narrow band, forgiving ``silhouette_tolerance`` pixels of
+    disagreement); with ``depths`` it is further carved by
     :func:`.tsdf.combine_hull_tsdf` (voxels no depth observes stay inside; never deeper than
     ``max_carve`` below the hull; only where the observations' weights sum to ``min_weight``:
     with ``angle_weight`` each depth observation counts ``|cos|`` of its viewing angle to the
@@ -399,7 +402,8 @@ def fast_field(masks: torch.Tensor, cams, resolution: int = 128, depths=None,
                          "masks with background = 0 (e.g. from background removal)")
     tm = {} if timings is None else timings
     t = time.time()
-    field, deep = hull_sdf_and_depth(m, cams, resolution, min_background_views, bbox)
+    field, deep = hull_sdf_and_depth(m, cams, resolution, min_background_views, bbox,
+                                     tolerance_px=silhouette_tolerance)
     field = close_thin_gaps(field, close_voxels)
     hull = field
     tm["hull_s"] = time.time() - t

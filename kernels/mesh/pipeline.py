@@ -3,7 +3,9 @@
 One function, :func:`reconstruct_mesh`, shared by the ``OrbitForgeSDFMesh`` node, ``python -m
 orbitforge demo`` (:func:`gaussians_to_mesh_file`) and ``bench mesh``:
 
-1. visual hull field from the masks (:func:`.geometry.visual_hull.hull_sdf`, narrow band);
+1. visual hull field from the masks (:func:`.geometry.visual_hull.hull_sdf`, narrow band),
+   forgiving a pixel of silhouette disagreement when the views disagree (generated orbits;
+   :func:`.geometry.visual_hull.resolve_tolerance`);
 2. depth that carves concavities the silhouettes cannot see, from ``depth_source``:
 
    * ``"mvs"`` -- hull-bounded plane-sweep stereo on the views themselves (:mod:`.mvs`). The
@@ -27,12 +29,13 @@ orbitforge demo`` (:func:`gaussians_to_mesh_file`) and ``bench mesh``:
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 import trimesh
 
 from ..geometry.cameras import Cameras
-from ..geometry.visual_hull import DEFAULT_BBOX
+from ..geometry.visual_hull import DEFAULT_BBOX, resolve_tolerance
 from .export import check_mesh_format, write_mesh
 from .tsdf import MAX_CARVE
 
@@ -57,7 +60,7 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
                      progress=None, timings: dict | None = None, mvs_options: dict | None = None,
                      mode: str = "fast", neural=None, interrupt=None,
                      polish_steps: int | None = None, feature_smooth: int = 10,
-                     **finish) -> trimesh.Trimesh:
+                     silhouette_tolerance: float | None = None, **finish) -> trimesh.Trimesh:
     """masks ``[C, H, W]`` (+ images ``[C, H, W, 3]`` for ``"mvs"``, ``gaussians`` for
     ``"gaussians"``, ``depths`` ``[C, H, W]`` for ``"depth"``) -> finished ``trimesh.Trimesh``.
 
@@ -69,6 +72,11 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     steps of :data:`.neural_sdf.POLISH` (None = its default 100; 0 = no refinement),
     ``mode="neural"`` (needs ``images``) by ``neural`` (a :class:`.neural_sdf.NeuralSDFConfig`,
     default the full schedule). ``interrupt()`` is called every step and may raise to stop.
+    ``silhouette_tolerance``: pixels of silhouette disagreement the hull forgives
+    (:func:`.geometry.visual_hull.hull_sdf`); None = automatic
+    (:func:`.geometry.visual_hull.resolve_tolerance`: 1 px when the views' silhouettes disagree,
+    as generated orbits' do, 0 when they agree, as renders' do). The returned mesh's
+    ``metadata`` holds ``silhouette_tolerance_px`` and ``silhouette_disagreement``.
     Raises ``ValueError`` for a missing or bad input before any work.
     """
     import dataclasses
@@ -87,6 +95,9 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     if int(feature_smooth) < 0:
         raise ValueError(f"feature_smooth must be >= 0 (0 = off), got {feature_smooth}")
     finish["feature_smooth"] = int(feature_smooth)
+    if silhouette_tolerance is not None and not float(silhouette_tolerance) >= 0:
+        raise ValueError(f"silhouette_tolerance must be >= 0 pixels or None (automatic), got "
+                         f"{silhouette_tolerance}")
     C = masks.shape[0]
     if depth_source == "mvs":
         if images is None:
@@ -122,24 +133,31 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
         steps = neural_sdf.POLISH.iterations if polish_steps is None else int(polish_steps)
         cfg = dataclasses.replace(neural_sdf.POLISH, iterations=steps)
         stage = "polish_s"
+    t = time.time()
+    tol, disagreement = resolve_tolerance(masks.float(), cams, silhouette_tolerance)
+    if timings is not None and disagreement is not None:
+        timings["disagreement_s"] = time.time() - t
     if images is None or cfg.iterations == 0:
-        return mesh_extract.reconstruct_fast(
+        mesh = mesh_extract.reconstruct_fast(
             masks.float(), cams, resolution, depths=dsrc,
             min_background_views=min_background_views, bbox=bbox, min_weight=min_weight,
             max_carve=max_carve, max_bytes=max_bytes, progress=progress, timings=timings,
-            **finish)
-    return _reconstruct_refined(masks.float(), images[..., :3].float(), cams, resolution, dsrc,
-                                min_background_views, bbox, min_weight, max_carve, max_bytes,
-                                progress, timings, cfg, stage, interrupt, finish)
+            silhouette_tolerance=tol, **finish)
+    else:
+        mesh = _reconstruct_refined(masks.float(), images[..., :3].float(), cams, resolution,
+                                    dsrc, min_background_views, bbox, min_weight, max_carve,
+                                    max_bytes, progress, timings, cfg, stage, interrupt, finish,
+                                    tol)
+    mesh.metadata["silhouette_tolerance_px"] = tol
+    mesh.metadata["silhouette_disagreement"] = disagreement
+    return mesh
 
 
 def _reconstruct_refined(masks, images, cams, resolution, dsrc, min_background_views, bbox,
                          min_weight, max_carve, max_bytes, progress, timings, cfg, stage,
-                         interrupt, finish) -> trimesh.Trimesh:
+                         interrupt, finish, tolerance: float = 0.0) -> trimesh.Trimesh:
     """The fused field, refined by :func:`.neural_sdf.refine_sdf` with ``cfg``, then finished;
     the refinement's time goes to ``timings[stage]``."""
-    import time
-
     from . import extract as mesh_extract, neural_sdf
     from .render import render_mesh
 
@@ -147,7 +165,8 @@ def _reconstruct_refined(masks, images, cams, resolution, dsrc, min_background_v
     total = 3 + cfg.iterations
     sub = None if progress is None else (lambda i, t: progress(i, total))
     field, hull = mesh_extract.fast_field(masks, cams, resolution, dsrc, min_background_views,
-                                          bbox, min_weight, max_carve, max_bytes, sub, tm)
+                                          bbox, min_weight, max_carve, max_bytes, sub, tm,
+                                          silhouette_tolerance=tolerance)
     t = time.time()
     first = mesh_extract.field_to_mesh(field, bbox, keep_components=1, watertight=False,
                                        feature_smooth=0)

@@ -103,14 +103,17 @@ def views_to_mesh(cams: Cameras, resolution: int = 128, mode: str = "fast",
                   smooth_iterations: int = 5, color: str = "vertex", texture_size: int = 1024,
                   calibrate: Optional[Callable] = None, progress: Optional[Callable] = None,
                   interrupt: Optional[Callable] = None,
-                  max_bytes: int = MAX_GRID_BYTES) -> ColoredMesh:
+                  max_bytes: int = MAX_GRID_BYTES,
+                  silhouette_tolerance: Optional[float] = None) -> ColoredMesh:
     """Watertight coloured mesh from orbit views (see the module doc).
 
     ``images`` ``[C, H, W, 3|4]``, ``masks`` ``[C, H, W]`` (1 = object), ``gaussians`` a
     :class:`.splat.gaussians.Gaussians` (renders stand in for missing images/masks; median depth for
     ``depth_source="gaussians"``), ``depth_maps`` ``[C, H, W]`` camera z (``"depth"``).
     ``calibrate(images, masks, cams) -> cams`` runs after validation when masks are given;
-    ``progress(step, total)``; ``interrupt()`` may raise to stop.
+    ``progress(step, total)``; ``interrupt()`` may raise to stop. ``silhouette_tolerance``:
+    pixels of silhouette disagreement the hull forgives, None = automatic (see
+    :func:`.pipeline.reconstruct_mesh`).
     """
     from . import pipeline as mesh_pipeline
     from .neural_sdf import NeuralSDFConfig
@@ -146,7 +149,7 @@ def views_to_mesh(cams: Cameras, resolution: int = 128, mode: str = "fast",
         min_background_views=min_background_views, max_bytes=max_bytes, progress=report,
         keep_components=1, watertight=watertight, target_faces=target_faces,
         smooth_iterations=smooth_iterations, mode=mode, neural=neural, interrupt=interrupt,
-        polish_steps=int(polish_steps))
+        polish_steps=int(polish_steps), silhouette_tolerance=silhouette_tolerance)
     out = mesh_pipeline.color_mesh(mesh, imgs, cams, masks, color, texture_size)
     report(steps, steps)
     return out
