@@ -155,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--source", choices=["images", "gaussians"], default="images")
     ap.add_argument("--fit-iters", type=int, default=300, help="3DGS iterations (gaussians)")
     ap.add_argument("--k", type=int, default=1, help="min_background_views")
+    ap.add_argument("--silhouette-tolerance", type=float, default=None,
+                    help="pixels of silhouette disagreement the hull forgives (default: "
+                         "automatic, 1 when the views disagree, else 0)")
     ap.add_argument("--smooth", type=int, default=0, help="Taubin iterations")
     ap.add_argument("--faces", type=int, default=0, help="decimation target (0 = none)")
     ap.add_argument("--no-watertight", action="store_true")
@@ -229,7 +232,8 @@ def run_one(gt, a, extra: bool = True, degrade: str | None = None) -> tuple[dict
         neural = NeuralSDFConfig(iterations=a.neural_iters)
     same = dict(images=images, depth_source=dsrc, depths=depths, mvs_size=a.mvs_size,
                 min_background_views=a.k, keep_components=1, watertight=not a.no_watertight,
-                target_faces=a.faces, smooth_iterations=a.smooth, polish_steps=a.polish)
+                target_faces=a.faces, smooth_iterations=a.smooth, polish_steps=a.polish,
+                silhouette_tolerance=a.silhouette_tolerance)
     mesh = reconstruct_mesh(masks, cams, a.grid, timings=stages, mode=a.mode, neural=neural,
                             **same)
     stages["mesh_s"] = time.time() - t1
@@ -256,6 +260,8 @@ def run_one(gt, a, extra: bool = True, degrade: str | None = None) -> tuple[dict
            "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "faces": len(mesh.faces),
            "watertight": bool(mesh.is_watertight), "peak_rss_mb": round(peak_rss_mb(), 1),
            "stages": {k: round(v, 3) for k, v in stages.items()},
+           "silhouette_tolerance_px": mesh.metadata.get("silhouette_tolerance_px"),
+           "silhouette_disagreement": mesh.metadata.get("silhouette_disagreement"),
            "threads": a.threads,
            "polish_steps": (None if a.mode == "neural" else
                             POLISH.iterations if a.polish is None else a.polish)}

@@ -23,7 +23,8 @@ from .host import geometry
 class SDFMesh:
     DESCRIPTION = (
         "Reconstructs a watertight, coloured mesh from orbit views: visual hull carved from the "
-        "masks (soft voting, sub-voxel silhouette distance), further carved by depth (plane-"
+        "masks (soft voting, sub-voxel silhouette distance, a pixel of tolerance when the views' "
+        "silhouettes disagree as generated orbits' do), further carved by depth (plane-"
         "sweep stereo on the views behind the hull, the Gaussians' median depth, or given depth "
         "maps; depth may carve concavities, never holes), then refined against the views by "
         "NeuS-style volume rendering (a short polish in mode fast, to convergence in mode "
