@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from orbitforge.kernels.geometry.cameras import make_orbit_cameras
-from orbitforge.kernels.splat.rasterize import RenderOutput, rasterize
+from orbitforge.kernels.splat.rasterize import RenderOutput, gsplat_usable, rasterize
 from orbitforge.kernels.splat.sh import SH_C0, SH_C1, eval_sh, sh_basis
 
 W, H = 64, 48
@@ -295,17 +295,7 @@ def test_sh_colours_view_dependent_in_render():
                                atol=1e-4, rtol=0)
 
 
-def _gsplat_available():
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import gsplat  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _gsplat_available(), reason="needs CUDA and gsplat")
+@pytest.mark.skipif(not gsplat_usable("cuda"), reason="needs CUDA and gsplat")
 @pytest.mark.parametrize("sh_degree", [None, 3])
 def test_gsplat_matches_torch(sh_degree):
     """gsplat (CUDA) vs the torch path on the GPU. Opacities stay below 0.9 so the different alpha

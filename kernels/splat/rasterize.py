@@ -27,6 +27,8 @@ others), :mod:`.rasterize_gsplat` (gsplat's CUDA kernels); types and constants a
 
 from __future__ import annotations
 
+import torch
+
 from .rasterize_gsplat import rasterize_gsplat
 from .rasterize_reference import rasterize_reference
 from .rasterize_torch import rasterize_torch
@@ -37,8 +39,10 @@ __all__ = ["BACKENDS", "RenderOutput", "rasterize"]
 BACKENDS = ("auto", "torch", "gsplat", "reference")
 
 
-def _gsplat_usable(means) -> bool:
-    if means.device.type != "cuda":
+def gsplat_usable(device) -> bool:
+    """Whether the gsplat back end can render on ``device``: a CUDA device, and gsplat imports."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
         return False
     try:
         import gsplat  # noqa: F401
@@ -78,7 +82,7 @@ def rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
         raise ValueError("backend must be 'auto', 'torch', 'gsplat' or 'reference', got "
                          f"{backend!r}")
     if backend == "auto":
-        backend = "gsplat" if _gsplat_usable(means) else "torch"
+        backend = "gsplat" if gsplat_usable(means.device) else "torch"
     if backend == "gsplat":
         return rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width,
                                 height, sh_degree=sh_degree, backgrounds=backgrounds,
