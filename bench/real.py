@@ -195,8 +195,9 @@ def run_object(name: str, folder: str, a) -> dict:
     kw = {}
     if a.fit_options:
         kw.update(json.loads(a.fit_options))
-    g, _ = rec.reconstruct(views[tr], cam_tr, a.iters, 256, 0, a.seed, mask=masks[tr],
-                           calibrate="off", **kw)
+    sh = GaussianReconstruct.INPUT_TYPES()["required"]["sh_degree"][1]["default"]
+    g, _ = rec.reconstruct(views[tr], cam_tr, a.iters, 256, kw.pop("sh_degree", sh), a.seed,
+                           mask=masks[tr], calibrate="off", **kw)
     times["fit_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
     mesh = SDFMesh().build(cam_tr, a.grid, "fast", 1, True, 50000, 5, "vertex", 1024,

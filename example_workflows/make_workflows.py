@@ -68,7 +68,7 @@ class Graph(WorkflowBuilder):
 
     def reconstruct(self, pos, iterations: int = 1000, resolution: int = 256) -> dict:
         return self.node("OrbitForgeGaussianReconstruct", pos, (340, 330), iterations=iterations,
-                         resolution=resolution, sh_degree=0, seed=0, background="1, 1, 1",
+                         resolution=resolution, sh_degree=1, seed=0, background="1, 1, 1",
                          mask_weight=0.1, view_weights="")
 
     def render(self, pos, width: int) -> dict:
