@@ -260,8 +260,8 @@ def run_one(gt, a, extra: bool = True, degrade: str | None = None) -> tuple[dict
            "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "faces": len(mesh.faces),
            "watertight": bool(mesh.is_watertight), "peak_rss_mb": round(peak_rss_mb(), 1),
            "stages": {k: round(v, 3) for k, v in stages.items()},
-           "silhouette_tolerance_px": mesh.metadata.get("silhouette_tolerance_px"),
-           "silhouette_disagreement": mesh.metadata.get("silhouette_disagreement"),
+           "silhouette_tolerance_px": mesh.metadata["silhouette_tolerance_px"],
+           "silhouette_disagreement": mesh.metadata["silhouette_disagreement"],
            "threads": a.threads,
            "polish_steps": (None if a.mode == "neural" else
                             POLISH.iterations if a.polish is None else a.polish)}

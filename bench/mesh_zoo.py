@@ -152,8 +152,8 @@ def run_zoo(a, run_one) -> dict:
         res.update({"roughness_deg": round(rough, 2), "roughness_gt": round(rough_gt, 2),
                     "genus": g, "genus_gt": g_gt, "genus_seen": g_seen, "seen_bound": bound,
                     "wall_s": r["wall_s"], "faces": r["faces"], "stages": r["stages"],
-                    "silhouette_disagreement": r.get("silhouette_disagreement"),
-                    "silhouette_tolerance_px": r.get("silhouette_tolerance_px")})
+                    "silhouette_disagreement": r["silhouette_disagreement"],
+                    "silhouette_tolerance_px": r["silhouette_tolerance_px"]})
         fails = []
         if res["chamfer"] > TARGETS["chamfer"]:
             fails.append("chamfer")

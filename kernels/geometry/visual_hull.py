@@ -193,6 +193,12 @@ def _sample_bilinear(img: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return out[:, 0, 0]  # [C, P]
 
 
+def _seen(uv: torch.Tensor, z: torch.Tensor, W: int, H: int) -> torch.Tensor:
+    """Projections ``uv [C, P, 2]`` at depth ``z [C, P]`` that land in front of the camera and
+    inside its ``W x H`` image ``[C, P]`` bool (only those views vote)."""
+    return (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] <= W) & (uv[..., 1] >= 0) & (uv[..., 1] <= H)
+
+
 def hull_sdf(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
              min_background_views: int = 1, bbox: BBox = DEFAULT_BBOX, threshold: float = 0.5,
              truncation: float | None = None, chunk: int = 1 << 18,
@@ -249,9 +255,7 @@ def _hull_sdf_points(sd: torch.Tensor, cams: Cameras, pts: torch.Tensor, k: int,
         uv, z = project(p, cams.viewmats, cams.Ks)
         scale = z.clamp_min(1e-6) / f[:, None]  # [C, P] world units per pixel
         d = _sample_bilinear(sd, uv) * scale  # [C, P] world units
-        seen = (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] <= W) & (uv[..., 1] >= 0) & \
-            (uv[..., 1] <= H)
-        d = torch.where(seen, d, torch.full_like(d, -math.inf))
+        d = torch.where(_seen(uv, z, W, H), d, torch.full_like(d, -math.inf))
         if tolerance_px > 0:
             top, arg = torch.topk(d, min(k + 1, C), dim=0)  # [k+1, P]
             kth = top[k - 1] - tolerance_px * scale.gather(0, arg[k - 1:k])[0]
@@ -341,9 +345,7 @@ def silhouette_disagreement(masks: torch.Tensor, cams: Cameras, miss_px: float =
         others = [c for c in range(C) if c != v]
         uv, z = project(pts, cams.viewmats[others], cams.Ks[others])  # [C-1, P*S, 2]
         val = _sample_bilinear(sd[others], uv)  # [C-1, P*S] pixels
-        seen = (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] <= W) & (uv[..., 1] >= 0) & \
-            (uv[..., 1] <= H)
-        val = torch.where(seen, val, torch.full_like(val, -math.inf))
+        val = torch.where(_seen(uv, z, W, H), val, torch.full_like(val, -math.inf))
         miss = val.max(0).values.reshape(idx.numel(), samples).min(-1).values  # [P]
         miss = torch.where(tf > tn, miss, torch.full_like(miss, math.inf))
         per[v] = (miss > miss_px).float().mean()

@@ -95,9 +95,6 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     if int(feature_smooth) < 0:
         raise ValueError(f"feature_smooth must be >= 0 (0 = off), got {feature_smooth}")
     finish["feature_smooth"] = int(feature_smooth)
-    if silhouette_tolerance is not None and not float(silhouette_tolerance) >= 0:
-        raise ValueError(f"silhouette_tolerance must be >= 0 pixels or None (automatic), got "
-                         f"{silhouette_tolerance}")
     C = masks.shape[0]
     if depth_source == "mvs":
         if images is None:
