@@ -20,7 +20,8 @@ workflow would run them:
    elevation offset, fov/distance scales, smooth per-view corrections at their azimuths), so
    held-out views never inform the calibration; the nodes then run with ``calibrate`` off;
 2. ``OrbitForgeGaussianReconstruct`` on the 14 views (node defaults, ``--iters`` steps);
-3. ``OrbitForgeSDFMesh`` on the 14 views + masks (node defaults);
+3. ``OrbitForgeSDFMesh`` on the 14 views + masks + the fitted Gaussians, linked as the shipped
+   workflows link them (node defaults; ``--mesh-without-gaussians``: views + masks only);
 4. the held-out cameras: ``--held-out-cameras registered`` (default) registers each held-out
    frame to the fitted scene with the scene frozen (``kernels.splat.register``: the orbit
    camera within +-24 deg elevation / +-20 deg azimuth of the prediction whose render matches
@@ -201,7 +202,8 @@ def run_object(name: str, folder: str, a) -> dict:
     times["fit_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
     mesh = SDFMesh().build(cam_tr, a.grid, "fast", 1, True, 50000, 5, "vertex", 1024,
-                           images=views[tr], masks=masks[tr], calibrate="off")[0]
+                           images=views[tr], masks=masks[tr], calibrate="off",
+                           gaussians=None if a.mesh_without_gaussians else g)[0]
     times["mesh_s"] = round(time.perf_counter() - t, 2)
     wall = time.perf_counter() - t_all
 
@@ -265,6 +267,9 @@ def main(argv=None) -> int:
                          "reported with registered)")
     ap.add_argument("--iters", type=int, default=600, help="Gaussian Reconstruct iterations")
     ap.add_argument("--grid", type=int, default=128, help="SDF Mesh resolution")
+    ap.add_argument("--mesh-without-gaussians", action="store_true",
+                    help="do not connect the fitted Gaussians to SDF Mesh (the shipped "
+                         "workflows connect them)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fit-options", default="",
                     help="extra Gaussian Reconstruct inputs as JSON (e.g. to compare settings)")

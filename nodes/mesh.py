@@ -79,9 +79,11 @@ class SDFMesh:
                        "without them colours come from the Gaussians)."}),
             "masks": ("MASK", {"tooltip": "Object masks [B,H,W] (1 = object), one per camera. "
                       "Without them the Gaussians' alpha is used."}),
-            "gaussians": ("SPLAT", {"tooltip": "A SPLAT scene (ours or core's): its renders stand "
-                          "in for missing images/masks, and their median depth is used with "
-                          "depth_source gaussians."}),
+            "gaussians": ("SPLAT", {"tooltip": "A SPLAT scene fitted to these views (ours or "
+                          "core's): its renders stand in for missing images/masks; when the "
+                          "views' silhouettes disagree (generated orbits) its alpha widens the "
+                          "masks, so the hull keeps what the fit covers; its median depth is "
+                          "used with depth_source gaussians."}),
             "depth_maps": ("MASK", {"tooltip": "Depth maps [B,H,W], camera-space z in world "
                            "units (0 = no depth), one per camera; used with depth_source "
                            "depth."}),

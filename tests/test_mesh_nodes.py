@@ -243,3 +243,41 @@ def test_sdf_mesh_renders_gaussians_once(views, monkeypatch):
     assert calls == [len(cams)]
     v = mesh_items(mesh)[0].vertices[0]
     assert abs(float(v.norm(dim=-1).mean()) - 0.3) < 0.04
+
+
+def test_sdf_mesh_keeps_what_connected_gaussians_cover_when_views_disagree(views):
+    """A generated orbit's views disagree, so their hull is smaller than each of them; a scene
+    fitted to all of them (the Gaussians the workflows connect) covers the shape they share,
+    and with it the mesh keeps that shape. Views that agree ignore the scene."""
+    cams, masks, rgb = views
+    sphere = sphere_gaussians(radius=0.3)
+    g = torch.Generator().manual_seed(1)
+    scale = 1 - torch.rand(len(cams), generator=g) * 0.2  # every view a smaller sphere
+    differ = torch.cat([sphere_views(cams[i:i + 1], radius=0.3 * float(scale[i]))[0]
+                        for i in range(len(cams))])
+    kw = dict(polish_steps=0, depth_source="none")
+    clean = mesh_items(build(views, **kw))[0].to_trimesh()  # the hull of the true sphere
+    alone = mesh_items(build(views, masks=differ, **kw))[0].to_trimesh()
+    widened = mesh_items(build(views, masks=differ, gaussians=sphere, **kw))[0].to_trimesh()
+    fit = mesh_items(build(views, images=None, masks=None, gaussians=sphere, **kw))[0]
+    assert alone.volume < 0.85 * clean.volume  # the intersection: the smallest view's sphere
+    assert widened.volume > 0.98 * fit.to_trimesh().volume  # what the fit covers is kept
+    # renders that agree: the exact hull, whatever is connected
+    with_g = mesh_items(build(views, gaussians=sphere, **kw))[0].to_trimesh()
+    assert with_g.volume == pytest.approx(clean.volume, rel=1e-6)
+
+
+def test_fit_silhouettes_widen_masks_and_refuse_other_shapes():
+    from orbitforge.kernels.geometry.visual_hull import add_fit_silhouettes
+    from orbitforge.kernels.mesh.pipeline import reconstruct_mesh
+
+    m = torch.zeros(2, 8, 8)
+    m[:, 2:4, 2:4] = 1
+    a = torch.zeros(2, 8, 8)
+    a[:, 3:6, 3:6] = 0.9
+    u = add_fit_silhouettes(m, a)
+    assert float(u.sum()) == 2 * (4 + 9 - 1)
+    with pytest.raises(ValueError, match="must match the masks"):
+        add_fit_silhouettes(m, a[:, :4])
+    with pytest.raises(ValueError, match="fit_alpha"):
+        reconstruct_mesh(m, ring_cams(2, 8), 16, fit_alpha=a[:1], depth_source="none")

@@ -380,6 +380,24 @@ def resolve_tolerance(masks: torch.Tensor, cams: Cameras, tolerance_px: float | 
     return (AUTO_TOLERANCE_PX if disagreement > DISAGREEMENT_GATE else 0.0), disagreement
 
 
+def add_fit_silhouettes(masks: torch.Tensor, fit_alpha: torch.Tensor,
+                        threshold: float = 0.5) -> torch.Tensor:
+    """Masks ``[C, H, W]`` widened by the silhouettes of a 3D fit of the same views at the same
+    cameras (``fit_alpha`` ``[C, H, W]``, e.g. fitted Gaussians' alpha): their union, float.
+
+    A visual hull keeps only what *every* view claims, so views whose shapes disagree (a
+    generated orbit's) leave it smaller than each of them: on SV3D orbits the hull's
+    silhouette covers only ~87 % of the views' own masks. A fit of all views at once is
+    consistent by construction; where it covers a pixel that a view's mask misses, that mask
+    is the one that disagrees, so the pixel is kept. (Hi3D, "Hi3D: Pursuing High-Resolution
+    Image-to-3D Generation with Video Diffusion Models", 3D reconstruction section, goes
+    further: it meshes renders of a 3DGS fitted to the generated views instead of the views.)"""
+    if fit_alpha.shape != masks.shape:
+        raise ValueError(f"fit silhouettes {tuple(fit_alpha.shape)} must match the masks "
+                         f"{tuple(masks.shape)} (one per view, same size)")
+    return torch.maximum(masks.float(), (fit_alpha.float() > threshold).float())
+
+
 def hull_sdf_and_depth(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
                        min_background_views: int = 1, bbox: BBox = DEFAULT_BBOX,
                        threshold: float = 0.5, truncation: float | None = None,

@@ -35,7 +35,7 @@ import torch
 import trimesh
 
 from ..geometry.cameras import Cameras
-from ..geometry.visual_hull import DEFAULT_BBOX, resolve_tolerance
+from ..geometry.visual_hull import DEFAULT_BBOX, add_fit_silhouettes, resolve_tolerance
 from .export import check_mesh_format, write_mesh
 from .tsdf import MAX_CARVE
 
@@ -60,7 +60,8 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
                      progress=None, timings: dict | None = None, mvs_options: dict | None = None,
                      mode: str = "fast", neural=None, interrupt=None,
                      polish_steps: int | None = None, feature_smooth: int = 10,
-                     silhouette_tolerance: float | None = None, **finish) -> trimesh.Trimesh:
+                     silhouette_tolerance: float | None = None,
+                     fit_alpha: torch.Tensor | None = None, **finish) -> trimesh.Trimesh:
     """masks ``[C, H, W]`` (+ images ``[C, H, W, 3]`` for ``"mvs"``, ``gaussians`` for
     ``"gaussians"``, ``depths`` ``[C, H, W]`` for ``"depth"``) -> finished ``trimesh.Trimesh``.
 
@@ -75,8 +76,12 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     ``silhouette_tolerance``: pixels of silhouette disagreement the hull forgives
     (:func:`.geometry.visual_hull.hull_sdf`); None = automatic
     (:func:`.geometry.visual_hull.resolve_tolerance`: 1 px when the views' silhouettes disagree,
-    as generated orbits' do, 0 when they agree, as renders' do). The returned mesh's
-    ``metadata`` holds ``silhouette_tolerance_px`` and ``silhouette_disagreement``.
+    as generated orbits' do, 0 when they agree, as renders' do). ``fit_alpha`` ``[C, H, W]``:
+    the alpha of a 3D fit of the same views at ``cams`` (connected Gaussians); when the hull
+    forgives disagreement (tolerance > 0) the masks are widened by it
+    (:func:`.geometry.visual_hull.add_fit_silhouettes`), else it is unused. The returned mesh's
+    ``metadata`` holds ``silhouette_tolerance_px``, ``silhouette_disagreement`` and
+    ``fit_silhouettes`` (whether ``fit_alpha`` was used).
     Raises ``ValueError`` for a missing or bad input before any work.
     """
     import dataclasses
@@ -94,6 +99,9 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
         raise ValueError(f"polish_steps must be >= 0 (0 = off), got {polish_steps}")
     if int(feature_smooth) < 0:
         raise ValueError(f"feature_smooth must be >= 0 (0 = off), got {feature_smooth}")
+    if fit_alpha is not None and tuple(fit_alpha.shape) != tuple(masks.shape):
+        raise ValueError(f"fit_alpha {tuple(fit_alpha.shape)} must match the masks "
+                         f"{tuple(masks.shape)} (the fit rendered at the same cameras)")
     finish["feature_smooth"] = int(feature_smooth)
     C = masks.shape[0]
     if depth_source == "mvs":
@@ -134,6 +142,9 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     tol, disagreement = resolve_tolerance(masks.float(), cams, silhouette_tolerance)
     if timings is not None and disagreement is not None:
         timings["disagreement_s"] = time.time() - t
+    widened = fit_alpha is not None and tol > 0
+    if widened:  # disagreeing views: what the consistent fit covers stays
+        masks = add_fit_silhouettes(masks, fit_alpha.to(masks.device))
     if images is None or cfg.iterations == 0:
         mesh = mesh_extract.reconstruct_fast(
             masks.float(), cams, resolution, depths=dsrc,
@@ -147,6 +158,7 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
                                     tol)
     mesh.metadata["silhouette_tolerance_px"] = tol
     mesh.metadata["silhouette_disagreement"] = disagreement
+    mesh.metadata["fit_silhouettes"] = widened
     return mesh
 
 
@@ -210,24 +222,16 @@ def gaussians_to_mesh_file(g, images: torch.Tensor | None, masks: torch.Tensor |
     """Reconstruct the mesh of a fitted scene and write it (GLB/OBJ/PLY by ``path``'s
     extension) atomically; returns ``path``.
 
-    Same fast path as the node: hull from ``masks`` + depth (``"mvs"`` on ``images`` by
-    default; ``"gaussians"`` = the Gaussians' median depth) + vertex colours from ``images``.
-    Missing images/masks are rendered from the Gaussians (rgb / alpha).
+    The SDF Mesh node's path (:func:`.views_to_mesh.views_to_mesh`, mode fast): hull from
+    ``masks`` + depth (``"mvs"`` on ``images`` by default; ``"gaussians"`` = the Gaussians'
+    median depth) + vertex colours from ``images``; missing images/masks are rendered from the
+    Gaussians ``g`` (rgb / alpha).
     """
+    from .views_to_mesh import views_to_mesh
+
     check_mesh_format(os.path.splitext(path)[1], f"the extension of mesh path {path!r}")
     cams = cams.to(device="cpu", dtype=torch.float32)
-    depths = None
-    if images is None or masks is None or (g is not None and depth_source == "gaussians"):
-        dmed, alpha, rgb = gaussians_depth(g, cams)  # the one render of the Gaussians
-        images = rgb if images is None else images
-        masks = alpha if masks is None else masks
-        if depth_source == "gaussians":
-            depth_source, depths = "depth", dmed
-    images = images[..., :3].float().cpu()
-    masks = masks.float().cpu()
-    if images.shape[1:3] != (cams.height, cams.width):
-        cams = cams.resized(images.shape[2], images.shape[1])
-    mesh = reconstruct_mesh(masks, cams, resolution, images=images, depth_source=depth_source,
-                            depths=depths, keep_components=1, watertight=True,
-                            target_faces=target_faces, smooth_iterations=5)
-    return write_mesh(color_mesh(mesh, images, cams, masks, "vertex"), path)
+    mesh = views_to_mesh(cams, resolution, "fast", depth_source, images=images, masks=masks,
+                         gaussians=g, target_faces=target_faces, smooth_iterations=5,
+                         color="vertex")
+    return write_mesh(mesh, path)

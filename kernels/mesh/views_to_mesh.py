@@ -4,7 +4,8 @@ one entry point, :func:`views_to_mesh`.
 It validates everything before any work (view and camera counts and sizes, grid memory, mode,
 the depth source), resolves ``depth_source="auto"``, renders connected Gaussians **once** for
 whatever they stand in for (missing masks -> alpha, missing images -> rgb, depth source
-``gaussians`` -> median depth), then runs :func:`.pipeline.reconstruct_mesh` and
+``gaussians`` -> median depth) or add (given masks that disagree are widened by the alpha),
+then runs :func:`.pipeline.reconstruct_mesh` and
 :func:`.pipeline.color_mesh`.
 """
 
@@ -108,8 +109,8 @@ def views_to_mesh(cams: Cameras, resolution: int = 128, mode: str = "fast",
     """Watertight coloured mesh from orbit views (see the module doc).
 
     ``images`` ``[C, H, W, 3|4]``, ``masks`` ``[C, H, W]`` (1 = object), ``gaussians`` a
-    :class:`.splat.gaussians.Gaussians` (renders stand in for missing images/masks; median depth for
-    ``depth_source="gaussians"``), ``depth_maps`` ``[C, H, W]`` camera z (``"depth"``).
+    :class:`.splat.gaussians.Gaussians` (renders stand in for missing images/masks; their alpha
+    widens given masks when the views disagree; median depth for ``depth_source="gaussians"``), ``depth_maps`` ``[C, H, W]`` camera z (``"depth"``).
     ``calibrate(images, masks, cams) -> cams`` runs after validation when masks are given;
     ``progress(step, total)``; ``interrupt()`` may raise to stop. ``silhouette_tolerance``:
     pixels of silhouette disagreement the hull forgives, None = automatic (see
@@ -127,9 +128,13 @@ def views_to_mesh(cams: Cameras, resolution: int = 128, mode: str = "fast",
         cams = calibrate(images, masks, cams)
     cams = cams.to(device="cpu")
     depths = None if depth_maps is None else depth_maps.float().cpu()
-    if gaussians is not None and (masks is None or images is None or depth_source == "gaussians"):
+    fit_alpha = None
+    if gaussians is not None:
         dmed, alpha, grgb = mesh_pipeline.gaussians_depth(gaussians, cams)  # the one render
-        masks = alpha if masks is None else masks
+        if masks is None:
+            masks = alpha
+        else:  # the fit's silhouettes widen disagreeing masks (see reconstruct_mesh)
+            fit_alpha = alpha
         images = grgb if images is None else images
         if depth_source == "gaussians":  # the median depth just rendered, not a second render
             depth_source, depths = "depth", dmed
@@ -149,7 +154,8 @@ def views_to_mesh(cams: Cameras, resolution: int = 128, mode: str = "fast",
         min_background_views=min_background_views, max_bytes=max_bytes, progress=report,
         keep_components=1, watertight=watertight, target_faces=target_faces,
         smooth_iterations=smooth_iterations, mode=mode, neural=neural, interrupt=interrupt,
-        polish_steps=int(polish_steps), silhouette_tolerance=silhouette_tolerance)
+        polish_steps=int(polish_steps), silhouette_tolerance=silhouette_tolerance,
+        fit_alpha=fit_alpha)
     out = mesh_pipeline.color_mesh(mesh, imgs, cams, masks, color, texture_size)
     report(steps, steps)
     return out
