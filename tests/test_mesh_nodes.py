@@ -250,9 +250,9 @@ def test_sdf_mesh_keeps_what_connected_gaussians_cover_when_views_disagree(views
     fitted to all of them (the Gaussians the workflows connect) covers the shape they share,
     and with it the mesh keeps that shape. Views that agree ignore the scene."""
     cams, masks, rgb = views
-    sphere = sphere_gaussians(radius=0.3)
+    sphere = sphere_gaussians(radius=0.27)  # its alpha: a sphere of ~0.32 at 64 px
     g = torch.Generator().manual_seed(1)
-    scale = 1 - torch.rand(len(cams), generator=g) * 0.2  # every view a smaller sphere
+    scale = 1 - torch.rand(len(cams), generator=g) * 0.12  # every view a smaller sphere
     differ = torch.cat([sphere_views(cams[i:i + 1], radius=0.3 * float(scale[i]))[0]
                         for i in range(len(cams))])
     kw = dict(polish_steps=0, depth_source="none")
@@ -262,6 +262,11 @@ def test_sdf_mesh_keeps_what_connected_gaussians_cover_when_views_disagree(views
     fit = mesh_items(build(views, images=None, masks=None, gaussians=sphere, **kw))[0]
     assert alone.volume < 0.85 * clean.volume  # the intersection: the smallest view's sphere
     assert widened.volume > 0.98 * fit.to_trimesh().volume  # what the fit covers is kept
+    # a scene that is not these views' (here: the sphere moved off centre) is not used
+    moved = sphere_gaussians(radius=0.27)
+    moved.means = moved.means + torch.tensor([0.25, 0.0, 0.0])
+    other = mesh_items(build(views, masks=differ, gaussians=moved, **kw))[0].to_trimesh()
+    assert other.volume == pytest.approx(alone.volume, rel=1e-6)
     # renders that agree: the exact hull, whatever is connected
     with_g = mesh_items(build(views, gaussians=sphere, **kw))[0].to_trimesh()
     assert with_g.volume == pytest.approx(clean.volume, rel=1e-6)
@@ -272,11 +277,19 @@ def test_fit_silhouettes_widen_masks_and_refuse_other_shapes():
     from orbitforge.kernels.mesh.pipeline import reconstruct_mesh
 
     m = torch.zeros(2, 8, 8)
-    m[:, 2:4, 2:4] = 1
+    m[:, 2:5, 2:5] = 1
     a = torch.zeros(2, 8, 8)
-    a[:, 3:6, 3:6] = 0.9
-    u = add_fit_silhouettes(m, a)
-    assert float(u.sum()) == 2 * (4 + 9 - 1)
+    a[:, 2:6, 2:6] = 0.9
+    u, iou = add_fit_silhouettes(m, a)
+    assert float(u.sum()) == 2 * 16 and iou.tolist() == [9 / 16, 9 / 16]
+    a[:, 2:5, 2:6] = 0.9
+    a[:, 5] = 0
+    u, iou = add_fit_silhouettes(m, a)  # IoU 0.75: the fit belongs to these views
+    assert float(u.sum()) == 2 * 12
+    a[1] = 0
+    a[1, 6:, 6:] = 1  # one view the fit does not explain: another scene or other cameras
+    u, iou = add_fit_silhouettes(m, a)
+    assert torch.equal(u, m) and float(iou[1]) == 0
     with pytest.raises(ValueError, match="must match the masks"):
         add_fit_silhouettes(m, a[:, :4])
     with pytest.raises(ValueError, match="fit_alpha"):

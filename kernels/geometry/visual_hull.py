@@ -380,10 +380,20 @@ def resolve_tolerance(masks: torch.Tensor, cams: Cameras, tolerance_px: float | 
     return (AUTO_TOLERANCE_PX if disagreement > DISAGREEMENT_GATE else 0.0), disagreement
 
 
-def add_fit_silhouettes(masks: torch.Tensor, fit_alpha: torch.Tensor,
-                        threshold: float = 0.5) -> torch.Tensor:
-    """Masks ``[C, H, W]`` widened by the silhouettes of a 3D fit of the same views at the same
-    cameras (``fit_alpha`` ``[C, H, W]``, e.g. fitted Gaussians' alpha): their union, float.
+# A fit whose silhouettes overlap a view's mask by less than this (IoU) was not fitted to these
+# views at these cameras (another scene, another frame, other cameras): it is not used. SV3D
+# orbits' fitted Gaussians overlap their own training masks by 0.75 (train, a dynamic orbit)
+# to 0.94.
+FIT_MIN_IOU = 0.6
+
+
+def add_fit_silhouettes(masks: torch.Tensor, fit_alpha: torch.Tensor, threshold: float = 0.5
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(masks, iou)``: masks ``[C, H, W]`` widened by the silhouettes of a 3D fit of the same
+    views at the same cameras (``fit_alpha`` ``[C, H, W]``, e.g. fitted Gaussians' alpha), i.e.
+    their union (float), and each view's IoU of the two ``[C]``. When a view's IoU is below
+    :data:`FIT_MIN_IOU` the fit does not belong to these views and the masks come back as
+    they are.
 
     A visual hull keeps only what *every* view claims, so views whose shapes disagree (a
     generated orbit's) leave it smaller than each of them: on SV3D orbits the hull's
@@ -395,7 +405,11 @@ def add_fit_silhouettes(masks: torch.Tensor, fit_alpha: torch.Tensor,
     if fit_alpha.shape != masks.shape:
         raise ValueError(f"fit silhouettes {tuple(fit_alpha.shape)} must match the masks "
                          f"{tuple(masks.shape)} (one per view, same size)")
-    return torch.maximum(masks.float(), (fit_alpha.float() > threshold).float())
+    m, a = masks.float() > threshold, fit_alpha.float() > threshold
+    iou = (m & a).flatten(1).sum(1) / (m | a).flatten(1).sum(1).clamp_min(1)  # [C]
+    if float(iou.min()) < FIT_MIN_IOU:
+        return masks.float(), iou
+    return torch.maximum(masks.float(), a.float()), iou
 
 
 def hull_sdf_and_depth(masks: torch.Tensor, cams: Cameras, resolution: int = 128,

@@ -28,6 +28,7 @@ orbitforge demo`` (:func:`gaussians_to_mesh_file`) and ``bench mesh``:
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -35,9 +36,12 @@ import torch
 import trimesh
 
 from ..geometry.cameras import Cameras
-from ..geometry.visual_hull import DEFAULT_BBOX, add_fit_silhouettes, resolve_tolerance
+from ..geometry.visual_hull import (DEFAULT_BBOX, FIT_MIN_IOU, add_fit_silhouettes,
+                                    resolve_tolerance)
 from .export import check_mesh_format, write_mesh
 from .tsdf import MAX_CARVE
+
+log = logging.getLogger(__name__)
 
 DEPTH_SOURCES = ("mvs", "gaussians", "depth", "none")
 MODES = ("fast", "neural")
@@ -79,7 +83,8 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     as generated orbits' do, 0 when they agree, as renders' do). ``fit_alpha`` ``[C, H, W]``:
     the alpha of a 3D fit of the same views at ``cams`` (connected Gaussians); when the hull
     forgives disagreement (tolerance > 0) the masks are widened by it
-    (:func:`.geometry.visual_hull.add_fit_silhouettes`), else it is unused. The returned mesh's
+    (:func:`.geometry.visual_hull.add_fit_silhouettes`; not when it does not match them: a
+    warning), else it is unused. The returned mesh's
     ``metadata`` holds ``silhouette_tolerance_px``, ``silhouette_disagreement`` and
     ``fit_silhouettes`` (whether ``fit_alpha`` was used).
     Raises ``ValueError`` for a missing or bad input before any work.
@@ -142,9 +147,15 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     tol, disagreement = resolve_tolerance(masks.float(), cams, silhouette_tolerance)
     if timings is not None and disagreement is not None:
         timings["disagreement_s"] = time.time() - t
-    widened = fit_alpha is not None and tol > 0
-    if widened:  # disagreeing views: what the consistent fit covers stays
-        masks = add_fit_silhouettes(masks, fit_alpha.to(masks.device))
+    widened = False
+    if fit_alpha is not None and tol > 0:  # disagreeing views: what the fit covers stays
+        masks, fit_iou = add_fit_silhouettes(masks, fit_alpha.to(masks.device))
+        widened = bool(fit_iou.min() >= FIT_MIN_IOU)
+        if not widened:
+            log.warning("OrbitForge SDF Mesh: the connected Gaussians do not match the masks "
+                        "(silhouette IoU %.2f in the worst view, below %.2f): not fitted to "
+                        "these views at these cameras, so they do not widen the hull",
+                        float(fit_iou.min()), FIT_MIN_IOU)
     if images is None or cfg.iterations == 0:
         mesh = mesh_extract.reconstruct_fast(
             masks.float(), cams, resolution, depths=dsrc,
