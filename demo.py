@@ -79,7 +79,7 @@ def main(argv=None) -> int:
              contact_sheet(torch.cat([images[:7], train_rgb[:7]])))
     summary["ply"] = ply
     try:
-        from .kernels.mesh.pipeline import gaussians_to_mesh_file  # noqa: PLC0415
+        from .kernels.mesh.views_to_mesh import gaussians_to_mesh_file  # noqa: PLC0415
     except ImportError:
         gaussians_to_mesh_file = None
     if gaussians_to_mesh_file is not None:

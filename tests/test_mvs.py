@@ -117,7 +117,7 @@ def test_mvs_refuses_bad_input(scene):
 
 
 def test_mesh_file_written_atomically_with_colours(scene, tmp_path):
-    from orbitforge.kernels.mesh.pipeline import gaussians_to_mesh_file
+    from orbitforge.kernels.mesh.views_to_mesh import gaussians_to_mesh_file
 
     cams, rgb, masks, _ = scene
     path = gaussians_to_mesh_file(None, rgb, masks, cams, str(tmp_path / "out.glb"),

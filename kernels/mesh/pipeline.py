@@ -1,7 +1,7 @@
 """The fast mesh path end to end: views (+ masks, + a depth source) -> coloured mesh / file.
 
 One function, :func:`reconstruct_mesh`, shared by the ``OrbitForgeSDFMesh`` node, ``python -m
-orbitforge demo`` (:func:`gaussians_to_mesh_file`) and ``bench mesh``:
+orbitforge demo`` (:func:`.views_to_mesh.gaussians_to_mesh_file`) and ``bench mesh``:
 
 1. visual hull field from the masks (:func:`.geometry.visual_hull.hull_sdf`, narrow band),
    forgiving a pixel of silhouette disagreement when the views disagree (generated orbits;
@@ -29,7 +29,6 @@ orbitforge demo`` (:func:`gaussians_to_mesh_file`) and ``bench mesh``:
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import torch
@@ -38,7 +37,6 @@ import trimesh
 from ..geometry.cameras import Cameras
 from ..geometry.visual_hull import (DEFAULT_BBOX, FIT_MIN_IOU, add_fit_silhouettes,
                                     resolve_tolerance)
-from .export import check_mesh_format, write_mesh
 from .tsdf import MAX_CARVE
 
 log = logging.getLogger(__name__)
@@ -225,24 +223,3 @@ def color_mesh(mesh: trimesh.Trimesh, images: torch.Tensor | None, cams: Cameras
         return out
     v, f, uv, tex = mesh_color.bake_texture(mesh, imgs, cams, m, texture_size)
     return ColoredMesh(v, f, None, uv, tex)
-
-
-def gaussians_to_mesh_file(g, images: torch.Tensor | None, masks: torch.Tensor | None,
-                           cams: Cameras, path: str, resolution: int = 128,
-                           depth_source: str = "mvs", target_faces: int = 50000) -> str:
-    """Reconstruct the mesh of a fitted scene and write it (GLB/OBJ/PLY by ``path``'s
-    extension) atomically; returns ``path``.
-
-    The SDF Mesh node's path (:func:`.views_to_mesh.views_to_mesh`, mode fast): hull from
-    ``masks`` + depth (``"mvs"`` on ``images`` by default; ``"gaussians"`` = the Gaussians'
-    median depth) + vertex colours from ``images``; missing images/masks are rendered from the
-    Gaussians ``g`` (rgb / alpha).
-    """
-    from .views_to_mesh import views_to_mesh
-
-    check_mesh_format(os.path.splitext(path)[1], f"the extension of mesh path {path!r}")
-    cams = cams.to(device="cpu", dtype=torch.float32)
-    mesh = views_to_mesh(cams, resolution, "fast", depth_source, images=images, masks=masks,
-                         gaussians=g, target_faces=target_faces, smooth_iterations=5,
-                         color="vertex")
-    return write_mesh(mesh, path)

@@ -6,11 +6,13 @@ the depth source), resolves ``depth_source="auto"``, renders connected Gaussians
 whatever they stand in for (missing masks -> alpha, missing images -> rgb, depth source
 ``gaussians`` -> median depth) or add (given masks that disagree are widened by the alpha),
 then runs :func:`.pipeline.reconstruct_mesh` and
-:func:`.pipeline.color_mesh`.
+:func:`.pipeline.color_mesh`. :func:`gaussians_to_mesh_file` does the same and writes a file
+(``python -m orbitforge demo``).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional
 
 import torch
@@ -159,3 +161,24 @@ def views_to_mesh(cams: Cameras, resolution: int = 128, mode: str = "fast",
     out = mesh_pipeline.color_mesh(mesh, imgs, cams, masks, color, texture_size)
     report(steps, steps)
     return out
+
+
+def gaussians_to_mesh_file(g, images: torch.Tensor | None, masks: torch.Tensor | None,
+                           cams: Cameras, path: str, resolution: int = 128,
+                           depth_source: str = "mvs", target_faces: int = 50000) -> str:
+    """Reconstruct the mesh of a fitted scene and write it (GLB/OBJ/PLY by ``path``'s
+    extension) atomically; returns ``path``.
+
+    The SDF Mesh node's path (:func:`views_to_mesh`, mode fast): hull from
+    ``masks`` + depth (``"mvs"`` on ``images`` by default; ``"gaussians"`` = the Gaussians'
+    median depth) + vertex colours from ``images``; missing images/masks are rendered from the
+    Gaussians ``g`` (rgb / alpha).
+    """
+    from .export import check_mesh_format, write_mesh
+
+    check_mesh_format(os.path.splitext(path)[1], f"the extension of mesh path {path!r}")
+    cams = cams.to(device="cpu", dtype=torch.float32)
+    mesh = views_to_mesh(cams, resolution, "fast", depth_source, images=images, masks=masks,
+                         gaussians=g, target_faces=target_faces, smooth_iterations=5,
+                         color="vertex")
+    return write_mesh(mesh, path)
