@@ -5,7 +5,8 @@ orbitforge demo`` (:func:`.views_to_mesh.gaussians_to_mesh_file`) and ``bench me
 
 1. visual hull field from the masks (:func:`.geometry.visual_hull.hull_sdf`, narrow band),
    forgiving a pixel of silhouette disagreement when the views disagree (generated orbits;
-   :func:`.geometry.visual_hull.resolve_tolerance`);
+   :func:`.geometry.visual_hull.resolve_tolerance`), the masks then widened by a connected
+   fit's silhouettes (``fit_alpha``; :func:`.geometry.visual_hull.add_fit_silhouettes`);
 2. depth that carves concavities the silhouettes cannot see, from ``depth_source``:
 
    * ``"mvs"`` -- hull-bounded plane-sweep stereo on the views themselves (:mod:`.mvs`). The
@@ -82,9 +83,9 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
     the alpha of a 3D fit of the same views at ``cams`` (connected Gaussians); when the hull
     forgives disagreement (tolerance > 0) the masks are widened by it
     (:func:`.geometry.visual_hull.add_fit_silhouettes`; not when it does not match them: a
-    warning), else it is unused. The returned mesh's
-    ``metadata`` holds ``silhouette_tolerance_px``, ``silhouette_disagreement`` and
-    ``fit_silhouettes`` (whether ``fit_alpha`` was used).
+    warning), else it is unused. The returned mesh's ``metadata`` holds
+    ``silhouette_tolerance_px``, ``silhouette_disagreement`` and ``fit_silhouettes`` (whether
+    ``fit_alpha`` was used).
     Raises ``ValueError`` for a missing or bad input before any work.
     """
     import dataclasses

@@ -4,10 +4,9 @@ one entry point, :func:`views_to_mesh`.
 It validates everything before any work (view and camera counts and sizes, grid memory, mode,
 the depth source), resolves ``depth_source="auto"``, renders connected Gaussians **once** for
 whatever they stand in for (missing masks -> alpha, missing images -> rgb, depth source
-``gaussians`` -> median depth) or add (given masks that disagree are widened by the alpha),
-then runs :func:`.pipeline.reconstruct_mesh` and
-:func:`.pipeline.color_mesh`. :func:`gaussians_to_mesh_file` does the same and writes a file
-(``python -m orbitforge demo``).
+``gaussians`` -> median depth) or add to (given masks that disagree are widened by the
+alpha), then runs :func:`.pipeline.reconstruct_mesh` and :func:`.pipeline.color_mesh`.
+:func:`gaussians_to_mesh_file` does the same and writes a file (``python -m orbitforge demo``).
 """
 
 from __future__ import annotations
@@ -112,7 +111,8 @@ def views_to_mesh(cams: Cameras, resolution: int = 128, mode: str = "fast",
 
     ``images`` ``[C, H, W, 3|4]``, ``masks`` ``[C, H, W]`` (1 = object), ``gaussians`` a
     :class:`.splat.gaussians.Gaussians` (renders stand in for missing images/masks; their alpha
-    widens given masks when the views disagree; median depth for ``depth_source="gaussians"``), ``depth_maps`` ``[C, H, W]`` camera z (``"depth"``).
+    widens given masks when the views disagree; median depth for
+    ``depth_source="gaussians"``), ``depth_maps`` ``[C, H, W]`` camera z (``"depth"``).
     ``calibrate(images, masks, cams) -> cams`` runs after validation when masks are given;
     ``progress(step, total)``; ``interrupt()`` may raise to stop. ``silhouette_tolerance``:
     pixels of silhouette disagreement the hull forgives, None = automatic (see
