@@ -387,6 +387,14 @@ def resolve_tolerance(masks: torch.Tensor, cams: Cameras, tolerance_px: float | 
 FIT_MIN_IOU = 0.6
 
 
+def check_fit_alpha(masks: torch.Tensor, fit_alpha: torch.Tensor) -> None:
+    """``ValueError`` unless ``fit_alpha`` is shaped like ``masks`` ``[C, H, W]``."""
+    if tuple(fit_alpha.shape) != tuple(masks.shape):
+        raise ValueError(f"fit_alpha {tuple(fit_alpha.shape)} must match the masks "
+                         f"{tuple(masks.shape)} (the fit rendered at the masks' cameras, one "
+                         "per view)")
+
+
 def add_fit_silhouettes(masks: torch.Tensor, fit_alpha: torch.Tensor, threshold: float = 0.5
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(masks, iou)``: masks ``[C, H, W]`` widened by the silhouettes of a 3D fit of the same
@@ -402,9 +410,7 @@ def add_fit_silhouettes(masks: torch.Tensor, fit_alpha: torch.Tensor, threshold:
     is the one that disagrees, so the pixel is kept. (Hi3D, "Hi3D: Pursuing High-Resolution
     Image-to-3D Generation with Video Diffusion Models", 3D reconstruction section, goes
     further: it meshes renders of a 3DGS fitted to the generated views instead of the views.)"""
-    if fit_alpha.shape != masks.shape:
-        raise ValueError(f"fit silhouettes {tuple(fit_alpha.shape)} must match the masks "
-                         f"{tuple(masks.shape)} (one per view, same size)")
+    check_fit_alpha(masks, fit_alpha)
     m, a = masks.float() > threshold, fit_alpha.float() > threshold
     iou = (m & a).flatten(1).sum(1) / (m | a).flatten(1).sum(1).clamp_min(1)  # [C]
     if float(iou.min()) < FIT_MIN_IOU:

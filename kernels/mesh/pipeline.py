@@ -37,7 +37,7 @@ import trimesh
 
 from ..geometry.cameras import Cameras
 from ..geometry.visual_hull import (DEFAULT_BBOX, FIT_MIN_IOU, add_fit_silhouettes,
-                                    resolve_tolerance)
+                                    check_fit_alpha, resolve_tolerance)
 from .tsdf import MAX_CARVE
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,8 @@ def reconstruct_mesh(masks: torch.Tensor, cams: Cameras, resolution: int = 128,
         raise ValueError(f"polish_steps must be >= 0 (0 = off), got {polish_steps}")
     if int(feature_smooth) < 0:
         raise ValueError(f"feature_smooth must be >= 0 (0 = off), got {feature_smooth}")
-    if fit_alpha is not None and tuple(fit_alpha.shape) != tuple(masks.shape):
-        raise ValueError(f"fit_alpha {tuple(fit_alpha.shape)} must match the masks "
-                         f"{tuple(masks.shape)} (the fit rendered at the same cameras)")
+    if fit_alpha is not None:
+        check_fit_alpha(masks, fit_alpha)
     finish["feature_smooth"] = int(feature_smooth)
     C = masks.shape[0]
     if depth_source == "mvs":
