@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     if cmd == "demo":
         from .demo import main as run
     elif cmd == "check-workflow":
-        from .workflow.cli import check_workflow_main as run
+        from .workflow_tools.cli import check_workflow_main as run
     elif cmd == "convert-hi3d":
         from .kernels.diffusion.hi3d_checkpoint import convert_main as run
     else:

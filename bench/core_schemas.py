@@ -1,4 +1,4 @@
-"""Regenerate a host snapshot ``workflow/core_schemas*.json``: the core node definitions OrbitForge
+"""Regenerate a host snapshot ``workflow_tools/core_schemas*.json``: the core node definitions OrbitForge
 workflows use, as one ComfyUI version serves them.
 
 ``python -m orbitforge.bench core_schemas [--comfyui PATH | --url http://127.0.0.1:8188]
@@ -10,7 +10,7 @@ and its built-in
 ``comfy_extras`` nodes the way ComfyUI's ``main.py`` does (``nodes.init_extra_nodes``, async; no
 custom nodes, no API nodes), reads each node's definition like the ``/object_info`` route (V1
 ``INPUT_TYPES``/``RETURN_TYPES``, V3 ``GET_NODE_INFO_V1``) and writes the normalised schemas used
-by :mod:`orbitforge.workflow`. Model and input folders are pointed at an empty
+by :mod:`orbitforge.workflow_tools`. Model and input folders are pointed at an empty
 directory while reading, so file-list combos come out empty and are marked ``dynamic_options``
 (the checker does not check membership for them). Prints one JSON object (a summary).
 """
@@ -25,7 +25,7 @@ import os
 import sys
 import tempfile
 
-from ..workflow.schema import CORE_SCHEMAS_PATH, normalize_node_info
+from ..workflow_tools.schema import CORE_SCHEMAS_PATH, normalize_node_info
 from . import host_stubs
 
 # The core nodes OrbitForge workflows may use (extend with --nodes, or take every one with --all).
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
                     help="ComfyUI checkout (default $COMFYUI_PATH)")
     ap.add_argument("--url", default=None, help="a running ComfyUI (reads its /object_info)")
     ap.add_argument("--out", default=None, help="output JSON file (default: the snapshot of "
-                    "the host's version, workflow/core_schemas[_vVERSION].json)")
+                    "the host's version, workflow_tools/core_schemas[_vVERSION].json)")
     ap.add_argument("--nodes", default="", help="extra comma-separated node types")
     ap.add_argument("--all", action="store_true", help="every loaded core node")
     ap.add_argument("--json", action="store_true", help="(accepted; output is always JSON)")
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
         except Exception:  # noqa: BLE001 - older checkouts have no comfyui_version.py
             version = "unknown"
     doc = {
-        "comment": "Core ComfyUI node schemas for orbitforge.workflow; regenerate "
+        "comment": "Core ComfyUI node schemas for orbitforge.workflow_tools; regenerate "
                    "with: python -m orbitforge.bench core_schemas --url http://HOST:PORT "
                    "(or --comfyui PATH)",
         "comfyui_version": version,

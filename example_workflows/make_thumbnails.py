@@ -109,7 +109,7 @@ def results(ply: str, glb: str | None, pick: list):
         from make_workflows import WORKFLOWS, node_classes
 
         wf = WORKFLOWS["orbitforge_sample_views_to_mesh"]().json()
-        from orbitforge.workflow.api import ui_to_api
+        from orbitforge.workflow_tools.api import ui_to_api
 
         api = ui_to_api(wf, node_classes())
         (sdf,) = [n["inputs"] for n in api.values() if n["class_type"] == "OrbitForgeSDFMesh"]

@@ -8,8 +8,8 @@ custom node's ``example_workflows/`` (with the same-name ``.jpg`` as its thumbna
 
 The graphs are built from the node schemas (the pack's INPUT_TYPES and
 orbitforge/workflow/core_schemas.json), so every ``widgets_values`` list is in the order the ComfyUI
-frontend creates widgets (see ``orbitforge.workflow.schema.widget_layout``; the builder is
-``orbitforge.workflow.graph.WorkflowBuilder``). Edit the graphs here, not the JSON by hand;
+frontend creates widgets (see ``orbitforge.workflow_tools.schema.widget_layout``; the builder is
+``orbitforge.workflow_tools.graph.WorkflowBuilder``). Edit the graphs here, not the JSON by hand;
 ``python -m orbitforge check-workflow example_workflows/*.json`` validates the result against
 every host snapshot. Thumbnails (.jpg) are made by ``example_workflows/make_thumbnails.py``.
 """
@@ -20,8 +20,8 @@ import json
 import os
 import sys
 
-from orbitforge.workflow.graph import WorkflowBuilder
-from orbitforge.workflow.schema import Schemas
+from orbitforge.workflow_tools.graph import WorkflowBuilder
+from orbitforge.workflow_tools.schema import Schemas
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

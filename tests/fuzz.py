@@ -914,8 +914,8 @@ def fuzz_workflow(folder: str) -> List[Outcome]:
     problems counts as a refusal naming the file."""
     import glob
 
-    from orbitforge.workflow.check import check_files
-    from orbitforge.workflow.schema import load_core_schemas
+    from orbitforge.workflow_tools.check import check_files
+    from orbitforge.workflow_tools.schema import load_core_schemas
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     docs = []
@@ -1038,7 +1038,7 @@ def summary(names: Optional[List[str]] = None) -> dict:
     for mod in ("trimesh", "safetensors.torch", "orbitforge.kernels.mesh.render",
                 "orbitforge.kernels.mesh.color", "orbitforge.kernels.splat.fit",
                 "orbitforge.kernels.diffusion.hi3d_checkpoint", "orbitforge.nodes.refiner",
-                "orbitforge.nodes.sample", "orbitforge.workflow.check"):
+                "orbitforge.nodes.sample", "orbitforge.workflow_tools.check"):
         importlib.import_module(mod)  # imports are not the readers' memory
     res = {}
     for name in names or list(READERS):

@@ -110,9 +110,9 @@ ALLOWED = {
     "kernels": {"kernels"},
     "host": {"host", "kernels"},
     "nodes": {"nodes", "host", "kernels"},
-    "workflow": {"workflow", "nodes"},  # the pack's node registry, read lazily for its schemas
-    "bench": {"bench", "nodes", "host", "kernels", "workflow"},
-    "root": {"root", "nodes", "kernels", "workflow"},
+    "workflow_tools": {"workflow_tools", "nodes"},  # the pack's node registry, read lazily for its schemas
+    "bench": {"bench", "nodes", "host", "kernels", "workflow_tools"},
+    "root": {"root", "nodes", "kernels", "workflow_tools"},
 }
 COMFYUI_MODULES = {"comfy", "comfy_api", "comfy_execution", "comfy_extras", "folder_paths",
                    "server", "execution", "latent_preview", "node_helpers", "nodes"}
@@ -123,7 +123,7 @@ def layer(module: str) -> str:
     parts = module.split(".")[1:]
     if parts[:2] == ["nodes", "host"]:
         return "host"
-    if parts and parts[0] in ("kernels", "nodes", "workflow", "bench"):
+    if parts and parts[0] in ("kernels", "nodes", "workflow_tools", "bench"):
         return parts[0]
     return "root"  # the package __init__, __main__, demo
 

@@ -1,4 +1,4 @@
-"""The offline workflow checker and UI -> API conversion (the orbitforge.workflow package)."""
+"""The offline workflow checker and UI -> API conversion (the orbitforge.workflow_tools package)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import sys
 import pytest
 
 from orbitforge.nodes import NODE_CLASS_MAPPINGS
-from orbitforge.workflow.api import ui_to_api
-from orbitforge.workflow.check import check_files, check_workflow
-from orbitforge.workflow.cli import check_workflow_main
-from orbitforge.workflow.graph import WorkflowBuilder
-from orbitforge.workflow.schema import (
+from orbitforge.workflow_tools.api import ui_to_api
+from orbitforge.workflow_tools.check import check_files, check_workflow
+from orbitforge.workflow_tools.cli import check_workflow_main
+from orbitforge.workflow_tools.graph import WorkflowBuilder
+from orbitforge.workflow_tools.schema import (
     check_value,
     core_schema_files,
     load_core_schemas,
@@ -389,6 +389,18 @@ def test_shipped_workflows_are_valid(path):
     assert check_files([path]) == {path: []}
     api = ui_to_api(wf)
     assert api, "a shipped workflow must have at least one executable node"
+
+
+def test_templates_browser_lists_only_the_shipped_workflows():
+    # ComfyUI (v0.3.64 and v0.33, app/custom_node_manager.py) lists every <pack>/<folder>/*.json
+    # for these folder names as a template: a schema snapshot there shows up as a broken template
+    listed = []
+    for folder in ("example_workflows", "example", "examples", "workflow", "workflows"):
+        listed += glob.glob(os.path.join(REPO, folder, "*.json"))
+    assert sorted(listed) == WORKFLOW_FILES
+    for path in WORKFLOW_FILES:
+        assert os.path.isfile(path[:-len(".json")] + ".jpg"), f"{path}: no same-name thumbnail"
+        assert json.load(open(path, encoding="utf-8"))["nodes"], path
 
 
 def test_both_host_snapshots_ship():

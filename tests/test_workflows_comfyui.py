@@ -37,8 +37,8 @@ import urllib.request
 
 import pytest
 
-from orbitforge.workflow.api import ui_to_api
-from orbitforge.workflow.schema import FRONTEND_ONLY
+from orbitforge.workflow_tools.api import ui_to_api
+from orbitforge.workflow_tools.schema import FRONTEND_ONLY
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
