@@ -49,6 +49,10 @@ def node_classes() -> dict:
     return classes
 
 
+# Save Mesh / Save Gaussians carry the inline 3D viewer (web/preview3d.js): room for it.
+SAVE_3D_SIZE = (340, 380)
+
+
 class Graph(WorkflowBuilder):
     """A shipped workflow: the pack's builder over the registered nodes plus EXTRA_MODULES."""
 
@@ -86,9 +90,9 @@ class Graph(WorkflowBuilder):
         sdf = self.node("OrbitForgeSDFMesh", (x, 20), (340, 380), resolution=resolution,
                         mode="fast", min_background_views=min_background_views, watertight=True,
                         target_faces=0, smooth_iterations=5, color="vertex", texture_size=1024)
-        save_mesh = self.node("OrbitForgeSaveMesh", (x, 450), (340, 130), filename_prefix=prefix,
-                              format="glb")
-        p3d = self.node("Preview3D", (x, 630), (340, preview_height))
+        save_mesh = self.node("OrbitForgeSaveMesh", (x, self.below(sdf)), SAVE_3D_SIZE,
+                              filename_prefix=prefix, format="glb")
+        p3d = self.node("Preview3D", (x, self.below(save_mesh)), (340, preview_height))
         return sdf, save_mesh, p3d
 
     def link_mesh(self, orbit: dict, recon: dict, mesh: tuple, masks: bool = False) -> None:
@@ -149,28 +153,29 @@ def sample_views_to_mesh() -> Graph:
         "**Model files: none.**\n\n"
         "1. *Load Sample Orbit* gives views, masks and cameras (replace it with an SV3D orbit, or "
         "your own views + *Load Cameras JSON*).\n"
-        "2. *Gaussian Reconstruct* fits 3D Gaussians (300 steps at 128 px: a few minutes on a "
+        "2. *Gaussian Reconstruct* fits 3D Gaussians (300 steps at 128 px: about a minute on a "
         "CPU; raise iterations to 1000-3000 and resolution to 256 for a sharper result).\n"
         "3. *Save Gaussians PLY* writes `output/orbitforge/sample_splat_00001.ply` (open it in "
         "any 3DGS viewer).\n"
         "4. *SDF Mesh* carves a watertight, vertex-coloured mesh; *Save Mesh* writes "
-        "`output/orbitforge/sample_mesh_00001_.glb`, shown by *Preview 3D*.\n"
+        "`output/orbitforge/sample_mesh_00001_.glb`, shown in its own viewer and by *Preview 3D*.\n"
         "5. *Gaussian Render* at the in-between cameras shows views the fit never saw "
         "(a turntable of the splat).",
         (20, 20), (440, 470))
     load = g.node("OrbitForgeLoadSampleOrbit", (20, 540), (300, 110), frames=21)
     views_prev = g.node("PreviewImage", (20, 720), (300, 320), "Input views")
     recon = g.reconstruct((500, 20), iterations=300, resolution=128)
-    save_ply = g.node("OrbitForgeSaveGaussians", (500, 400), (340, 110),
+    save_ply = g.node("OrbitForgeSaveGaussians", (500, g.below(recon)), SAVE_3D_SIZE,
                       filename_prefix="orbitforge/sample_splat")
-    fit_prev = g.node("PreviewImage", (500, 560), (340, 320), "Fit at the training cameras")
+    fit_prev = g.node("PreviewImage", (500, g.below(save_ply)), (340, 320),
+                      "Fit at the training cameras")
     mesh = g.mesh_nodes(890, 128, 1, "orbitforge/sample_mesh", 400)
     interp = g.node("OrbitForgeInterpolateCameras", (1280, 20), (320, 130), per_gap=1,
                     closed=True)
-    render = g.render((1280, 200), 320)
-    turn_prev = g.node("PreviewImage", (1280, 410), (320, 320),
+    render = g.render((1280, g.below(interp)), 320)
+    turn_prev = g.node("PreviewImage", (1280, g.below(render)), (320, 320),
                        title="Splat turntable (unseen in-between views)")
-    plot_prev = g.node("PreviewImage", (1280, 780), (320, 320), "Camera path")
+    plot_prev = g.node("PreviewImage", (1280, g.below(turn_prev)), (320, 320), "Camera path")
 
     g.link(load, "views", views_prev, "images")
     g.link(load, "views", recon, "views")
@@ -216,10 +221,11 @@ def image_to_mesh_sv3d() -> Graph:
     views_prev = g.node("PreviewImage", (520, 630), (360, 360), "SV3D orbit views")
     views_save = g.save_webp((520, 1040), 360, "Orbit video", "orbitforge/orbit", 10.0)
     recon = g.reconstruct((920, 20))
-    save_ply = g.node("OrbitForgeSaveGaussians", (920, 400), (340, 110),
+    save_ply = g.node("OrbitForgeSaveGaussians", (920, g.below(recon)), SAVE_3D_SIZE,
                       filename_prefix="orbitforge/splat")
     mesh = g.mesh_nodes(1300, 192, 2, "orbitforge/mesh", 420)
-    orbit = g.node("OrbitForgeOrbitCameras", (920, 560), (340, 390), "Turntable cameras",
+    orbit = g.node("OrbitForgeOrbitCameras", (920, g.below(save_ply)), (340, 390),
+                   "Turntable cameras",
                    orbit="uniform", frames=36, elevation=10.0, fov=33.8, width=512, height=512,
                    seed=0, elevations="10", keyframes="0, 0, 0; 20, 30, 340")
     render = g.render((1680, 20), 320)
@@ -282,8 +288,8 @@ def image_to_hires_views() -> Graph:
     decode = g.node("VAEDecode", (920, 190), (300, 60))
     low_prev = g.node("PreviewImage", (920, 300), (300, 320), "SV3D views (576 px)")
     recon = g.reconstruct((1260, 20))
-    render = g.render((1260, 400), 340)
-    depth_prev = g.node("PreviewImage", (1260, 610), (340, 320), "3DGS depth")
+    render = g.render((1260, g.below(recon)), 340)
+    depth_prev = g.node("PreviewImage", (1260, g.below(render)), (340, 320), "3DGS depth")
     loader = g.node("OrbitForgeLoadRefiner", (1640, 20), (360, 90),
                     ckpt_name="second_stage.safetensors")
     refine = g.node("OrbitForgeDepthRefiner", (1640, 160), (360, 470), target_size=1024,

@@ -403,6 +403,25 @@ def test_templates_browser_lists_only_the_shipped_workflows():
         assert json.load(open(path, encoding="utf-8"))["nodes"], path
 
 
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=[os.path.basename(p) for p in WORKFLOW_FILES])
+def test_shipped_workflows_open_with_no_node_over_another(path):
+    # the frontend grows a node to fit its sockets and widgets when it loads the graph; nodes laid
+    # out by too-small saved sizes come out stacked on each other (seen in v0.33's frontend)
+    from orbitforge.workflow_tools.graph import TITLE_HEIGHT, body_height
+
+    nodes = json.load(open(path, encoding="utf-8"))["nodes"]
+    boxes = []
+    for n in nodes:
+        need = body_height(len(n["inputs"]), len(n["outputs"]), len(n.get("widgets_values", [])))
+        assert n["size"][1] >= need, f"node {n['id']} ({n['type']}): height {n['size'][1]} < {need}"
+        x, y = n["pos"]
+        boxes.append((n, x, y - TITLE_HEIGHT, x + n["size"][0], y + n["size"][1]))
+    for i, (a, ax0, ay0, ax1, ay1) in enumerate(boxes):
+        for b, bx0, by0, bx1, by1 in boxes[i + 1:]:
+            overlap = min(ax1, bx1) > max(ax0, bx0) and min(ay1, by1) > max(ay0, by0)
+            assert not overlap, f"node {a['id']} ({a['type']}) overlaps node {b['id']} ({b['type']})"
+
+
 def test_both_host_snapshots_ship():
     versions = {json.load(open(f))["comfyui_version"] for f in core_schema_files()}
     assert {"0.3.64", "0.33.0"} <= versions

@@ -148,6 +148,23 @@ def widget_values(node: dict) -> tuple[list, dict | None]:
 # Building workflows
 # ----------------------------------------------------------------------------------------------
 
+# LiteGraph's node layout (ComfyUI frontend 1.27-1.49): the title bar sits above ``pos``, each
+# socket row is 20 px, each widget 24 px (20 + 4 margin), plus a bottom margin. The frontend
+# enlarges a saved node to this size when it loads the graph, so a layout that stacks nodes by
+# their saved sizes must start from it (measured in the v0.33 frontend: Gaussian Reconstruct
+# 382 px, SDF Mesh 426 px).
+TITLE_HEIGHT = 30
+SLOT_HEIGHT = 20
+WIDGET_HEIGHT = 24
+BODY_MARGIN = 14
+
+
+def body_height(inputs: int, outputs: int, widgets: int) -> int:
+    """The smallest body height (below the title) the frontend gives a node with this many
+    socket inputs, outputs and widgets."""
+    return SLOT_HEIGHT * max(inputs, outputs) + WIDGET_HEIGHT * widgets + BODY_MARGIN
+
+
 class WorkflowBuilder:
     """A UI-format workflow under construction, saved the way the frontend saves it.
 
@@ -198,9 +215,10 @@ class WorkflowBuilder:
             elif kind == "upload":
                 wv.append("image")
         wv.extend([""] * FRONTEND_TRAILING_WIDGETS.get(type_, 0))
-        n = self._new_node(type_, pos, size)
-        n["inputs"] = [{"name": i["name"], "type": i["type"], "link": None}
-                       for i in schema["inputs"] if not i["widget"]]
+        sockets = [i for i in schema["inputs"] if not i["widget"]]
+        height = body_height(len(sockets), len(schema["outputs"]), len(wv))
+        n = self._new_node(type_, pos, (size[0], max(size[1], height)))
+        n["inputs"] = [{"name": i["name"], "type": i["type"], "link": None} for i in sockets]
         n["outputs"] = [{"name": nm, "type": t, "links": [], "slot_index": k}
                         for k, (nm, t) in enumerate(zip(schema["output_names"],
                                                         schema["outputs"]))]
@@ -233,6 +251,11 @@ class WorkflowBuilder:
                   "title": title, "color": color, "bgcolor": bgcolor})
         self.nodes.append(n)
         return n
+
+    @staticmethod
+    def below(node: dict, gap: int = 50) -> int:
+        """The y at which a node placed under ``node`` clears it (and its own title bar)."""
+        return node["pos"][1] + node["size"][1] + TITLE_HEIGHT + gap
 
     def _new_node(self, type_: str, pos, size) -> dict:
         return {"id": len(self.nodes) + 1, "type": type_, "pos": [int(pos[0]), int(pos[1])],
