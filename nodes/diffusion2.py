@@ -74,6 +74,117 @@ def _orbit(cameras, elevation, V, size, view_weight_min):
     cams = make_orbit_cameras(el, az, DEFAULT_RADIUS, SV3D_FOV_DEG, size, size)
     return el, az, cams, view_weights(V, float(view_weight_min))
 
+
+# The two models and what they share (both nodes).
+_MODELS = {
+    "video_model": ("MODEL", _tip("Stable Video Diffusion XT (svd_xt.safetensors, "
+                                  "Image Only Checkpoint Loader): evaluated on rows "
+                                  "(one view over time).")),
+    "multiview_model": ("MODEL", _tip("SV3D_p (sv3d_p.safetensors): evaluated on "
+                                      "columns (all views at one time).")),
+    "clip_vision": ("CLIP_VISION", _tip("CLIP vision from the SVD-XT loader (same "
+                                        "OpenCLIP ViT-H as SV3D's).")),
+    "vae": ("VAE",
+            _tip("VAE shared by both models (SD latent space); decodes in chunks.")),
+}
+
+# What the sampler starts from and the matrix it samples (V x F).
+_PROMPT = {
+    "prompt": ("IMAGE", _tip("image: one image; video: at least F frames (the first F "
+                             "are used); orbit: V views of a static object in orbit "
+                             "order, the front view last.")),
+    "prompt_type": (list(PROMPTS), {"default": "image",
+                                    "tooltip": "What the prompt IMAGE is."}),
+    "views": ("INT", {"default": 21, "min": 2, "max": 64,
+                      "tooltip": "V: views (SV3D: 21)."}),
+    "frames": ("INT", {"default": 25, "min": 2, "max": MAX_VIDEO_FRAMES,
+                       "tooltip": "F: frames (SVD-XT: up to 25)."}),
+}
+
+# Output size and the default orbit's elevation (both nodes).
+_OUTPUT = {
+    "size": ("INT", {"default": 576, "min": 64, "max": 1024, "step": 8,
+                     "tooltip": "Square output size in pixels (both models: 576)."}),
+    "elevation": ("FLOAT", {"default": 10.0, "min": -89.0, "max": 89.0, "step": 0.5,
+                            "tooltip": "Orbit elevation (degrees) when no CAMERAS are "
+                                       "given."}),
+}
+
+# Each model's CFG and conditioning, as in the official sampling scripts (both nodes).
+_CONDITIONING = {
+    "multiview_cfg": ("FLOAT", {"default": 2.5, "min": 1.0, "max": 20.0, "step": 0.05,
+                                "tooltip": "SV3D's CFG, constant over views (official "
+                                           "2.5)."}),
+    "video_cfg_min": ("FLOAT", {"default": 1.5, "min": 1.0, "max": 20.0, "step": 0.05,
+                                "tooltip": "SVD's CFG at the first frame (linear, "
+                                           "official 1.5)."}),
+    "video_cfg_max": ("FLOAT", {"default": 3.0, "min": 1.0, "max": 20.0, "step": 0.05,
+                                "tooltip": "SVD's CFG at the last frame (official "
+                                           "3.0)."}),
+    "motion_bucket_id": ("INT", {"default": 127, "min": 0, "max": 1023,
+                                 "tooltip": "SVD motion bucket (official 127)."}),
+    "fps": ("INT", {"default": 25, "min": 1, "max": 1024,
+                    "tooltip": "SVD fps condition (ComfyUI passes fps - 1 as fps_id: "
+                    "25 = the official fps_id 24); also the frame times."}),
+    "video_cond_aug": ("FLOAT", {"default": 0.02, "min": 0.0, "max": 1.0, "step": 0.001,
+                                 "tooltip": "SVD noise augmentation of its reference "
+                                            "views (0.02)."}),
+    "multiview_cond_aug": ("FLOAT", {"default": 1e-5, "min": 0.0, "max": 1.0,
+                                     "step": 1e-5,
+                                     "round": False,
+                                     "tooltip": "SV3D noise augmentation (1e-5)."}),
+}
+
+# How the two models' x0 are composed per step (both nodes).
+_COMPOSITION = {
+    "lambda_schedule": (LAMBDA_CHOICES, {
+        "default": "constant",
+        "tooltip": "Multi-view weight per step: constant (official code, 0.6), "
+                   "logistic_code (s0 0.6, k 15), logistic_paper (s0 0.5, k 20), "
+                   "logistic (s0 = lambda_value, k), linear / cosine (1 -> 0)."}),
+    "lambda_value": ("FLOAT", {"default": 0.6, "min": 0.0, "max": 1.0, "step": 0.01,
+                               "tooltip": "Constant lambda, or the logistic midpoint "
+                                          "s0."}),
+    "logistic_k": ("FLOAT", {"default": 15.0, "min": 0.1, "max": 200.0, "step": 0.5,
+                             "tooltip": "Steepness k of the 'logistic' schedule."}),
+    "view_weight_min": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 1.0, "step": 0.01,
+                                  "tooltip": "w_v at the side views (official 0.25; 1 "
+                                  "at front/back). 1.0 = same weight everywhere."}),
+}
+
+# The sampler node's own loop.
+_SAMPLING = {
+    "steps": ("INT", {"default": 50, "min": 1, "max": 500,
+                      "tooltip": "Euler steps (50)."}),
+    "vrs_steps": ("INT", {"default": 10, "min": 0, "max": 500,
+                          "tooltip": "VRS: the first N "
+                          "steps are taken twice with re-noising (official 10)."}),
+}
+
+_SEED = {
+    "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1,
+                     "tooltip": "Noise seed."}),
+}
+
+# Optional inputs of both nodes.
+_ORBIT_AND_CHUNKS = {
+    "cameras": ("CAMERAS", _tip("The V cameras of the orbit (default: SV3D's static "
+                                "orbit at 'elevation', the input view last).")),
+    "max_chunk": ("INT", {"default": 0, "min": 0, "max": 64,
+                          "tooltip": "Most rows/columns per "
+                          "model call (0 = as many as the free memory allows)."}),
+}
+
+# Optional inputs of the sampler node.
+_DECODE = {
+    "decode_chunk": ("INT", {"default": 8, "min": 1, "max": 256,
+                             "tooltip": "Frames per VAE decode call."}),
+    "object_scale": ("FLOAT", {"default": 0.85, "min": 0.05, "max": 1.0, "step": 0.01,
+                               "tooltip": "With alpha: fraction of the frame the "
+                                          "object spans."}),
+}
+
+
 class Diffusion2Sampler:
     DESCRIPTION = (
         "Diffusion² (4D): samples a matrix of V views x F frames by composing a video model "
@@ -99,86 +210,9 @@ class Diffusion2Sampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "video_model": ("MODEL", _tip("Stable Video Diffusion XT (svd_xt.safetensors, "
-                                              "Image Only Checkpoint Loader): evaluated on rows "
-                                              "(one view over time).")),
-                "multiview_model": ("MODEL", _tip("SV3D_p (sv3d_p.safetensors): evaluated on "
-                                                  "columns (all views at one time).")),
-                "clip_vision": ("CLIP_VISION", _tip("CLIP vision from the SVD-XT loader (same "
-                                                    "OpenCLIP ViT-H as SV3D's).")),
-                "vae": ("VAE",
-                        _tip("VAE shared by both models (SD latent space); decodes in chunks.")),
-                "prompt": ("IMAGE", _tip("image: one image; video: at least F frames (the first F "
-                                         "are used); orbit: V views of a static object in orbit "
-                                         "order, the front view last.")),
-                "prompt_type": (list(PROMPTS), {"default": "image",
-                                                "tooltip": "What the prompt IMAGE is."}),
-                "views": ("INT", {"default": 21, "min": 2, "max": 64,
-                                  "tooltip": "V: views (SV3D: 21)."}),
-                "frames": ("INT", {"default": 25, "min": 2, "max": MAX_VIDEO_FRAMES,
-                                   "tooltip": "F: frames (SVD-XT: up to 25)."}),
-                "size": ("INT", {"default": 576, "min": 64, "max": 1024, "step": 8,
-                                 "tooltip": "Square output size in pixels (both models: 576)."}),
-                "elevation": ("FLOAT", {"default": 10.0, "min": -89.0, "max": 89.0, "step": 0.5,
-                                        "tooltip": "Orbit elevation (degrees) when no CAMERAS are "
-                                                   "given."}),
-                "multiview_cfg": ("FLOAT", {"default": 2.5, "min": 1.0, "max": 20.0, "step": 0.05,
-                                            "tooltip": "SV3D's CFG, constant over views (official "
-                                                       "2.5)."}),
-                "video_cfg_min": ("FLOAT", {"default": 1.5, "min": 1.0, "max": 20.0, "step": 0.05,
-                                            "tooltip": "SVD's CFG at the first frame (linear, "
-                                                       "official 1.5)."}),
-                "video_cfg_max": ("FLOAT", {"default": 3.0, "min": 1.0, "max": 20.0, "step": 0.05,
-                                            "tooltip": "SVD's CFG at the last frame (official "
-                                                       "3.0)."}),
-                "motion_bucket_id": ("INT", {"default": 127, "min": 0, "max": 1023,
-                                             "tooltip": "SVD motion bucket (official 127)."}),
-                "fps": ("INT", {"default": 25, "min": 1, "max": 1024,
-                                "tooltip": "SVD fps condition (ComfyUI passes fps - 1 as fps_id: "
-                                "25 = the official fps_id 24); also the frame times."}),
-                "video_cond_aug": ("FLOAT", {"default": 0.02, "min": 0.0, "max": 1.0, "step": 0.001,
-                                             "tooltip": "SVD noise augmentation of its reference "
-                                                        "views (0.02)."}),
-                "multiview_cond_aug": ("FLOAT", {"default": 1e-5, "min": 0.0, "max": 1.0,
-                                                 "step": 1e-5,
-                                                 "round": False,
-                                                 "tooltip": "SV3D noise augmentation (1e-5)."}),
-                "lambda_schedule": (LAMBDA_CHOICES, {
-                    "default": "constant",
-                    "tooltip": "Multi-view weight per step: constant (official code, 0.6), "
-                               "logistic_code (s0 0.6, k 15), logistic_paper (s0 0.5, k 20), "
-                               "logistic (s0 = lambda_value, k), linear / cosine (1 -> 0)."}),
-                "lambda_value": ("FLOAT", {"default": 0.6, "min": 0.0, "max": 1.0, "step": 0.01,
-                                           "tooltip": "Constant lambda, or the logistic midpoint "
-                                                      "s0."}),
-                "logistic_k": ("FLOAT", {"default": 15.0, "min": 0.1, "max": 200.0, "step": 0.5,
-                                         "tooltip": "Steepness k of the 'logistic' schedule."}),
-                "view_weight_min": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 1.0, "step": 0.01,
-                                              "tooltip": "w_v at the side views (official 0.25; 1 "
-                                              "at front/back). 1.0 = same weight everywhere."}),
-                "steps": ("INT", {"default": 50, "min": 1, "max": 500,
-                                  "tooltip": "Euler steps (50)."}),
-                "vrs_steps": ("INT", {"default": 10, "min": 0, "max": 500,
-                                      "tooltip": "VRS: the first N "
-                                      "steps are taken twice with re-noising (official 10)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1,
-                                 "tooltip": "Noise seed."}),
-            },
-            "optional": {
-                "cameras": ("CAMERAS", _tip("The V cameras of the orbit (default: SV3D's static "
-                                            "orbit at 'elevation', the input view last).")),
-                "max_chunk": ("INT", {"default": 0, "min": 0, "max": 64,
-                                      "tooltip": "Most rows/columns per "
-                                      "model call (0 = as many as the free memory allows)."}),
-                "decode_chunk": ("INT", {"default": 8, "min": 1, "max": 256,
-                                         "tooltip": "Frames per VAE decode call."}),
-                "object_scale": ("FLOAT", {"default": 0.85, "min": 0.05, "max": 1.0, "step": 0.01,
-                                           "tooltip": "With alpha: fraction of the frame the "
-                                                      "object spans."}),
-            },
-        }
+        return {"required": {**_MODELS, **_PROMPT, **_OUTPUT, **_CONDITIONING, **_COMPOSITION,
+                             **_SAMPLING, **_SEED},
+                "optional": {**_ORBIT_AND_CHUNKS, **_DECODE}}
 
     def run(self, video_model, multiview_model, clip_vision, vae, prompt, prompt_type, views,
             frames, size,
@@ -230,21 +264,15 @@ class Diffusion2Guider:
 
     @classmethod
     def INPUT_TYPES(cls):
-        req = Diffusion2Sampler.INPUT_TYPES()["required"]
-        keep = ["video_model", "multiview_model", "clip_vision", "vae", "size", "elevation",
-                "multiview_cfg",
-                "video_cfg_min", "video_cfg_max", "motion_bucket_id", "fps", "video_cond_aug",
-                "multiview_cond_aug", "lambda_schedule", "lambda_value", "logistic_k",
-                "view_weight_min", "seed"]
-        r = {k: req[k] for k in keep[:4]}
-        r["reference_orbit"] = ("IMAGE", _tip("V reference views (orbit order, input view last): "
-                                              "row v is conditioned on view v."))
-        r["reference_video"] = ("IMAGE",
-                                _tip("F reference frames: column t is conditioned on frame t."))
-        r.update({k: req[k] for k in keep[4:]})
-        opt = Diffusion2Sampler.INPUT_TYPES()["optional"]
-        return {"required": r, "optional": {"cameras": opt["cameras"],
-                                            "max_chunk": opt["max_chunk"]}}
+        references = {
+            "reference_orbit": ("IMAGE", _tip("V reference views (orbit order, input view last): "
+                                              "row v is conditioned on view v.")),
+            "reference_video": ("IMAGE",
+                                _tip("F reference frames: column t is conditioned on frame t.")),
+        }
+        return {"required": {**_MODELS, **references, **_OUTPUT, **_CONDITIONING,
+                             **_COMPOSITION, **_SEED},
+                "optional": dict(_ORBIT_AND_CHUNKS)}
 
     def get_guider(self, video_model, multiview_model, clip_vision, vae, reference_orbit,
                    reference_video, size,

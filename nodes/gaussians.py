@@ -33,6 +33,64 @@ def _check_cameras(cameras) -> Cameras:
     return cameras
 
 
+# The fit's inputs (Gaussian Reconstruct, required).
+_FIT = {
+    "views": ("IMAGE", {"tooltip": "The views (e.g. an SV3D orbit), one per camera."}),
+    "cameras": ("CAMERAS", {"tooltip": "The cameras of the views, same order."}),
+    "iterations": ("INT", {"default": 600, "min": 1, "max": 100000,
+                   "tooltip": "Optimisation steps (one view each). 600 at 256² takes "
+                   "a few minutes on a CPU, seconds on a GPU."}),
+    "resolution": ("INT", {"default": 256, "min": 0, "max": 4096, "step": 8,
+                   "tooltip": "Longest image side used for fitting; 0 = the views' own "
+                   "size. Lower is faster."}),
+    "sh_degree": ("INT", {"default": 1, "min": 0, "max": 3, "tooltip": "Spherical "
+                  "harmonics degree of the colours: 0 = view-independent; 1 (default) "
+                  "follows the slow drift of a generated orbit's appearance around the "
+                  "object (held-out views of six SV3D orbits +0.05 to +0.19 dB over "
+                  "0); up to 3 for shiny captures."}),
+    "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
+             "tooltip": "Seed of the view order and densification."}),
+}
+
+
+# What the fit is held to besides the views (Gaussian Reconstruct, optional).
+_TARGETS = {
+    "mask": ("MASK", {"tooltip": "Object masks (1 = object) [B,H,W]. Without it the "
+             "mask is every pixel that differs from the background colour. Note: "
+             "LoadImage's MASK is 1 = transparent; invert it first."}),
+    "background": ("STRING", {"default": "1, 1, 1", "tooltip": "Background colour "
+                   "of the views as 'r, g, b' in 0..1 (SV3D orbits are on white)."}),
+    "mask_weight": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 10.0, "step": 0.01,
+                    "tooltip": "Weight of the alpha-vs-mask loss term (0 disables "
+                    "it; raise it when the fit leaves floaters outside the object)."}),
+    "view_weights": ("STRING", {"default": "", "tooltip": "Optional per-view loss "
+                     "weights 'w0, w1, ...' (e.g. Diffusion² SSIM / 1-LPIPS "
+                     "confidences); empty = all 1."}),
+    "priors": ("RECON_PRIORS", {"tooltip": "Optional regularisers, e.g. from IPSM "
+               "Geometry Priors (helps sparse views)."}),
+}
+
+
+# Robust reconstruction of generated orbits (Gaussian Reconstruct, optional).
+_ROBUST = {
+    "calibrate": (CALIBRATE_CHOICES, {"default": "auto", "tooltip":
+                  CALIBRATE_TOOLTIP + " The Gaussians live in the calibrated "
+                  "cameras' frame (Calibrate Orbit outputs those cameras)."}),
+    "appearance": ("BOOLEAN", {"default": True, "tooltip": "Per-view colour "
+                   "compensation: each view gets its own colour gains + biases "
+                   "(generated views drift in exposure / white balance), estimated "
+                   "during the fit and kept out of the saved scene, which keeps the "
+                   "views' average colour."}),
+    "robust_loss": ("BOOLEAN", {"default": True, "tooltip": "Truncate each view's "
+                    "largest residuals (above its own 90th percentile) so details "
+                    "that only one view shows do not pull the scene apart."}),
+    "refine_cameras": ("BOOLEAN", {"default": False, "tooltip": "Fit small per-view "
+                       "pose and focal corrections (pulled towards the given "
+                       "cameras). For views whose cameras are slightly off; the "
+                       "renders output uses the refined cameras."}),
+}
+
+
 class GaussianReconstruct:
     DESCRIPTION = (
         "Fits 3D Gaussians to views with known cameras (3D Gaussian Splatting). Starts from the "
@@ -49,55 +107,7 @@ class GaussianReconstruct:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "views": ("IMAGE", {"tooltip": "The views (e.g. an SV3D orbit), one per camera."}),
-                "cameras": ("CAMERAS", {"tooltip": "The cameras of the views, same order."}),
-                "iterations": ("INT", {"default": 600, "min": 1, "max": 100000,
-                               "tooltip": "Optimisation steps (one view each). 600 at 256² takes "
-                               "a few minutes on a CPU, seconds on a GPU."}),
-                "resolution": ("INT", {"default": 256, "min": 0, "max": 4096, "step": 8,
-                               "tooltip": "Longest image side used for fitting; 0 = the views' own "
-                               "size. Lower is faster."}),
-                "sh_degree": ("INT", {"default": 1, "min": 0, "max": 3, "tooltip": "Spherical "
-                              "harmonics degree of the colours: 0 = view-independent; 1 (default) "
-                              "follows the slow drift of a generated orbit's appearance around the "
-                              "object (held-out views of six SV3D orbits +0.05 to +0.19 dB over "
-                              "0); up to 3 for shiny captures."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
-                         "tooltip": "Seed of the view order and densification."}),
-            },
-            "optional": {
-                "mask": ("MASK", {"tooltip": "Object masks (1 = object) [B,H,W]. Without it the "
-                         "mask is every pixel that differs from the background colour. Note: "
-                         "LoadImage's MASK is 1 = transparent; invert it first."}),
-                "background": ("STRING", {"default": "1, 1, 1", "tooltip": "Background colour "
-                               "of the views as 'r, g, b' in 0..1 (SV3D orbits are on white)."}),
-                "mask_weight": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 10.0, "step": 0.01,
-                                "tooltip": "Weight of the alpha-vs-mask loss term (0 disables "
-                                "it; raise it when the fit leaves floaters outside the object)."}),
-                "view_weights": ("STRING", {"default": "", "tooltip": "Optional per-view loss "
-                                 "weights 'w0, w1, ...' (e.g. Diffusion² SSIM / 1-LPIPS "
-                                 "confidences); empty = all 1."}),
-                "priors": ("RECON_PRIORS", {"tooltip": "Optional regularisers, e.g. from IPSM "
-                           "Geometry Priors (helps sparse views)."}),
-                "calibrate": (CALIBRATE_CHOICES, {"default": "auto", "tooltip":
-                              CALIBRATE_TOOLTIP + " The Gaussians live in the calibrated "
-                              "cameras' frame (Calibrate Orbit outputs those cameras)."}),
-                "appearance": ("BOOLEAN", {"default": True, "tooltip": "Per-view colour "
-                               "compensation: each view gets its own colour gains + biases "
-                               "(generated views drift in exposure / white balance), estimated "
-                               "during the fit and kept out of the saved scene, which keeps the "
-                               "views' average colour."}),
-                "robust_loss": ("BOOLEAN", {"default": True, "tooltip": "Truncate each view's "
-                                "largest residuals (above its own 90th percentile) so details "
-                                "that only one view shows do not pull the scene apart."}),
-                "refine_cameras": ("BOOLEAN", {"default": False, "tooltip": "Fit small per-view "
-                                   "pose and focal corrections (pulled towards the given "
-                                   "cameras). For views whose cameras are slightly off; the "
-                                   "renders output uses the refined cameras."}),
-            },
-        }
+        return {"required": dict(_FIT), "optional": {**_TARGETS, **_ROBUST}}
 
     def reconstruct(self, views, cameras, iterations, resolution, sh_degree, seed, mask=None,
                     background="1, 1, 1", mask_weight=0.1, view_weights="", priors=None,

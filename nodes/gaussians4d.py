@@ -51,6 +51,68 @@ def sequence_output_paths(prefix: str, times: int):
     return folder, sub, f"{base}_{i:05d}"
 
 
+# The sequence and its fit (4D Gaussian Reconstruct, required).
+_SEQUENCE = {
+    "views": ("IMAGE", {"tooltip": "V·F frames in view-major order: all F times of "
+              "view 0, then all F times of view 1, ... (what the Diffusion² sampler "
+              "outputs)."}),
+    "cameras": ("CAMERAS", {"tooltip": "The V cameras of the orbit, shared by every "
+                "time step, in view order."}),
+    "frames_per_view": ("INT", {"default": 5, "min": 1, "max": 1000, "tooltip":
+                        "F, the number of time steps; the views must hold "
+                        "V·F images."}),
+    "iterations": ("INT", {"default": 1000, "min": 1, "max": 100000, "tooltip":
+                   "Optimisation steps for time 0 (a full 3DGS fit)."}),
+    "warm_iterations": ("INT", {"default": 300, "min": 1, "max": 100000, "tooltip":
+                        "Optimisation steps for each later time step, started from "
+                        "the previous time's Gaussians."}),
+    "temporal_weight": ("FLOAT", {"default": 0.02, "min": 0.0, "max": 1000.0,
+                        "step": 0.01, "tooltip": "Weight of the smoothness term that "
+                        "pulls positions, colours and opacities toward the previous "
+                        "time step (0 = off; raise it against flicker, lower it for "
+                        "fast motion)."}),
+    "confidence": (["none", "ssim"], {"default": "none", "tooltip": "ssim: weight "
+                   "each image's loss by SSIM(image, render of the warm-start scene) "
+                   "(Diffusion²'s C_ssim), down-weighting inconsistent generated "
+                   "frames. (1 - LPIPS needs a network not available offline; give "
+                   "it through image_weights.)"}),
+}
+
+
+# The per-time 3DGS fit and the output (4D Gaussian Reconstruct, required).
+_FIT_4D = {
+    "resolution": ("INT", {"default": 256, "min": 0, "max": 4096, "step": 8,
+                   "tooltip": "Longest image side used for fitting; 0 = the views' own "
+                   "size. Lower is faster."}),
+    "sh_degree": ("INT", {"default": 0, "min": 0, "max": 3, "tooltip": "Spherical "
+                  "harmonics degree of the colours (0 = view-independent)."}),
+    "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
+             "tooltip": "Seed of the view order and densification."}),
+    "filename_prefix": ("STRING", {"default": "orbitforge/4d/seq", "tooltip":
+                        "PLY sequence prefix inside the output folder; a run counter "
+                        "and _t000, _t001, ... are appended."}),
+}
+
+
+# Optional inputs of 4D Gaussian Reconstruct.
+_TARGETS_4D = {
+    "mask": ("MASK", {"tooltip": "Object masks (1 = object) [V·F,H,W], same order as "
+             "the views. Without it: pixels that differ from the background."}),
+    "background": ("STRING", {"default": "1, 1, 1", "tooltip": "Background colour "
+                   "of the views as 'r, g, b' in 0..1."}),
+    "mask_weight": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 10.0, "step": 0.01,
+                    "tooltip": "Weight of the alpha-vs-mask loss term."}),
+    "warm_lr_scale": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 100.0,
+                      "step": 0.1, "tooltip": "Learning-rate multiplier of the later "
+                      "time steps (positions, colours, opacities): higher follows "
+                      "faster motion in few warm iterations, too high gets noisy."}),
+    "image_weights": ("STRING", {"default": "", "tooltip": "Optional loss weights: V "
+                      "numbers (one per view) or V·F (one per image, view-major), "
+                      "e.g. 1 - LPIPS confidences; multiplied with the SSIM "
+                      "confidence. Empty = all 1."}),
+}
+
+
 class Gaussian4DReconstruct:
     DESCRIPTION = (
         "Fits a sequence of 3D Gaussian scenes (one per time step) to V·F frames of a moving "
@@ -72,59 +134,7 @@ class Gaussian4DReconstruct:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "views": ("IMAGE", {"tooltip": "V·F frames in view-major order: all F times of "
-                          "view 0, then all F times of view 1, ... (what the Diffusion² sampler "
-                          "outputs)."}),
-                "cameras": ("CAMERAS", {"tooltip": "The V cameras of the orbit, shared by every "
-                            "time step, in view order."}),
-                "frames_per_view": ("INT", {"default": 5, "min": 1, "max": 1000, "tooltip":
-                                    "F, the number of time steps; the views must hold "
-                                    "V·F images."}),
-                "iterations": ("INT", {"default": 1000, "min": 1, "max": 100000, "tooltip":
-                               "Optimisation steps for time 0 (a full 3DGS fit)."}),
-                "warm_iterations": ("INT", {"default": 300, "min": 1, "max": 100000, "tooltip":
-                                    "Optimisation steps for each later time step, started from "
-                                    "the previous time's Gaussians."}),
-                "temporal_weight": ("FLOAT", {"default": 0.02, "min": 0.0, "max": 1000.0,
-                                    "step": 0.01, "tooltip": "Weight of the smoothness term that "
-                                    "pulls positions, colours and opacities toward the previous "
-                                    "time step (0 = off; raise it against flicker, lower it for "
-                                    "fast motion)."}),
-                "confidence": (["none", "ssim"], {"default": "none", "tooltip": "ssim: weight "
-                               "each image's loss by SSIM(image, render of the warm-start scene) "
-                               "(Diffusion²'s C_ssim), down-weighting inconsistent generated "
-                               "frames. (1 - LPIPS needs a network not available offline; give "
-                               "it through image_weights.)"}),
-                "resolution": ("INT", {"default": 256, "min": 0, "max": 4096, "step": 8,
-                               "tooltip": "Longest image side used for fitting; 0 = the views' own "
-                               "size. Lower is faster."}),
-                "sh_degree": ("INT", {"default": 0, "min": 0, "max": 3, "tooltip": "Spherical "
-                              "harmonics degree of the colours (0 = view-independent)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
-                         "tooltip": "Seed of the view order and densification."}),
-                "filename_prefix": ("STRING", {"default": "orbitforge/4d/seq", "tooltip":
-                                    "PLY sequence prefix inside the output folder; a run counter "
-                                    "and _t000, _t001, ... are appended."}),
-            },
-            "optional": {
-                "mask": ("MASK", {"tooltip": "Object masks (1 = object) [V·F,H,W], same order as "
-                         "the views. Without it: pixels that differ from the background."}),
-                "background": ("STRING", {"default": "1, 1, 1", "tooltip": "Background colour "
-                               "of the views as 'r, g, b' in 0..1."}),
-                "mask_weight": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 10.0, "step": 0.01,
-                                "tooltip": "Weight of the alpha-vs-mask loss term."}),
-                "warm_lr_scale": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 100.0,
-                                  "step": 0.1, "tooltip": "Learning-rate multiplier of the later "
-                                  "time steps (positions, colours, opacities): higher follows "
-                                  "faster motion in few warm iterations, too high gets noisy."}),
-                "image_weights": ("STRING", {"default": "", "tooltip": "Optional loss weights: V "
-                                  "numbers (one per view) or V·F (one per image, view-major), "
-                                  "e.g. 1 - LPIPS confidences; multiplied with the SSIM "
-                                  "confidence. Empty = all 1."}),
-            },
-        }
+        return {"required": {**_SEQUENCE, **_FIT_4D}, "optional": dict(_TARGETS_4D)}
 
     def reconstruct(self, views, cameras, frames_per_view, iterations, warm_iterations,
                     temporal_weight, confidence, resolution, sh_degree, seed, filename_prefix,

@@ -20,6 +20,92 @@ from .calibrate import CALIBRATE_CHOICES, CALIBRATE_TOOLTIP, calibrate_for_recon
 from .host import geometry
 
 
+# What the surface is carved from and how finely (SDF Mesh, required).
+_SURFACE = {
+    "cameras": ("CAMERAS", {"tooltip": "One camera per view (the orbit the views were "
+                "made with)."}),
+    "resolution": ("INT", {"default": 128, "min": 16, "max": 1024, "step": 8,
+                   "tooltip": "Voxel grid resolution per axis over the unit box. 128: "
+                   "~15 s in mode fast on 2 CPU cores, most of it the polish; 192-256: "
+                   "finer, the polish's cost grows with the voxel count (set "
+                   "polish_steps 0 for seconds)."}),
+    "mode": (["fast", "neural"], {"default": "fast", "tooltip": "fast: hull + depth "
+             "fusion, then a short photometric polish (polish_steps of NeuS-style volume "
+             "rendering of the SDF grid against the views; ~15 s in all at resolution "
+             "128 on 2 CPU cores). neural: the same refinement run to convergence "
+             "(neural_iterations; needs images; minutes; measured more accurate than "
+             "fast on every benchmark mesh)."}),
+    "min_background_views": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip":
+                             "A voxel is carved when at least this many views see it on "
+                             "background. Raise to 2-3 for imperfect generated masks."}),
+}
+
+
+# The mesh's clean-up (SDF Mesh, required).
+_CLEANUP = {
+    "watertight": ("BOOLEAN", {"default": True, "tooltip": "Repair to a closed manifold "
+                   "(error if impossible)."}),
+    "target_faces": ("INT", {"default": 50000, "min": 0, "max": 10_000_000, "tooltip":
+                     "Decimate to about this many faces (0 = keep all)."}),
+    "smooth_iterations": ("INT", {"default": 5, "min": 0, "max": 200, "tooltip":
+                          "Taubin smoothing iterations (0 = off); removes voxel steps "
+                          "without shrinking."}),
+}
+
+
+# Colours and depth (SDF Mesh, required).
+_COLOUR = {
+    "color": (list(COLOR_MODES), {"default": "vertex",
+                                  "tooltip": "vertex: colours per vertex "
+              "from the views; texture: xatlas UV unwrap + baked texture; none."}),
+    "texture_size": ("INT", {"default": 1024, "min": 64, "max": 8192, "step": 64,
+                     "tooltip": "Texture side in pixels (color = texture)."}),
+    "depth_source": (list(DEPTH_CHOICES), {"default": "auto",
+                                           "tooltip": "Depth that carves "
+                     "concavities the silhouettes miss. mvs: stereo on the views (needs "
+                     "images; seconds); gaussians: median depth of the connected "
+                     "gaussians; depth: the depth_maps input; none: hull only; auto: mvs "
+                     "with images, else gaussians if connected, else none."}),
+}
+
+
+# What the views give besides the cameras (SDF Mesh, optional).
+_VIEWS = {
+    "images": ("IMAGE", {"tooltip": "The views [B,H,W,3], one per camera (colours; "
+               "without them colours come from the Gaussians)."}),
+    "masks": ("MASK", {"tooltip": "Object masks [B,H,W] (1 = object), one per camera. "
+              "Without them the Gaussians' alpha is used."}),
+    "gaussians": ("SPLAT", {"tooltip": "A SPLAT scene fitted to these views (ours or "
+                  "core's): its renders stand in for missing images/masks; when the "
+                  "views' silhouettes disagree (generated orbits) its alpha widens the "
+                  "masks, so the hull keeps what the fit covers; its median depth is "
+                  "used with depth_source gaussians."}),
+    "depth_maps": ("MASK", {"tooltip": "Depth maps [B,H,W], camera-space z in world "
+                   "units (0 = no depth), one per camera; used with depth_source "
+                   "depth."}),
+}
+
+
+# The refinement's knobs (SDF Mesh, optional).
+_REFINEMENT = {
+    "neural_iterations": ("INT", {"default": 400, "min": 10, "max": 20000, "tooltip":
+                          "Optimisation steps of mode neural (each renders 4096 rays)."}),
+    "polish_steps": ("INT", {"default": 100, "min": 0, "max": 5000, "tooltip":
+                     "Photometric polish steps of mode fast (needs images; ~0.1 s each "
+                     "at resolution 128 on 2 CPU cores; 0 = off: the fused hull + depth "
+                     "field as is)."}),
+    "calibrate": (CALIBRATE_CHOICES, {"default": "auto", "tooltip": CALIBRATE_TOOLTIP
+                  + " Needs masks; the mesh lives in the calibrated cameras' frame."}),
+    "silhouette_tolerance": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 16.0,
+                             "step": 0.25, "tooltip": "Pixels by which a view's "
+                             "silhouette may disagree with the others before it carves "
+                             "alone (what two views carve is always carved). -1 = auto: "
+                             "1 px when the views' silhouettes disagree (generated "
+                             "orbits: their shapes differ a little from view to view), "
+                             "0 when they agree (renders: the exact visual hull)."}),
+}
+
+
 class SDFMesh:
     DESCRIPTION = (
         "Reconstructs a watertight, coloured mesh from orbit views: visual hull carved from the "
@@ -39,70 +125,8 @@ class SDFMesh:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "cameras": ("CAMERAS", {"tooltip": "One camera per view (the orbit the views were "
-                        "made with)."}),
-            "resolution": ("INT", {"default": 128, "min": 16, "max": 1024, "step": 8,
-                           "tooltip": "Voxel grid resolution per axis over the unit box. 128: "
-                           "~15 s in mode fast on 2 CPU cores, most of it the polish; 192-256: "
-                           "finer, the polish's cost grows with the voxel count (set "
-                           "polish_steps 0 for seconds)."}),
-            "mode": (["fast", "neural"], {"default": "fast", "tooltip": "fast: hull + depth "
-                     "fusion, then a short photometric polish (polish_steps of NeuS-style volume "
-                     "rendering of the SDF grid against the views; ~15 s in all at resolution "
-                     "128 on 2 CPU cores). neural: the same refinement run to convergence "
-                     "(neural_iterations; needs images; minutes; measured more accurate than "
-                     "fast on every benchmark mesh)."}),
-            "min_background_views": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip":
-                                     "A voxel is carved when at least this many views see it on "
-                                     "background. Raise to 2-3 for imperfect generated masks."}),
-            "watertight": ("BOOLEAN", {"default": True, "tooltip": "Repair to a closed manifold "
-                           "(error if impossible)."}),
-            "target_faces": ("INT", {"default": 50000, "min": 0, "max": 10_000_000, "tooltip":
-                             "Decimate to about this many faces (0 = keep all)."}),
-            "smooth_iterations": ("INT", {"default": 5, "min": 0, "max": 200, "tooltip":
-                                  "Taubin smoothing iterations (0 = off); removes voxel steps "
-                                  "without shrinking."}),
-            "color": (list(COLOR_MODES), {"default": "vertex",
-                                          "tooltip": "vertex: colours per vertex "
-                      "from the views; texture: xatlas UV unwrap + baked texture; none."}),
-            "texture_size": ("INT", {"default": 1024, "min": 64, "max": 8192, "step": 64,
-                             "tooltip": "Texture side in pixels (color = texture)."}),
-            "depth_source": (list(DEPTH_CHOICES), {"default": "auto",
-                                                   "tooltip": "Depth that carves "
-                             "concavities the silhouettes miss. mvs: stereo on the views (needs "
-                             "images; seconds); gaussians: median depth of the connected "
-                             "gaussians; depth: the depth_maps input; none: hull only; auto: mvs "
-                             "with images, else gaussians if connected, else none."}),
-        }, "optional": {
-            "images": ("IMAGE", {"tooltip": "The views [B,H,W,3], one per camera (colours; "
-                       "without them colours come from the Gaussians)."}),
-            "masks": ("MASK", {"tooltip": "Object masks [B,H,W] (1 = object), one per camera. "
-                      "Without them the Gaussians' alpha is used."}),
-            "gaussians": ("SPLAT", {"tooltip": "A SPLAT scene fitted to these views (ours or "
-                          "core's): its renders stand in for missing images/masks; when the "
-                          "views' silhouettes disagree (generated orbits) its alpha widens the "
-                          "masks, so the hull keeps what the fit covers; its median depth is "
-                          "used with depth_source gaussians."}),
-            "depth_maps": ("MASK", {"tooltip": "Depth maps [B,H,W], camera-space z in world "
-                           "units (0 = no depth), one per camera; used with depth_source "
-                           "depth."}),
-            "neural_iterations": ("INT", {"default": 400, "min": 10, "max": 20000, "tooltip":
-                                  "Optimisation steps of mode neural (each renders 4096 rays)."}),
-            "polish_steps": ("INT", {"default": 100, "min": 0, "max": 5000, "tooltip":
-                             "Photometric polish steps of mode fast (needs images; ~0.1 s each "
-                             "at resolution 128 on 2 CPU cores; 0 = off: the fused hull + depth "
-                             "field as is)."}),
-            "calibrate": (CALIBRATE_CHOICES, {"default": "auto", "tooltip": CALIBRATE_TOOLTIP
-                          + " Needs masks; the mesh lives in the calibrated cameras' frame."}),
-            "silhouette_tolerance": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 16.0,
-                                     "step": 0.25, "tooltip": "Pixels by which a view's "
-                                     "silhouette may disagree with the others before it carves "
-                                     "alone (what two views carve is always carved). -1 = auto: "
-                                     "1 px when the views' silhouettes disagree (generated "
-                                     "orbits: their shapes differ a little from view to view), "
-                                     "0 when they agree (renders: the exact visual hull)."}),
-        }}
+        return {"required": {**_SURFACE, **_CLEANUP, **_COLOUR},
+                "optional": {**_VIEWS, **_REFINEMENT}}
 
     def build(self, cameras, resolution, mode, min_background_views, watertight, target_faces,
               smooth_iterations, color, texture_size, depth_source="auto", images=None,
