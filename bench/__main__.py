@@ -17,8 +17,8 @@ BENCHES = {
     "recon4d": "4D reconstruction of a turning mesh: held-out PSNR per time step, time, memory",
     "priors": "sparse-view fits with and without IPSM geometry regularisers (PSNR, time)",
     "core": "side by side with ComfyUI core splat nodes: render time/PSNR, mesh accuracy, PLY path",
-    "core_schemas": "(tool) regenerate a host snapshot workflow_tools/core_schemas*.json (checkout or "
-                    "--url)",
+    "core_schemas": "(tool) regenerate a host snapshot workflow_tools/core_schemas*.json "
+                    "(checkout or --url)",
     "interrupt": "time from the interrupt flag to each long node raising; no file left behind",
     "fullsize": "(opt-in) random full-size SV3D/SVD/Hi3D checkpoints through ComfyUI's loaders: "
                 "load time, peak RSS, s/step on the CPU",

@@ -1,5 +1,5 @@
-"""Regenerate a host snapshot ``workflow_tools/core_schemas*.json``: the core node definitions OrbitForge
-workflows use, as one ComfyUI version serves them.
+"""Regenerate a host snapshot ``workflow_tools/core_schemas*.json``: the core node definitions
+OrbitForge workflows use, as one ComfyUI version serves them.
 
 ``python -m orbitforge.bench core_schemas [--comfyui PATH | --url http://127.0.0.1:8188]
 [--out FILE] [--nodes A,B] [--all]``

@@ -7,9 +7,10 @@ custom node's ``example_workflows/`` (with the same-name ``.jpg`` as its thumbna
     python example_workflows/make_workflows.py --check    # exit 1 when a file differs
 
 The graphs are built from the node schemas (the pack's INPUT_TYPES and
-orbitforge/workflow/core_schemas.json), so every ``widgets_values`` list is in the order the ComfyUI
-frontend creates widgets (see ``orbitforge.workflow_tools.schema.widget_layout``; the builder is
-``orbitforge.workflow_tools.graph.WorkflowBuilder``). Edit the graphs here, not the JSON by hand;
+orbitforge/workflow_tools/core_schemas*.json), so every ``widgets_values`` list is in the order the
+ComfyUI frontend creates widgets (see ``orbitforge.workflow_tools.schema.widget_layout``; the
+builder is ``orbitforge.workflow_tools.graph.WorkflowBuilder``). Edit the graphs here, not the JSON
+by hand;
 ``python -m orbitforge check-workflow example_workflows/*.json`` validates the result against
 every host snapshot. Thumbnails (.jpg) are made by ``example_workflows/make_thumbnails.py``.
 """

@@ -110,7 +110,8 @@ ALLOWED = {
     "kernels": {"kernels"},
     "host": {"host", "kernels"},
     "nodes": {"nodes", "host", "kernels"},
-    "workflow_tools": {"workflow_tools", "nodes"},  # the pack's node registry, read lazily for its schemas
+    # the pack's node registry, read lazily for its schemas
+    "workflow_tools": {"workflow_tools", "nodes"},
     "bench": {"bench", "nodes", "host", "kernels", "workflow_tools"},
     "root": {"root", "nodes", "kernels", "workflow_tools"},
 }

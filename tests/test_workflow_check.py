@@ -419,7 +419,8 @@ def test_shipped_workflows_open_with_no_node_over_another(path):
     for i, (a, ax0, ay0, ax1, ay1) in enumerate(boxes):
         for b, bx0, by0, bx1, by1 in boxes[i + 1:]:
             overlap = min(ax1, bx1) > max(ax0, bx0) and min(ay1, by1) > max(ay0, by0)
-            assert not overlap, f"node {a['id']} ({a['type']}) overlaps node {b['id']} ({b['type']})"
+            assert not overlap, \
+                f"node {a['id']} ({a['type']}) overlaps node {b['id']} ({b['type']})"
 
 
 def test_both_host_snapshots_ship():
