@@ -14,6 +14,14 @@ from . import host
 
 ORBITS = list(ORBIT_TYPES)
 
+# The seed control's starting mode of the pack's deterministic nodes (orbit cameras, fits): the
+# frontend gives every INT input named "seed" a control widget that defaults to "randomize",
+# which changes the seed after every queue, so pressing Run again would refit (minutes on a CPU)
+# instead of reusing ComfyUI's cache. Frontend 1.49 (ComfyUI v0.33) starts the control at the
+# mode this option names; 1.27 (v0.3.64) keeps "randomize". Sampling nodes keep the randomize
+# convention of core KSampler.
+FIXED_SEED = "fixed"
+
 
 def parse_floats(text: str, what: str) -> list[float]:
     try:
@@ -83,6 +91,7 @@ class OrbitCameras:
             "height": ("INT", {"default": 576, "min": 8, "max": 8192, "step": 8,
                        "tooltip": "Image height in pixels."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
+                     "control_after_generate": FIXED_SEED,
                      "tooltip": "Seed of the sv3d_dynamic orbit."}),
             "elevations": ("STRING", {"default": "0, 20",
                                       "tooltip": "uniform: comma-separated ring "

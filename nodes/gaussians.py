@@ -20,7 +20,7 @@ from ..kernels.splat.frame import from_splat_frame, to_splat_frame
 from ..kernels.splat.ply import read_ply, write_ply
 from . import host
 from .calibrate import CALIBRATE_CHOICES, CALIBRATE_TOOLTIP, calibrate_for_reconstruction
-from .cameras import parse_color, parse_floats
+from .cameras import FIXED_SEED, parse_color, parse_floats
 from .host import geometry
 
 PLY_FRAMES = ["3dgs", "y-up"]  # LoadGaussians: the frame a PLY file's coordinates are in
@@ -49,6 +49,7 @@ _FIT = {
                   "object (held-out views of six SV3D orbits +0.05 to +0.19 dB over "
                   "0); up to 3 for shiny captures."}),
     "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
+             "control_after_generate": FIXED_SEED,
              "tooltip": "Seed of the view order and densification."}),
 }
 

@@ -20,7 +20,7 @@ from ..kernels.geometry.cameras import check_cameras_see_object
 from ..kernels.splat.fit import FitConfig
 from ..kernels.splat.frame import to_splat_frame
 from . import host
-from .cameras import parse_color
+from .cameras import FIXED_SEED, parse_color
 from .gaussians import _check_cameras
 from .host import geometry
 
@@ -87,6 +87,7 @@ _FIT_4D = {
     "sh_degree": ("INT", {"default": 0, "min": 0, "max": 3, "tooltip": "Spherical "
                   "harmonics degree of the colours (0 = view-independent)."}),
     "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
+             "control_after_generate": FIXED_SEED,
              "tooltip": "Seed of the view order and densification."}),
     "filename_prefix": ("STRING", {"default": "orbitforge/4d/seq", "tooltip":
                         "PLY sequence prefix inside the output folder; a run counter "

@@ -106,6 +106,21 @@ def assert_image(img, n=None, hw=None):
     assert img.std() > 0.01, "a preview should show something, not a flat colour"
 
 
+def test_deterministic_nodes_keep_their_seed_between_runs():
+    # the frontend's seed control defaults to "randomize" (a new seed after every queue, so Run
+    # again would refit); the deterministic nodes start it at "fixed", samplers keep randomize
+    def seeds(node_id):
+        spec = NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()
+        return {name: opts[1] for part in spec.values() for name, opts in part.items()
+                if opts[0] == "INT" and name in ("seed", "noise_seed")}
+
+    for node_id in ("OrbitForgeOrbitCameras", "OrbitForgeGaussianReconstruct",
+                    "OrbitForgeGaussian4DReconstruct"):
+        assert seeds(node_id)["seed"].get("control_after_generate") == "fixed", node_id
+    for node_id in ("OrbitForgeSV3DSampler", "OrbitForgeDiffusion2Sampler"):
+        assert "control_after_generate" not in seeds(node_id)["seed"], node_id
+
+
 def test_orbit_and_interpolation_path_plots_are_images():
     from orbitforge.nodes.cameras import InterpolateCameras, OrbitCameras
 
