@@ -201,8 +201,12 @@ class Schemas:
 def _has_control(inp: dict, name_fallback: bool = True) -> bool:
     cag = inp.get("control_after_generate")
     if inp["type"] == "INT":
-        if cag is None:
-            return name_fallback and inp["name"] in ("seed", "noise_seed")
+        seed = inp["name"] in ("seed", "noise_seed")
+        # a mode name ("fixed") on a seed only sets where frontend 1.49 starts the control that
+        # every current frontend adds to a seed anyway; graphs saved before a node declared it
+        # may come from frontends that added none, like graphs of undeclared seeds
+        if cag is None or (seed and isinstance(cag, str)):
+            return name_fallback and seed
         return bool(cag)
     return inp["type"] == "COMBO" and bool(cag)
 
