@@ -20,8 +20,8 @@ from ..kernels.geometry.cameras import check_cameras_see_object
 from ..kernels.splat.fit import FitConfig
 from ..kernels.splat.frame import to_splat_frame
 from . import host
-from .cameras import FIXED_SEED, parse_color
-from .gaussians import _check_cameras
+from .cameras import parse_color
+from .gaussians import _FIT, _check_cameras
 from .host import geometry
 
 
@@ -81,14 +81,10 @@ _SEQUENCE = {
 
 # The per-time 3DGS fit and the output (4D Gaussian Reconstruct, required).
 _FIT_4D = {
-    "resolution": ("INT", {"default": 256, "min": 0, "max": 4096, "step": 8,
-                   "tooltip": "Longest image side used for fitting; 0 = the views' own "
-                   "size. Lower is faster."}),
+    "resolution": _FIT["resolution"],  # the per-time fit is Gaussian Reconstruct's
     "sh_degree": ("INT", {"default": 0, "min": 0, "max": 3, "tooltip": "Spherical "
                   "harmonics degree of the colours (0 = view-independent)."}),
-    "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
-             "control_after_generate": FIXED_SEED,
-             "tooltip": "Seed of the view order and densification."}),
+    "seed": _FIT["seed"],
     "filename_prefix": ("STRING", {"default": "orbitforge/4d/seq", "tooltip":
                         "PLY sequence prefix inside the output folder; a run counter "
                         "and _t000, _t001, ... are appended."}),
